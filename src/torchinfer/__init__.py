@@ -1,0 +1,23 @@
+"""torchinfer: PyTorch inference as preprocess -> model -> postprocess, for every task.
+
+    import torchinfer as ti
+    clf = ti.load("classify", "mobilenet_v2", weights="mobilenet_v2-b0353104.pth")
+    result = clf("cat.jpg")
+    print(result.top1.label, result.top1.score)
+"""
+
+from .api import load
+from .errors import (DeviceError, InputError, ModelNotFoundError, TorchinferError,
+                     WeightsError, WeightsMismatchError, WeightsUnavailableError)
+from .models import LoadedModel, PreprocessConfig, list_models, load_model, read_weights
+from .results import Classification, ClassScore, Result
+from .tasks import ClassificationPredictor, Predictor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClassScore", "Classification", "ClassificationPredictor", "DeviceError", "InputError",
+    "LoadedModel", "ModelNotFoundError", "Predictor", "PreprocessConfig", "Result",
+    "TorchinferError", "WeightsError", "WeightsMismatchError", "WeightsUnavailableError",
+    "__version__", "list_models", "load", "load_model", "read_weights",
+]

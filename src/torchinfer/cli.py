@@ -1,0 +1,205 @@
+"""The ``torchinfer`` command: a thin layer over library calls.
+
+Exit codes: 0 all inputs succeeded; 1 some inputs failed (``--allow-failures`` makes that 0);
+2 a usage or configuration error (unknown model, unreadable weights, missing device).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
+    TimeRemainingColumn
+from rich.table import Table
+
+from .errors import TorchinferError
+
+app = typer.Typer(help="PyTorch inference: preprocess -> model -> postprocess.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+predict_app = typer.Typer(help="Run a model over images and write the results.",
+                          no_args_is_help=True)
+app.add_typer(predict_app, name="predict")
+
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_INPUT_FAILED = 1
+EXIT_CONFIG_ERROR = 2
+
+
+def main() -> None:
+    try:
+        app()
+    except TorchinferError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(EXIT_CONFIG_ERROR)
+
+
+@app.command()
+def env(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Versions, devices and backends: can this machine run inference, and on what?"""
+    from .env import environment
+
+    info = environment()
+    if as_json:
+        console.print_json(json.dumps(info))
+        return
+    table = Table(show_header=False, box=None)
+    for key, value in info.items():
+        if key == "cuda_devices":
+            value = "; ".join(f"cuda:{d['index']} {d['name']} {d['memory_gib']} GiB "
+                              f"(sm {d['capability']})" for d in value) or "-"
+        elif isinstance(value, list):
+            value = ", ".join(value)
+        table.add_row(key, "-" if value is None else str(value))
+    console.print(table)
+
+
+@app.command()
+def models(
+    task: Annotated[Optional[str], typer.Option(help="classify, segment or detect.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the model names that can be built (torchvision's registry)."""
+    from .models import list_models
+
+    entries = list_models(task)
+    if as_json:
+        console.print_json(json.dumps([e.to_dict() for e in entries]))
+        return
+    table = Table("name", "task", "params (M)", "default weights")
+    for e in entries:
+        params = f"{e.num_params / 1e6:.1f}" if e.num_params else "-"
+        table.add_row(e.name, e.task, params, e.weights[0] if e.weights else "-")
+    console.print(table)
+
+
+def _floats(text: Optional[str], what: str) -> Optional[tuple[float, ...]]:
+    if text is None:
+        return None
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{what} must be comma-separated numbers, got {text!r}") from None
+
+
+def _size(text: Optional[str]) -> Optional[int | tuple[int, int]]:
+    if text is None:
+        return None
+    try:
+        parts = [int(x) for x in text.replace("x", ",").split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"--input-size must be N or H,W, got {text!r}") from None
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        return (parts[0], parts[1])
+    raise typer.BadParameter(f"--input-size must be N or H,W, got {text!r}")
+
+
+@predict_app.command("classify")
+def predict_classify(
+    sources: Annotated[list[str], typer.Argument(help="Images, folders, globs or .txt lists.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="torchvision name, "
+                                       "pkg.module:factory, or a TorchScript file.")],
+    weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Local file "
+                       "(.pth/.pt/.safetensors/TorchScript) or DEFAULT / a torchvision weights name. "
+                       "Omitted: random initialisation.")] = None,
+    num_classes: Annotated[Optional[int], typer.Option(help="Output classes (inferred from "
+                           "the weights when omitted).")] = None,
+    labels: Annotated[Optional[Path], typer.Option(help="Class names: .txt (one per line) "
+                      "or .json.")] = None,
+    input_size: Annotated[Optional[str], typer.Option(help="Crop size N or H,W.")] = None,
+    mean: Annotated[Optional[str], typer.Option(help="Normalisation mean, e.g. 0.5,0.5,0.5.")] = None,
+    std: Annotated[Optional[str], typer.Option(help="Normalisation std.")] = None,
+    top_k: Annotated[int, typer.Option(help="Classes per image.")] = 5,
+    multi_label: Annotated[bool, typer.Option(help="Sigmoid per class instead of softmax.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 8,
+    out: Annotated[Path, typer.Option(help="Folder for predictions.jsonl and summary.json.")] = Path("runs/classify"),
+    trust_pickle: Annotated[bool, typer.Option(help="Allow weights files that hold pickled "
+                            "Python objects (can run code: only for files you trust).")] = False,
+    strict: Annotated[bool, typer.Option(help="Require every weight key to match.")] = True,
+    max_pixels: Annotated[Optional[int], typer.Option(help="Refuse images with more pixels "
+                          "(default: Pillow's decompression-bomb limit).")] = None,
+    allow_failures: Annotated[bool, typer.Option(help="Exit 0 even if some inputs failed.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table, no progress.")] = False,
+) -> None:
+    """Classify images: top-k labels and scores per image, one JSONL line per input."""
+    from .api import load
+
+    predictor = load("classify", model, weights, device=device, num_classes=num_classes,
+                     labels=labels, input_size=_size(input_size), mean=_floats(mean, "--mean"),
+                     std=_floats(std, "--std"), strict=strict, trust_pickle=trust_pickle,
+                     top_k=top_k, multi_label=multi_label, batch_size=batch_size,
+                     max_pixels=max_pixels)
+    if predictor.model.random_init and not quiet:
+        err_console.print(f"[yellow]warning:[/] {model} has no weights: randomly initialised, "
+                          "its predictions are meaningless (pass --weights)")
+    rows: list[tuple[str, str, str, str]] = []
+
+    def show(result) -> None:
+        if len(rows) < 50:
+            if result.ok:
+                rows.append((result.source, result.top1.label, f"{result.top1.score:.4f}",
+                             f"{sum(result.speed.values()):.1f}"))
+            else:
+                rows.append((result.source, "[red]failed[/]", "", result.error or ""))
+
+    summary = _run_with_progress(predictor, sources, out, batch_size, quiet, show,
+                                 run_info={"task": "classify", "model": model,
+                                           "weights": weights, "device": str(predictor.device)})
+    if not quiet:
+        table = Table("source", "top-1", "score", "ms/img", title="classify")
+        for row in rows:
+            table.add_row(*row)
+        if summary.total > len(rows):
+            table.caption = f"first {len(rows)} of {summary.total} rows; all in {out}/predictions.jsonl"
+        console.print(table)
+    _finish(summary, out, allow_failures, quiet)
+
+
+def _run_with_progress(predictor, sources, out, batch_size, quiet, on_result, run_info):
+    from .run import count_inputs, run_to_dir
+
+    total = count_inputs(sources)
+    if quiet or total <= batch_size:
+        return run_to_dir(predictor, sources, out, batch_size=batch_size, on_result=on_result,
+                          run_info=run_info)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]:.1f} img/s"), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        bar = progress.add_task("predicting", total=total, rate=0.0)
+        import time
+
+        start = time.perf_counter()
+
+        def tick(result) -> None:
+            on_result(result)
+            done = progress.tasks[0].completed + 1
+            progress.update(bar, advance=1, rate=done / max(time.perf_counter() - start, 1e-9))
+
+        return run_to_dir(predictor, sources, out, batch_size=batch_size, on_result=tick,
+                          run_info=run_info)
+
+
+def _finish(summary, out: Path, allow_failures: bool, quiet: bool) -> None:
+    if not quiet:
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in summary.stage_ms.items())
+        err_console.print(f"{summary.total} inputs, {summary.succeeded} ok, {summary.failed} failed "
+                          f"in {summary.seconds:.2f} s ({summary.images_per_second:.1f} img/s; "
+                          f"ms/img: {stages or '-'}) -> {out}", highlight=False)
+        for failure in summary.failures[:10]:
+            err_console.print(f"  [red]failed[/] {failure['source']}: {failure['error']}",
+                              highlight=False)
+    if summary.failed and not allow_failures:
+        raise typer.Exit(EXIT_INPUT_FAILED)
+
+
+if __name__ == "__main__":
+    main()

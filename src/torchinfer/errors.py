@@ -1,0 +1,51 @@
+"""Exceptions with messages a user can act on.
+
+Every error names the thing that is wrong (a file, a model, a device) and, where we can tell,
+what to do about it. Library code raises these; the CLI turns them into one red line and an
+exit code instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class TorchinferError(Exception):
+    """Base class: anything the user can fix by changing an argument or a file."""
+
+
+class ModelNotFoundError(TorchinferError):
+    """The model name is neither a torchvision model nor an importable ``pkg.module:factory``."""
+
+
+class WeightsError(TorchinferError):
+    """A weights file cannot be read, or is refused (e.g. a pickle without ``trust_pickle``)."""
+
+
+class WeightsMismatchError(WeightsError):
+    """The weights do not fit the architecture: missing/unexpected keys or shape mismatches."""
+
+
+class WeightsUnavailableError(WeightsError):
+    """Named torchvision weights are neither in the local cache nor downloadable."""
+
+
+class DeviceError(TorchinferError):
+    """The requested device does not exist on this machine."""
+
+
+class InputError(TorchinferError):
+    """One input (a file, bytes, an array) cannot be turned into an image.
+
+    ``source`` names the input so batch runs can record the failure and go on.
+    """
+
+    def __init__(self, source: str, reason: str):
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+class MissingExtraError(TorchinferError):
+    """An optional dependency is missing; the message names the extra that installs it."""
+
+    def __init__(self, package: str, extra: str):
+        super().__init__(f"{package} is not installed: pip install 'torchinfer[{extra}]'")

@@ -1,0 +1,1 @@
+"""Getting inputs in (images, sources) and results out (sinks)."""

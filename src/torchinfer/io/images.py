@@ -1,0 +1,190 @@
+"""Turn anything a user may hand us into an 8-bit RGB PIL image, or an InputError naming it.
+
+Accepted: a path, raw bytes, a PIL image, a numpy array (HW or HWC; RGB, or BGR as OpenCV gives
+with ``bgr=True``) and a torch tensor (HW or CHW). The PIL image is the one canonical form
+because torchvision's reference transforms run on PIL: resizing the same PIL image the same way
+is what makes our inputs equal the reference exactly, not just approximately.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import InputError
+
+ImageInput = Union[str, Path, bytes, Image.Image, np.ndarray, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ImageLoader:
+    """Decodes inputs to RGB with EXIF orientation applied and a pixel-count limit enforced.
+
+    ``max_pixels`` defaults to Pillow's decompression-bomb limit. The check runs on the header,
+    before any pixel is decoded, so a file claiming 100,000 x 100,000 pixels costs nothing.
+    """
+
+    max_pixels: int | None = None
+    bgr: bool = False  # numpy inputs are BGR (cv2.imread); ignored for other kinds
+
+    def __post_init__(self) -> None:
+        if self.max_pixels is not None and self.max_pixels <= 0:
+            raise ValueError(f"max_pixels must be positive, got {self.max_pixels}")
+        limit = self.pixel_limit
+        # Pillow only has a process-wide knob for its own bomb check, which would reject images
+        # that our (explicitly raised) limit allows. Raise it, never lower it.
+        if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
+            Image.MAX_IMAGE_PIXELS = limit
+
+    @property
+    def pixel_limit(self) -> int:
+        if self.max_pixels is not None:
+            return self.max_pixels
+        return Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's default when it was disabled
+
+    def load(self, item: ImageInput, source: str | None = None) -> Image.Image:
+        """Return an RGB image for ``item``; raise InputError naming ``source`` on any problem."""
+        name = source or describe_source(item)
+        if isinstance(item, (str, Path)):
+            path = Path(item)
+            if not path.exists():
+                raise InputError(name, "file not found")
+            if path.is_dir():
+                raise InputError(name, "is a directory, not an image file")
+            if path.stat().st_size == 0:
+                raise InputError(name, "empty file (0 bytes)")
+            return self._decode(path, name)
+        if isinstance(item, (bytes, bytearray, memoryview)):
+            if len(item) == 0:
+                raise InputError(name, "empty bytes")
+            return self._decode(io.BytesIO(item), name)
+        if isinstance(item, Image.Image):
+            self._check_size(item.size, name)
+            return to_rgb(ImageOps.exif_transpose(item), name)
+        if isinstance(item, np.ndarray):
+            return self._from_array(item, name, bgr=self.bgr)
+        if isinstance(item, torch.Tensor):
+            return self._from_tensor(item, name)
+        raise InputError(name, f"unsupported input type {type(item).__name__}: expected a path, "
+                               "bytes, PIL image, numpy array or tensor")
+
+    def _decode(self, fp: Any, name: str) -> Image.Image:
+        try:
+            with warnings.catch_warnings():
+                # Pillow warns between 1x and 2x its limit; we apply our own limit below.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(fp) as img:
+                    self._check_size(img.size, name)
+                    img.load()  # decode now, inside the try, so corrupt data is reported here
+                    return to_rgb(ImageOps.exif_transpose(img), name)
+        except InputError:
+            raise
+        except Image.DecompressionBombError as exc:
+            raise InputError(name, f"image too large: {exc}") from exc
+        except UnidentifiedImageError as exc:
+            raise InputError(name, "not a recognised image format") from exc
+        except (OSError, SyntaxError, ValueError) as exc:
+            # Pillow reports truncated or corrupt data as OSError ("image file is truncated").
+            raise InputError(name, f"corrupt or truncated image ({exc})") from exc
+
+    def _check_size(self, size: tuple[int, int], name: str) -> None:
+        w, h = size
+        if w * h > self.pixel_limit:
+            raise InputError(name, f"image is {w}x{h} = {w * h:,} pixels, over the limit of "
+                                   f"{self.pixel_limit:,} (raise max_pixels if it is genuine)")
+        if w == 0 or h == 0:
+            raise InputError(name, f"image has no pixels ({w}x{h})")
+
+    def _from_array(self, arr: np.ndarray, name: str, *, bgr: bool) -> Image.Image:
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[:, :, 0]
+        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+            raise InputError(name, f"array of shape {arr.shape}: expected HxW, HxWx3 or HxWx4")
+        self._check_size((arr.shape[1], arr.shape[0]), name)
+        arr = _to_uint8(arr, name)
+        if arr.ndim == 3:
+            if bgr:
+                arr = arr[:, :, [2, 1, 0, 3][: arr.shape[2]]]
+            arr = arr[:, :, :3]
+        return to_rgb(Image.fromarray(np.ascontiguousarray(arr)), name)
+
+    def _from_tensor(self, t: torch.Tensor, name: str) -> Image.Image:
+        t = t.detach().cpu()
+        if t.ndim == 3 and t.shape[0] in (1, 3, 4):
+            t = t.permute(1, 2, 0)
+        elif t.ndim != 2:
+            raise InputError(name, f"tensor of shape {tuple(t.shape)}: expected HxW or CxHxW "
+                                   "with C in 1, 3, 4")
+        return self._from_array(t.numpy(), name, bgr=False)
+
+
+def _to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
+    """Scale an array to uint8 the way an image viewer would read it."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.uint16:
+        return (arr >> 8).astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.floating):
+        if arr.size and (np.nanmin(arr) < 0.0 or np.nanmax(arr) > 1.0):
+            raise InputError(name, f"float array with values outside [0, 1] "
+                                   f"(min {np.nanmin(arr):.3g}, max {np.nanmax(arr):.3g}); "
+                                   "pass uint8 in [0, 255] or float in [0, 1]")
+        return np.rint(np.nan_to_num(arr) * 255.0).astype(np.uint8)
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255
+    raise InputError(name, f"unsupported array dtype {arr.dtype}: expected uint8, uint16 or float")
+
+
+def to_rgb(img: Image.Image, name: str) -> Image.Image:
+    """Convert any Pillow mode to RGB without the classic pitfalls.
+
+    16-bit and 32-bit integer modes are rescaled (Pillow's own convert clips them to 255, which
+    turns a 16-bit photograph white); palette images with transparency go through RGBA; alpha
+    is dropped, as in ``Image.convert("RGB")`` that training pipelines use. CMYK converts via
+    Pillow (Adobe's inverted CMYK JPEGs are un-inverted by the decoder).
+    """
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img)
+        if mode == "I" and arr.size and arr.max() <= 255:
+            arr8 = arr.astype(np.uint8)
+        elif mode == "I":
+            arr8 = (np.clip(arr, 0, 65535).astype(np.uint32) >> 8).astype(np.uint8)
+        else:
+            arr8 = (arr.astype(np.uint16) >> 8).astype(np.uint8)
+        return Image.fromarray(arr8, mode="L").convert("RGB")
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 1.0)
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        return Image.fromarray(np.rint((arr - lo) * scale).astype(np.uint8), mode="L").convert("RGB")
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    try:
+        return img.convert("RGB")
+    except (ValueError, OSError) as exc:
+        raise InputError(name, f"cannot convert image mode {mode} to RGB ({exc})") from exc
+
+
+def describe_source(item: Any) -> str:
+    """A short name for an input, used in results and error records."""
+    if isinstance(item, (str, Path)):
+        return str(item)
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return f"<bytes len={len(item)}>"
+    if isinstance(item, Image.Image):
+        return getattr(item, "filename", "") or f"<PIL {item.mode} {item.width}x{item.height}>"
+    if isinstance(item, np.ndarray):
+        return f"<ndarray {item.dtype} {'x'.join(map(str, item.shape))}>"
+    if isinstance(item, torch.Tensor):
+        return f"<tensor {str(item.dtype).replace('torch.', '')} {'x'.join(map(str, item.shape))}>"
+    return f"<{type(item).__name__}>"

@@ -1,0 +1,133 @@
+"""Preprocessing settings and label names: the config that travels with a model's weights.
+
+Values come from torchvision's weights (``weights.transforms()`` and ``weights.meta``), never
+from a table typed in here. A model without torchvision weights (a user's own factory) starts
+from torchvision's ``ImageClassification`` defaults, and every value can be overridden.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms._presets import ImageClassification
+
+from ..errors import TorchinferError
+
+_INTERPOLATIONS = {m.value: m for m in InterpolationMode}
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Resize the short side to ``resize_size``, centre-crop ``crop_size``, normalise.
+
+    Sizes are (height, width); ``resize_size`` of one int means "short side" as in torchvision.
+    """
+
+    resize_size: tuple[int, ...]
+    crop_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bilinear"
+    antialias: bool = True
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in _INTERPOLATIONS:
+            raise TorchinferError(f"unknown interpolation {self.interpolation!r}: "
+                                  f"use one of {sorted(_INTERPOLATIONS)}")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if len(values) != 3:
+                raise TorchinferError(f"{name} needs 3 values (R, G, B), got {len(values)}: {values}")
+        if any(s <= 0 for s in self.std):
+            raise TorchinferError(f"std values must be positive, got {self.std}")
+        if len(self.resize_size) not in (1, 2) or min(self.resize_size) <= 0:
+            raise TorchinferError(f"resize_size must be 1 or 2 positive ints, got {self.resize_size}")
+        if len(self.crop_size) != 2 or min(self.crop_size) <= 0:
+            raise TorchinferError(f"crop_size must be 2 positive ints, got {self.crop_size}")
+
+    @property
+    def interpolation_mode(self) -> InterpolationMode:
+        return _INTERPOLATIONS[self.interpolation]
+
+    @classmethod
+    def from_transforms(cls, transforms: Any) -> PreprocessConfig:
+        """Read the settings off a torchvision ``ImageClassification`` preset."""
+        crop = list(transforms.crop_size)
+        return cls(
+            resize_size=tuple(int(s) for s in transforms.resize_size),
+            crop_size=(int(crop[0]), int(crop[-1])),
+            mean=tuple(float(m) for m in transforms.mean),
+            std=tuple(float(s) for s in transforms.std),
+            interpolation=transforms.interpolation.value,
+            antialias=bool(transforms.antialias if transforms.antialias is not None else True),
+        )
+
+    @classmethod
+    def default(cls) -> PreprocessConfig:
+        """torchvision's ImageNet defaults (resize 256, crop 224, ImageNet mean/std)."""
+        return cls.from_transforms(ImageClassification(crop_size=224))
+
+    def with_overrides(self, *, input_size: int | tuple[int, int] | None = None,
+                       mean: tuple[float, ...] | None = None,
+                       std: tuple[float, ...] | None = None,
+                       interpolation: str | None = None) -> PreprocessConfig:
+        """Change the input (crop) size keeping this config's resize/crop ratio, and mean/std."""
+        cfg = self
+        if input_size is not None:
+            h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
+            # keep the weights' resize-to-crop ratio (e.g. 256/224) so the field of view matches
+            ratio = self.resize_size[0] / self.crop_size[0]
+            if len(self.resize_size) == 1:
+                resize: tuple[int, ...] = (int(round(min(h, w) * ratio)),)
+            else:
+                resize = (int(round(h * ratio)), int(round(w * ratio)))
+            cfg = replace(cfg, resize_size=resize, crop_size=(int(h), int(w)))
+        if mean is not None:
+            cfg = replace(cfg, mean=tuple(float(m) for m in mean))
+        if std is not None:
+            cfg = replace(cfg, std=tuple(float(s) for s in std))
+        if interpolation is not None:
+            cfg = replace(cfg, interpolation=interpolation)
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"resize_size": list(self.resize_size), "crop_size": list(self.crop_size),
+                "mean": list(self.mean), "std": list(self.std),
+                "interpolation": self.interpolation, "antialias": self.antialias}
+
+
+def read_labels(path: str | Path) -> list[str]:
+    """Read class names from a text file (one per line) or JSON (a list, ``{"0": "cat", ...}``,
+    or an object with a ``names``/``labels``/``categories`` entry holding either)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TorchinferError(f"labels file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() != ".json":
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TorchinferError(f"{path}: invalid JSON ({exc})") from exc
+    if isinstance(data, dict):
+        for key in ("names", "labels", "categories", "classes"):
+            if key in data:
+                data = data[key]
+                break
+    if isinstance(data, list) and all(isinstance(x, str) for x in data):
+        return list(data)
+    if isinstance(data, dict):
+        try:
+            by_index = {int(k): str(v) for k, v in data.items()}
+        except ValueError as exc:
+            raise TorchinferError(f"{path}: label keys must be class indices, got {exc}") from exc
+        expected = list(range(len(by_index)))
+        if sorted(by_index) != expected:
+            raise TorchinferError(f"{path}: label indices must be 0..{len(by_index) - 1} "
+                                  f"without gaps, got {sorted(by_index)[:10]}...")
+        return [by_index[i] for i in expected]
+    raise TorchinferError(f"{path}: expected a list of names or an {{index: name}} object")

@@ -1,0 +1,246 @@
+"""Build a model by name and load its weights: the seed's "模型载入" step as one call.
+
+    model = models.mobilenet_v2(num_classes=1000)
+    model.load_state_dict(torch.load(path, map_location="cpu"), strict=True)
+
+becomes ``load_model("mobilenet_v2", "path.pth")``, which also reads checkpoints, safetensors
+and TorchScript, infers ``num_classes`` from the head, and brings the labels and preprocessing
+that belong to the weights.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from torchvision.models import get_model_weights
+from torchvision.transforms._presets import ImageClassification
+
+from ..errors import ModelNotFoundError, WeightsError
+from . import hub
+from .config import PreprocessConfig
+from .registry import import_factory, torchvision_builder, torchvision_task, unknown_model_message
+from .weights import KeyReport, WeightsFile, compare_keys, head_class_counts, load_into, \
+    read_weights, strip_common_prefixes
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode plus what is needed to feed it and read its output."""
+
+    module: nn.Module
+    name: str
+    task: str | None  # classify | segment | detect, when known from the registry
+    preprocess: PreprocessConfig
+    labels: list[str] | None
+    weights: str | None  # where the weights came from; None means random initialisation
+    weights_format: str | None = None
+    key_report: KeyReport | None = None  # set when strict=False let keys through
+
+    @property
+    def random_init(self) -> bool:
+        return self.weights is None
+
+    @property
+    def num_classes(self) -> int | None:
+        return len(self.labels) if self.labels is not None else None
+
+
+def load_model(model: str | Path | nn.Module, weights: str | Path | None = None, *,
+               num_classes: int | None = None, strict: bool = True, trust_pickle: bool = False,
+               **model_kwargs: Any) -> LoadedModel:
+    """Build ``model`` and load ``weights`` into it, returning it in eval mode on the CPU.
+
+    model: a torchvision name (``mobilenet_v2``), a factory path (``pkg.module:factory``,
+        called with ``model_kwargs``), a file holding a whole model (TorchScript, or a pickled
+        ``nn.Module`` with ``trust_pickle=True``), or an ``nn.Module``.
+    weights: a local file (state dict, checkpoint dict, ``.safetensors``, TorchScript) or, for
+        torchvision models, ``"DEFAULT"`` / a weights name such as
+        ``"MobileNet_V2_Weights.IMAGENET1K_V1"``. None keeps the random initialisation.
+    num_classes: the output size; inferred from the checkpoint's head when not given.
+    strict: every key must match (the default). Shape mismatches are refused either way.
+    """
+    if isinstance(model, nn.Module):
+        return _finish(_load_file_into_module(model, weights, strict, trust_pickle),
+                       type(model).__name__, None, weights)
+    name = str(model)
+    task = torchvision_task(name)
+    if task is not None:
+        return _load_torchvision(name, task, weights, num_classes, strict, trust_pickle,
+                                 model_kwargs)
+    path = Path(name)
+    if path.is_file():
+        if weights is not None:
+            raise WeightsError(f"{name} is a whole-model file; it takes no separate weights "
+                               f"(got {weights})")
+        return _load_whole_model_file(path, trust_pickle)
+    if ":" in name:
+        factory = import_factory(name)
+        built = _build_fitting(factory, model_kwargs, num_classes, weights, strict, trust_pickle)
+        return _finish(built, name, None, weights)
+    raise ModelNotFoundError(unknown_model_message(name))
+
+
+@dataclass
+class _Built:
+    module: nn.Module
+    weights_file: WeightsFile | None = None
+    key_report: KeyReport | None = None
+    preprocess: PreprocessConfig | None = None
+    labels: list[str] | None = None
+
+
+def _load_torchvision(name: str, task: str, weights: str | Path | None, num_classes: int | None,
+                      strict: bool, trust_pickle: bool, kwargs: dict[str, Any]) -> LoadedModel:
+    builder = torchvision_builder(name)
+    weights_str = None if weights is None else str(weights)
+    if weights_str is not None and not Path(weights_str).exists() and hub.is_named_weights(weights_str):
+        enum = hub.resolve_named_weights(name, weights_str)
+        if num_classes is not None:
+            kwargs = {**kwargs, "num_classes": num_classes}
+        module = hub.build_with_named_weights(builder, enum, **kwargs)
+        built = _Built(module, preprocess=_preprocess_from_weights(enum),
+                       labels=list(enum.meta.get("categories") or []) or None)
+        return _finish(built, name, task, f"{enum.__class__.__name__}.{enum.name}")
+    built = _build_fitting(builder, kwargs, num_classes, weights, strict, trust_pickle)
+    default = _published_weights_for_file(name, weights_str) or _default_weights(name)
+    if default is not None:
+        built.preprocess = built.preprocess or _preprocess_from_weights(default)
+        categories = list(default.meta.get("categories") or [])
+        if built.labels is None and categories and _output_size(built.module) == len(categories):
+            built.labels = categories
+    return _finish(built, name, task, weights)
+
+
+def _build_fitting(builder: Callable[..., nn.Module], kwargs: dict[str, Any],
+                   num_classes: int | None, weights: str | Path | None, strict: bool,
+                   trust_pickle: bool) -> _Built:
+    """Build with ``kwargs``; when weights are given and ``num_classes`` is not, read it off the
+    checkpoint's output layer and rebuild if the default head has another size."""
+    if num_classes is not None:
+        kwargs = {**kwargs, "num_classes": num_classes}
+    module = _call_builder(builder, kwargs)
+    if weights is None:
+        return _Built(module)
+    wf = read_weights(weights, trust_pickle=trust_pickle)
+    state_dict = wf.tensors()
+    if num_classes is None and _accepts(builder, "num_classes"):
+        report = compare_keys(strip_common_prefixes(state_dict, set(module.state_dict())), module)
+        heads = head_class_counts(report)
+        if heads:
+            inferred = next(iter(heads))
+            module = _call_builder(builder, {**kwargs, "num_classes": inferred})
+    key_report = load_into(module, state_dict, strict=strict, source=f"weights {weights}")
+    return _Built(module, wf, key_report, *_config_from_metadata(wf))
+
+
+def _load_file_into_module(module: nn.Module, weights: str | Path | None, strict: bool,
+                           trust_pickle: bool) -> _Built:
+    if weights is None:
+        return _Built(module)
+    wf = read_weights(weights, trust_pickle=trust_pickle)
+    report = load_into(module, wf.tensors(), strict=strict, source=f"weights {weights}")
+    return _Built(module, wf, report, *_config_from_metadata(wf))
+
+
+def _load_whole_model_file(path: Path, trust_pickle: bool) -> LoadedModel:
+    wf = read_weights(path, trust_pickle=trust_pickle)
+    if wf.module is None:
+        raise WeightsError(f"{path} holds only weights (a state dict), not an architecture: "
+                           f"name the architecture, e.g. --model mobilenet_v2 --weights {path}")
+    built = _Built(wf.module, wf, None, *_config_from_metadata(wf))
+    return _finish(built, path.name, None, str(path))
+
+
+def _finish(built: _Built, name: str, task: str | None, weights: str | Path | None) -> LoadedModel:
+    module = built.module.eval()
+    preprocess = built.preprocess or PreprocessConfig.default()
+    # ViT-style models are built for one input size; make the crop agree with it.
+    image_size = getattr(module, "image_size", None)
+    if isinstance(image_size, int) and image_size != preprocess.crop_size[0]:
+        preprocess = preprocess.with_overrides(input_size=image_size)
+    report = built.key_report if built.key_report and not built.key_report.ok else None
+    return LoadedModel(module=module, name=name, task=task, preprocess=preprocess,
+                       labels=built.labels, weights=None if weights is None else str(weights),
+                       weights_format=built.weights_file.format if built.weights_file else None,
+                       key_report=report)
+
+
+def _config_from_metadata(wf: WeightsFile) -> tuple[PreprocessConfig | None, list[str] | None]:
+    """Labels and preprocessing stored in a safetensors header (keys ``labels``, ``preprocess``,
+    JSON-encoded) travel with the file."""
+    meta = wf.metadata
+    try:
+        labels = json.loads(meta["labels"]) if "labels" in meta else None
+        preprocess = meta.get("preprocess")
+        cfg = None
+        if preprocess:
+            fields = json.loads(preprocess)
+            cfg = PreprocessConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                      for k, v in fields.items()})
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise WeightsError(f"{wf.path}: unreadable torchinfer metadata ({exc})") from exc
+    return cfg, labels
+
+
+def _published_weights_for_file(name: str, path: str | None) -> Any:
+    """The torchvision weights whose published file this is (e.g. the seed's
+    ``mobilenet_v2-b0353104.pth`` is IMAGENET1K_V1, resized to 256, whereas DEFAULT is V2 at
+    232): a downloaded file keeps the preprocessing it was published with."""
+    if path is None:
+        return None
+    try:
+        enum_cls = get_model_weights(name)
+    except ValueError:
+        return None
+    return next((w for w in enum_cls if hub.cache_path(w).name == Path(path).name), None)
+
+
+def _default_weights(name: str) -> Any:
+    try:
+        return get_model_weights(name).DEFAULT
+    except ValueError:
+        return None
+
+
+def _preprocess_from_weights(weights: Any) -> PreprocessConfig | None:
+    transforms = weights.transforms()
+    if isinstance(transforms, ImageClassification):
+        return PreprocessConfig.from_transforms(transforms)
+    return None  # segmentation/detection presets are read by their tasks
+
+
+def _output_size(module: nn.Module) -> int | None:
+    """out_features of the last Linear (or out_channels of the last Conv) layer."""
+    last = None
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            last = m.out_features
+        elif isinstance(m, nn.Conv2d):
+            last = m.out_channels
+    return last
+
+
+def _accepts(fn: Callable[..., Any], param: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return param in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _call_builder(builder: Callable[..., nn.Module], kwargs: dict[str, Any]) -> nn.Module:
+    try:
+        module = builder(**kwargs)
+    except TypeError as exc:
+        raise ModelNotFoundError(f"cannot build {getattr(builder, '__name__', builder)} with "
+                                 f"{kwargs}: {exc}") from exc
+    if not isinstance(module, nn.Module):
+        raise ModelNotFoundError(f"{getattr(builder, '__name__', builder)} returned a "
+                                 f"{type(module).__name__}, not an nn.Module")
+    return module

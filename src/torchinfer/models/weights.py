@@ -1,0 +1,241 @@
+"""Read weights from local files safely and fit them to a model, or say exactly why not.
+
+Safe by default: ``torch.load(..., weights_only=True)`` unpickles only tensors and plain
+containers. A file that holds pickled Python objects (a whole ``nn.Module``, an Ultralytics
+checkpoint) can run arbitrary code when loaded, so it is refused unless the caller passes
+``trust_pickle=True``.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import WeightsError, WeightsMismatchError
+
+# Where training code usually keeps the weights inside a checkpoint dict, in the order we look.
+# EMA weights come after the raw ones: a file that has both gets the raw model, as in timm.
+CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network",
+                   "weights", "params", "ema", "model_ema", "state_dict_ema")
+# Keys torch fills in itself when they are absent (BatchNorm checkpoints from before torch 0.4.1).
+_OPTIONAL_KEY_SUFFIXES = ("num_batches_tracked",)
+
+TensorDict = dict[str, torch.Tensor]
+
+
+@dataclass
+class WeightsFile:
+    """What a file holds: a state dict, or a whole model (TorchScript or trusted pickle)."""
+
+    path: Path
+    state_dict: TensorDict | None = None
+    module: nn.Module | None = None
+    format: str = "state_dict"  # state_dict | checkpoint:<key> | safetensors | torchscript | pickle
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def tensors(self) -> TensorDict:
+        if self.state_dict is not None:
+            return self.state_dict
+        assert self.module is not None  # one of the two is always set by read_weights
+        return dict(self.module.state_dict())
+
+
+def read_weights(path: str | Path, *, trust_pickle: bool = False) -> WeightsFile:
+    """Read a ``.pth``/``.pt``/``.ckpt``/``.bin`` (state dict or checkpoint), ``.safetensors``
+    or TorchScript archive. Tensors land on the CPU whatever device saved them."""
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"weights file not found: {path}")
+    if not path.is_file():
+        raise WeightsError(f"weights path is not a file: {path}")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"weights file is empty (0 bytes): {path}")
+    if path.suffix.lower() == ".safetensors":
+        return _read_safetensors(path)
+    if _is_torchscript(path):
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except RuntimeError as exc:
+            raise WeightsError(f"{path}: cannot load TorchScript archive ({exc})") from exc
+        return WeightsFile(path, module=module, format="torchscript")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not trust_pickle:
+            raise WeightsError(
+                f"{path} holds pickled Python objects, not just tensors; loading it can run "
+                f"arbitrary code. If you trust where it came from, pass trust_pickle=True "
+                f"(CLI: --trust-pickle). Detail: {_first_line(exc)}") from exc
+        obj = _load_trusted_pickle(path)
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: not a readable PyTorch weights file ({_first_line(exc)})") from exc
+    return _interpret(path, obj)
+
+
+def _load_trusted_pickle(path: Path) -> Any:
+    try:
+        # Explicitly requested by the caller through trust_pickle=True (see read_weights).
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # unpickling user classes can fail in many ways
+        raise WeightsError(f"{path}: cannot unpickle ({type(exc).__name__}: {_first_line(exc)}); "
+                           "the classes it references must be importable") from exc
+
+
+def _interpret(path: Path, obj: Any) -> WeightsFile:
+    if isinstance(obj, nn.Module):
+        return WeightsFile(path, module=obj, format="pickle")
+    if _is_tensor_dict(obj):
+        return WeightsFile(path, state_dict=dict(obj), format="state_dict")
+    if isinstance(obj, Mapping):
+        for key in CHECKPOINT_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, nn.Module):
+                return WeightsFile(path, module=inner, format=f"pickle:{key}")
+            if _is_tensor_dict(inner):
+                return WeightsFile(path, state_dict=dict(inner), format=f"checkpoint:{key}")
+        keys = ", ".join(map(str, list(obj)[:8]))
+        raise WeightsError(f"{path}: a dict without model weights; looked for one of "
+                           f"{', '.join(CHECKPOINT_KEYS)} but found keys: {keys}")
+    raise WeightsError(f"{path}: holds a {type(obj).__name__}, not a state dict or model")
+
+
+def _read_safetensors(path: Path) -> WeightsFile:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: not a valid safetensors file ({exc})") from exc
+    return WeightsFile(path, state_dict=tensors, format="safetensors", metadata=metadata)
+
+
+def _is_torchscript(path: Path) -> bool:
+    # torch.save and torch.jit.save both write zip archives; only TorchScript has code/ in it.
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(name.endswith("constants.pkl") or "/code/" in name for name in zf.namelist())
+
+
+def _is_tensor_dict(obj: Any) -> bool:
+    return (isinstance(obj, Mapping) and len(obj) > 0
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# Fitting a state dict to a model
+
+
+@dataclass(frozen=True)
+class KeyReport:
+    """How a state dict's keys line up with a model's."""
+
+    missing: list[str]
+    unexpected: list[str]
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]]  # key, checkpoint, model
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+
+def strip_common_prefixes(state_dict: TensorDict, model_keys: set[str]) -> TensorDict:
+    """Drop wrapper prefixes (``module.`` from DataParallel/DDP, ``_orig_mod.`` from
+    torch.compile, ``model.`` from Lightning...) that every key has and the model's keys lack."""
+    sd = state_dict
+    while sd:
+        first = next(iter(sd))
+        if "." not in first:
+            break
+        prefix = first.split(".", 1)[0] + "."
+        if not all(k.startswith(prefix) for k in sd) or any(k.startswith(prefix) for k in model_keys):
+            break
+        stripped = {k[len(prefix):]: v for k, v in sd.items()}
+        if len(model_keys & stripped.keys()) <= len(model_keys & sd.keys()):
+            break  # stripping does not help: leave the keys as they are
+        sd = stripped
+    return sd
+
+
+def compare_keys(state_dict: TensorDict, model: nn.Module) -> KeyReport:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict and not k.endswith(_OPTIONAL_KEY_SUFFIXES)]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [(k, tuple(state_dict[k].shape), tuple(v.shape)) for k, v in expected.items()
+                  if k in state_dict and state_dict[k].shape != v.shape]
+    return KeyReport(missing, unexpected, mismatched)
+
+
+def load_into(model: nn.Module, state_dict: TensorDict, *, strict: bool = True,
+              source: str = "weights") -> KeyReport:
+    """Load ``state_dict`` into ``model``; on any mismatch raise an error that lists it.
+
+    Shapes are checked before anything is copied, so a failed load leaves the model untouched.
+    With ``strict=False`` missing and unexpected keys are allowed (and returned), but a shape
+    mismatch is still refused: there is no sensible partial value for a wrong-shaped tensor.
+    """
+    sd = strip_common_prefixes(state_dict, set(model.state_dict()))
+    report = compare_keys(sd, model)
+    if report.mismatched or (strict and not report.ok):
+        raise WeightsMismatchError(describe_mismatch(report, source, model))
+    model.load_state_dict(sd, strict=strict)
+    return report
+
+
+def describe_mismatch(report: KeyReport, source: str, model: nn.Module, limit: int = 5) -> str:
+    lines = [f"{source} do not fit {type(model).__name__}:"]
+
+    def block(title: str, items: list[str]) -> None:
+        if items:
+            more = f" (and {len(items) - limit} more)" if len(items) > limit else ""
+            lines.append(f"  {len(items)} {title}: {', '.join(items[:limit])}{more}")
+
+    block("missing keys", report.missing)
+    block("unexpected keys", report.unexpected)
+    block("shape mismatches", [f"{k} checkpoint {list(a)} vs model {list(b)}"
+                               for k, a, b in report.mismatched])
+    hint = _likely_cause(report, model)
+    if hint:
+        lines.append(f"  likely cause: {hint}")
+    return "\n".join(lines)
+
+
+def _likely_cause(report: KeyReport, model: nn.Module) -> str | None:
+    n_model = len(model.state_dict())
+    if report.mismatched:
+        heads = head_class_counts(report)
+        if heads:
+            n_ckpt, n_mod = next(iter(heads.items()))
+            return (f"the checkpoint's output layer has {n_ckpt} classes, the model {n_mod}: "
+                    f"pass num_classes={n_ckpt} (CLI: --num-classes {n_ckpt})")
+    if report.missing and len(report.missing) == n_model - sum(
+            1 for k in model.state_dict() if k.endswith(_OPTIONAL_KEY_SUFFIXES)):
+        return "no key matches: the weights are for a different architecture, or use other names"
+    if report.unexpected and not report.missing and not report.mismatched:
+        return "the checkpoint has extra layers (e.g. auxiliary heads); use strict=False to ignore them"
+    return None
+
+
+def head_class_counts(report: KeyReport) -> dict[int, int]:
+    """{checkpoint classes: model classes} when the mismatches are only output-layer sizes:
+    every mismatched tensor differs in dim 0 alone (a Linear/Conv head's weight and bias)."""
+    counts: dict[int, int] = {}
+    for _key, ckpt_shape, model_shape in report.mismatched:
+        if len(ckpt_shape) != len(model_shape) or ckpt_shape[1:] != model_shape[1:]:
+            return {}
+        counts[ckpt_shape[0]] = model_shape[0]
+    return counts if len(counts) == 1 else {}

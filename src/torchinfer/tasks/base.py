@@ -1,0 +1,197 @@
+"""The Predictor: every task is ``preprocess -> forward -> postprocess``.
+
+The base class owns everything that is the same for all tasks: decoding inputs, batching,
+``torch.inference_mode``, moving data to the device, per-stage timing, streaming with bounded
+memory, and turning a bad input into an error record instead of a dead run. A task subclass only
+says how to make a batch from images, and how to read the model's output.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar, overload
+
+import torch
+from PIL import Image
+
+from ..devices import resolve_device
+from ..errors import InputError
+from ..io.images import ImageInput, ImageLoader, describe_source
+from ..io.sources import expand_sources
+from ..models import LoadedModel
+from ..results import Result
+
+R = TypeVar("R", bound=Result)
+
+
+@dataclass
+class Batch:
+    """What preprocess hands to forward: the input tensor (CPU, any dtype) and, per image,
+    whatever postprocess needs to map predictions back to the original image."""
+
+    tensor: torch.Tensor
+    sources: list[str]
+    meta: list[Any]
+
+
+@dataclass
+class _Decoded:
+    """One batch after decoding and preprocessing (on the CPU), with its failures."""
+
+    sources: list[str]
+    batch: Batch | None  # None when every input in the batch failed
+    errors: dict[int, str]  # position in the batch -> reason
+    preprocess_s: float
+
+
+class Predictor(ABC, Generic[R]):
+    """Base class of all task predictors.
+
+    ``predictor(x)`` runs one input and returns one result (raising InputError if the input is
+    bad); ``predictor([x, y])`` returns a list with one result per input (bad inputs get a result
+    with ``error`` set); ``predictor.stream(source)`` yields results lazily, in input order.
+    """
+
+    task: ClassVar[str]
+
+    def __init__(self, model: LoadedModel, *, device: str | torch.device = "auto",
+                 batch_size: int = 8, max_pixels: int | None = None, bgr: bool = False):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.device = resolve_device(device)
+        self.module = model.module.to(self.device).eval()
+        self.batch_size = batch_size
+        self.loader = ImageLoader(max_pixels=max_pixels, bgr=bgr)
+
+    # --- what a task defines ---------------------------------------------------------------
+
+    @abstractmethod
+    def preprocess(self, images: Sequence[Image.Image], sources: Sequence[str]) -> Batch:
+        """Turn decoded RGB images into one CPU batch. Keep uint8 if you can: the base class
+        moves the batch to the device and calls ``prepare`` there, where conversion is cheap."""
+
+    def prepare(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Device-side part of preprocessing (e.g. uint8 -> normalised float)."""
+        return tensor
+
+    def forward(self, tensor: torch.Tensor) -> Any:
+        return self.module(tensor)
+
+    @abstractmethod
+    def postprocess(self, raw: Any, batch: Batch) -> list[R]:
+        """One result per image of the batch, in order."""
+
+    @abstractmethod
+    def failed(self, source: str, reason: str) -> R:
+        """The result recorded for an input that could not be processed."""
+
+    # --- running -----------------------------------------------------------------------------
+
+    @overload
+    def __call__(self, inputs: ImageInput) -> R: ...
+    @overload
+    def __call__(self, inputs: list[ImageInput] | tuple[ImageInput, ...]) -> list[R]: ...
+
+    def __call__(self, inputs: Any) -> R | list[R]:
+        """One input -> one result (raises InputError on a bad input);
+        a list/tuple -> a list of results, one per input, failures recorded in ``error``.
+        Folders, globs and list files go through ``stream``."""
+        if isinstance(inputs, (list, tuple)):
+            return list(self.stream(inputs))
+        result = self._run(self._decode([(describe_source(inputs), inputs)]))[0]
+        if result.error is not None:
+            raise InputError(result.source, result.error)
+        return result
+
+    def stream(self, source: ImageInput | Iterable[ImageInput], *,
+               batch_size: int | None = None) -> Iterator[R]:
+        """Yield one result per input, in input order, holding at most two batches in memory.
+
+        ``source`` may be a path to a file, folder (recursive), glob or ``.txt`` list of paths,
+        or any iterable of inputs. The next batch is decoded on a background thread while the
+        current one runs through the model.
+        """
+        size = batch_size or self.batch_size
+        chunks = _chunks(_iter_inputs(source), size)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="torchinfer-decode") as pool:
+            pending: Future[_Decoded] | None = None
+            for chunk in chunks:
+                nxt = pool.submit(self._decode, chunk)
+                if pending is not None:
+                    yield from self._run(pending.result())
+                pending = nxt
+            if pending is not None:
+                yield from self._run(pending.result())
+
+    def _decode(self, items: list[tuple[str, Any]]) -> _Decoded:
+        t0 = time.perf_counter()
+        images, sources, errors = [], [], {}
+        for i, (name, item) in enumerate(items):
+            sources.append(name)
+            try:
+                images.append(self.loader.load(item, name))
+            except InputError as exc:
+                errors[i] = exc.reason
+        ok_sources = [s for i, s in enumerate(sources) if i not in errors]
+        batch = self.preprocess(images, ok_sources) if images else None
+        return _Decoded(sources, batch, errors, time.perf_counter() - t0)
+
+    def _run(self, decoded: _Decoded) -> list[R]:
+        """The seed's three lines, timed: preprocess (finished on the device), model, postprocess."""
+        results: list[R] = []
+        if decoded.batch is not None:
+            n = len(decoded.batch.sources)
+            with torch.inference_mode():
+                t0 = time.perf_counter()
+                tensor = self.prepare(self._to_device(decoded.batch.tensor))
+                self._sync()
+                t1 = time.perf_counter()
+                raw = self.forward(tensor)
+                self._sync()
+                t2 = time.perf_counter()
+                results = self.postprocess(raw, decoded.batch)
+                t3 = time.perf_counter()
+            speed = {"preprocess": (decoded.preprocess_s + t1 - t0) * 1000 / n,
+                     "inference": (t2 - t1) * 1000 / n,
+                     "postprocess": (t3 - t2) * 1000 / n}
+            results = [replace(r, speed=speed) for r in results]
+        ok = iter(results)
+        return [self.failed(src, decoded.errors[i]) if i in decoded.errors else next(ok)
+                for i, src in enumerate(decoded.sources)]
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            # pinned host memory lets the copy overlap with work already queued on the GPU
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)
+
+    def _sync(self) -> None:
+        # CUDA runs asynchronously: without a sync, stage times would be launch times.
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def _iter_inputs(source: Any) -> Iterator[tuple[str, Any]]:
+    """(name, item) pairs; paths that name folders, globs or list files are expanded."""
+    items = [source] if isinstance(source, (str, Path, os.PathLike)) else source
+    if isinstance(items, (bytes, Image.Image, torch.Tensor)) or hasattr(items, "__array__"):
+        items = [items]
+    for item in items:
+        if isinstance(item, (str, os.PathLike)):
+            for path in expand_sources([item]):
+                yield path, path
+        else:
+            yield describe_source(item), item
+
+
+def _chunks(it: Iterator[tuple[str, Any]], size: int) -> Iterator[list[tuple[str, Any]]]:
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk

@@ -1,0 +1,92 @@
+"""Image classification: resize + centre crop + normalise -> model -> softmax (or sigmoid) -> top-k."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as F
+from PIL import Image
+
+from ..errors import TorchinferError
+from ..models import LoadedModel
+from ..results import Classification, ClassScore
+from .base import Batch, Predictor
+
+
+class ClassificationPredictor(Predictor[Classification]):
+    """Classifies images with the model's own preprocessing (from its weights' config).
+
+    Resize and crop run on the PIL image with torchvision's functional ops, so the input equals
+    torchvision's reference ``weights.transforms()`` pixel for pixel; the batch stays uint8 until
+    it is on the device, where it becomes float32 and is normalised.
+    """
+
+    task = "classify"
+
+    def __init__(self, model: LoadedModel, *, top_k: int = 5, multi_label: bool = False,
+                 **kwargs: Any):
+        super().__init__(model, **kwargs)
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        self.top_k = top_k
+        self.multi_label = multi_label
+        cfg = model.preprocess
+        self.config = cfg
+        shape = (1, 3, 1, 1)
+        self._mean = torch.tensor(cfg.mean, dtype=torch.float32, device=self.device).view(shape)
+        self._std = torch.tensor(cfg.std, dtype=torch.float32, device=self.device).view(shape)
+
+    def preprocess(self, images: Sequence[Image.Image], sources: Sequence[str]) -> Batch:
+        cfg = self.config
+        chw = []
+        for img in images:
+            img = F.resize(img, list(cfg.resize_size), interpolation=cfg.interpolation_mode,
+                           antialias=cfg.antialias)
+            img = F.center_crop(img, list(cfg.crop_size))
+            chw.append(torch.from_numpy(np.array(img)).permute(2, 0, 1))  # HWC -> CHW view
+        return Batch(torch.stack(chw), list(sources), [None] * len(chw))
+
+    def prepare(self, tensor: torch.Tensor) -> torch.Tensor:
+        # float32, never float64: the same arithmetic as torchvision's convert + normalize
+        return (tensor.float().div_(255.0) - self._mean).div_(self._std)
+
+    def postprocess(self, raw: Any, batch: Batch) -> list[Classification]:
+        logits = _logits(raw).float()
+        labels = self.model.labels
+        if labels is not None and len(labels) != logits.shape[1]:
+            raise TorchinferError(f"{len(labels)} labels for a model with {logits.shape[1]} "
+                                  "outputs: check --labels / num_classes")
+        probs = logits.sigmoid() if self.multi_label else logits.softmax(dim=1)
+        k = min(self.top_k, probs.shape[1])
+        scores, indices = probs.topk(k, dim=1)
+        scores, indices = scores.cpu().tolist(), indices.cpu().tolist()
+        results = []
+        for source, row_scores, row_idx in zip(batch.sources, scores, indices):
+            topk = tuple(ClassScore(i, labels[i] if labels else str(i), min(max(s, 0.0), 1.0))
+                         for s, i in zip(row_scores, row_idx))
+            results.append(Classification(source=source, topk=topk))
+        return results
+
+    def failed(self, source: str, reason: str) -> Classification:
+        return Classification(source=source, error=reason)
+
+
+def _logits(raw: Any) -> torch.Tensor:
+    """The (N, C) logits out of whatever a classifier returns: a tensor, a tuple whose first
+    element is the main output (Inception/GoogLeNet in train mode), or a dict with ``logits``."""
+    if isinstance(raw, torch.Tensor):
+        out = raw
+    elif isinstance(raw, (tuple, list)) and raw and isinstance(raw[0], torch.Tensor):
+        out = raw[0]
+    elif isinstance(raw, dict) and isinstance(raw.get("logits", raw.get("out")), torch.Tensor):
+        out = raw.get("logits", raw.get("out"))
+    else:
+        raise TorchinferError(f"classifier returned {type(raw).__name__}; expected logits of "
+                              "shape (N, num_classes)")
+    if out.ndim != 2:
+        raise TorchinferError(f"classifier output has shape {tuple(out.shape)}; expected "
+                              "(N, num_classes)")
+    return out
