@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .errors import TorchinferError
-from .models import load_model, read_labels
+from .models import load_model, read_labels, torchvision_task
 from .tasks import PREDICTORS, Predictor
 
 
@@ -30,11 +30,11 @@ def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = 
     """
     if task not in PREDICTORS:
         raise TorchinferError(f"unknown task {task!r}: use one of {', '.join(PREDICTORS)}")
+    known = torchvision_task(str(model)) if isinstance(model, (str, Path)) else None
+    if known is not None and known != task:  # refuse before spending time building it
+        raise TorchinferError(f"{model} is a {known} model, not {task}: use task {known!r}")
     loaded = load_model(model, weights, num_classes=num_classes, strict=strict,
                         trust_pickle=trust_pickle, **(model_kwargs or {}))
-    if loaded.task is not None and loaded.task != task:
-        raise TorchinferError(f"{loaded.name} is a {loaded.task} model, not {task}: "
-                              f"use task {loaded.task!r}")
     preprocess = loaded.preprocess.with_overrides(
         input_size=input_size, mean=tuple(mean) if mean else None,
         std=tuple(std) if std else None)

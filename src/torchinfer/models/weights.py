@@ -9,6 +9,7 @@ checkpoint) can run arbitrary code when loaded, so it is refused unless the call
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "
 _OPTIONAL_KEY_SUFFIXES = ("num_batches_tracked",)
 
 TensorDict = dict[str, torch.Tensor]
+# torch's weights-only unpickler names the class it refused: "Unsupported global: GLOBAL x.Y"
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
 
 @dataclass
@@ -68,11 +71,15 @@ def read_weights(path: str | Path, *, trust_pickle: bool = False) -> WeightsFile
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        found = _UNSUPPORTED_GLOBAL.search(str(exc))
+        if found is None:  # not a pickle of objects, just not a pickle we can read
+            raise WeightsError(f"{path}: not a readable PyTorch weights file "
+                               f"({_last_error_line(exc)})") from exc
         if not trust_pickle:
             raise WeightsError(
-                f"{path} holds pickled Python objects, not just tensors; loading it can run "
-                f"arbitrary code. If you trust where it came from, pass trust_pickle=True "
-                f"(CLI: --trust-pickle). Detail: {_first_line(exc)}") from exc
+                f"{path} holds pickled Python objects ({found.group(1)}), not just tensors; "
+                f"loading it can run arbitrary code. If you trust where it came from, pass "
+                f"trust_pickle=True (CLI: --trust-pickle).") from exc
         obj = _load_trusted_pickle(path)
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise WeightsError(f"{path}: not a readable PyTorch weights file ({_first_line(exc)})") from exc
@@ -129,6 +136,13 @@ def _is_torchscript(path: Path) -> bool:
 def _is_tensor_dict(obj: Any) -> bool:
     return (isinstance(obj, Mapping) and len(obj) > 0
             and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()))
+
+
+def _last_error_line(exc: BaseException) -> str:
+    # torch's unpickling errors end with the actual reason after paragraphs of advice
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    reasons = [ln for ln in lines if "Unsupported" in ln or "error" in ln.lower()]
+    return (reasons or lines or [type(exc).__name__])[-1]
 
 
 def _first_line(exc: BaseException) -> str:

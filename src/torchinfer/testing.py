@@ -1,0 +1,81 @@
+"""Helpers for tests, demos and benchmarks: real photographs and test weights that see them.
+
+A randomly initialised classifier gives a near-uniform softmax with tiny logits, which hides
+preprocessing bugs (a channel swap or a different resize still "matches"). ``calibrate`` makes
+weights whose answers depend on the picture: BatchNorm statistics are measured on crops of real
+photographs and the output layer is scaled until the logits spread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.transforms import v2
+
+from .errors import MissingExtraError
+
+# Photographs shipped inside scikit-image's wheel (no download). camera.png is grayscale.
+PHOTOGRAPHS = ("chelsea.png", "astronaut.png", "coffee.png", "rocket.jpg", "camera.png",
+               "motorcycle_left.png", "hubble_deep_field.jpg", "retina.jpg")
+
+
+def photograph_dir() -> Path:
+    try:
+        import skimage.data
+    except ImportError as exc:
+        raise MissingExtraError("scikit-image", "dev") from exc
+    return Path(skimage.data.__file__).parent
+
+
+def photograph_paths(names: tuple[str, ...] = PHOTOGRAPHS) -> list[Path]:
+    base = photograph_dir()
+    return [base / n for n in names]
+
+
+def load_photographs(names: tuple[str, ...] = PHOTOGRAPHS) -> dict[str, Image.Image]:
+    return {p.name: Image.open(p).convert("RGB") for p in photograph_paths(names)}
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, images: list[Image.Image], *, size: int = 224,
+              crops_per_image: int = 8, logit_std: float = 3.0, seed: int = 0) -> nn.Module:
+    """Make ``model``'s answers depend on the picture (in place; returns it in eval mode).
+
+    BatchNorm running statistics become the exact statistics of random crops of ``images``
+    (``momentum=None`` is a cumulative average), then the last Linear/Conv layer is scaled so
+    the logits on those crops have standard deviation ``logit_std``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    crop = v2.Compose([v2.PILToTensor(), v2.RandomResizedCrop(size, scale=(0.2, 1.0)),
+                       v2.ToDtype(torch.float32, scale=True),
+                       v2.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
+    batch = torch.stack([crop(img) for img in images for _ in range(crops_per_image)])
+    batch = batch[torch.randperm(len(batch), generator=generator)]
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.train()
+    model(batch)
+    model.eval()
+    head = _last_layer(model)
+    if head is not None:
+        logits = model(batch)
+        logits = logits[0] if isinstance(logits, (tuple, list)) else logits
+        scale = logit_std / max(float(logits.std()), 1e-6)
+        head.weight.mul_(scale)
+        if head.bias is not None:
+            head.bias.mul_(scale)
+    return model
+
+
+def _last_layer(model: nn.Module) -> nn.Linear | nn.Conv2d | None:
+    last = None
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            last = m
+    return last
