@@ -79,6 +79,16 @@ def models(
     console.print(table)
 
 
+@app.command()
+def demo(out: Annotated[Path, typer.Option(help="Where the results go.")] = Path("runs/demo")) -> None:
+    """Run the main job on the bundled images and write results you can look at."""
+    from .demo import run_demo
+
+    summary = run_demo(out, console=console)
+    if summary.failed:
+        raise typer.Exit(EXIT_INPUT_FAILED)
+
+
 def _floats(text: Optional[str], what: str) -> Optional[tuple[float, ...]]:
     if text is None:
         return None

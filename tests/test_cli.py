@@ -1,0 +1,100 @@
+"""The command line: every command is a thin call into the library; exit codes tell the story."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from torchinfer.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def folder(tmp_path, photo_paths):
+    images = tmp_path / "images"
+    images.mkdir()
+    for p in photo_paths[:3]:
+        shutil.copy(p, images / p.name)
+    (images / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not finished")
+    return images
+
+
+def test_env_json():
+    result = runner.invoke(app, ["env", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["torch"] and info["torchvision"] and "cuda_available" in info
+    assert info["torch_threads"] >= 1
+
+
+def test_models_by_task():
+    result = runner.invoke(app, ["models", "--task", "classify", "--json"])
+    assert result.exit_code == 0
+    names = {m["name"] for m in json.loads(result.output)}
+    assert {"mobilenet_v2", "resnet50", "vit_b_16"} <= names
+    assert not names & {"deeplabv3_resnet50", "fasterrcnn_resnet50_fpn"}
+    seg = json.loads(runner.invoke(app, ["models", "--task", "segment", "--json"]).output)
+    assert {m["task"] for m in seg} == {"segment"} and len(seg) >= 6
+
+
+def test_predict_classify_records_failures_and_exits_1(folder, tmp_path, tiny_classifier_weights):
+    _, weights = tiny_classifier_weights
+    out = tmp_path / "out"
+    args = ["predict", "classify", str(folder), str(tmp_path / "missing.png"),
+            "-m", "mobilenet_v3_small", "-w", str(weights), "--device", "cpu",
+            "--batch-size", "2", "--top-k", "2", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    lines = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(lines) == 5  # 3 photographs + corrupt + missing: one line per input
+    errors = {line["source"].rsplit("/", 1)[-1]: line.get("error") for line in lines}
+    assert errors["corrupt.jpg"].startswith("corrupt or truncated image")
+    assert errors["missing.png"] == "file not found"
+    assert all(len(line["topk"]) == 2 for line in lines if "error" not in line)
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["total"], summary["succeeded"], summary["failed"]) == (5, 3, 2)
+    assert set(summary["stage_ms_per_image"]) == {"preprocess", "inference", "postprocess"}
+    assert not list(out.glob("*.partial"))
+
+    relaxed = runner.invoke(app, args + ["--allow-failures", "--quiet"])
+    assert relaxed.exit_code == 0, relaxed.output
+
+
+def test_predict_overrides_reach_the_predictor(folder, tmp_path, tiny_classifier_weights):
+    _, weights = tiny_classifier_weights
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({str(i): f"class-{i}" for i in range(10)}))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["predict", "classify", str(folder / "chelsea.png"),
+                                 "-m", "mobilenet_v3_small", "-w", str(weights),
+                                 "--labels", str(labels), "--input-size", "192",
+                                 "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25",
+                                 "--device", "cpu", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    line = json.loads((out / "predictions.jsonl").read_text())
+    assert line["top1"]["label"] == f"class-{line['top1']['index']}"
+    bad = runner.invoke(app, ["predict", "classify", "x.jpg", "-m", "resnet18", "--mean", "a,b"])
+    assert bad.exit_code == 2 and "comma-separated numbers" in bad.output
+
+
+def test_configuration_errors_exit_2_with_one_clear_line(tmp_path):
+    """Through the real console script: no traceback, the reason, exit code 2."""
+    cmd = [sys.executable, "-m", "torchinfer", "predict", "classify", "x.jpg", "-m", "mobilenetv2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "unknown model 'mobilenetv2'" in proc.stderr and "Traceback" not in proc.stderr
+    torch_file = tmp_path / "full.pt"
+    import torch
+    import torchvision
+
+    torch.save(torchvision.models.mobilenet_v3_small(num_classes=2), torch_file)
+    proc = subprocess.run([sys.executable, "-m", "torchinfer", "predict", "classify", "x.jpg",
+                           "-m", "mobilenet_v3_small", "-w", str(torch_file)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--trust-pickle" in proc.stderr

@@ -1,0 +1,33 @@
+"""The README's Python examples run as written (against stand-in files with the same names)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+
+
+def test_readme_has_examples():
+    assert len(python_blocks()) >= 2
+
+
+@pytest.mark.parametrize("index", range(len(python_blocks())))
+def test_readme_example_runs(index, tmp_path, monkeypatch, calibrated, photo_paths):
+    # the notes' weights file name, holding calibrated stand-in weights (no download)
+    _, weights = calibrated("mobilenet_v2")
+    (tmp_path / "weights").mkdir()
+    shutil.copy(weights, tmp_path / "weights" / "mobilenet_v2-b0353104.pth")
+    shutil.copy(photo_paths[0], tmp_path / "cat.jpg")
+    (tmp_path / "photos").mkdir()
+    for p in photo_paths:
+        shutil.copy(p, tmp_path / "photos" / p.name)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(python_blocks()[index], f"README.md example {index}", "exec"), {})
