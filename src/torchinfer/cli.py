@@ -130,7 +130,8 @@ def predict_classify(
     top_k: Annotated[int, typer.Option(help="Classes per image.")] = 5,
     multi_label: Annotated[bool, typer.Option(help="Sigmoid per class instead of softmax.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 8,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per forward pass "
+                          "(default: 4 on CPU, 32 on a GPU).")] = None,
     out: Annotated[Path, typer.Option(help="Folder for predictions.jsonl and summary.json.")] = Path("runs/classify"),
     trust_pickle: Annotated[bool, typer.Option(help="Allow weights files that hold pickled "
                             "Python objects (can run code: only for files you trust).")] = False,
@@ -178,7 +179,7 @@ def _run_with_progress(predictor, sources, out, batch_size, quiet, on_result, ru
     from .run import count_inputs, run_to_dir
 
     total = count_inputs(sources)
-    if quiet or total <= batch_size:
+    if quiet or total <= predictor.batch_size:
         return run_to_dir(predictor, sources, out, batch_size=batch_size, on_result=on_result,
                           run_info=run_info)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

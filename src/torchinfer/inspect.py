@@ -636,6 +636,9 @@ def _canonical_kernels() -> Iterator[None]:
       linear + attention ops.
     * Scaled-dot-product attention is pinned to the math kernel, which
       decomposes into matmuls, so meta, CPU and CUDA see the same ops.
+
+    The fast-path switch is process-global (restored on exit): another thread
+    running attention meanwhile takes the slower, equivalent path.
     """
     fastpath_was = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
@@ -754,8 +757,12 @@ def _bytes_str(n: int) -> str:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+    """The exception's first sentence: enough to say why meta failed, short enough for a table."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    if len(text) > 160 and ". " in text:
+        text = text[: text.index(". ") + 1]
+    return f"{type(exc).__name__}: {text}"[:300]
 
 
 def _jsonable(value: Any) -> Any:

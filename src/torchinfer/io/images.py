@@ -9,6 +9,7 @@ is what makes our inputs equal the reference exactly, not just approximately.
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +50,15 @@ class ImageLoader:
             return self.max_pixels
         return Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's default when it was disabled
 
-    def load(self, item: ImageInput, source: str | None = None) -> Image.Image:
-        """Return an RGB image for ``item``; raise InputError naming ``source`` on any problem."""
+    def load(self, item: ImageInput, source: str | None = None, *,
+             min_short_side: int | None = None) -> Image.Image:
+        """Return an RGB image for ``item``; raise InputError naming ``source`` on any problem.
+
+        ``min_short_side``: the caller will shrink the image so its short side is this long; a
+        JPEG may then be decoded at 1/2, 1/4 or 1/8 scale directly (libjpeg's DCT scaling),
+        never below that length. Decoding a 12-megapixel photo this way is several times
+        faster; pixels differ slightly from a full decode + resize (see ``draft_request``).
+        """
         name = source or describe_source(item)
         if isinstance(item, (str, Path)):
             path = Path(item)
@@ -60,11 +68,11 @@ class ImageLoader:
                 raise InputError(name, "is a directory, not an image file")
             if path.stat().st_size == 0:
                 raise InputError(name, "empty file (0 bytes)")
-            return self._decode(path, name)
+            return self._decode(path, name, min_short_side)
         if isinstance(item, (bytes, bytearray, memoryview)):
             if len(item) == 0:
                 raise InputError(name, "empty bytes")
-            return self._decode(io.BytesIO(item), name)
+            return self._decode(io.BytesIO(item), name, min_short_side)
         if isinstance(item, Image.Image):
             self._check_size(item.size, name)
             return to_rgb(ImageOps.exif_transpose(item), name)
@@ -75,13 +83,15 @@ class ImageLoader:
         raise InputError(name, f"unsupported input type {type(item).__name__}: expected a path, "
                                "bytes, PIL image, numpy array or tensor")
 
-    def _decode(self, fp: Any, name: str) -> Image.Image:
+    def _decode(self, fp: Any, name: str, min_short_side: int | None) -> Image.Image:
         try:
             with warnings.catch_warnings():
                 # Pillow warns between 1x and 2x its limit; we apply our own limit below.
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 with Image.open(fp) as img:
                     self._check_size(img.size, name)
+                    if min_short_side and img.format == "JPEG":
+                        img.draft("RGB", draft_request(img.size, min_short_side))
                     img.load()  # decode now, inside the try, so corrupt data is reported here
                     return to_rgb(ImageOps.exif_transpose(img), name)
         except InputError:
@@ -123,6 +133,18 @@ class ImageLoader:
             raise InputError(name, f"tensor of shape {tuple(t.shape)}: expected HxW or CxHxW "
                                    "with C in 1, 3, 4")
         return self._from_array(t.numpy(), name, bgr=False)
+
+
+def draft_request(size: tuple[int, int], min_short_side: int) -> tuple[int, int]:
+    """The size to ask Pillow's ``draft`` for so the decoded short side stays >= min_short_side.
+
+    Pillow picks the largest DCT reduction (1/2, 1/4, 1/8) whose result is at least the
+    requested size in both dimensions; asking in proportion to the image keeps that true
+    whatever the EXIF orientation does afterwards.
+    """
+    w, h = size
+    scale = min(1.0, min_short_side / min(w, h))
+    return (math.ceil(w * scale), math.ceil(h * scale))
 
 
 def _to_uint8(arr: np.ndarray, name: str) -> np.ndarray:

@@ -60,15 +60,28 @@ class Predictor(ABC, Generic[R]):
     """
 
     task: ClassVar[str]
+    # When set, JPEGs may be decoded at a reduced scale whose short side stays >= this many
+    # pixels (a task sets it when it shrinks images anyway; see ImageLoader.load).
+    decode_short_side: int | None = None
 
     def __init__(self, model: LoadedModel, *, device: str | torch.device = "auto",
-                 batch_size: int = 8, max_pixels: int | None = None, bgr: bool = False):
-        if batch_size < 1:
+                 batch_size: int | None = None, max_pixels: int | None = None,
+                 bgr: bool = False, channels_last: bool | None = None):
+        if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
         self.device = resolve_device(device)
+        # CPU: small batches keep activations in cache (BENCHMARKS.md: mobilenet_v2 and
+        # resnet18 run fastest per image at 4); accelerators want larger ones.
+        self.batch_size = batch_size or (4 if self.device.type == "cpu" else 32)
         self.module = model.module.to(self.device).eval()
-        self.batch_size = batch_size
+        # NHWC ("channels_last") is what oneDNN and cuDNN convolutions run fastest on
+        # (BENCHMARKS.md: 1.1-2x on CPU); None means "if the model has 2-D convolutions".
+        if channels_last is None:
+            channels_last = self.device.type != "mps" and _has_conv2d(self.module)
+        self.channels_last = channels_last
+        if channels_last:
+            self.module = self.module.to(memory_format=torch.channels_last)
         self.loader = ImageLoader(max_pixels=max_pixels, bgr=bgr)
 
     # --- what a task defines ---------------------------------------------------------------
@@ -116,11 +129,17 @@ class Predictor(ABC, Generic[R]):
         """Yield one result per input, in input order, holding at most two batches in memory.
 
         ``source`` may be a path to a file, folder (recursive), glob or ``.txt`` list of paths,
-        or any iterable of inputs. The next batch is decoded on a background thread while the
-        current one runs through the model.
+        or any iterable of inputs. On an accelerator the next batch is decoded on a background
+        thread while the current one runs. On the CPU decoding runs in turn with the model:
+        a decode thread there competes with torch's own threads for the same cores, which
+        measured slower than taking turns (BENCHMARKS.md).
         """
         size = batch_size or self.batch_size
         chunks = _chunks(_iter_inputs(source), size)
+        if self.device.type == "cpu":
+            for chunk in chunks:
+                yield from self._run(self._decode(chunk))
+            return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="torchinfer-decode") as pool:
             pending: Future[_Decoded] | None = None
             for chunk in chunks:
@@ -137,7 +156,7 @@ class Predictor(ABC, Generic[R]):
         for i, (name, item) in enumerate(items):
             sources.append(name)
             try:
-                images.append(self.loader.load(item, name))
+                images.append(self.loader.load(item, name, min_short_side=self.decode_short_side))
             except InputError as exc:
                 errors[i] = exc.reason
         ok_sources = [s for i, s in enumerate(sources) if i not in errors]
@@ -168,6 +187,8 @@ class Predictor(ABC, Generic[R]):
                 for i, src in enumerate(decoded.sources)]
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and tensor.ndim == 4:
+            tensor = tensor.contiguous(memory_format=torch.channels_last)  # no copy if already
         if self.device.type == "cuda":
             # pinned host memory lets the copy overlap with work already queued on the GPU
             return tensor.pin_memory().to(self.device, non_blocking=True)
@@ -177,6 +198,10 @@ class Predictor(ABC, Generic[R]):
         # CUDA runs asynchronously: without a sync, stage times would be launch times.
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def _has_conv2d(module: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Conv2d) for m in module.modules())
 
 
 def _iter_inputs(source: Any) -> Iterator[tuple[str, Any]]:

@@ -27,7 +27,7 @@ class ClassificationPredictor(Predictor[Classification]):
     task = "classify"
 
     def __init__(self, model: LoadedModel, *, top_k: int = 5, multi_label: bool = False,
-                 **kwargs: Any):
+                 jpeg_draft: bool = False, **kwargs: Any):
         super().__init__(model, **kwargs)
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
@@ -35,19 +35,25 @@ class ClassificationPredictor(Predictor[Classification]):
         self.multi_label = multi_label
         cfg = model.preprocess
         self.config = cfg
+        if jpeg_draft:
+            # Decode big JPEGs at 1/2..1/8 scale, keeping at least twice the resize target
+            # so the antialiased resize still does the real filtering (BENCHMARKS.md: effect
+            # on logits and top-1 measured against a full decode).
+            self.decode_short_side = 2 * min(cfg.resize_size)
         shape = (1, 3, 1, 1)
         self._mean = torch.tensor(cfg.mean, dtype=torch.float32, device=self.device).view(shape)
         self._std = torch.tensor(cfg.std, dtype=torch.float32, device=self.device).view(shape)
 
     def preprocess(self, images: Sequence[Image.Image], sources: Sequence[str]) -> Batch:
         cfg = self.config
-        chw = []
+        hwc = []
         for img in images:
             img = F.resize(img, list(cfg.resize_size), interpolation=cfg.interpolation_mode,
                            antialias=cfg.antialias)
             img = F.center_crop(img, list(cfg.crop_size))
-            chw.append(torch.from_numpy(np.array(img)).permute(2, 0, 1))  # HWC -> CHW view
-        return Batch(torch.stack(chw), list(sources), [None] * len(chw))
+            hwc.append(torch.from_numpy(np.array(img)))
+        # (N, C, H, W) view of NHWC memory: already channels_last, so no copy is needed later
+        return Batch(torch.stack(hwc).permute(0, 3, 1, 2), list(sources), [None] * len(hwc))
 
     def prepare(self, tensor: torch.Tensor) -> torch.Tensor:
         # float32, never float64: the same arithmetic as torchvision's convert + normalize
