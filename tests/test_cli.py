@@ -98,3 +98,29 @@ def test_configuration_errors_exit_2_with_one_clear_line(tmp_path):
                            "-m", "mobilenet_v3_small", "-w", str(torch_file)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--trust-pickle" in proc.stderr
+
+
+def test_inspect_reproduces_the_notes_worked_example():
+    """mobilenet_v2's first conv: 3->32, 3x3, stride 2 on 224x224: 864 params, 10,838,016 MACs."""
+    result = runner.invoke(app, ["inspect", "mobilenet_v2", "--json", "--depth", "3"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    first_conv = next(row for row in report["layers"] if row["path"] == "features.0.0")
+    assert (first_conv["params"], first_conv["macs"]) == (864, 10_838_016)
+    assert report["input_shape"] == [1, 3, 224, 224]
+    assert report["flops"] == 2 * report["macs"] == 2 * 300_774_272
+    table = runner.invoke(app, ["inspect", "mobilenet_v2", "--per-layer", "--depth", "3"])
+    assert "Conv2d" in table.output and "10.84M" in table.output
+    summary = runner.invoke(app, ["inspect", "mobilenet_v2"])
+    assert "MACs: 300,774,272" in summary.output and "FLOPs = 2 x MACs" in summary.output
+
+
+def test_inspect_uses_the_weights_input_size(tmp_path, tiny_classifier_weights):
+    import torchinfer as ti
+
+    assert ti.inspect("deeplabv3_mobilenet_v3_large").input_shape == (1, 3, 520, 520)
+    assert ti.inspect("vit_b_16", input_size=(224, 224)).input_shape == (1, 3, 224, 224)
+    _, weights = tiny_classifier_weights
+    report = ti.inspect("mobilenet_v3_small", weights)
+    assert report.file_size_bytes == weights.stat().st_size
+    assert report.layers[0].output_shape == (1, 10)

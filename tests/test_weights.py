@@ -246,3 +246,10 @@ def test_unknown_weights_name_lists_choices():
         load_model("mobilenet_v2", "IMAGENET22K_V9")
     with pytest.raises(ti.WeightsError, match="another architecture"):
         load_model("mobilenet_v2", "ResNet18_Weights.IMAGENET1K_V1")
+
+
+def test_random_init_of_segmentation_and_detection_needs_no_download():
+    """Their builders default to downloading an ImageNet backbone; we ask for none."""
+    for name in ("deeplabv3_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn"):
+        loaded = load_model(name)
+        assert loaded.random_init and loaded.task in ("segment", "detect")

@@ -6,7 +6,8 @@
     print(result.top1.label, result.top1.score)
 """
 
-from .api import load
+from .api import inspect, load
+from .inspection import LayerStats, ModelReport
 from .errors import (DeviceError, InputError, ModelNotFoundError, TorchinferError,
                      WeightsError, WeightsMismatchError, WeightsUnavailableError)
 from .models import LoadedModel, PreprocessConfig, list_models, load_model, read_weights
@@ -16,7 +17,7 @@ from .tasks import ClassificationPredictor, Predictor
 __version__ = "0.1.0"
 
 __all__ = [
-    "ClassScore", "Classification", "ClassificationPredictor", "DeviceError", "InputError",
+    "ClassScore", "Classification", "LayerStats", "ModelReport", "inspect", "ClassificationPredictor", "DeviceError", "InputError",
     "LoadedModel", "ModelNotFoundError", "Predictor", "PreprocessConfig", "Result",
     "TorchinferError", "WeightsError", "WeightsMismatchError", "WeightsUnavailableError",
     "__version__", "list_models", "load", "load_model", "read_weights",

@@ -1,4 +1,4 @@
-"""``torchinfer.load``: one call from a task and a model name to a ready predictor."""
+"""The library's front door: ``load`` (task + model -> predictor) and ``inspect``."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchvision.models import get_model_weights
+
 from .errors import TorchinferError
-from .models import load_model, read_labels, torchvision_task
+from .inspection import ModelReport, inspect_model
+from .models import LoadedModel, load_model, read_labels, torchvision_task
 from .tasks import PREDICTORS, Predictor
 
 
@@ -43,3 +46,40 @@ def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = 
         names = read_labels(labels) if isinstance(labels, (str, Path)) else list(labels)
     loaded = replace(loaded, preprocess=preprocess, labels=names)
     return PREDICTORS[task](loaded, device=device, **options)
+
+
+def inspect(model: str | Path | nn.Module, weights: str | Path | None = None, *,
+            input_size: int | tuple[int, int] | None = None,
+            input_shape: Sequence[int] | None = None, depth: int | None = None,
+            include_other_ops: bool = False, num_classes: int | None = None,
+            trust_pickle: bool = False, model_kwargs: dict[str, Any] | None = None) -> ModelReport:
+    """Parameters, MACs/FLOPs, shapes and memory per layer (see torchinfer.inspection).
+
+    The input defaults to the size the model's weights are used at (their crop size for
+    classification, their resize size for segmentation; 224 otherwise), batch 1.
+    """
+    loaded = load_model(model, weights, num_classes=num_classes, trust_pickle=trust_pickle,
+                        **(model_kwargs or {}))
+    if input_shape is None:
+        h, w = _pair(input_size) if input_size is not None else _published_input_size(loaded)
+        input_shape = (1, 3, h, w)
+    weights_file = Path(weights) if weights is not None and Path(weights).is_file() else None
+    if weights_file is None and isinstance(model, (str, Path)) and Path(model).is_file():
+        weights_file = Path(model)
+    return inspect_model(loaded.module, input_shape=tuple(input_shape), depth=depth,
+                         include_other_ops=include_other_ops, file_path=weights_file)
+
+
+def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def _published_input_size(loaded: LoadedModel) -> tuple[int, int]:
+    if loaded.task == "classify" or loaded.task is None:
+        return loaded.preprocess.crop_size
+    try:
+        transforms = get_model_weights(loaded.name).DEFAULT.transforms()
+    except ValueError:
+        return loaded.preprocess.crop_size
+    size = getattr(transforms, "crop_size", None) or getattr(transforms, "resize_size", None)
+    return _pair(size[0]) if size else (224, 224)

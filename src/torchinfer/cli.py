@@ -79,6 +79,44 @@ def models(
     console.print(table)
 
 
+@app.command("inspect")
+def inspect_cmd(
+    model: Annotated[str, typer.Argument(help="torchvision name, pkg.module:factory or model file.")],
+    weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Weights file "
+                       "(its size is reported).")] = None,
+    input_size: Annotated[Optional[str], typer.Option(help="H or H,W (default: the size the "
+                          "model's weights are used at).")] = None,
+    input_shape: Annotated[Optional[str], typer.Option(help="Full shape, e.g. 1,3,224,224.")] = None,
+    per_layer: Annotated[bool, typer.Option(help="Show the per-layer table.")] = False,
+    depth: Annotated[Optional[int], typer.Option(help="Fold the table to this module depth "
+                     "(default 2 with --per-layer).")] = None,
+    other_ops: Annotated[bool, typer.Option(help="Also count elementwise work (not MACs).")] = False,
+    num_classes: Annotated[Optional[int], typer.Option()] = None,
+    trust_pickle: Annotated[bool, typer.Option(help="Allow pickled model files.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Parameters, MACs (FLOPs = 2 x MACs), output shapes and memory, per layer."""
+    from .api import inspect
+
+    if input_size is not None and input_shape is not None:
+        raise typer.BadParameter("give --input-size or --input-shape, not both")
+    shape = None
+    if input_shape is not None:
+        shape = tuple(int(v) for v in _floats(input_shape, "--input-shape") or ())
+    if depth is None and per_layer:
+        depth = 2
+    report = inspect(model, weights, input_size=_size(input_size), input_shape=shape,
+                     depth=depth if (per_layer or as_json) else 0, include_other_ops=other_ops,
+                     num_classes=num_classes, trust_pickle=trust_pickle)
+    if as_json:
+        console.print_json(json.dumps(report.to_dict()))
+    elif per_layer:
+        console.print(report.to_rich_table(title=f"{model} {report.input_shape}"))
+    else:
+        for line in report.summary_lines():
+            console.print(line, highlight=False)
+
+
 @app.command()
 def demo(out: Annotated[Path, typer.Option(help="Where the results go.")] = Path("runs/demo")) -> None:
     """Run the main job on the bundled images and write results you can look at."""

@@ -107,6 +107,10 @@ def _load_torchvision(name: str, task: str, weights: str | Path | None, num_clas
         built = _Built(module, preprocess=_preprocess_from_weights(enum),
                        labels=list(enum.meta.get("categories") or []) or None)
         return _finish(built, name, task, f"{enum.__class__.__name__}.{enum.name}")
+    if _accepts(builder, "weights_backbone", explicitly=True):
+        # Segmentation/detection builders otherwise download ImageNet backbone weights, which
+        # the weights we load (or the random initialisation asked for) replace anyway.
+        kwargs = {"weights_backbone": None, **kwargs}
     built = _build_fitting(builder, kwargs, num_classes, weights, strict, trust_pickle)
     default = _published_weights_for_file(name, weights_str) or _default_weights(name)
     if default is not None:
@@ -226,12 +230,16 @@ def _output_size(module: nn.Module) -> int | None:
     return last
 
 
-def _accepts(fn: Callable[..., Any], param: str) -> bool:
+def _accepts(fn: Callable[..., Any], param: str, *, explicitly: bool = False) -> bool:
+    """Whether ``fn`` takes keyword ``param`` (by name, or through ``**kwargs`` unless
+    ``explicitly``)."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
-    return param in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    if param in params:
+        return True
+    return not explicitly and any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def _call_builder(builder: Callable[..., nn.Module], kwargs: dict[str, Any]) -> nn.Module:

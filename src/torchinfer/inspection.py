@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
-if TYPE_CHECKING:  # rich is imported lazily so that `import torchinfer.inspect` stays light
+if TYPE_CHECKING:  # rich is imported lazily so that `import torchinfer.inspection` stays light
     from rich.table import Table
 
 __all__ = [
