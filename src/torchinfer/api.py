@@ -10,11 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchvision.models import get_model_weights
-
 from .errors import TorchinferError
 from .inspection import ModelReport, inspect_model
-from .models import LoadedModel, load_model, read_labels, torchvision_task
+from .models import LoadedModel, PreprocessConfig, load_model, read_labels, torchvision_task
 from .tasks import PREDICTORS, Predictor
 
 
@@ -38,7 +36,10 @@ def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = 
         raise TorchinferError(f"{model} is a {known} model, not {task}: use task {known!r}")
     loaded = load_model(model, weights, num_classes=num_classes, strict=strict,
                         trust_pickle=trust_pickle, **(model_kwargs or {}))
-    preprocess = loaded.preprocess.with_overrides(
+    base = loaded.preprocess
+    if loaded.preprocess_from == "default":
+        base = PreprocessConfig.default(task)  # nothing came with the weights: the task's defaults
+    preprocess = base.with_overrides(
         input_size=input_size, mean=tuple(mean) if mean else None,
         std=tuple(std) if std else None)
     names = loaded.labels
@@ -56,7 +57,8 @@ def inspect(model: str | Path | nn.Module, weights: str | Path | None = None, *,
     """Parameters, MACs/FLOPs, shapes and memory per layer (see torchinfer.inspection).
 
     The input defaults to the size the model's weights are used at (their crop size for
-    classification, their resize size for segmentation; 224 otherwise), batch 1.
+    classification, their resize size for segmentation; 224 for detectors, which resize
+    internally), batch 1.
     """
     loaded = load_model(model, weights, num_classes=num_classes, trust_pickle=trust_pickle,
                         **(model_kwargs or {}))
@@ -75,11 +77,8 @@ def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
 
 
 def _published_input_size(loaded: LoadedModel) -> tuple[int, int]:
-    if loaded.task == "classify" or loaded.task is None:
-        return loaded.preprocess.crop_size
-    try:
-        transforms = get_model_weights(loaded.name).DEFAULT.transforms()
-    except ValueError:
-        return loaded.preprocess.crop_size
-    size = getattr(transforms, "crop_size", None) or getattr(transforms, "resize_size", None)
-    return _pair(size[0]) if size else (224, 224)
+    """The size the weights' own preprocessing feeds the model (square for a short-side resize)."""
+    cfg = loaded.preprocess
+    if cfg.crop_size is not None:
+        return cfg.crop_size
+    return _pair(cfg.resize_size[0]) if len(cfg.resize_size) == 1 else _pair(cfg.resize_size)

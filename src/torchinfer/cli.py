@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -150,82 +151,126 @@ def _size(text: Optional[str]) -> Optional[int | tuple[int, int]]:
     raise typer.BadParameter(f"--input-size must be N or H,W, got {text!r}")
 
 
+# Options every `predict` command shares, declared once.
+Sources = Annotated[list[str], typer.Argument(help="Images, folders, globs or .txt lists.")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="torchvision name, "
+                     "pkg.module:factory, or a TorchScript file.")]
+WeightsOpt = Annotated[Optional[str], typer.Option("--weights", "-w", help="Local file "
+                       "(.pth/.pt/.safetensors/TorchScript) or DEFAULT / a torchvision weights "
+                       "name. Omitted: random initialisation.")]
+NumClassesOpt = Annotated[Optional[int], typer.Option(help="Output classes (inferred from the "
+                          "weights when omitted).")]
+LabelsOpt = Annotated[Optional[Path], typer.Option(help="Class names: .txt (one per line) or .json.")]
+InputSizeOpt = Annotated[Optional[str], typer.Option(help="Model input size: N or H,W (the crop "
+                         "for classification, the resize for segmentation).")]
+MeanOpt = Annotated[Optional[str], typer.Option(help="Normalisation mean, e.g. 0.5,0.5,0.5.")]
+StdOpt = Annotated[Optional[str], typer.Option(help="Normalisation std.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+BatchOpt = Annotated[Optional[int], typer.Option(help="Images per forward pass "
+                     "(default: 4 on CPU, 32 on a GPU).")]
+TrustOpt = Annotated[bool, typer.Option(help="Allow weights files that hold pickled Python "
+                     "objects (can run code: only for files you trust).")]
+StrictOpt = Annotated[bool, typer.Option(help="Require every weight key to match.")]
+MaxPixelsOpt = Annotated[Optional[int], typer.Option(help="Refuse images with more pixels "
+                         "(default: Pillow's decompression-bomb limit).")]
+SaveVisOpt = Annotated[bool, typer.Option(help="Write vis/<name>.jpg: the result drawn on the image.")]
+AllowFailuresOpt = Annotated[bool, typer.Option(help="Exit 0 even if some inputs failed.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No table, no progress.")]
+
+
 @predict_app.command("classify")
 def predict_classify(
-    sources: Annotated[list[str], typer.Argument(help="Images, folders, globs or .txt lists.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="torchvision name, "
-                                       "pkg.module:factory, or a TorchScript file.")],
-    weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Local file "
-                       "(.pth/.pt/.safetensors/TorchScript) or DEFAULT / a torchvision weights name. "
-                       "Omitted: random initialisation.")] = None,
-    num_classes: Annotated[Optional[int], typer.Option(help="Output classes (inferred from "
-                           "the weights when omitted).")] = None,
-    labels: Annotated[Optional[Path], typer.Option(help="Class names: .txt (one per line) "
-                      "or .json.")] = None,
-    input_size: Annotated[Optional[str], typer.Option(help="Crop size N or H,W.")] = None,
-    mean: Annotated[Optional[str], typer.Option(help="Normalisation mean, e.g. 0.5,0.5,0.5.")] = None,
-    std: Annotated[Optional[str], typer.Option(help="Normalisation std.")] = None,
+    sources: Sources, model: ModelOpt, weights: WeightsOpt = None,
+    num_classes: NumClassesOpt = None, labels: LabelsOpt = None,
+    input_size: InputSizeOpt = None, mean: MeanOpt = None, std: StdOpt = None,
     top_k: Annotated[int, typer.Option(help="Classes per image.")] = 5,
     multi_label: Annotated[bool, typer.Option(help="Sigmoid per class instead of softmax.")] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    batch_size: Annotated[Optional[int], typer.Option(help="Images per forward pass "
-                          "(default: 4 on CPU, 32 on a GPU).")] = None,
-    out: Annotated[Path, typer.Option(help="Folder for predictions.jsonl and summary.json.")] = Path("runs/classify"),
-    trust_pickle: Annotated[bool, typer.Option(help="Allow weights files that hold pickled "
-                            "Python objects (can run code: only for files you trust).")] = False,
-    strict: Annotated[bool, typer.Option(help="Require every weight key to match.")] = True,
-    max_pixels: Annotated[Optional[int], typer.Option(help="Refuse images with more pixels "
-                          "(default: Pillow's decompression-bomb limit).")] = None,
-    allow_failures: Annotated[bool, typer.Option(help="Exit 0 even if some inputs failed.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table, no progress.")] = False,
+    device: DeviceOpt = "auto", batch_size: BatchOpt = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/classify"),
+    save_vis: SaveVisOpt = False, trust_pickle: TrustOpt = False, strict: StrictOpt = True,
+    max_pixels: MaxPixelsOpt = None, allow_failures: AllowFailuresOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Classify images: top-k labels and scores per image, one JSONL line per input."""
+    def row(result) -> tuple[str, str]:
+        return result.top1.label, f"{result.top1.score:.4f}"
+
+    _predict("classify", sources, out, quiet, allow_failures, ("top-1", "score"), row,
+             dict(model=model, weights=weights, device=device, num_classes=num_classes,
+                  labels=labels, input_size=_size(input_size), mean=_floats(mean, "--mean"),
+                  std=_floats(std, "--std"), strict=strict, trust_pickle=trust_pickle,
+                  top_k=top_k, multi_label=multi_label, batch_size=batch_size,
+                  max_pixels=max_pixels),
+             save_vis=save_vis)
+
+
+@predict_app.command("segment")
+def predict_segment(
+    sources: Sources, model: ModelOpt, weights: WeightsOpt = None,
+    num_classes: NumClassesOpt = None, labels: LabelsOpt = None,
+    input_size: InputSizeOpt = None, mean: MeanOpt = None, std: StdOpt = None,
+    device: DeviceOpt = "auto", batch_size: BatchOpt = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/segment"),
+    save_vis: SaveVisOpt = False,
+    save_masks: Annotated[bool, typer.Option(help="Write masks/<name>.png: class indices as a "
+                          "palette PNG (VOC colours).")] = False,
+    trust_pickle: TrustOpt = False, strict: StrictOpt = True, max_pixels: MaxPixelsOpt = None,
+    allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
+) -> None:
+    """Segment images: a class per pixel at the original size; class areas in the JSONL."""
+    def row(result) -> tuple[str, str]:
+        return ", ".join(f"{a.label} {a.fraction:.0%}" for a in result.areas[:4]), \
+            f"{result.size[1]}x{result.size[0]}"
+
+    _predict("segment", sources, out, quiet, allow_failures, ("classes (area)", "size"), row,
+             dict(model=model, weights=weights, device=device, num_classes=num_classes,
+                  labels=labels, input_size=_size(input_size), mean=_floats(mean, "--mean"),
+                  std=_floats(std, "--std"), strict=strict, trust_pickle=trust_pickle,
+                  batch_size=batch_size, max_pixels=max_pixels),
+             save_vis=save_vis, save_masks=save_masks)
+
+
+def _predict(task: str, sources: list[str], out: Path, quiet: bool, allow_failures: bool,
+             columns: tuple[str, str], describe, load_args: dict, **save) -> None:
+    """Load, run over the sources with a progress bar, print a table, exit with the code."""
     from .api import load
 
-    predictor = load("classify", model, weights, device=device, num_classes=num_classes,
-                     labels=labels, input_size=_size(input_size), mean=_floats(mean, "--mean"),
-                     std=_floats(std, "--std"), strict=strict, trust_pickle=trust_pickle,
-                     top_k=top_k, multi_label=multi_label, batch_size=batch_size,
-                     max_pixels=max_pixels)
+    model, weights = load_args.pop("model"), load_args.pop("weights")
+    predictor = load(task, model, weights, **load_args)
     if predictor.model.random_init and not quiet:
         err_console.print(f"[yellow]warning:[/] {model} has no weights: randomly initialised, "
                           "its predictions are meaningless (pass --weights)")
-    rows: list[tuple[str, str, str, str]] = []
+    rows: list[tuple[str, ...]] = []
 
     def show(result) -> None:
         if len(rows) < 50:
-            if result.ok:
-                rows.append((result.source, result.top1.label, f"{result.top1.score:.4f}",
-                             f"{sum(result.speed.values()):.1f}"))
-            else:
-                rows.append((result.source, "[red]failed[/]", "", result.error or ""))
+            ms = f"{sum(result.speed.values()):.1f}"
+            rows.append((result.source, *describe(result), ms) if result.ok
+                        else (result.source, "[red]failed[/]", "", result.error or ""))
 
-    summary = _run_with_progress(predictor, sources, out, batch_size, quiet, show,
-                                 run_info={"task": "classify", "model": model,
-                                           "weights": weights, "device": str(predictor.device)})
+    summary = _run_with_progress(predictor, sources, out, quiet, show,
+                                 run_info={"task": task, "model": model, "weights": weights,
+                                           "device": str(predictor.device)}, **save)
     if not quiet:
-        table = Table("source", "top-1", "score", "ms/img", title="classify")
-        for row in rows:
-            table.add_row(*row)
+        table = Table("source", *columns, "ms/img", title=task)
+        for r in rows:
+            table.add_row(*r)
         if summary.total > len(rows):
             table.caption = f"first {len(rows)} of {summary.total} rows; all in {out}/predictions.jsonl"
         console.print(table)
     _finish(summary, out, allow_failures, quiet)
 
 
-def _run_with_progress(predictor, sources, out, batch_size, quiet, on_result, run_info):
+def _run_with_progress(predictor, sources, out, quiet, on_result, run_info, **save):
     from .run import count_inputs, run_to_dir
 
-    total = count_inputs(sources)
+    total = count_inputs(sources, out)
     if quiet or total <= predictor.batch_size:
-        return run_to_dir(predictor, sources, out, batch_size=batch_size, on_result=on_result,
-                          run_info=run_info)
+        return run_to_dir(predictor, sources, out, on_result=on_result, run_info=run_info, **save)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]:.1f} img/s"), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
         bar = progress.add_task("predicting", total=total, rate=0.0)
-        import time
-
         start = time.perf_counter()
 
         def tick(result) -> None:
@@ -233,13 +278,14 @@ def _run_with_progress(predictor, sources, out, batch_size, quiet, on_result, ru
             done = progress.tasks[0].completed + 1
             progress.update(bar, advance=1, rate=done / max(time.perf_counter() - start, 1e-9))
 
-        return run_to_dir(predictor, sources, out, batch_size=batch_size, on_result=tick,
-                          run_info=run_info)
+        return run_to_dir(predictor, sources, out, on_result=tick, run_info=run_info, **save)
 
 
 def _finish(summary, out: Path, allow_failures: bool, quiet: bool) -> None:
     if not quiet:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in summary.stage_ms.items())
+        if summary.draw_ms:
+            stages += f", drawing {summary.draw_ms:.1f}"
         err_console.print(f"{summary.total} inputs, {summary.succeeded} ok, {summary.failed} failed "
                           f"in {summary.seconds:.2f} s ({summary.images_per_second:.1f} img/s; "
                           f"ms/img: {stages or '-'}) -> {out}", highlight=False)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, singledispatch
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .results import Classification
+from .results import Classification, Segmentation
 
 
 @cache
@@ -52,3 +53,79 @@ def contact_sheet(images: list[Image.Image], *, columns: int = 4, cell: int = 32
         y = (i // columns) * cell + (cell - thumb.height) // 2
         sheet.paste(thumb, (x, y))
     return sheet
+
+
+@cache
+def voc_palette(n: int = 256) -> np.ndarray:
+    """The PASCAL VOC colour map (n x 3 uint8): class i's colour spreads the bits of i over
+    R, G and B, so neighbouring classes get very different colours. 0 (background) is black."""
+    palette = np.zeros((n, 3), dtype=np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for bit in range(8):
+            r |= ((c >> 0) & 1) << (7 - bit)
+            g |= ((c >> 1) & 1) << (7 - bit)
+            b |= ((c >> 2) & 1) << (7 - bit)
+            c >>= 3
+        palette[i] = (r, g, b)
+    return palette
+
+
+def mask_image(result: Segmentation) -> Image.Image:
+    """The class map as a palette PNG: pixel values are class indices, shown in VOC colours."""
+    if result.mask is None:
+        raise ValueError(f"{result.source}: no mask ({result.error})")
+    if result.mask.max(initial=0) > 255:
+        return Image.fromarray(result.mask.astype(np.int32), mode="I")  # >256 classes: no palette
+    img = Image.fromarray(result.mask.astype(np.uint8), mode="P")
+    img.putpalette(voc_palette().ravel().tolist())
+    return img
+
+
+def overlay_segmentation(image: Image.Image, result: Segmentation, *, alpha: float = 0.5,
+                         legend: bool = True) -> Image.Image:
+    """``image`` with every non-background pixel tinted its class colour, and a legend of the
+    classes present (largest first) with their share of the image."""
+    if result.mask is None:
+        raise ValueError(f"{result.source}: no mask ({result.error})")
+    base = np.asarray(image.convert("RGB"), dtype=np.float32)
+    colours = voc_palette(max(256, len(result.labels)))[result.mask].astype(np.float32)
+    tint = (result.mask > 0)[..., None] * alpha  # class 0 is background: left untinted
+    blended = np.rint(base * (1 - tint) + colours * tint).astype(np.uint8)
+    out = Image.fromarray(blended)
+    if legend:
+        _draw_legend(out, [(a.label, f"{a.fraction:.1%}", tuple(int(v) for v in voc_palette()[a.index % 256]))
+                           for a in result.areas[:12]])
+    return out
+
+
+def _draw_legend(img: Image.Image, rows: list[tuple[str, str, tuple[int, int, int]]]) -> None:
+    size = max(11, min(img.height, img.width) // 32)
+    font = _font(size)
+    pad = size // 3
+    width = max((int(font.getlength(f"{label}  {share}")) for label, share, _ in rows), default=0)
+    box_w, box_h = width + size + 3 * pad, len(rows) * (size + pad) + pad
+    overlay = Image.new("RGBA", img.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    draw.rectangle((0, 0, box_w, box_h), fill=(0, 0, 0, 160))
+    for i, (label, share, colour) in enumerate(rows):
+        y = pad + i * (size + pad)
+        draw.rectangle((pad, y, pad + size, y + size), fill=(*colour, 255), outline=(255, 255, 255, 255))
+        draw.text((2 * pad + size, y), f"{label}  {share}", font=font, fill=(255, 255, 255, 255))
+    img.paste(Image.alpha_composite(img.convert("RGBA"), overlay).convert("RGB"))
+
+
+@singledispatch
+def visualise(result: object, image: Image.Image) -> Image.Image:
+    """The picture of a result drawn on its image, whatever the task."""
+    raise TypeError(f"no drawing for {type(result).__name__}")
+
+
+@visualise.register
+def _(result: Classification, image: Image.Image) -> Image.Image:
+    return annotate_classification(image, result)
+
+
+@visualise.register
+def _(result: Segmentation, image: Image.Image) -> Image.Image:
+    return overlay_segmentation(image, result)

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .io.sinks import JsonlWriter, write_json_atomic
+from .draw import mask_image, visualise
+from .io.sinks import JsonlWriter, UniqueNames, save_image_atomic, write_json_atomic
 from .io.sources import expand_sources
-from .results import STAGES, Result
+from .results import STAGES, Result, Segmentation
 from .tasks import Predictor
 
 
@@ -26,6 +27,7 @@ class RunSummary:
     seconds: float = 0.0
     stage_ms: dict[str, float] = field(default_factory=dict)  # mean ms per image, per stage
     outputs: dict[str, str] = field(default_factory=dict)
+    draw_ms: float = 0.0  # mean ms per image spent drawing/saving pictures, when asked for
 
     @property
     def succeeded(self) -> int:
@@ -40,31 +42,45 @@ class RunSummary:
                 "seconds": round(self.seconds, 3),
                 "images_per_second": round(self.images_per_second, 2),
                 "stage_ms_per_image": {k: round(v, 3) for k, v in self.stage_ms.items()},
+                "draw_ms_per_image": round(self.draw_ms, 3),
                 "failures": self.failures, "outputs": self.outputs}
 
 
-def count_inputs(sources: Iterable[str]) -> int:
-    """How many inputs the sources expand to (walks folders; opens no image)."""
-    return sum(1 for _ in expand_sources(sources))
+def count_inputs(sources: Iterable[str], out_dir: str | Path | None = None) -> int:
+    """How many inputs the sources expand to, outside ``out_dir`` (walks folders; opens no
+    image)."""
+    return sum(1 for _ in expand_sources(sources, exclude=out_dir))
 
 
 def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
                batch_size: int | None = None,
                on_result: Callable[[Result], None] | None = None,
-               run_info: dict[str, Any] | None = None) -> RunSummary:
+               run_info: dict[str, Any] | None = None, save_vis: bool = False,
+               save_masks: bool = False) -> RunSummary:
     """Run ``predictor`` over ``sources``; write ``predictions.jsonl`` and ``summary.json``.
 
     Bad inputs become lines with an ``error`` field; the run goes on. ``on_result`` sees each
-    result as it arrives (progress bars, tables).
+    result as it arrives (progress bars, tables). ``save_vis`` writes ``vis/<name>.jpg`` (the
+    result drawn on its image); ``save_masks`` writes segmentation class maps as palette PNGs
+    in ``masks/``. Each line of the JSONL names the files written for it.
     """
     out = Path(out_dir)
     summary = RunSummary()
+    names = UniqueNames()
+    draw_s = 0.0
     totals = dict.fromkeys(STAGES, 0.0)
     timed = 0
     start = time.perf_counter()
     with JsonlWriter(out / "predictions.jsonl") as writer:
-        for result in predictor.stream(sources, batch_size=batch_size):
-            writer.write(result.to_dict())
+        inputs = expand_sources(sources, exclude=out)
+        for result in predictor.stream(inputs, batch_size=batch_size):
+            record = result.to_dict()
+            if result.ok and (save_vis or save_masks):
+                t0 = time.perf_counter()
+                record["files"] = _save_pictures(predictor, result, out, names(result.source),
+                                                 save_vis, save_masks)
+                draw_s += time.perf_counter() - t0
+            writer.write(record)
             summary.total += 1
             if result.ok:
                 timed += 1
@@ -77,6 +93,19 @@ def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
                 on_result(result)
     summary.seconds = time.perf_counter() - start
     summary.stage_ms = {k: v / timed for k, v in totals.items()} if timed else {}
+    summary.draw_ms = draw_s * 1000 / timed if timed else 0.0
     summary.outputs = {"predictions": str(writer.path), "summary": str(out / "summary.json")}
     write_json_atomic(out / "summary.json", {**(run_info or {}), **summary.to_dict()})
     return summary
+
+
+def _save_pictures(predictor: Predictor, result: Result, out: Path, name: str, save_vis: bool,
+                   save_masks: bool) -> dict[str, str]:
+    files = {}
+    if save_masks and isinstance(result, Segmentation):
+        files["mask"] = str(save_image_atomic(mask_image(result), out / "masks" / f"{name}.png"))
+    if save_vis and not result.source.startswith("<"):  # in-memory inputs have no file to redraw
+        image = predictor.loader.load(result.source)
+        files["vis"] = str(save_image_atomic(visualise(result, image), out / "vis" / f"{name}.jpg",
+                                             quality=90))
+    return files

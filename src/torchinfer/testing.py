@@ -46,7 +46,8 @@ def calibrate(model: nn.Module, images: list[Image.Image], *, size: int = 224,
 
     BatchNorm running statistics become the exact statistics of random crops of ``images``
     (``momentum=None`` is a cumulative average), then the last Linear/Conv layer is scaled so
-    the logits on those crops have standard deviation ``logit_std``.
+    the logits on those crops have standard deviation ``logit_std``. Works for classifiers and
+    segmenters (their ``out``).
     """
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -64,13 +65,22 @@ def calibrate(model: nn.Module, images: list[Image.Image], *, size: int = 224,
     model.eval()
     head = _last_layer(model)
     if head is not None:
-        logits = model(batch)
-        logits = logits[0] if isinstance(logits, (tuple, list)) else logits
+        logits = main_output(model(batch))
         scale = logit_std / max(float(logits.std()), 1e-6)
         head.weight.mul_(scale)
         if head.bias is not None:
             head.bias.mul_(scale)
     return model
+
+
+def main_output(raw: object) -> torch.Tensor:
+    """The main head's output: ``out`` of a torchvision segmentation dict, the first element of
+    a tuple (Inception/GoogLeNet in train mode), or the tensor itself."""
+    if isinstance(raw, dict):
+        return raw["out"]
+    if isinstance(raw, (tuple, list)):
+        return raw[0]
+    return raw  # type: ignore[return-value]
 
 
 def _last_layer(model: nn.Module) -> nn.Linear | nn.Conv2d | None:

@@ -30,6 +30,40 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
     return path
 
 
+def save_image_atomic(image: Any, path: str | Path, **save_kwargs: Any) -> Path:
+    """Save a PIL image under a temporary name, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        image.save(tmp, format=_FORMATS.get(path.suffix.lower(), "PNG"), **save_kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
+
+
+class UniqueNames:
+    """Output file stems named after their inputs, made unique within a run (two inputs called
+    ``a/img.jpg`` and ``b/img.jpg`` become ``img`` and ``img-1``)."""
+
+    def __init__(self) -> None:
+        self._used: set[str] = set()
+
+    def __call__(self, source: str) -> str:
+        stem = Path(source).stem if not source.startswith("<") else "input"
+        name, n = stem, 0
+        while name in self._used:
+            n += 1
+            name = f"{stem}-{n}"
+        self._used.add(name)
+        return name
+
+
 class JsonlWriter:
     """Append one JSON object per line to ``<path>.partial``; rename to ``path`` on close.
 

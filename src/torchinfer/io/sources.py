@@ -22,17 +22,21 @@ LIST_FILE_EXTENSIONS = frozenset({".txt", ".lst"})
 _GLOB_CHARS = set("*?[")
 
 
-def expand_sources(sources: Iterable[str | os.PathLike]) -> Iterator[str]:
+def expand_sources(sources: Iterable[str | os.PathLike],
+                   exclude: str | os.PathLike | None = None) -> Iterator[str]:
     """Yield image paths from files, folders (recursive, sorted), glob patterns and list files.
 
     A ``.txt``/``.lst`` file is read as one path per line (blank lines and ``#`` comments
-    skipped; relative paths are taken relative to the list file).
+    skipped; relative paths are taken relative to the list file). Folders are walked without
+    entering ``exclude`` (a run's output folder inside its input folder must not feed the run
+    its own pictures).
     """
+    skip = Path(exclude).resolve() if exclude is not None else None
     for source in sources:
         text = os.fspath(source)
         path = Path(text)
         if path.is_dir():
-            yield from _walk_images(path)
+            yield from _walk_images(path, skip)
         elif path.is_file() and path.suffix.lower() in LIST_FILE_EXTENSIONS:
             yield from _read_list_file(path)
         elif not path.exists() and _GLOB_CHARS & set(text):
@@ -41,11 +45,12 @@ def expand_sources(sources: Iterable[str | os.PathLike]) -> Iterator[str]:
             yield text  # a file, or a missing path that becomes an error record downstream
 
 
-def _walk_images(root: Path) -> Iterator[str]:
+def _walk_images(root: Path, skip: Path | None) -> Iterator[str]:
     # os.walk with sorted names: deterministic order, and no full listing held in memory
     # beyond one directory at a time.
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames
+                             if skip is None or Path(dirpath, d).resolve() != skip)
         for name in sorted(filenames):
             if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
                 yield os.path.join(dirpath, name)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from torchvision.transforms import InterpolationMode
-from torchvision.transforms._presets import ImageClassification
+from torchvision.transforms._presets import ImageClassification, SemanticSegmentation
 
 from ..errors import TorchinferError
 
@@ -25,10 +25,11 @@ class PreprocessConfig:
     """Resize the short side to ``resize_size``, centre-crop ``crop_size``, normalise.
 
     Sizes are (height, width); ``resize_size`` of one int means "short side" as in torchvision.
+    ``crop_size`` None means no crop (torchvision's segmentation recipe).
     """
 
     resize_size: tuple[int, ...]
-    crop_size: tuple[int, int]
+    crop_size: tuple[int, int] | None
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str = "bilinear"
@@ -46,7 +47,7 @@ class PreprocessConfig:
             raise TorchinferError(f"std values must be positive, got {self.std}")
         if len(self.resize_size) not in (1, 2) or min(self.resize_size) <= 0:
             raise TorchinferError(f"resize_size must be 1 or 2 positive ints, got {self.resize_size}")
-        if len(self.crop_size) != 2 or min(self.crop_size) <= 0:
+        if self.crop_size is not None and (len(self.crop_size) != 2 or min(self.crop_size) <= 0):
             raise TorchinferError(f"crop_size must be 2 positive ints, got {self.crop_size}")
 
     @property
@@ -55,11 +56,12 @@ class PreprocessConfig:
 
     @classmethod
     def from_transforms(cls, transforms: Any) -> PreprocessConfig:
-        """Read the settings off a torchvision ``ImageClassification`` preset."""
-        crop = list(transforms.crop_size)
+        """Read the settings off a torchvision ``ImageClassification`` or
+        ``SemanticSegmentation`` preset."""
+        crop = getattr(transforms, "crop_size", None)
         return cls(
             resize_size=tuple(int(s) for s in transforms.resize_size),
-            crop_size=(int(crop[0]), int(crop[-1])),
+            crop_size=(int(crop[0]), int(crop[-1])) if crop else None,
             mean=tuple(float(m) for m in transforms.mean),
             std=tuple(float(s) for s in transforms.std),
             interpolation=transforms.interpolation.value,
@@ -67,17 +69,24 @@ class PreprocessConfig:
         )
 
     @classmethod
-    def default(cls) -> PreprocessConfig:
-        """torchvision's ImageNet defaults (resize 256, crop 224, ImageNet mean/std)."""
+    def default(cls, task: str = "classify") -> PreprocessConfig:
+        """torchvision's defaults for the task: classification resizes to 256 and crops 224;
+        segmentation resizes the short side to 520 and does not crop. ImageNet mean/std."""
+        if task == "segment":
+            return cls.from_transforms(SemanticSegmentation(resize_size=520))
         return cls.from_transforms(ImageClassification(crop_size=224))
 
     def with_overrides(self, *, input_size: int | tuple[int, int] | None = None,
                        mean: tuple[float, ...] | None = None,
                        std: tuple[float, ...] | None = None,
                        interpolation: str | None = None) -> PreprocessConfig:
-        """Change the input (crop) size keeping this config's resize/crop ratio, and mean/std."""
+        """Change the input size (the crop, keeping this config's resize/crop ratio; or, without
+        a crop, the resize: an int is the short side), and mean/std."""
         cfg = self
-        if input_size is not None:
+        if input_size is not None and self.crop_size is None:
+            size = (input_size,) if isinstance(input_size, int) else tuple(input_size)
+            cfg = replace(cfg, resize_size=tuple(int(v) for v in size))
+        elif input_size is not None:
             h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
             # keep the weights' resize-to-crop ratio (e.g. 256/224) so the field of view matches
             ratio = self.resize_size[0] / self.crop_size[0]
@@ -95,7 +104,8 @@ class PreprocessConfig:
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
-        return {"resize_size": list(self.resize_size), "crop_size": list(self.crop_size),
+        return {"resize_size": list(self.resize_size),
+                "crop_size": list(self.crop_size) if self.crop_size else None,
                 "mean": list(self.mean), "std": list(self.std),
                 "interpolation": self.interpolation, "antialias": self.antialias}
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from torch import nn
 from torchvision.models import get_model_weights
-from torchvision.transforms._presets import ImageClassification
+from torchvision.transforms._presets import ImageClassification, SemanticSegmentation
 
 from ..errors import ModelNotFoundError, WeightsError
 from . import hub
@@ -41,6 +41,9 @@ class LoadedModel:
     weights: str | None  # where the weights came from; None means random initialisation
     weights_format: str | None = None
     key_report: KeyReport | None = None  # set when strict=False let keys through
+    # "weights" when the preprocessing came with the weights/architecture, "default" when
+    # nothing said and torchvision's generic defaults were taken (the task may pick others)
+    preprocess_from: str = "weights"
 
     @property
     def random_init(self) -> bool:
@@ -164,15 +167,16 @@ def _load_whole_model_file(path: Path, trust_pickle: bool) -> LoadedModel:
 def _finish(built: _Built, name: str, task: str | None, weights: str | Path | None) -> LoadedModel:
     module = built.module.eval()
     preprocess = built.preprocess or PreprocessConfig.default()
+    preprocess_from = "weights" if built.preprocess else "default"
     # ViT-style models are built for one input size; make the crop agree with it.
     image_size = getattr(module, "image_size", None)
-    if isinstance(image_size, int) and image_size != preprocess.crop_size[0]:
+    if isinstance(image_size, int) and preprocess.crop_size and image_size != preprocess.crop_size[0]:
         preprocess = preprocess.with_overrides(input_size=image_size)
     report = built.key_report if built.key_report and not built.key_report.ok else None
     return LoadedModel(module=module, name=name, task=task, preprocess=preprocess,
                        labels=built.labels, weights=None if weights is None else str(weights),
                        weights_format=built.weights_file.format if built.weights_file else None,
-                       key_report=report)
+                       key_report=report, preprocess_from=preprocess_from)
 
 
 def _config_from_metadata(wf: WeightsFile) -> tuple[PreprocessConfig | None, list[str] | None]:
@@ -214,9 +218,9 @@ def _default_weights(name: str) -> Any:
 
 def _preprocess_from_weights(weights: Any) -> PreprocessConfig | None:
     transforms = weights.transforms()
-    if isinstance(transforms, ImageClassification):
+    if isinstance(transforms, (ImageClassification, SemanticSegmentation)):
         return PreprocessConfig.from_transforms(transforms)
-    return None  # segmentation/detection presets are read by their tasks
+    return None  # detectors resize inside the model (GeneralizedRCNNTransform)
 
 
 def _output_size(module: nn.Module) -> int | None:

@@ -95,7 +95,8 @@ class Predictor(ABC, Generic[R]):
         """Device-side part of preprocessing (e.g. uint8 -> normalised float)."""
         return tensor
 
-    def forward(self, tensor: torch.Tensor) -> Any:
+    def forward(self, tensor: torch.Tensor, batch: Batch | None = None) -> Any:
+        """Run the model. ``batch`` carries per-image metadata for tasks that need it."""
         return self.module(tensor)
 
     @abstractmethod
@@ -173,7 +174,7 @@ class Predictor(ABC, Generic[R]):
                 tensor = self.prepare(self._to_device(decoded.batch.tensor))
                 self._sync()
                 t1 = time.perf_counter()
-                raw = self.forward(tensor)
+                raw = self.forward(tensor, decoded.batch)
                 self._sync()
                 t2 = time.perf_counter()
                 results = self.postprocess(raw, decoded.batch)

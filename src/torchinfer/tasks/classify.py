@@ -34,6 +34,9 @@ class ClassificationPredictor(Predictor[Classification]):
         self.top_k = top_k
         self.multi_label = multi_label
         cfg = model.preprocess
+        if cfg.crop_size is None and len(cfg.resize_size) != 2:
+            raise TorchinferError(f"{model.name}: classification needs a fixed input size "
+                                  "(a crop, or a resize to H,W); pass input_size")
         self.config = cfg
         if jpeg_draft:
             # Decode big JPEGs at 1/2..1/8 scale, keeping at least twice the resize target
@@ -50,7 +53,8 @@ class ClassificationPredictor(Predictor[Classification]):
         for img in images:
             img = F.resize(img, list(cfg.resize_size), interpolation=cfg.interpolation_mode,
                            antialias=cfg.antialias)
-            img = F.center_crop(img, list(cfg.crop_size))
+            if cfg.crop_size is not None:
+                img = F.center_crop(img, list(cfg.crop_size))
             hwc.append(torch.from_numpy(np.array(img)))
         # (N, C, H, W) view of NHWC memory: already channels_last, so no copy is needed later
         return Batch(torch.stack(hwc).permute(0, 3, 1, 2), list(sources), [None] * len(hwc))

@@ -1,0 +1,118 @@
+"""Semantic segmentation: resize + normalise -> model -> per-pixel argmax at the ORIGINAL size.
+
+torchvision's segmentation models return ``{"out": logits, "aux": logits}``; the auxiliary head
+only serves training, so only ``out`` is read. Logits are resized back to the original image
+before the argmax: resizing a label map instead would blur nothing and misplace every edge by up
+to half a model pixel.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as TF
+import torchvision.transforms.functional as F
+from PIL import Image
+
+from ..errors import TorchinferError
+from ..models import LoadedModel
+from ..results import Segmentation
+from .base import Batch, Predictor
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    original: tuple[int, int]  # (h, w) of the decoded image
+    resized: tuple[int, int]  # (h, w) fed to the model
+
+
+class SegmentationPredictor(Predictor[Segmentation]):
+    """Segments images with the preprocessing of the model's weights (short side to 520 for
+    torchvision's). Images of different shapes in one batch run in same-shape groups, so every
+    image sees exactly what it would see alone (no padding changes the global context that
+    DeepLabV3's image pooling branch reads)."""
+
+    task = "segment"
+
+    def __init__(self, model: LoadedModel, *, return_probabilities: bool = False, **kwargs: Any):
+        super().__init__(model, **kwargs)
+        self.config = model.preprocess
+        self.return_probabilities = return_probabilities
+        shape = (1, 3, 1, 1)
+        self._mean = torch.tensor(self.config.mean, device=self.device).view(shape)
+        self._std = torch.tensor(self.config.std, device=self.device).view(shape)
+
+    def preprocess(self, images: Sequence[Image.Image], sources: Sequence[str]) -> Batch:
+        cfg = self.config
+        arrays, geometry = [], []
+        for img in images:
+            original = (img.height, img.width)
+            img = F.resize(img, list(cfg.resize_size), interpolation=cfg.interpolation_mode,
+                           antialias=cfg.antialias)
+            if cfg.crop_size is not None:
+                img = F.center_crop(img, list(cfg.crop_size))
+            arrays.append(np.asarray(img))
+            geometry.append(_Geometry(original, (img.height, img.width)))
+        # one uint8 NHWC container padded to the largest image; forward slices each group back out
+        h = max(g.resized[0] for g in geometry)
+        w = max(g.resized[1] for g in geometry)
+        container = np.zeros((len(arrays), h, w, 3), dtype=np.uint8)
+        for i, arr in enumerate(arrays):
+            container[i, : arr.shape[0], : arr.shape[1]] = arr
+        return Batch(torch.from_numpy(container).permute(0, 3, 1, 2), list(sources), geometry)
+
+    def prepare(self, tensor: torch.Tensor) -> torch.Tensor:
+        return (tensor.float().div_(255.0) - self._mean).div_(self._std)
+
+    def forward(self, tensor: torch.Tensor, batch: Batch | None = None) -> list[torch.Tensor]:
+        """Per image, logits (C, h, w) at the model's input size."""
+        if batch is None:
+            return list(_main_output(self.module(tensor)))
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, g in enumerate(batch.meta):
+            groups[g.resized].append(i)
+        logits: list[torch.Tensor | None] = [None] * len(batch.meta)
+        for (h, w), idx in groups.items():
+            out = _main_output(self.module(tensor[idx, :, :h, :w]))
+            for j, i in enumerate(idx):
+                logits[i] = out[j]
+        return logits  # type: ignore[return-value]
+
+    def postprocess(self, raw: list[torch.Tensor], batch: Batch) -> list[Segmentation]:
+        labels = self.model.labels or [str(i) for i in range(raw[0].shape[0])]
+        if len(labels) != raw[0].shape[0]:
+            raise TorchinferError(f"{len(labels)} labels for a model with {raw[0].shape[0]} "
+                                  "classes: check --labels / num_classes")
+        results = []
+        for source, logits, geom in zip(batch.sources, raw, batch.meta):
+            full = TF.interpolate(logits[None].float(), size=geom.original, mode="bilinear",
+                                  align_corners=False)[0]
+            mask = full.argmax(0).to(torch.uint8 if len(labels) <= 256 else torch.int32)
+            probs = (full.softmax(0).half().cpu().numpy() if self.return_probabilities else None)
+            results.append(Segmentation(source=source, mask=mask.cpu().numpy(),
+                                        labels=tuple(labels), probabilities=probs))
+        return results
+
+    def failed(self, source: str, reason: str) -> Segmentation:
+        return Segmentation(source=source, error=reason)
+
+
+def _main_output(raw: Any) -> torch.Tensor:
+    """(N, C, h, w) logits from a dict with ``out`` (torchvision; ``aux`` ignored), a tuple whose
+    first element is the main head, or a tensor."""
+    if isinstance(raw, dict):
+        if "out" not in raw:
+            raise TorchinferError(f"segmentation model returned a dict with {sorted(raw)}; "
+                                  "expected an 'out' entry")
+        raw = raw["out"]
+    elif isinstance(raw, (tuple, list)):
+        raw = raw[0]
+    if not isinstance(raw, torch.Tensor) or raw.ndim != 4:
+        got = tuple(raw.shape) if isinstance(raw, torch.Tensor) else type(raw).__name__
+        raise TorchinferError(f"segmentation output {got}; expected logits (N, C, H, W)")
+    return raw
