@@ -123,8 +123,8 @@ def demo(out: Annotated[Path, typer.Option(help="Where the results go.")] = Path
     """Run the main job on the bundled images and write results you can look at."""
     from .demo import run_demo
 
-    summary = run_demo(out, console=console)
-    if summary.failed:
+    summaries = run_demo(out, console=console)
+    if any(s.failed for s in summaries):
         raise typer.Exit(EXIT_INPUT_FAILED)
 
 

@@ -1,9 +1,8 @@
-"""``torchinfer demo``: the main job end to end on bundled inputs, with results to look at.
+"""``torchinfer demo``: the main jobs end to end on bundled inputs, with results to look at.
 
-Until trained demo models are bundled, classification runs a mobilenet_v2 with RANDOM weights
-(calibrated on the photographs so its answers differ between pictures): the pipeline, the
-outputs and the timings are real; the labels it prints are not meaningful, and every output
-says so.
+Until trained demo models are bundled, the models have RANDOM weights, calibrated on the
+photographs so their answers differ between pictures: the pipeline, the outputs and the timings
+are real; the labels are not meaningful, and every output says so.
 """
 
 from __future__ import annotations
@@ -12,59 +11,74 @@ from pathlib import Path
 
 import torch
 import torchvision
+from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
 from .api import load
-from .draw import annotate_classification, contact_sheet
+from .draw import annotate_classification, contact_sheet, visualise
 from .run import RunSummary, run_to_dir
 from .testing import calibrate, load_photographs
 
 RANDOM_NOTE = "RANDOM WEIGHTS: labels are not meaningful"
+DEMO_MODELS = {"classify": "mobilenet_v2", "segment": "lraspp_mobilenet_v3_large"}
 
 
-def run_demo(out: str | Path = "runs/demo", *, console: Console | None = None) -> RunSummary:
+def run_demo(out: str | Path = "runs/demo", *, console: Console | None = None) -> list[RunSummary]:
     console = console or Console()
     out = Path(out)
+    photos = load_photographs()
     images_dir = out / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
-    photos = load_photographs()
-    paths = []
     for name, img in photos.items():
-        path = images_dir / (Path(name).stem + ".jpg")
-        img.save(path, quality=92)
-        paths.append(path)
+        img.save(images_dir / (Path(name).stem + ".jpg"), quality=92)
 
-    weights = out / "weights" / "mobilenet_v2-random-calibrated.pth"
-    weights.parent.mkdir(parents=True, exist_ok=True)
+    summaries = []
+    for task, arch in DEMO_MODELS.items():
+        weights = _random_weights(arch, list(photos.values()), out / "weights")
+        console.print(f"[bold]{task}[/] {arch}, {RANDOM_NOTE.lower()}")
+        predictor = load(task, arch, weights, device="auto")
+        results = []
+        summary = run_to_dir(predictor, [str(images_dir)], out / task, on_result=results.append,
+                             save_vis=True, save_masks=task == "segment",
+                             run_info={"task": task, "model": arch, "weights": str(weights),
+                                       "note": RANDOM_NOTE})
+        pictures = []
+        for r in results:
+            if r.ok:
+                img = predictor.loader.load(r.source)
+                pictures.append(annotate_classification(img, r, note=RANDOM_NOTE)
+                                if task == "classify" else visualise(r, img))
+        contact_sheet(pictures, title=f"{task}: {arch}, {RANDOM_NOTE}").save(
+            out / f"{task}.jpg", quality=90)
+        _print_table(console, task, results)
+        console.print(f"{summary.total} images in {summary.seconds:.2f} s on {predictor.device}; "
+                      f"{out}/{task}.jpg, {out}/{task}/", highlight=False)
+        summaries.append(summary)
+    return summaries
+
+
+def _random_weights(arch: str, photos: list[Image.Image], folder: Path) -> Path:
+    """Seeded random weights calibrated on the photographs, saved as a plain state dict."""
+    folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    model = calibrate(torchvision.models.mobilenet_v2(), list(photos.values()))
-    torch.save(model.state_dict(), weights)
+    model = torchvision.models.get_model(arch, **({"weights_backbone": None}
+                                                  if arch.startswith(("lraspp", "deeplab", "fcn")) else {}))
+    calibrate(model, photos, crops_per_image=4 if arch.startswith("mobilenet") else 2)
+    path = folder / f"{arch}-random-calibrated.pth"
+    torch.save(model.state_dict(), path)
+    return path
 
-    console.print(f"[bold]classify[/] mobilenet_v2, {RANDOM_NOTE.lower()}")
-    clf = load("classify", "mobilenet_v2", weights, device="auto", top_k=3)
-    results = []
-    summary = run_to_dir(clf, [str(images_dir)], out / "classify", on_result=results.append,
-                         run_info={"task": "classify", "model": "mobilenet_v2",
-                                   "weights": str(weights), "note": RANDOM_NOTE})
-    vis_dir = out / "classify" / "vis"
-    vis_dir.mkdir(parents=True, exist_ok=True)
-    annotated = []
-    for result in results:
-        source = Path(result.source)
-        img = annotate_classification(clf.loader.load(source), result, note=RANDOM_NOTE)
-        img.save(vis_dir / source.name, quality=90)
-        annotated.append(img)
-    contact_sheet(annotated).save(out / "classify.jpg", quality=90)
 
-    table = Table("image", "top-1", "score", "ms/img (pre / model / post)",
-                  title=f"classify ({RANDOM_NOTE})")
+def _print_table(console: Console, task: str, results: list) -> None:
+    table = Table("image", "answer", "ms/img (pre / model / post)", title=f"{task} ({RANDOM_NOTE})")
     for r in results:
         speed = " / ".join(f"{r.speed.get(k, 0):.1f}" for k in ("preprocess", "inference", "postprocess"))
-        table.add_row(Path(r.source).name, r.top1.label if r.ok else f"failed: {r.error}",
-                      f"{r.top1.score:.3f}" if r.ok else "", speed)
+        if not r.ok:
+            answer = f"failed: {r.error}"
+        elif task == "classify":
+            answer = f"{r.top1.label} {r.top1.score:.3f}"
+        else:
+            answer = ", ".join(f"{a.label} {a.fraction:.0%}" for a in r.areas[:3])
+        table.add_row(Path(r.source).name, answer, speed)
     console.print(table)
-    console.print(f"{summary.total} images in {summary.seconds:.2f} s on {clf.device}; "
-                  f"results in {out}/ (classify.jpg, classify/predictions.jsonl, "
-                  f"classify/vis/)", highlight=False)
-    return summary

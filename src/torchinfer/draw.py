@@ -42,15 +42,19 @@ def annotate_classification(image: Image.Image, result: Classification, *, note:
     return Image.alpha_composite(img.convert("RGBA"), overlay).convert("RGB")
 
 
-def contact_sheet(images: list[Image.Image], *, columns: int = 4, cell: int = 320) -> Image.Image:
-    """Thumbnails side by side, for looking at a whole run in one picture."""
+def contact_sheet(images: list[Image.Image], *, columns: int = 4, cell: int = 320,
+                  title: str | None = None) -> Image.Image:
+    """Thumbnails side by side, for looking at a whole run in one picture, under a title."""
     rows = max(1, -(-len(images) // columns))
-    sheet = Image.new("RGB", (columns * cell, rows * cell), (32, 32, 32))
+    top = 36 if title else 0
+    sheet = Image.new("RGB", (columns * cell, rows * cell + top), (32, 32, 32))
+    if title:
+        ImageDraw.Draw(sheet).text((10, 8), title, font=_font(20), fill=(255, 210, 80))
     for i, img in enumerate(images):
         thumb = img.copy()
         thumb.thumbnail((cell - 8, cell - 8))
         x = (i % columns) * cell + (cell - thumb.width) // 2
-        y = (i // columns) * cell + (cell - thumb.height) // 2
+        y = top + (i // columns) * cell + (cell - thumb.height) // 2
         sheet.paste(thumb, (x, y))
     return sheet
 
