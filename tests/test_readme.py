@@ -25,6 +25,8 @@ def test_readme_example_runs(index, tmp_path, monkeypatch, calibrated, photo_pat
     _, weights = calibrated("mobilenet_v2")
     (tmp_path / "weights").mkdir()
     shutil.copy(weights, tmp_path / "weights" / "mobilenet_v2-b0353104.pth")
+    _, deeplab = calibrated("deeplabv3_mobilenet_v3_large", weights_backbone=None)
+    shutil.copy(deeplab, tmp_path / "weights" / "deeplab.pth")
     shutil.copy(photo_paths[0], tmp_path / "cat.jpg")
     (tmp_path / "photos").mkdir()
     for p in photo_paths:
