@@ -11,13 +11,16 @@ from .inspection import LayerStats, ModelReport
 from .errors import (DeviceError, InputError, ModelNotFoundError, TorchinferError,
                      WeightsError, WeightsMismatchError, WeightsUnavailableError)
 from .models import LoadedModel, PreprocessConfig, list_models, load_model, read_weights
-from .results import ClassArea, Classification, ClassScore, Result, Segmentation
-from .tasks import ClassificationPredictor, Predictor, SegmentationPredictor
+from .results import (ClassArea, Classification, ClassScore, Detections, InstanceMask, Result,
+                      Segmentation)
+from .tasks import (ClassificationPredictor, DetectionPredictor, Predictor,
+                    SegmentationPredictor)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ClassArea", "Segmentation", "SegmentationPredictor",
+    "ClassArea", "Segmentation", "SegmentationPredictor", "Detections", "DetectionPredictor",
+    "InstanceMask",
     "ClassScore", "Classification", "LayerStats", "ModelReport", "inspect", "ClassificationPredictor", "DeviceError", "InputError",
     "LoadedModel", "ModelNotFoundError", "Predictor", "PreprocessConfig", "Result",
     "TorchinferError", "WeightsError", "WeightsMismatchError", "WeightsUnavailableError",

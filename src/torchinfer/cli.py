@@ -230,6 +230,40 @@ def predict_segment(
              save_vis=save_vis, save_masks=save_masks)
 
 
+@predict_app.command("detect")
+def predict_detect(
+    sources: Sources, model: ModelOpt, weights: WeightsOpt = None,
+    num_classes: NumClassesOpt = None, labels: LabelsOpt = None,
+    input_size: Annotated[Optional[str], typer.Option(help="Raw-tensor (YOLO) models: the "
+                          "letterbox size, N or H,W (default 640).")] = None,
+    conf: Annotated[float, typer.Option(help="Minimum score kept.")] = 0.25,
+    iou: Annotated[float, typer.Option(help="NMS IoU threshold (raw-tensor models).")] = 0.45,
+    max_det: Annotated[int, typer.Option(help="Most detections per image.")] = 300,
+    classes: Annotated[Optional[str], typer.Option(help="Keep only these class ids, e.g. 0,2.")] = None,
+    decoder: Annotated[str, typer.Option(help="auto, torchvision, yolov5 or yolov8.")] = "auto",
+    device: DeviceOpt = "auto", batch_size: BatchOpt = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/detect"),
+    save_vis: SaveVisOpt = False,
+    save_masks: Annotated[bool, typer.Option(help="Write masks/<name>.png: instance i as "
+                          "value i + 1 (models with masks).")] = False,
+    trust_pickle: TrustOpt = False, strict: StrictOpt = True, max_pixels: MaxPixelsOpt = None,
+    allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
+) -> None:
+    """Detect objects: boxes in original pixels, JSONL plus coco_results.json."""
+    def row(result) -> tuple[str, str]:
+        best = ", ".join(f"{result.labels[i]} {result.scores[i]:.2f}" for i in range(min(3, len(result))))
+        return str(len(result)), best
+
+    class_ids = [int(c) for c in _floats(classes, "--classes") or ()] if classes else None
+    _predict("detect", sources, out, quiet, allow_failures, ("objects", "best"), row,
+             dict(model=model, weights=weights, device=device, num_classes=num_classes,
+                  labels=labels, input_size=_size(input_size), strict=strict,
+                  trust_pickle=trust_pickle, conf=conf, iou=iou, max_det=max_det,
+                  classes=class_ids, decoder=decoder, batch_size=batch_size,
+                  max_pixels=max_pixels),
+             save_vis=save_vis, save_masks=save_masks)
+
+
 def _predict(task: str, sources: list[str], out: Path, quiet: bool, allow_failures: bool,
              columns: tuple[str, str], describe, load_args: dict, **save) -> None:
     """Load, run over the sources with a progress bar, print a table, exit with the code."""

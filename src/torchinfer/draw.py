@@ -7,7 +7,7 @@ from functools import cache, singledispatch
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .results import Classification, Segmentation
+from .results import Classification, Detections, Segmentation
 
 
 @cache
@@ -86,6 +86,22 @@ def mask_image(result: Segmentation) -> Image.Image:
     return img
 
 
+def instance_mask_image(dets: Detections) -> Image.Image:
+    """Instances as a palette PNG: pixel value i + 1 for detection i (later, lower-scored
+    instances do not overwrite earlier ones), 0 for none."""
+    h, w = dets.image_size
+    ids = np.zeros((h, w), dtype=np.uint8 if len(dets) < 256 else np.int32)
+    for i in reversed(range(len(dets.masks or ()))):
+        m = dets.masks[i]
+        x0, y0, x1, y1 = m.box
+        ids[y0:y1, x0:x1][m.mask] = i + 1
+    if ids.dtype != np.uint8:
+        return Image.fromarray(ids, mode="I")
+    img = Image.fromarray(ids, mode="P")
+    img.putpalette(voc_palette().ravel().tolist())
+    return img
+
+
 def overlay_segmentation(image: Image.Image, result: Segmentation, *, alpha: float = 0.5,
                          legend: bool = True) -> Image.Image:
     """``image`` with every non-background pixel tinted its class colour, and a legend of the
@@ -119,6 +135,84 @@ def _draw_legend(img: Image.Image, rows: list[tuple[str, str, tuple[int, int, in
     img.paste(Image.alpha_composite(img.convert("RGBA"), overlay).convert("RGB"))
 
 
+# COCO's person skeleton, by keypoint name (torchvision's keypoint R-CNN meta lists the names).
+COCO_SKELETON = (
+    ("left_ankle", "left_knee"), ("left_knee", "left_hip"), ("right_ankle", "right_knee"),
+    ("right_knee", "right_hip"), ("left_hip", "right_hip"), ("left_shoulder", "left_hip"),
+    ("right_shoulder", "right_hip"), ("left_shoulder", "right_shoulder"),
+    ("left_shoulder", "left_elbow"), ("right_shoulder", "right_elbow"),
+    ("left_elbow", "left_wrist"), ("right_elbow", "right_wrist"), ("left_eye", "right_eye"),
+    ("nose", "left_eye"), ("nose", "right_eye"), ("left_eye", "left_ear"),
+    ("right_eye", "right_ear"), ("left_ear", "left_shoulder"), ("right_ear", "right_shoulder"),
+)
+
+
+@cache
+def coco_keypoint_names() -> tuple[str, ...]:
+    from torchvision.models.detection import KeypointRCNN_ResNet50_FPN_Weights
+
+    return tuple(KeypointRCNN_ResNet50_FPN_Weights.DEFAULT.meta["keypoint_names"])
+
+
+def class_colour(class_id: int) -> tuple[int, int, int]:
+    """A fixed, saturated colour per class id (golden-ratio hue steps keep neighbours apart)."""
+    import colorsys
+
+    r, g, b = colorsys.hsv_to_rgb((class_id * 0.618033988749895) % 1.0, 0.85, 0.95)
+    return (int(r * 255), int(g * 255), int(b * 255))
+
+
+def draw_detections(image: Image.Image, dets: Detections, *, mask_alpha: float = 0.45,
+                    keypoint_threshold: float = 0.5) -> Image.Image:
+    """Boxes with "label score" tags, translucent instance masks and COCO skeletons.
+
+    Tags are white or black text on the class colour, whichever contrasts more, so they stay
+    readable on any background.
+    """
+    img = image.convert("RGB")
+    if dets.masks is not None and len(dets):
+        arr = np.asarray(img, dtype=np.float32).copy()
+        for m, cid in zip(dets.masks, dets.class_ids):
+            x0, y0, x1, y1 = m.box
+            region = arr[y0:y1, x0:x1]
+            region[m.mask] = region[m.mask] * (1 - mask_alpha) + np.array(class_colour(int(cid))) * mask_alpha
+        img = Image.fromarray(np.rint(arr).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    width = max(2, round(min(img.size) / 250))
+    font = _font(max(11, min(img.size) // 40))
+    for i in range(len(dets)):
+        colour = class_colour(int(dets.class_ids[i]))
+        x0, y0, x1, y1 = (float(v) for v in dets.boxes[i])
+        draw.rectangle((x0, y0, x1, y1), outline=colour, width=width)
+        tag = f"{dets.labels[i]} {dets.scores[i]:.2f}"
+        tx0, ty0, tx1, ty1 = draw.textbbox((0, 0), tag, font=font)
+        th = ty1 - ty0 + 2 * width
+        top = y0 - th if y0 - th >= 0 else y0  # above the box, or inside it at the image edge
+        draw.rectangle((x0, top, x0 + tx1 - tx0 + 2 * width, top + th), fill=colour)
+        luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+        draw.text((x0 + width, top + width - ty0), tag, font=font,
+                  fill=(0, 0, 0) if luminance > 140 else (255, 255, 255))
+    if dets.keypoints is not None:
+        _draw_keypoints(draw, dets.keypoints, keypoint_threshold, width)
+    return img
+
+
+def _draw_keypoints(draw: ImageDraw.ImageDraw, keypoints: np.ndarray, threshold: float,
+                    width: int) -> None:
+    names = coco_keypoint_names()
+    index = {name: i for i, name in enumerate(names)}
+    for person in keypoints:
+        visible = person[:, 2] >= threshold
+        if len(person) == len(names):
+            for a, b in COCO_SKELETON:
+                i, j = index[a], index[b]
+                if visible[i] and visible[j]:
+                    draw.line((*person[i, :2], *person[j, :2]), fill=(0, 255, 255), width=width)
+        r = width + 1
+        for x, y, _ in person[visible]:
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=(255, 0, 255))
+
+
 @singledispatch
 def visualise(result: object, image: Image.Image) -> Image.Image:
     """The picture of a result drawn on its image, whatever the task."""
@@ -133,3 +227,8 @@ def _(result: Classification, image: Image.Image) -> Image.Image:
 @visualise.register
 def _(result: Segmentation, image: Image.Image) -> Image.Image:
     return overlay_segmentation(image, result)
+
+
+@visualise.register
+def _(result: Detections, image: Image.Image) -> Image.Image:
+    return draw_detections(image, result)

@@ -156,3 +156,144 @@ class Segmentation(Result):
             out["size"] = list(self.size)
             out["classes"] = [a.to_dict() for a in self.areas]
         return out
+
+
+@dataclass(frozen=True)
+class InstanceMask:
+    """One instance's mask, stored cropped to its box (compact: not a full-image array)."""
+
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 integer pixel bounds, x1/y1 exclusive
+    mask: np.ndarray = field(compare=False, repr=False)  # bool (y1 - y0, x1 - x0)
+
+    def __post_init__(self) -> None:
+        x0, y0, x1, y1 = self.box
+        if self.mask.dtype != bool or self.mask.shape != (y1 - y0, x1 - x0):
+            raise ValueError(f"mask must be bool of shape {(y1 - y0, x1 - x0)} for box {self.box}, "
+                             f"got {self.mask.dtype} {self.mask.shape}")
+
+    @classmethod
+    def from_full(cls, full: np.ndarray) -> InstanceMask:
+        ys, xs = np.nonzero(full)
+        if len(ys) == 0:
+            return cls((0, 0, 0, 0), np.zeros((0, 0), bool))
+        x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+        return cls((x0, y0, x1, y1), full[y0:y1, x0:x1].astype(bool))
+
+    @property
+    def area(self) -> int:
+        return int(self.mask.sum())
+
+    def full(self, size: tuple[int, int]) -> np.ndarray:
+        """The (h, w) boolean mask of the whole image."""
+        out = np.zeros(size, dtype=bool)
+        x0, y0, x1, y1 = self.box
+        out[y0:y1, x0:x1] = self.mask
+        return out
+
+    def rle(self, size: tuple[int, int]) -> dict[str, Any]:
+        """COCO's uncompressed run-length encoding: runs of 0s and 1s, column-major, 0s first."""
+        flat = self.full(size).ravel(order="F")
+        changes = np.flatnonzero(np.diff(flat.astype(np.int8))) + 1
+        bounds = np.concatenate([[0], changes, [flat.size]])
+        counts = np.diff(bounds).tolist()
+        if flat.size and flat[0]:
+            counts = [0] + counts
+        return {"size": [int(size[0]), int(size[1])], "counts": counts}
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class Detections(Result):
+    """Objects found in one image: xyxy boxes in ORIGINAL image pixels, scores, class ids and
+    names; optional instance masks (box-cropped) and keypoints (N, K, 3: x, y, score).
+
+    Index it like an array: ``dets[dets.scores > 0.5]``, ``dets[:3]``.
+    """
+
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32), compare=False)
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), compare=False)
+    class_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), compare=False)
+    labels: tuple[str, ...] = ()
+    image_size: tuple[int, int] = (0, 0)  # (h, w)
+    masks: tuple[InstanceMask, ...] | None = None
+    keypoints: np.ndarray | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        n = len(self.boxes)
+
+        def expect(name: str, ok: bool, wanted: str, got: object) -> None:
+            if not ok:
+                raise ValueError(f"{self.source}: {name} must be {wanted}, got {got}")
+
+        expect("boxes", self.boxes.ndim == 2 and self.boxes.shape[1] == 4, "(N, 4) xyxy",
+               self.boxes.shape)
+        expect("scores", self.scores.shape == (n,), f"shape ({n},)", self.scores.shape)
+        expect("class_ids", self.class_ids.shape == (n,), f"shape ({n},)", self.class_ids.shape)
+        expect("labels", len(self.labels) == n, f"{n} names", len(self.labels))
+        if n:
+            expect("boxes", bool((self.boxes[:, 2:] >= self.boxes[:, :2]).all()),
+                   "x1 >= x0 and y1 >= y0", self.boxes[(self.boxes[:, 2:] < self.boxes[:, :2]).any(1)][:1])
+            expect("scores", bool(((self.scores >= 0) & (self.scores <= 1)).all()),
+                   "probabilities in [0, 1]", (float(self.scores.min()), float(self.scores.max())))
+        if self.masks is not None:
+            expect("masks", len(self.masks) == n, f"{n} masks", len(self.masks))
+        if self.keypoints is not None:
+            expect("keypoints", self.keypoints.ndim == 3 and self.keypoints.shape[0] == n
+                   and self.keypoints.shape[2] == 3, f"({n}, K, 3)", self.keypoints.shape)
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def __repr__(self) -> str:
+        if not self.ok:
+            return f"Detections(source={self.source!r}, error={self.error!r})"
+        best = ", ".join(f"{self.labels[i]} {self.scores[i]:.2f}" for i in range(min(3, len(self))))
+        extra = " +masks" if self.masks is not None else ""
+        extra += " +keypoints" if self.keypoints is not None else ""
+        return f"Detections(source={self.source!r}, n={len(self)}, best=[{best}]{extra})"
+
+    def __getitem__(self, key: Any) -> Detections:
+        idx = np.arange(len(self))[key]
+        idx = np.atleast_1d(idx)
+        return Detections(
+            source=self.source, speed=self.speed, error=self.error,
+            boxes=self.boxes[idx], scores=self.scores[idx], class_ids=self.class_ids[idx],
+            labels=tuple(self.labels[i] for i in idx), image_size=self.image_size,
+            masks=None if self.masks is None else tuple(self.masks[i] for i in idx),
+            keypoints=None if self.keypoints is None else self.keypoints[idx])
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if not self.ok:
+            return out
+        out["size"] = list(self.image_size)
+        objects = []
+        for i in range(len(self)):
+            obj: dict[str, Any] = {
+                "box": [round(float(v), 2) for v in self.boxes[i]],
+                "score": round(float(self.scores[i]), 5),
+                "class_id": int(self.class_ids[i]), "label": self.labels[i]}
+            if self.masks is not None:
+                obj["mask"] = self.masks[i].rle(self.image_size)
+            if self.keypoints is not None:
+                obj["keypoints"] = [[round(float(v), 2) for v in kp] for kp in self.keypoints[i]]
+            objects.append(obj)
+        out["detections"] = objects
+        return out
+
+    def to_coco(self, image_id: int, category_ids: dict[int, int] | None = None) -> list[dict[str, Any]]:
+        """COCO results-format records (``bbox`` as x, y, w, h); ``category_ids`` maps our class
+        ids to the dataset's category ids (identity by default)."""
+        records = []
+        for i in range(len(self)):
+            x0, y0, x1, y1 = (float(v) for v in self.boxes[i])
+            cid = int(self.class_ids[i])
+            rec: dict[str, Any] = {"image_id": image_id,
+                                   "category_id": category_ids[cid] if category_ids else cid,
+                                   "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(self.scores[i])}
+            if self.masks is not None:
+                rec["segmentation"] = self.masks[i].rle(self.image_size)
+            if self.keypoints is not None:
+                rec["keypoints"] = [float(v) for v in self.keypoints[i].ravel()]
+            records.append(rec)
+        return records

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .draw import mask_image, visualise
+from .draw import instance_mask_image, mask_image, visualise
 from .io.sinks import JsonlWriter, UniqueNames, save_image_atomic, write_json_atomic
 from .io.sources import expand_sources
-from .results import STAGES, Result, Segmentation
+from .results import STAGES, Detections, Result, Segmentation
 from .tasks import Predictor
 
 
@@ -68,6 +68,7 @@ def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
     summary = RunSummary()
     names = UniqueNames()
     draw_s = 0.0
+    coco: list[dict[str, Any]] | None = None  # COCO results, for detection runs
     totals = dict.fromkeys(STAGES, 0.0)
     timed = 0
     start = time.perf_counter()
@@ -75,6 +76,12 @@ def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
         inputs = expand_sources(sources, exclude=out)
         for result in predictor.stream(inputs, batch_size=batch_size):
             record = result.to_dict()
+            if isinstance(result, Detections):
+                # COCO results identify images by id: the input's position in this run
+                record["image_id"] = summary.total
+                coco = [] if coco is None else coco
+                if result.ok:
+                    coco.extend(result.to_coco(summary.total))
             if result.ok and (save_vis or save_masks):
                 t0 = time.perf_counter()
                 record["files"] = _save_pictures(predictor, result, out, names(result.source),
@@ -95,6 +102,8 @@ def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
     summary.stage_ms = {k: v / timed for k, v in totals.items()} if timed else {}
     summary.draw_ms = draw_s * 1000 / timed if timed else 0.0
     summary.outputs = {"predictions": str(writer.path), "summary": str(out / "summary.json")}
+    if coco is not None:
+        summary.outputs["coco_results"] = str(write_json_atomic(out / "coco_results.json", coco))
     write_json_atomic(out / "summary.json", {**(run_info or {}), **summary.to_dict()})
     return summary
 
@@ -104,6 +113,9 @@ def _save_pictures(predictor: Predictor, result: Result, out: Path, name: str, s
     files = {}
     if save_masks and isinstance(result, Segmentation):
         files["mask"] = str(save_image_atomic(mask_image(result), out / "masks" / f"{name}.png"))
+    if save_masks and isinstance(result, Detections) and result.masks is not None:
+        files["mask"] = str(save_image_atomic(instance_mask_image(result),
+                                              out / "masks" / f"{name}.png"))
     if save_vis and not result.source.startswith("<"):  # in-memory inputs have no file to redraw
         image = predictor.loader.load(result.source)
         files["vis"] = str(save_image_atomic(visualise(result, image), out / "vis" / f"{name}.jpg",

@@ -74,6 +74,11 @@ class PreprocessConfig:
         segmentation resizes the short side to 520 and does not crop. ImageNet mean/std."""
         if task == "segment":
             return cls.from_transforms(SemanticSegmentation(resize_size=520))
+        if task == "detect":
+            # YOLO-style raw detectors: a 640x640 letterbox, inputs in [0, 1] (no mean/std);
+            # torchvision detectors normalise inside and ignore the size
+            return cls(resize_size=(640, 640), crop_size=None, mean=(0.0, 0.0, 0.0),
+                       std=(1.0, 1.0, 1.0))
         return cls.from_transforms(ImageClassification(crop_size=224))
 
     def with_overrides(self, *, input_size: int | tuple[int, int] | None = None,

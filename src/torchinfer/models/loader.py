@@ -96,6 +96,7 @@ class _Built:
     key_report: KeyReport | None = None
     preprocess: PreprocessConfig | None = None
     labels: list[str] | None = None
+    num_classes: int | None = None  # given or inferred; None means the builder's default
 
 
 def _load_torchvision(name: str, task: str, weights: str | Path | None, num_classes: int | None,
@@ -119,8 +120,8 @@ def _load_torchvision(name: str, task: str, weights: str | Path | None, num_clas
     if default is not None:
         built.preprocess = built.preprocess or _preprocess_from_weights(default)
         categories = list(default.meta.get("categories") or [])
-        if built.labels is None and categories and _output_size(built.module) == len(categories):
-            built.labels = categories
+        if built.labels is None and categories and built.num_classes in (None, len(categories)):
+            built.labels = categories  # the architecture's default head: its published names
     return _finish(built, name, task, weights)
 
 
@@ -133,17 +134,17 @@ def _build_fitting(builder: Callable[..., nn.Module], kwargs: dict[str, Any],
         kwargs = {**kwargs, "num_classes": num_classes}
     module = _call_builder(builder, kwargs)
     if weights is None:
-        return _Built(module)
+        return _Built(module, num_classes=num_classes)
     wf = read_weights(weights, trust_pickle=trust_pickle)
     state_dict = wf.tensors()
     if num_classes is None and _accepts(builder, "num_classes"):
         report = compare_keys(strip_common_prefixes(state_dict, set(module.state_dict())), module)
         heads = head_class_counts(report)
         if heads:
-            inferred = next(iter(heads))
-            module = _call_builder(builder, {**kwargs, "num_classes": inferred})
+            num_classes = next(iter(heads))
+            module = _call_builder(builder, {**kwargs, "num_classes": num_classes})
     key_report = load_into(module, state_dict, strict=strict, source=f"weights {weights}")
-    return _Built(module, wf, key_report, *_config_from_metadata(wf))
+    return _Built(module, wf, key_report, *_config_from_metadata(wf), num_classes=num_classes)
 
 
 def _load_file_into_module(module: nn.Module, weights: str | Path | None, strict: bool,
@@ -221,17 +222,6 @@ def _preprocess_from_weights(weights: Any) -> PreprocessConfig | None:
     if isinstance(transforms, (ImageClassification, SemanticSegmentation)):
         return PreprocessConfig.from_transforms(transforms)
     return None  # detectors resize inside the model (GeneralizedRCNNTransform)
-
-
-def _output_size(module: nn.Module) -> int | None:
-    """out_features of the last Linear (or out_channels of the last Conv) layer."""
-    last = None
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            last = m.out_features
-        elif isinstance(m, nn.Conv2d):
-            last = m.out_channels
-    return last
 
 
 def _accepts(fn: Callable[..., Any], param: str, *, explicitly: bool = False) -> bool:

@@ -2,11 +2,14 @@
 
 from .base import Batch, Predictor
 from .classify import ClassificationPredictor
+from .detect import DetectionPredictor
 from .segment import SegmentationPredictor
 
 PREDICTORS: dict[str, type[Predictor]] = {
     ClassificationPredictor.task: ClassificationPredictor,
     SegmentationPredictor.task: SegmentationPredictor,
+    DetectionPredictor.task: DetectionPredictor,
 }
 
-__all__ = ["PREDICTORS", "Batch", "ClassificationPredictor", "Predictor", "SegmentationPredictor"]
+__all__ = ["PREDICTORS", "Batch", "ClassificationPredictor", "DetectionPredictor", "Predictor",
+           "SegmentationPredictor"]
