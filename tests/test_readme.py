@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
+import torchvision
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -27,6 +29,9 @@ def test_readme_example_runs(index, tmp_path, monkeypatch, calibrated, photo_pat
     shutil.copy(weights, tmp_path / "weights" / "mobilenet_v2-b0353104.pth")
     _, deeplab = calibrated("deeplabv3_mobilenet_v3_large", weights_backbone=None)
     shutil.copy(deeplab, tmp_path / "weights" / "deeplab.pth")
+    torch.manual_seed(0)
+    frcnn = torchvision.models.get_model("fasterrcnn_mobilenet_v3_large_320_fpn", weights_backbone=None)
+    torch.save(frcnn.state_dict(), tmp_path / "weights" / "frcnn.pth")
     shutil.copy(photo_paths[0], tmp_path / "cat.jpg")
     (tmp_path / "photos").mkdir()
     for p in photo_paths:
