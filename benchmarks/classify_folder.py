@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import random
 import tempfile
 import time
 from pathlib import Path
@@ -33,26 +32,7 @@ from PIL import Image
 
 import torchinfer as ti
 from torchinfer.run import run_to_dir
-from torchinfer.testing import calibrate, load_photographs
-
-
-def make_jpegs(folder: Path, count: int, seed: int = 0) -> list[Path]:
-    """Random crops of the photographs, rescaled so the long side is 256..1600 px."""
-    rng = random.Random(seed)
-    photos = list(load_photographs().values())
-    paths = []
-    for i in range(count):
-        img = photos[i % len(photos)]
-        w, h = img.size
-        cw, ch = rng.randint(w // 2, w), rng.randint(h // 2, h)
-        x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
-        crop = img.crop((x, y, x + cw, y + ch))
-        scale = rng.randint(256, 1600) / max(cw, ch)
-        crop = crop.resize((max(1, round(cw * scale)), max(1, round(ch * scale))), Image.BILINEAR)
-        path = folder / f"img_{i:04d}.jpg"
-        crop.save(path, quality=90)
-        paths.append(path)
-    return paths
+from torchinfer.testing import calibrate, load_photographs, write_sample_jpegs
 
 
 def seed_loop(model, paths, label_names, grad_mode):
@@ -93,7 +73,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="torchinfer-bench-"))
     folder = tmp / "images"
     folder.mkdir()
-    paths = make_jpegs(folder, args.images)
+    paths = write_sample_jpegs(folder, args.images)
     torch.manual_seed(0)
     model = calibrate(torchvision.models.get_model(args.model), list(load_photographs().values()))
     weights = tmp / f"{args.model}.pth"

@@ -37,35 +37,39 @@ def scene(size=(517, 333)) -> Image.Image:
 class RedBoxOracle(nn.Module):
     """A 'detector' whose answer is exact: the box of the pure-red pixels, as class 2 with score
     0.9, plus a worse duplicate (NMS must drop it), a box of another class overlapping it (NMS is
-    class-aware: it stays) and low-score decoys (the confidence filter must drop them)."""
+    class-aware: it stays), low-score decoys (the confidence filter must drop them) and empty
+    anchors (real exports have thousands: N > 4 + C, as in YOLO). Vectorised over the batch, so
+    it also exports to ONNX with a dynamic batch axis."""
 
     def __init__(self, layout: str, num_classes: int = 3):
         super().__init__()
         self.layout, self.num_classes = layout, num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = []
-        for img in x:
-            red = (img[0] > 0.9) & (img[1] < 0.1) & (img[2] < 0.1)
-            ys, xs = torch.nonzero(red, as_tuple=True)
-            x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
-            cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
-            candidates = [((cx, cy, w, h), 2, 0.9), ((cx + 3, cy + 2, w, h), 2, 0.6),
-                          ((cx, cy, w * 0.9, h * 0.9), 1, 0.5),
-                          ((30.0, 30.0, 20.0, 20.0), 0, 0.1), ((500.0, 400.0, 60.0, 60.0), 1, 0.05)]
-            preds = []
-            for (bx, by, bw, bh), cls, score in candidates:
-                scores = torch.zeros(self.num_classes)
-                scores[cls] = score
-                box = torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in (bx, by, bw, bh)])
-                if self.layout == "yolov5":  # objectness 1, class probability = score
-                    preds.append(torch.cat([box, torch.ones(1), scores]))
-                else:
-                    preds.append(torch.cat([box, scores]))
-            # real exports have thousands of anchors; pad with empty ones (N > 4 + C, as in YOLO)
-            empty = torch.zeros(60, preds[0].numel())
-            rows.append(torch.cat([torch.stack(preds), empty]))
-        out = torch.stack(rows)  # (B, N, 4 [+1] + C)
+        red = (x[:, 0] > 0.9) & (x[:, 1] < 0.1) & (x[:, 2] < 0.1)  # (B, H, W)
+        cols, rows = red.any(1), red.any(2)
+        xs = torch.arange(x.shape[3], dtype=torch.float32)
+        ys = torch.arange(x.shape[2], dtype=torch.float32)
+        x0 = torch.where(cols, xs, torch.full_like(xs, 1e9)).amin(1)
+        x1 = torch.where(cols, xs, torch.full_like(xs, -1e9)).amax(1) + 1
+        y0 = torch.where(rows, ys, torch.full_like(ys, 1e9)).amin(1)
+        y1 = torch.where(rows, ys, torch.full_like(ys, -1e9)).amax(1) + 1
+        cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
+        ones = torch.ones_like(cx)
+        candidates = [((cx, cy, w, h), 2, 0.9), ((cx + 3, cy + 2, w, h), 2, 0.6),
+                      ((cx, cy, w * 0.9, h * 0.9), 1, 0.5),
+                      ((30 * ones, 30 * ones, 20 * ones, 20 * ones), 0, 0.1),
+                      ((500 * ones, 400 * ones, 60 * ones, 60 * ones), 1, 0.05)]
+        preds = []
+        for box, cls, score in candidates:
+            scores = torch.zeros(x.shape[0], self.num_classes)
+            scores[:, cls] = score
+            parts = [torch.stack(box, 1)]
+            if self.layout == "yolov5":  # objectness 1, class probability = score
+                parts.append(ones[:, None])
+            preds.append(torch.cat(parts + [scores], 1))
+        out = torch.stack(preds, 1)  # (B, 5, 4 [+1] + C)
+        out = torch.cat([out, torch.zeros(x.shape[0], 60, out.shape[2])], 1)
         return out if self.layout == "yolov5" else out.transpose(1, 2)  # yolov8: (B, 4 + C, N)
 
 
@@ -188,15 +192,11 @@ def test_cli_detect_writes_jsonl_coco_and_vis(tmp_path):
     scene().save(images / "a.png")
     scene((300, 400)).save(images / "b.jpg", quality=98)
     (images / "c.jpg").write_bytes(b"")
-    # a TorchScript file run by path, as a user's exported detector would be (traced for one
-    # image at a time: the oracle's per-image loop unrolls)
-    example = torch.from_numpy(letterbox(scene(), (640, 640))[0]).permute(2, 0, 1)[None].float() / 255
-    with pytest.warns(Warning):
-        torch.jit.trace(RedBoxOracle("yolov8"), example).save(str(tmp_path / "oracle.pt"))
+    # a TorchScript file run by path, as a user's exported detector would be
+    torch.jit.script(RedBoxOracle("yolov8")).save(str(tmp_path / "oracle.pt"))
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["predict", "detect", str(images), "-m", str(tmp_path / "oracle.pt"),
-                                      "--device", "cpu", "--batch-size", "1", "--save-vis",
-                                      "--out", str(out)])
+                                      "--device", "cpu", "--save-vis", "--out", str(out)])
     assert result.exit_code == 1, result.output  # c.jpg is empty
     lines = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     assert [x["image_id"] for x in lines] == [0, 1, 2] and "error" in lines[2]

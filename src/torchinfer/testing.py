@@ -8,6 +8,7 @@ photographs and the output layer is scaled until the logits spread.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import torch
@@ -89,3 +90,22 @@ def _last_layer(model: nn.Module) -> nn.Linear | nn.Conv2d | None:
         if isinstance(m, (nn.Linear, nn.Conv2d)):
             last = m
     return last
+
+
+def write_sample_jpegs(folder: Path, count: int, seed: int = 0) -> list[Path]:
+    """Random crops of the photographs, rescaled so the long side is 256..1600 px."""
+    rng = random.Random(seed)
+    photos = list(load_photographs().values())
+    paths = []
+    for i in range(count):
+        img = photos[i % len(photos)]
+        w, h = img.size
+        cw, ch = rng.randint(w // 2, w), rng.randint(h // 2, h)
+        x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+        crop = img.crop((x, y, x + cw, y + ch))
+        scale = rng.randint(256, 1600) / max(cw, ch)
+        crop = crop.resize((max(1, round(cw * scale)), max(1, round(ch * scale))), Image.BILINEAR)
+        path = folder / f"img_{i:04d}.jpg"
+        crop.save(path, quality=90)
+        paths.append(path)
+    return paths

@@ -1,0 +1,121 @@
+"""Folder throughput of segmentation and detection vs the raw model forward, in one run.
+
+For each model: (b) torchinfer's `predict` over a folder of JPEGs (decode, preprocess, model,
+postprocess, JSONL) and (b+vis) the same with --save-vis (drawing + writing annotated images),
+against (c) the same module's forward on the very same inputs, already decoded and prepared.
+Prints images/s, the ratio b/c and postprocess + drawing ms per image.
+
+    python benchmarks/segment_detect_folder.py [--images 24]
+
+Models: deeplabv3_mobilenet_v3_large, fasterrcnn_mobilenet_v3_large_320_fpn (random weights:
+the work per image does not depend on them, except a detector's number of boxes) and a
+YOLOv8-format network with YOLOv8n's output (84 x 8400 at 640) run through the raw-tensor path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+import torchinfer as ti
+from torchinfer.run import run_to_dir
+from torchinfer.testing import write_sample_jpegs
+
+
+class YoloV8Shaped(nn.Module):
+    """Stride-8/16/32 conv pyramid with a YOLOv8-layout head: (B, 4 + 80, 80*80 + 40*40 + 20*20).
+    Not YOLOv8n's weights or exact layers: a stand-in of similar output and modest compute."""
+
+    def __init__(self, classes: int = 80, width: int = 32):
+        super().__init__()
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, 2, 1), nn.BatchNorm2d(cout), nn.SiLU())
+
+        self.s8 = nn.Sequential(block(3, width // 2), block(width // 2, width), block(width, width))
+        self.s16 = block(width, 2 * width)
+        self.s32 = block(2 * width, 4 * width)
+        self.heads = nn.ModuleList(nn.Conv2d(c, 4 + classes, 1) for c in (width, 2 * width, 4 * width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f8 = self.s8(x)
+        f16 = self.s16(f8)
+        f32 = self.s32(f16)
+        outs = [head(f).flatten(2) for head, f in zip(self.heads, (f8, f16, f32))]
+        raw = torch.cat(outs, dim=2)
+        boxes = raw[:, :4].sigmoid() * 640  # xywh in input pixels
+        # class logits shifted so that, as with trained weights, few anchors pass conf=0.25
+        return torch.cat([boxes, (raw[:, 4:] - 4).sigmoid()], dim=1)
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def measure(name: str, predictor, folder: Path, tmp: Path, rounds: int) -> None:
+    paths = sorted(folder.glob("*.jpg"))
+    bs = predictor.batch_size
+    prepared = []
+    for i in range(0, len(paths), bs):  # decoded + preprocessed once, outside the timing
+        images = [predictor.loader.load(p) for p in paths[i:i + bs]]
+        batch = predictor.preprocess(images, [str(p) for p in paths[i:i + bs]])
+        prepared.append((predictor.prepare(predictor._to_device(batch.tensor)), batch))
+
+    def raw_forward():
+        with torch.inference_mode():
+            for tensor, batch in prepared:
+                predictor.forward(tensor, batch)
+
+    summaries = {}
+
+    def ours(save_vis: bool):
+        def run():
+            summaries[save_vis] = run_to_dir(predictor, [str(folder)], tmp / f"{name}-{save_vis}",
+                                             save_vis=save_vis)
+        return run
+
+    variants = {"c": raw_forward, "b": ours(False), "b+vis": ours(True)}
+    for fn in variants.values():
+        fn()
+    best = dict.fromkeys(variants, float("inf"))
+    for _ in range(rounds):
+        for key, fn in variants.items():
+            best[key] = min(best[key], timed(fn))
+    rate = {k: len(paths) / v for k, v in best.items()}
+    post = summaries[False].stage_ms.get("postprocess", 0.0)
+    print(f"{name:<40} raw forward {rate['c']:6.1f} img/s | predict {rate['b']:6.1f} img/s "
+          f"(b/c {rate['b'] / rate['c']:.2f}) | with --save-vis {rate['b+vis']:6.1f} img/s | "
+          f"postprocess {post:.1f} ms/img, drawing+saving {summaries[True].draw_ms:.1f} ms/img")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=24)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="torchinfer-bench-"))
+    folder = tmp / "images"
+    folder.mkdir()
+    write_sample_jpegs(folder, args.images)
+    torch.manual_seed(0)
+    print(f"{args.images} JPEGs (long side 256-1600 px), CPU, {torch.get_num_threads()} threads, "
+          f"best of {args.rounds}")
+    measure("deeplabv3_mobilenet_v3_large (segment)",
+            ti.load("segment", "deeplabv3_mobilenet_v3_large", device="cpu"), folder, tmp, args.rounds)
+    measure("fasterrcnn_mobilenet_v3_large_320_fpn",
+            ti.load("detect", "fasterrcnn_mobilenet_v3_large_320_fpn", device="cpu"), folder, tmp,
+            args.rounds)
+    measure("YOLOv8-format network, 640 (torch)",
+            ti.load("detect", YoloV8Shaped().eval(), device="cpu", conf=0.25), folder, tmp, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
