@@ -23,6 +23,14 @@ from .base import Batch, Predictor
 from .yolo import DECODERS, RawDetections, decode, guess_decoder, letterbox
 
 
+def _is_torchvision_detector(module: torch.nn.Module) -> bool:
+    # every torchvision detector (R-CNN family, RetinaNet, SSD, FCOS) resizes and normalises
+    # its inputs with this transform, and maps boxes back with it
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    return isinstance(getattr(module, "transform", None), GeneralizedRCNNTransform)
+
+
 class DetectionPredictor(Predictor[Detections]):
     """Boxes (and masks, keypoints) in original image pixels.
 
@@ -43,7 +51,7 @@ class DetectionPredictor(Predictor[Detections]):
         if max_det < 1:
             raise ValueError(f"max_det must be >= 1, got {max_det}")
         if decoder == "auto":
-            decoder = "torchvision" if model.task == "detect" else "auto"
+            decoder = "torchvision" if _is_torchvision_detector(model.module) else "auto"
         elif decoder not in ("torchvision", *DECODERS):
             raise TorchinferError(f"unknown decoder {decoder!r}: use auto, torchvision, "
                                   f"{', '.join(DECODERS)}")
