@@ -1,0 +1,213 @@
+"""Run ONNX files with ONNX Runtime behind the same interface as a PyTorch model.
+
+``load_onnx_model("model.onnx")`` gives a ``LoadedModel`` whose module is an ``OrtModule``: a
+parameter-free ``nn.Module`` whose ``forward`` feeds the tensor to an ``InferenceSession``. The
+labels, task and preprocessing come from the metadata ``torchinfer.export.export_onnx`` embeds,
+so a file exported by torchinfer runs by its path alone with the preprocessing it was made for.
+
+Session options are chosen on purpose (see ``make_session``) and shared by every caller: export
+verification, predictors and benchmarks all measure the same configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import DeviceError, MissingExtraError, TorchinferError, WeightsError
+from ..models import LoadedModel, PreprocessConfig
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+# Keys of the ONNX ``metadata_props`` that export_onnx writes and load_onnx_model reads.
+META_VERSION = "torchinfer_version"
+META_TASK = "task"
+META_MODEL_NAME = "model_name"
+META_LABELS = "labels"  # JSON list of class names
+META_PREPROCESS = "preprocess"  # JSON of PreprocessConfig.to_dict()
+META_INPUT_SIZE = "input_size"  # JSON [h, w], or null when height/width are dynamic
+META_PRECISION = "precision"  # "fp32" | "fp16"
+
+_CPU = "CPUExecutionProvider"
+_CUDA = "CUDAExecutionProvider"
+_TENSORRT = "TensorrtExecutionProvider"
+
+# ONNX Runtime's type strings for the input types OrtModule can feed
+_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
+                "tensor(double)": np.float64}
+
+
+def import_onnxruntime() -> Any:
+    """onnxruntime, or an error naming the extra that installs it."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise MissingExtraError("onnxruntime", "onnx") from exc
+    return onnxruntime
+
+
+def make_session(path: str | Path, *, device: str = "cpu",
+                 allow_spinning: bool = False) -> onnxruntime.InferenceSession:
+    """An ``InferenceSession`` for ``path`` with torchinfer's session options.
+
+    device: "cpu"; "cuda" / "cuda:N" (CUDA execution provider, CPU for the ops it lacks);
+        "tensorrt" (TensorRT, then CUDA, then CPU; opt-in because TensorRT builds its engines
+        when the session is created, which takes minutes); "auto": CUDA when this onnxruntime
+        build has it, else CPU.
+    allow_spinning: let idle intra-op threads busy-wait for the next op. Off by default because
+        torch shares the process (torchinfer imports it; predictors preprocess with it): threads
+        spinning between ONNX Runtime calls take the cores torch's own threads need.
+    """
+    ort = import_onnxruntime()
+    path = Path(path)
+    if not path.is_file():
+        raise TorchinferError(f"ONNX file not found: {path}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # One model call at a time: all cores go to the ops (intra-op); the graph's independent
+    # branches run in turn (inter-op = 1) rather than fighting the intra-op pool for cores.
+    options.intra_op_num_threads = _usable_cpus()
+    options.inter_op_num_threads = 1
+    if not allow_spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    providers = _providers(device, ort.get_available_providers())
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:  # ORT raises its own pybind classes (Fail, InvalidGraph, ...)
+        raise TorchinferError(f"{path}: onnxruntime cannot load it: {exc}") from exc
+
+
+def _usable_cpus() -> int:
+    """The cores this process may run on (a container or taskset can allow fewer than
+    os.cpu_count() reports)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def _providers(device: str, available: list[str]) -> list[Any]:
+    spec = device.strip().lower()
+    if spec == "cpu":
+        return [_CPU]
+    if spec == "auto":
+        return [_CUDA, _CPU] if _CUDA in available else [_CPU]
+    if spec == "tensorrt" or spec == "cuda" or spec.startswith("cuda:"):
+        if _CUDA not in available:
+            raise DeviceError(f"device {device!r} requested but this onnxruntime has no "
+                              f"{_CUDA} (it has {', '.join(available)}): "
+                              "pip install onnxruntime-gpu")
+        index = int(spec.split(":", 1)[1]) if spec.startswith("cuda:") else 0
+        chosen: list[Any] = [(_CUDA, {"device_id": index}), _CPU]
+        if spec == "tensorrt":
+            if _TENSORRT not in available:
+                raise DeviceError(f"device 'tensorrt' requested but this onnxruntime has no "
+                                  f"{_TENSORRT} (it has {', '.join(available)})")
+            chosen.insert(0, _TENSORRT)
+        return chosen
+    raise DeviceError(f"unsupported onnxruntime device {device!r}: use auto, cpu, cuda, "
+                      "cuda:N or tensorrt")
+
+
+class OrtModule(nn.Module):
+    """An ONNX Runtime session that a Predictor calls like the PyTorch model it replaces.
+
+    ``forward`` takes the (N, C, H, W) float tensor the predictor prepared (any memory format,
+    any device), returns the session's first output as a float32 tensor on the input's device.
+    It holds no parameters, so ``.to()``, ``.eval()`` and ``channels_last`` conversions are
+    no-ops; the device the session runs on was chosen in ``make_session``.
+    """
+
+    def __init__(self, session: onnxruntime.InferenceSession, source: str = "<session>"):
+        super().__init__()
+        inputs = session.get_inputs()
+        if len(inputs) != 1:
+            raise TorchinferError(f"{source}: the model has {len(inputs)} inputs "
+                                  f"({', '.join(i.name for i in inputs)}); torchinfer feeds one "
+                                  "image batch")
+        if inputs[0].type not in _NUMPY_TYPES:
+            raise TorchinferError(f"{source}: input {inputs[0].name!r} is {inputs[0].type}; "
+                                  f"torchinfer feeds {', '.join(_NUMPY_TYPES)}")
+        self.session = session
+        self.source = source
+        self.input_name: str = inputs[0].name
+        self.input_shape: list[int | str | None] = list(inputs[0].shape)
+        self.input_dtype = _NUMPY_TYPES[inputs[0].type]
+        self.output_names: list[str] = [o.name for o in session.get_outputs()]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # NCHW-contiguous float on the CPU: the predictor may hand over a channels_last view,
+        # and numpy() of a non-contiguous tensor would give ORT the wrong strides' worth of data.
+        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        if array.dtype != self.input_dtype:
+            array = array.astype(self.input_dtype)  # an fp16 export takes fp16 input
+        try:
+            out = self.session.run(self.output_names[:1], {self.input_name: array})[0]
+        except Exception as exc:  # ORT's pybind errors: wrong rank, shape, type
+            raise TorchinferError(f"{self.source}: onnxruntime failed on an input of shape "
+                                  f"{tuple(array.shape)} (the model takes "
+                                  f"{self.input_shape}): {exc}") from exc
+        # float32 like the PyTorch model it replaces, also for an fp16 file
+        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).to(x.device)
+
+    def extra_repr(self) -> str:
+        return f"{self.source}, providers={self.session.get_providers()}"
+
+
+def load_onnx_model(path: str | Path, *, device: str = "auto") -> LoadedModel:
+    """A LoadedModel that runs ``path`` with ONNX Runtime.
+
+    Task, labels, model name and preprocessing come from torchinfer's metadata in the file.
+    A file without it (exported by something else) gets torchvision's ImageNet preprocessing,
+    cropped to the input's static height and width when the graph has them, no labels and no
+    task.
+    """
+    path = Path(path)
+    session = make_session(path, device=device)
+    module = OrtModule(session, str(path))
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    preprocess = _preprocess(path, meta, module.input_shape)
+    return LoadedModel(module=module, name=meta.get(META_MODEL_NAME) or path.stem,
+                       task=meta.get(META_TASK) or None, preprocess=preprocess,
+                       labels=_labels(path, meta), weights=str(path), weights_format="onnx")
+
+
+def _labels(path: Path, meta: dict[str, str]) -> list[str] | None:
+    if META_LABELS not in meta:
+        return None
+    labels = _json(path, meta, META_LABELS)
+    if labels is None:
+        return None
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise WeightsError(f"{path}: metadata {META_LABELS!r} must be a JSON list of names")
+    return labels
+
+
+def _preprocess(path: Path, meta: dict[str, str],
+                input_shape: list[int | str | None]) -> PreprocessConfig:
+    if META_PREPROCESS in meta:
+        fields = _json(path, meta, META_PREPROCESS)
+        try:
+            return PreprocessConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                       for k, v in fields.items()})
+        except (TypeError, AttributeError, TorchinferError) as exc:
+            raise WeightsError(f"{path}: metadata {META_PREPROCESS!r} is not a preprocessing "
+                               f"config ({exc})") from exc
+    cfg = PreprocessConfig.default()
+    hw = input_shape[2:4] if len(input_shape) == 4 else []
+    if len(hw) == 2 and all(isinstance(d, int) and d > 0 for d in hw):
+        cfg = cfg.with_overrides(input_size=(int(hw[0]), int(hw[1])))  # type: ignore[arg-type]
+    return cfg
+
+
+def _json(path: Path, meta: dict[str, str], key: str) -> Any:
+    try:
+        return json.loads(meta[key])
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{path}: metadata {key!r} is not valid JSON ({exc})") from exc

@@ -1,0 +1,662 @@
+"""Export a model to ONNX, and prove the file computes what the PyTorch model computes.
+
+    report = export_onnx(load_model("resnet18", "resnet18.pth"), "resnet18.onnx")
+    print(report.summary())
+
+The file carries the model's task, labels and preprocessing (``metadata_props``), so
+``torchinfer.backends.onnxruntime.load_onnx_model(path)`` runs it with identical preprocessing.
+
+Verification (on by default) feeds the SAME real inputs, photographs preprocessed the way the
+predictors preprocess them, to the PyTorch model and to ONNX Runtime, at batch 1 and, when the
+batch axis is dynamic, at a larger batch, and compares every output element:
+``|onnx - torch| <= atol + rtol * |torch|`` (numpy's ``isclose``; by default atol is a fraction
+of the output's standard deviation, see ``Tolerance``), and reports the task's decision
+agreement (top-1 for classification, per-pixel argmax for segmentation). A trace can silently
+freeze a value that depended on the dummy input; only running other inputs shows it.
+
+A file that fails verification is kept, renamed ``<name>.unverified.onnx`` (for debugging with
+other tools), and nothing is left at the requested path, so nobody loads it by accident;
+``ExportVerificationError`` says which output differs, by how much, and where the file went.
+
+A model over 2 GB (protobuf's limit) keeps its weights in one ``<name>.onnx.data`` file beside
+the graph; the two travel together (after a failed verification too: the data file keeps the
+name the graph refers to).
+
+Exporter: the TorchScript-based ``torch.onnx.export(..., dynamo=False)``. The dynamo exporter
+(torch's default since 2.9) needs ``onnxscript``, which the ``onnx`` extra does not install.
+Detection models are not supported yet (their outputs are lists of dicts of varying length).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as F
+from PIL import Image
+from torch import nn
+
+from .backends.onnxruntime import (META_INPUT_SIZE, META_LABELS, META_MODEL_NAME,
+                                   META_PRECISION, META_PREPROCESS, META_TASK, META_VERSION,
+                                   make_session)
+from .errors import MissingExtraError, TorchinferError
+from .models import LoadedModel, PreprocessConfig
+
+INPUT_NAME = "input"
+OUTPUT_NAMES = {"classify": "logits", "segment": "out"}
+AGREEMENT_KINDS = {"classify": "top-1", "segment": "pixel"}
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """What verification accepts: every element within ``atol + rtol * |torch|`` and, when
+    ``min_agreement`` is set, at least that fraction of top-1/pixel decisions equal.
+
+    ``atol_per_std``: atol is in units of the reference output's standard deviation (per
+    verification batch) instead of absolute: rounding errors grow with the size of the values
+    a network carries, so an absolute atol that suits logits of spread 1 flags logits of spread
+    30 (and the other way round misses real errors). Floored at ATOL_FLOOR so a constant output
+    is not held to exact equality.
+    """
+
+    atol: float
+    rtol: float
+    min_agreement: float | None = None
+    atol_per_std: bool = False
+
+    def effective_atol(self, reference: np.ndarray) -> float:
+        if not self.atol_per_std:
+            return self.atol
+        return max(self.atol * float(np.std(reference, dtype=np.float64)), ATOL_FLOOR)
+
+    def describe(self) -> str:
+        atol = f"{self.atol:g}*std(torch)" if self.atol_per_std else f"{self.atol:g}"
+        rule = f"|onnx - torch| <= {atol} + {self.rtol:g}*|torch|"
+        if self.min_agreement is not None:
+            rule += f", agreement >= {100 * self.min_agreement:g}%"
+        return rule
+
+
+ATOL_FLOOR = 1e-6
+# fp32: the runtimes differ in summation order, fused kernels (BatchNorm folded into the
+# convolutions, the NCHWc layout of ORT_ENABLE_ALL) and activation approximations. Measured
+# on all torchvision classifiers, calibrated (logit std ~3), against PyTorch: max abs error
+# from 4e-6 (alexnet) to 5e-3 (efficientnet_b7 at 600 px, 1.4e-3 of the spread; against
+# float64 PyTorch fp32 is off by 1e-4 there, ORT by 5e-3 with ORT_ENABLE_ALL and 1.2e-3
+# without). An absolute 1e-4 failed 7 of the first 28 architectures with nothing wrong in
+# their export. A frozen or wrong computation is off by a sizeable fraction of the spread
+# (0.3-1 std in the tests), far above 5e-3 std.
+FP32_TOLERANCE = Tolerance(atol=5e-3, rtol=1e-3, atol_per_std=True)
+# fp16 keeps ~3 significant digits and rounds after every layer: measured max abs errors were
+# 0.02 (resnet18), 0.15 (mobilenet_v3_small), 0.27 (efficientnet_b0) on logits of std 3, i.e.
+# up to 0.09 std. Elementwise it can only promise "close"; the decisions carry the proof.
+FP16_TOLERANCE = Tolerance(atol=0.2, rtol=0.05, min_agreement=0.99, atol_per_std=True)
+
+
+class ExportError(TorchinferError):
+    """The model could not be exported to ONNX."""
+
+
+class ExportVerificationError(ExportError):
+    """The exported file computes something else than the PyTorch model.
+
+    ``report`` holds every comparison; ``unverified_path`` is where the file was kept.
+    """
+
+    def __init__(self, message: str, report: ExportReport, unverified_path: Path):
+        super().__init__(message)
+        self.report = report
+        self.unverified_path = unverified_path
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    """One output compared between PyTorch and ONNX Runtime at one batch size, over all
+    verification inputs."""
+
+    output: str
+    batch_size: int
+    max_abs_error: float
+    # |onnx - torch| / max(|torch|, atol): relative error, with near-zero references floored at
+    # atol so an element that should be 0 and is 1e-9 does not report a relative error of 1e3
+    max_rel_error: float
+    within_tolerance: bool
+    agreement: float  # fraction of decisions (top-1 per image, or argmax per pixel) that agree
+    agreement_kind: str  # "top-1" | "pixel"
+    decisions: int
+    worst: str | None = None  # the element furthest beyond tolerance, when one is
+    error: str | None = None  # onnxruntime failed, or the shapes differ
+    min_agreement: float | None = None
+    atol: float | None = None  # the absolute tolerance applied (Tolerance.effective_atol)
+
+    @property
+    def passed(self) -> bool:
+        if self.error is not None or not self.within_tolerance:
+            return False
+        return self.min_agreement is None or self.agreement >= self.min_agreement
+
+    def describe(self) -> str:
+        """One line saying what differs, for error messages."""
+        where = f"output {self.output!r} at batch {self.batch_size}"
+        if self.error is not None:
+            return f"{where}: {self.error}"
+        agreed = round(self.agreement * self.decisions)
+        atol = f" (atol {self.atol:.3g})" if self.atol is not None else ""
+        return (f"{where}: max abs error {self.max_abs_error:.3g}{atol}, max rel error "
+                f"{self.max_rel_error:.3g}"
+                + (f", worst element {self.worst}" if self.worst else "")
+                + f"; {self.agreement_kind} agreement {agreed}/{self.decisions} "
+                  f"({100 * self.agreement:.2f}%)")
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What was exported, and how the file compared with the PyTorch model."""
+
+    path: str  # where the file is now (the ``.unverified.onnx`` name after a failure)
+    model_name: str
+    task: str
+    precision: str  # "fp32" | "fp16"
+    opset: int
+    input_shape: tuple[int | str, ...]  # e.g. ("batch", 3, 224, 224)
+    tolerance: Tolerance
+    verified: bool  # verification ran (verify=True)
+    inputs: int = 0  # images verification ran
+    checks: tuple[OutputCheck, ...] = ()
+    providers: tuple[str, ...] = ()
+    export_warnings: tuple[str, ...] = ()  # the tracer's warnings: what a trace may have frozen
+    export_seconds: float = 0.0
+    verify_seconds: float = 0.0
+    file_bytes: int = 0
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """Verification ran and every check passed (False when verify=False)."""
+        return self.verified and bool(self.checks) and all(c.passed for c in self.checks)
+
+    @property
+    def failures(self) -> tuple[OutputCheck, ...]:
+        return tuple(c for c in self.checks if not c.passed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: non-finite errors (a check that could not run) become None."""
+        out = asdict(self)
+        out["input_shape"] = list(self.input_shape)
+        out["checks"] = [{k: None if isinstance(v, float) and not math.isfinite(v) else v
+                          for k, v in {**asdict(c), "passed": c.passed}.items()}
+                         for c in self.checks]
+        out["export_warnings"] = list(self.export_warnings)
+        out["providers"] = list(self.providers)
+        out["passed"] = self.passed
+        return out
+
+    def summary(self) -> str:
+        shape = "x".join(str(d) for d in self.input_shape)
+        lines = [f"{self.model_name} ({self.task}) -> {self.path}",
+                 f"  ONNX opset {self.opset}, {self.precision}, input {INPUT_NAME} {shape}, "
+                 f"{self.file_bytes / 1e6:.1f} MB, exported in {self.export_seconds:.1f} s"]
+        if not self.verified:
+            lines.append("  NOT VERIFIED (verify=False)")
+            return "\n".join(lines)
+        lines.append(f"  verified on {self.inputs} images with onnxruntime "
+                     f"({', '.join(self.providers)}) in {self.verify_seconds:.1f} s: "
+                     f"{self.tolerance.describe()}")
+        lines.append(f"  {'output':<10}{'batch':>6}{'max abs err':>13}{'atol':>10}"
+                     f"{'max rel err':>13}  agreement")
+        for c in self.checks:
+            if c.error is not None:
+                lines.append(f"  {c.output:<10}{c.batch_size:>6}  FAILED: {c.error}")
+                continue
+            agreed = round(c.agreement * c.decisions)
+            lines.append(f"  {c.output:<10}{c.batch_size:>6}{c.max_abs_error:>13.3g}"
+                         f"{c.atol or 0:>10.3g}{c.max_rel_error:>13.3g}  "
+                         f"{c.agreement_kind} {agreed}/{c.decisions}"
+                         f"{'' if c.passed else '  FAILED'}")
+        for w in self.export_warnings:
+            lines.append(f"  tracer warning: {w}")
+        lines.append("  PASSED" if self.passed else "  FAILED")
+        return "\n".join(lines)
+
+
+def export_onnx(loaded: LoadedModel, path: str | Path, *,
+                input_size: tuple[int, int] | None = None, opset: int | None = None,
+                dynamic_batch: bool = True, half: bool = False, verify: bool = True,
+                verify_inputs: Sequence[Image.Image] | None = None,
+                atol: float | None = None, rtol: float | None = None,
+                min_agreement: float | None = None, batch_size: int = 4) -> ExportReport:
+    """Export ``loaded`` to ONNX at ``path`` and (by default) verify it; see the module doc.
+
+    input_size: (height, width) to export at; default the model's preprocessing: its crop, or
+        for a short-side resize without a crop (torchvision segmentation) dynamic height and
+        width. Given, it also becomes the preprocessing stored in the file.
+    opset: ONNX opset; None takes the exporter's default (the report says which).
+    dynamic_batch: leave the batch axis free (verified at batch 1 and ``batch_size``).
+    half: store weights and compute in float16 (input and output float16 too). Verified
+        against the float32 PyTorch model with FP16_TOLERANCE unless atol/rtol/min_agreement
+        are given.
+    verify_inputs: images to verify on (default: torchinfer.testing.load_photographs()).
+    atol, rtol, min_agreement: override the precision's Tolerance (a given atol is absolute).
+
+    Raises ExportError when the exporter refuses the model, ExportVerificationError when the
+    file disagrees with PyTorch (the file is then at ``<name>.unverified.onnx``).
+    """
+    path = Path(path)
+    task = _task_of(loaded)
+    preprocess = loaded.preprocess
+    if input_size is not None:
+        preprocess = preprocess.with_overrides(input_size=(int(input_size[0]),
+                                                           int(input_size[1])))
+    static_hw = _static_size(preprocess)
+    tolerance = _tolerance(half, atol, rtol, min_agreement)
+    reference = _cpu_eval(loaded.module)
+    exported = _MainOutput(copy.deepcopy(reference).half() if half else reference, task)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Everything is written in a private folder beside ``path`` and moved into place at the
+    # end: never a half-written file at ``path``, and the exporter's one-file-per-tensor
+    # external data (models over 2 GB) cannot overwrite another model's in the same folder.
+    with tempfile.TemporaryDirectory(prefix=".torchinfer-export-", dir=path.parent) as tmp:
+        staged = Path(tmp) / path.name
+        t0 = time.perf_counter()
+        tracer_warnings = _torch_export(exported, Path(tmp) / "raw" / "model.onnx", task,
+                                        static_hw, preprocess, opset, dynamic_batch, half,
+                                        loaded.name)
+        metadata = _metadata(loaded, task, preprocess, static_hw, half)
+        opset_used = _finish_file(Path(tmp) / "raw" / "model.onnx", staged, metadata)
+        report = ExportReport(
+            path=str(path), model_name=loaded.name, task=task,
+            precision="fp16" if half else "fp32", opset=opset_used,
+            input_shape=_input_shape(static_hw, dynamic_batch), tolerance=tolerance,
+            verified=False, export_warnings=tuple(tracer_warnings),
+            export_seconds=time.perf_counter() - t0,
+            file_bytes=sum(f.stat().st_size for f in _files_of(staged)), metadata=metadata)
+        if verify:
+            report = _verify(report, staged, _MainOutput(reference, task), preprocess,
+                             verify_inputs, dynamic_batch, batch_size)
+        if verify and not report.passed:
+            _fail(report, staged, path)
+        _move(staged, path)
+    return report
+
+
+# --- preparing the module ----------------------------------------------------------------------
+
+class _MainOutput(nn.Module):
+    """The model with one tensor output: a segmentation dict's ``out`` (``aux`` only serves
+    training), a tuple's first element (GoogLeNet/Inception heads), or the tensor itself."""
+
+    def __init__(self, model: nn.Module, task: str):
+        super().__init__()
+        self.model = model
+        self.task = task
+        # A new Module is in training mode, and torch.onnx.export restores the mode it found
+        # after tracing: recursively, so a training-mode wrapper would leave the caller's model
+        # in training mode (BatchNorm on batch statistics) after the export.
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raw = self.model(x)
+        if isinstance(raw, dict):
+            raw = raw["out"] if "out" in raw else raw.get("logits")
+        elif isinstance(raw, (tuple, list)):
+            raw = raw[0]
+        if not isinstance(raw, torch.Tensor):
+            raise ExportError(f"the {self.task} model returned {type(raw).__name__}; torchinfer "
+                              "exports one tensor (logits) or a dict with 'out'")
+        return raw
+
+
+def _task_of(loaded: LoadedModel) -> str:
+    """classify or segment: from the registry, else from what the model returns."""
+    task = loaded.task
+    if task is None:
+        task = _probe_task(loaded)
+    if task == "detect":
+        raise ExportError(f"{loaded.name}: exporting detection models is not supported yet "
+                          "(their outputs are per-image lists of boxes)")
+    if task not in OUTPUT_NAMES:
+        raise ExportError(f"{loaded.name}: cannot export task {task!r}; "
+                          f"supported: {', '.join(OUTPUT_NAMES)}")
+    return task
+
+
+def _probe_task(loaded: LoadedModel) -> str:
+    """A model not from the registry: 2-D logits mean classify, 4-D (or a dict with ``out``)
+    mean segment."""
+    h, w = _static_size(loaded.preprocess) or (224, 224)
+    module = _cpu_eval(loaded.module)
+    with torch.inference_mode():
+        raw = module(torch.zeros(1, 3, h, w))
+    if isinstance(raw, dict) and "out" in raw:
+        return "segment"
+    out = raw[0] if isinstance(raw, (tuple, list)) else raw
+    if isinstance(out, torch.Tensor) and out.ndim in (2, 4):
+        return "classify" if out.ndim == 2 else "segment"
+    got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    raise ExportError(f"{loaded.name}: cannot tell its task from its output {got}; "
+                      "expected (N, classes) logits or (N, classes, H, W)")
+
+
+def _cpu_eval(module: nn.Module) -> nn.Module:
+    """The module in eval mode on the CPU, copied only if it lives elsewhere (the caller's
+    model stays where it is)."""
+    on_cpu = all(t.device.type == "cpu" for t in
+                 (*module.parameters(), *module.buffers()))
+    return (module if on_cpu else copy.deepcopy(module).cpu()).eval()
+
+
+def _static_size(cfg: PreprocessConfig) -> tuple[int, int] | None:
+    """(h, w) every input has after this preprocessing, or None when it depends on the image
+    (a short-side resize without a crop)."""
+    if cfg.crop_size is not None:
+        return (int(cfg.crop_size[0]), int(cfg.crop_size[1]))
+    if len(cfg.resize_size) == 2:
+        return (int(cfg.resize_size[0]), int(cfg.resize_size[1]))
+    return None
+
+
+def _input_shape(static_hw: tuple[int, int] | None,
+                 dynamic_batch: bool) -> tuple[int | str, ...]:
+    hw: tuple[int | str, ...] = static_hw if static_hw is not None else ("height", "width")
+    return ("batch" if dynamic_batch else 1, 3, *hw)
+
+
+def _tolerance(half: bool, atol: float | None, rtol: float | None,
+               min_agreement: float | None) -> Tolerance:
+    base = FP16_TOLERANCE if half else FP32_TOLERANCE
+    return Tolerance(atol=base.atol if atol is None else float(atol),
+                     rtol=base.rtol if rtol is None else float(rtol),
+                     min_agreement=base.min_agreement if min_agreement is None
+                     else float(min_agreement),
+                     atol_per_std=base.atol_per_std and atol is None)  # a given atol is absolute
+
+
+# --- exporting ---------------------------------------------------------------------------------
+
+def _torch_export(module: nn.Module, out: Path, task: str, static_hw: tuple[int, int] | None,
+                  preprocess: PreprocessConfig, opset: int | None, dynamic_batch: bool,
+                  half: bool, name: str) -> list[str]:
+    """torch.onnx.export to ``out``; returns the tracer's warnings (deduplicated)."""
+    h, w = static_hw or (preprocess.resize_size[0],) * 2
+    dtype = torch.float16 if half else torch.float32
+    # a fixed, image-like dummy: the same file for the same model, run after run
+    dummy = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0)).to(dtype)
+    output = OUTPUT_NAMES[task]
+    axes: dict[int, str] = {0: "batch"} if dynamic_batch else {}
+    if static_hw is None:
+        axes.update({2: "height", 3: "width"})
+    dynamic_axes = {INPUT_NAME: axes, output: axes} if axes else None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            # Not under no_grad: nn.MultiheadAttention (ViT) then takes its fused fast path,
+            # which has no ONNX symbolic; with grad enabled it traces as plain ops.
+            torch.onnx.export(module, (dummy,), str(out), dynamo=False,
+                              input_names=[INPUT_NAME], output_names=[output],
+                              dynamic_axes=dynamic_axes, opset_version=opset,
+                              do_constant_folding=True)
+        except Exception as exc:
+            raise ExportError(f"{name}: torch.onnx.export failed: {_first_line(exc)}") from exc
+    return _tracer_warnings(caught)
+
+
+def _tracer_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    """Keep the tracer's warnings for the report; pass on the others except the exporter's
+    notice that it is the legacy one (we chose it, see the module doc)."""
+    kept: list[str] = []
+    for w in caught:
+        if issubclass(w.category, torch.jit.TracerWarning):
+            text = _first_line(w.message)
+            if text not in kept:
+                kept.append(text)
+        elif not (issubclass(w.category, DeprecationWarning) and "legacy" in str(w.message)):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return kept
+
+
+def _first_line(obj: object) -> str:
+    text = str(obj).strip()
+    return text.splitlines()[0] if text else type(obj).__name__
+
+
+def _metadata(loaded: LoadedModel, task: str, preprocess: PreprocessConfig,
+              static_hw: tuple[int, int] | None, half: bool) -> dict[str, str]:
+    from . import __version__  # at call time: torchinfer/__init__ may import this module
+
+    return {
+        META_VERSION: __version__,
+        META_TASK: task,
+        META_MODEL_NAME: loaded.name,
+        META_LABELS: json.dumps(loaded.labels),
+        META_PREPROCESS: json.dumps(preprocess.to_dict()),
+        META_INPUT_SIZE: json.dumps(list(static_hw) if static_hw else None),
+        META_PRECISION: "fp16" if half else "fp32",
+    }
+
+
+def _finish_file(raw: Path, out: Path, metadata: dict[str, str]) -> int:
+    """Write the exporter's ``raw`` file to ``out`` with ``metadata``, weights over 2 GB in
+    one ``<out name>.data`` file beside it; check it is valid ONNX. Returns its opset."""
+    try:
+        import onnx
+        from onnx.external_data_helper import uses_external_data
+    except ImportError as exc:
+        raise MissingExtraError("onnx", "onnx") from exc
+    model = onnx.load(str(raw), load_external_data=False)
+    external = any(uses_external_data(t) for t in model.graph.initializer)
+    if external:
+        onnx.load_external_data_for_model(model, str(raw.parent))
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=value)
+    if external:  # protobuf cannot hold over 2 GB: the weights go beside the graph
+        onnx.save_model(model, str(out), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location=_data_name(out))
+    else:
+        onnx.save_model(model, str(out))
+    try:
+        onnx.checker.check_model(str(out))  # by path, so it finds external data
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"{out.name}: the exporter wrote invalid ONNX: "
+                          f"{_first_line(exc)}") from exc
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _data_name(onnx_file: Path) -> str:
+    return onnx_file.name + ".data"
+
+
+def _files_of(onnx_file: Path) -> list[Path]:
+    """The file and, for a model over 2 GB, its external data."""
+    data = onnx_file.with_name(_data_name(onnx_file))
+    return [onnx_file, data] if data.exists() else [onnx_file]
+
+
+def _move(staged: Path, path: Path) -> None:
+    """Put the staged file (and its data) at ``path``; data first, so the graph never
+    appears before the weights it points to."""
+    data = staged.with_name(_data_name(staged))
+    if data.exists():
+        os.replace(data, path.with_name(data.name))
+    else:
+        path.with_name(_data_name(path)).unlink(missing_ok=True)  # an older export's
+    os.replace(staged, path)
+
+
+# --- verifying ---------------------------------------------------------------------------------
+
+def preprocess_images(cfg: PreprocessConfig, images: Sequence[Image.Image]) -> list[torch.Tensor]:
+    """(3, H, W) float32 tensors exactly as the predictors make them: resize (PIL, antialiased
+    as configured), centre crop if the config has one, /255, normalise in float32."""
+    mean = torch.tensor(cfg.mean, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(cfg.std, dtype=torch.float32).view(3, 1, 1)
+    out = []
+    for img in images:
+        img = F.resize(img.convert("RGB"), list(cfg.resize_size),
+                       interpolation=cfg.interpolation_mode, antialias=cfg.antialias)
+        if cfg.crop_size is not None:
+            img = F.center_crop(img, list(cfg.crop_size))
+        chw = torch.from_numpy(np.array(img)).permute(2, 0, 1)
+        out.append((chw.float().div_(255.0) - mean).div_(std))
+    return out
+
+
+def _verify(report: ExportReport, file: Path, reference: nn.Module, cfg: PreprocessConfig,
+            images: Sequence[Image.Image] | None, dynamic_batch: bool,
+            batch_size: int) -> ExportReport:
+    t0 = time.perf_counter()
+    if images is None:
+        from .testing import load_photographs
+
+        images = list(load_photographs().values())
+    if not images:
+        raise ExportError("verify_inputs is empty: verification needs at least one image")
+    inputs = preprocess_images(cfg, images)
+    comparison = _Comparison(OUTPUT_NAMES[report.task], report.tolerance,
+                             AGREEMENT_KINDS[report.task])
+    try:
+        # CPU on both sides on purpose: this compares the exported graph with the model, not
+        # GPU kernels (TF32 alone would exceed the fp32 tolerance).
+        session = make_session(file, device="cpu")
+    except TorchinferError as exc:  # e.g. an op without a kernel for this dtype
+        return replace(report, verified=True, inputs=len(inputs),
+                       checks=(comparison.failed(1, str(exc)),),
+                       verify_seconds=time.perf_counter() - t0)
+    sizes = [1] + ([batch_size] if dynamic_batch and batch_size > 1 else [])
+    checks = tuple(_check(reference, session, inputs, size, comparison) for size in sizes)
+    providers = tuple(session.get_providers())
+    del session  # release the file before it is renamed
+    return replace(report, verified=True, inputs=len(inputs), checks=checks,
+                   providers=providers, verify_seconds=time.perf_counter() - t0)
+
+
+def _batches(inputs: list[torch.Tensor], size: int) -> list[torch.Tensor]:
+    """Consecutive batches of ``size`` images (the last one filled up from the start, so every
+    batch has the size under test). Images of different shapes (no crop) are centre-cropped
+    to their common size: still real pixels, and one tensor per batch."""
+    n = max(len(inputs), size)
+    padded = [inputs[i % len(inputs)] for i in range(math.ceil(n / size) * size)]
+    out = []
+    for i in range(0, len(padded), size):
+        group = padded[i:i + size]
+        h = min(t.shape[1] for t in group)
+        w = min(t.shape[2] for t in group)
+        out.append(torch.stack([F.center_crop(t, [h, w]) for t in group]))
+    return out
+
+
+def _check(reference: nn.Module, session: Any, inputs: list[torch.Tensor], size: int,
+           comparison: _Comparison) -> OutputCheck:
+    """Run every batch of ``size`` through both runtimes, comparing as it goes (segmentation
+    logits of 8 photographs at 520 px are ~1 GB: nothing is kept but the running maxima)."""
+    feed = session.get_inputs()[0]
+    dtype = np.float16 if feed.type == "tensor(float16)" else np.float32
+    acc = comparison.start(size)
+    for batch in _batches(inputs, size):
+        with torch.inference_mode():
+            ref = reference(batch).float().numpy()
+        try:
+            got = session.run(None, {feed.name: batch.numpy().astype(dtype)})[0]
+        except Exception as exc:  # ORT's pybind errors: a frozen shape, a missing kernel
+            return comparison.failed(size, f"onnxruntime failed on input shape "
+                                           f"{tuple(batch.shape)}: {_first_line(exc)}")
+        if got.shape != ref.shape:
+            return comparison.failed(size, f"onnxruntime gave shape {tuple(got.shape)} where "
+                                           f"PyTorch gave {tuple(ref.shape)} (input shape "
+                                           f"{tuple(batch.shape)})")
+        acc.add(ref, np.asarray(got, dtype=np.float32))
+    return acc.result()
+
+
+@dataclass(frozen=True)
+class _Comparison:
+    output: str
+    tolerance: Tolerance
+    kind: str  # agreement kind
+
+    def start(self, size: int) -> _Accumulator:
+        return _Accumulator(self, size)
+
+    def failed(self, size: int, error: str) -> OutputCheck:
+        return OutputCheck(self.output, size, math.inf, math.inf, False, 0.0, self.kind, 0,
+                           error=error, min_agreement=self.tolerance.min_agreement)
+
+
+class _Accumulator:
+    """Running maxima and agreement counts over the batches of one batch size."""
+
+    def __init__(self, comparison: _Comparison, size: int):
+        self.c = comparison
+        self.size = size
+        self.max_abs = 0.0
+        self.max_rel = 0.0
+        self.worst_excess = -math.inf
+        self.worst: str | None = None
+        self.atol = math.inf  # the smallest absolute tolerance applied
+        self.agreed = 0
+        self.decisions = 0
+        self.batches = 0
+
+    def add(self, ref: np.ndarray, got: np.ndarray) -> None:
+        tol = self.c.tolerance
+        atol = tol.effective_atol(ref)  # per batch when it scales with the output's spread
+        self.atol = min(self.atol, atol)
+        diff = np.abs(got - ref)
+        diff[np.isnan(ref) & np.isnan(got)] = 0.0
+        excess = diff - (atol + tol.rtol * np.abs(ref))
+        excess[np.isnan(excess)] = np.inf  # NaN where PyTorch has a number: as bad as it gets
+        i = int(np.argmax(excess))
+        if excess.flat[i] > self.worst_excess:
+            self.worst_excess = float(excess.flat[i])
+            index = tuple(int(v) for v in np.unravel_index(i, ref.shape))
+            self.worst = (f"batch {self.batches} element {index}: torch {ref.flat[i]:.6g}, "
+                          f"onnx {got.flat[i]:.6g}")
+        self.max_abs = max(self.max_abs, float(np.max(diff)))  # NaN propagates
+        self.max_rel = max(self.max_rel, float(np.max(diff / np.maximum(np.abs(ref), atol))))
+        # argmax over the class axis: one decision per image, or per pixel
+        decided = ref.argmax(axis=1) == got.argmax(axis=1)
+        self.agreed += int(decided.sum())
+        self.decisions += decided.size
+        self.batches += 1
+
+    def result(self) -> OutputCheck:
+        within = self.worst_excess <= 0 and not math.isnan(self.max_abs)
+        return OutputCheck(self.c.output, self.size, max_abs_error=self.max_abs,
+                           max_rel_error=self.max_rel, within_tolerance=within,
+                           agreement=self.agreed / max(self.decisions, 1),
+                           agreement_kind=self.c.kind, decisions=self.decisions,
+                           worst=None if within else self.worst,
+                           min_agreement=self.c.tolerance.min_agreement, atol=self.atol)
+
+
+def _fail(report: ExportReport, staged: Path, path: Path) -> None:
+    """Keep the file under a name nobody loads by accident, remove any older file at ``path``
+    (it would no longer match this model), and raise with what differs."""
+    unverified = path.with_name(f"{path.stem}.unverified{path.suffix or '.onnx'}")
+    path.unlink(missing_ok=True)
+    _move(staged, unverified)
+    report = replace(report, path=str(unverified))
+    lines = [f"{path}: the ONNX export of {report.model_name} does not compute what the "
+             f"PyTorch model computes on {report.inputs} real images ({report.precision}, "
+             f"allowed: {report.tolerance.describe()}):"]
+    lines += [f"  {c.describe()}" for c in report.failures]
+    if report.export_warnings:
+        lines.append("  the tracer warned (a possible cause: a value computed from the dummy "
+                     "input was frozen into the graph):")
+        lines += [f"    {w}" for w in report.export_warnings]
+    lines.append(f"  The file was kept as {unverified} for inspection; nothing was written "
+                 f"to {path}.")
+    raise ExportVerificationError("\n".join(lines), report, unverified)
