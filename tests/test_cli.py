@@ -124,3 +124,23 @@ def test_inspect_uses_the_weights_input_size(tmp_path, tiny_classifier_weights):
     report = ti.inspect("mobilenet_v3_small", weights)
     assert report.file_size_bytes == weights.stat().st_size
     assert report.layers[0].output_shape == (1, 10)
+
+
+def test_export_then_predict_the_onnx_file_by_path(tmp_path, photo_paths, tiny_classifier_weights):
+    """`torchinfer export` verifies the file; `predict --model file.onnx` then needs nothing else
+    and gives the .pth's answers."""
+    _, weights = tiny_classifier_weights
+    onnx_file = tmp_path / "model.onnx"
+    result = runner.invoke(app, ["export", "mobilenet_v3_small", "-w", str(weights), "-o", str(onnx_file),
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["passed"] is True and onnx_file.is_file()
+    answers = {}
+    for model_args, out in ((["-m", "mobilenet_v3_small", "-w", str(weights)], "pth"),
+                            (["-m", str(onnx_file)], "onnx")):
+        run = runner.invoke(app, ["predict", "classify", *map(str, photo_paths), *model_args,
+                                  "--device", "cpu", "--out", str(tmp_path / out), "-q"])
+        assert run.exit_code == 0, run.output
+        answers[out] = [json.loads(x)["top1"] for x in (tmp_path / out / "predictions.jsonl").read_text().splitlines()]
+    for a, b in zip(answers["pth"], answers["onnx"]):
+        assert a["index"] == b["index"] and abs(a["score"] - b["score"]) < 1e-4

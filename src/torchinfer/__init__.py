@@ -6,7 +6,8 @@
     print(result.top1.label, result.top1.score)
 """
 
-from .api import inspect, load
+from .api import export, inspect, load
+from .export import ExportError, ExportReport, ExportVerificationError
 from .inspection import LayerStats, ModelReport
 from .errors import (DeviceError, InputError, ModelNotFoundError, TorchinferError,
                      WeightsError, WeightsMismatchError, WeightsUnavailableError)
@@ -19,6 +20,7 @@ from .tasks import (ClassificationPredictor, DetectionPredictor, Predictor,
 __version__ = "0.1.0"
 
 __all__ = [
+    "ExportError", "ExportReport", "ExportVerificationError", "export",
     "ClassArea", "Segmentation", "SegmentationPredictor", "Detections", "DetectionPredictor",
     "InstanceMask",
     "ClassScore", "Classification", "LayerStats", "ModelReport", "inspect", "ClassificationPredictor", "DeviceError", "InputError",

@@ -1,4 +1,4 @@
-"""The library's front door: ``load`` (task + model -> predictor) and ``inspect``."""
+"""The library's front door: ``load`` (task + model -> predictor), ``inspect``, ``export``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .errors import TorchinferError
+from .export import ExportReport, export_onnx
 from .inspection import ModelReport, inspect_model
 from .models import LoadedModel, PreprocessConfig, load_model, read_labels, torchvision_task
 from .tasks import PREDICTORS, Predictor
@@ -82,3 +83,14 @@ def _published_input_size(loaded: LoadedModel) -> tuple[int, int]:
     if cfg.crop_size is not None:
         return cfg.crop_size
     return _pair(cfg.resize_size[0]) if len(cfg.resize_size) == 1 else _pair(cfg.resize_size)
+
+
+def export(model: str | Path | nn.Module, path: str | Path, weights: str | Path | None = None, *,
+           num_classes: int | None = None, trust_pickle: bool = False,
+           model_kwargs: dict[str, Any] | None = None, **options: Any) -> ExportReport:
+    """Export to ONNX with the labels and preprocessing embedded, and (by default) prove the
+    file gives PyTorch's outputs on real photographs; see ``torchinfer.export.export_onnx`` for
+    ``input_size``, ``opset``, ``dynamic_batch``, ``half``, ``verify`` and tolerances."""
+    loaded = load_model(model, weights, num_classes=num_classes, trust_pickle=trust_pickle,
+                        **(model_kwargs or {}))
+    return export_onnx(loaded, path, **options)

@@ -118,6 +118,46 @@ def inspect_cmd(
             console.print(line, highlight=False)
 
 
+@app.command("export")
+def export_cmd(
+    model: Annotated[str, typer.Argument(help="torchvision name, pkg.module:factory or model file.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .onnx file to write.")],
+    weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Weights file or "
+                       "torchvision weights name.")] = None,
+    input_size: Annotated[Optional[str], typer.Option(help="N or H,W (default: the weights' "
+                          "own input size).")] = None,
+    opset: Annotated[Optional[int], typer.Option(help="ONNX opset (default: the exporter's).")] = None,
+    dynamic_batch: Annotated[bool, typer.Option(help="Leave the batch axis free.")] = True,
+    half: Annotated[bool, typer.Option(help="fp16 weights and inputs (looser, stated tolerance).")] = False,
+    verify: Annotated[bool, typer.Option(help="Run PyTorch and ONNX Runtime on photographs "
+                      "and compare.")] = True,
+    num_classes: Annotated[Optional[int], typer.Option()] = None,
+    trust_pickle: Annotated[bool, typer.Option(help="Allow pickled model files.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Export to ONNX with labels and preprocessing embedded, and prove it equals PyTorch.
+
+    Exits 1 when verification fails (the file is then kept as <name>.unverified.onnx).
+    """
+    from .api import export
+    from .export import ExportVerificationError
+
+    size = _size(input_size)
+    if weights is None and not Path(model).is_file():
+        err_console.print(f"[yellow]warning:[/] no --weights: exporting {model} with random weights")
+    try:
+        report = export(model, output, weights, num_classes=num_classes, trust_pickle=trust_pickle,
+                        input_size=(size, size) if isinstance(size, int) else size, opset=opset,
+                        dynamic_batch=dynamic_batch, half=half, verify=verify)
+    except ExportVerificationError as exc:
+        err_console.print(f"[bold red]verification failed:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_INPUT_FAILED) from None
+    if as_json:
+        console.print_json(json.dumps(report.to_dict()))
+    else:
+        console.print(report.summary(), highlight=False)
+
+
 @app.command()
 def demo(out: Annotated[Path, typer.Option(help="Where the results go.")] = Path("runs/demo")) -> None:
     """Run the main job on the bundled images and write results you can look at."""

@@ -60,8 +60,9 @@ def load_model(model: str | Path | nn.Module, weights: str | Path | None = None,
     """Build ``model`` and load ``weights`` into it, returning it in eval mode on the CPU.
 
     model: a torchvision name (``mobilenet_v2``), a factory path (``pkg.module:factory``,
-        called with ``model_kwargs``), a file holding a whole model (TorchScript, or a pickled
-        ``nn.Module`` with ``trust_pickle=True``), or an ``nn.Module``.
+        called with ``model_kwargs``), a file holding a whole model (TorchScript, ONNX run by
+        ONNX Runtime, or a pickled ``nn.Module`` with ``trust_pickle=True``), or an
+        ``nn.Module``.
     weights: a local file (state dict, checkpoint dict, ``.safetensors``, TorchScript) or, for
         torchvision models, ``"DEFAULT"`` / a weights name such as
         ``"MobileNet_V2_Weights.IMAGENET1K_V1"``. None keeps the random initialisation.
@@ -77,6 +78,12 @@ def load_model(model: str | Path | nn.Module, weights: str | Path | None = None,
         return _load_torchvision(name, task, weights, num_classes, strict, trust_pickle,
                                  model_kwargs)
     path = Path(name)
+    if path.is_file() and path.suffix.lower() == ".onnx":
+        if weights is not None:
+            raise WeightsError(f"{name} is an ONNX file; it takes no separate weights (got {weights})")
+        from ..backends.onnxruntime import load_onnx_model  # onnxruntime is an optional extra
+
+        return load_onnx_model(path)
     if path.is_file():
         if weights is not None:
             raise WeightsError(f"{name} is a whole-model file; it takes no separate weights "
