@@ -28,7 +28,6 @@ import numpy as np
 import psutil
 import torch
 import torchvision
-from PIL import Image
 
 import torchinfer as ti
 from torchinfer.run import run_to_dir

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 import torchinfer as ti

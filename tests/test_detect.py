@@ -5,7 +5,6 @@ by pixels, and the CLI."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest

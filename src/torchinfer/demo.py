@@ -17,6 +17,8 @@ from rich.table import Table
 
 from .api import load
 from .draw import annotate_classification, contact_sheet, visualise
+from .io.sinks import save_image_atomic
+from .models import torchvision_task
 from .run import RunSummary, run_to_dir
 from .testing import calibrate, load_photographs
 
@@ -40,15 +42,20 @@ def run_demo(out: str | Path = "runs/demo", *, console: Console | None = None) -
         predictor = load(task, arch, weights, device="auto")
         results = []
         summary = run_to_dir(predictor, [str(images_dir)], out / task, on_result=results.append,
-                             save_vis=True, save_masks=task == "segment",
+                             save_masks=task == "segment",
                              run_info={"task": task, "model": arch, "weights": str(weights),
                                        "note": RANDOM_NOTE})
+        # drawn here rather than by run_to_dir(save_vis=True): each picture is drawn once, for
+        # both vis/ and the contact sheet, and classification pictures carry the warning
         pictures = []
         for r in results:
             if r.ok:
                 img = predictor.loader.load(r.source)
-                pictures.append(annotate_classification(img, r, note=RANDOM_NOTE)
-                                if task == "classify" else visualise(r, img))
+                picture = (annotate_classification(img, r, note=RANDOM_NOTE)
+                           if task == "classify" else visualise(r, img))
+                save_image_atomic(picture, out / task / "vis" / f"{Path(r.source).stem}.jpg",
+                                  quality=90)
+                pictures.append(picture)
         contact_sheet(pictures, title=f"{task}: {arch}, {RANDOM_NOTE}").save(
             out / f"{task}.jpg", quality=90)
         _print_table(console, task, results)
@@ -62,8 +69,9 @@ def _random_weights(arch: str, photos: list[Image.Image], folder: Path) -> Path:
     """Seeded random weights calibrated on the photographs, saved as a plain state dict."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    model = torchvision.models.get_model(arch, **({"weights_backbone": None}
-                                                  if arch.startswith(("lraspp", "deeplab", "fcn")) else {}))
+    # segmentation builders would otherwise download an ImageNet backbone
+    extra = {"weights_backbone": None} if torchvision_task(arch) != "classify" else {}
+    model = torchvision.models.get_model(arch, **extra)
     calibrate(model, photos, crops_per_image=4 if arch.startswith("mobilenet") else 2)
     path = folder / f"{arch}-random-calibrated.pth"
     torch.save(model.state_dict(), path)
