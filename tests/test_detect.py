@@ -205,3 +205,47 @@ def test_cli_detect_writes_jsonl_coco_and_vis(tmp_path):
     first = [r for r in coco if r["image_id"] == 0][0]
     assert np.abs(np.array(first["bbox"]) - [101, 57, 279, 203]).max() <= 2.0
     assert Image.open(lines[0]["files"]["vis"]).size == (517, 333)
+
+
+def _ultralytics_style_onnx(path, task="detect"):
+    """The red-box oracle exported to ONNX with the metadata Ultralytics' exporter writes
+    (str() of Python values): names as a dict repr, imgsz as a list repr, stride, task."""
+    import onnx
+
+    torch.onnx.export(RedBoxOracle("yolov8"), (torch.zeros(1, 3, 640, 640),), str(path),
+                      input_names=["images"], output_names=["output0"], opset_version=17,
+                      dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}}, dynamo=False)
+    model = onnx.load(str(path))
+    for key, value in {"author": "Ultralytics", "stride": "32", "task": task, "batch": "1",
+                       "imgsz": "[640, 640]", "names": "{0: 'a', 1: 'b', 2: 'red'}"}.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+    return path
+
+
+def test_ultralytics_onnx_runs_by_path_alone(tmp_path):
+    path = _ultralytics_style_onnx(tmp_path / "best.onnx")
+    det = ti.load("detect", str(path), device="cpu")
+    assert det.model.labels == ["a", "b", "red"] and det.input_size == (640, 640)
+    assert det.model.preprocess.mean == (0.0, 0.0, 0.0) and det.model.preprocess.std == (1.0, 1.0, 1.0)
+    from_onnx = det([scene(), scene((300, 400))])
+    from_torch = ti.load("detect", RedBoxOracle("yolov8"), device="cpu",
+                         labels=["a", "b", "red"])([scene(), scene((300, 400))])
+    for a, b in zip(from_onnx, from_torch):
+        assert a.labels == b.labels
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+    assert np.abs(from_onnx[0].boxes[0] - np.array(RED_BOX)).max() <= 1.0
+    # and from the command line, with nothing but the file
+    scene().save(tmp_path / "img.png")
+    result = CliRunner().invoke(app, ["predict", "detect", str(tmp_path / "img.png"), "-m", str(path),
+                                      "--device", "cpu", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    line = json.loads((tmp_path / "out" / "predictions.jsonl").read_text())
+    assert line["detections"][0]["label"] == "red"
+
+
+def test_ultralytics_onnx_of_another_task_is_refused_clearly(tmp_path):
+    path = _ultralytics_style_onnx(tmp_path / "seg.onnx", task="pose")
+    with pytest.raises(ti.TorchinferError, match="Ultralytics 'pose' model"):
+        ti.load("detect", str(path), device="cpu")

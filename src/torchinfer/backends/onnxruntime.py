@@ -11,6 +11,7 @@ verification, predictors and benchmarks all measure the same configuration.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 from pathlib import Path
@@ -172,10 +173,53 @@ def load_onnx_model(path: str | Path, *, device: str = "auto") -> LoadedModel:
     session = make_session(path, device=device)
     module = OrtModule(session, str(path))
     meta = dict(session.get_modelmeta().custom_metadata_map)
+    if META_PREPROCESS not in meta and _is_ultralytics(meta):
+        meta = _from_ultralytics(path, meta)
     preprocess = _preprocess(path, meta, module.input_shape)
     return LoadedModel(module=module, name=meta.get(META_MODEL_NAME) or path.stem,
                        task=meta.get(META_TASK) or None, preprocess=preprocess,
                        labels=_labels(path, meta), weights=str(path), weights_format="onnx")
+
+
+# Ultralytics writes str() of Python values into metadata_props: names "{0: 'person', ...}",
+# imgsz "[640, 640]", stride "32", task "detect". Tasks whose output the detect decoder reads
+# as (B, 4 + C, N); "segment" and "pose" add rows (mask coefficients, keypoints) after the
+# classes and "obb" an angle, so their outputs would be misread as extra classes.
+_ULTRALYTICS_TASKS = {"detect": "detect", "classify": "classify"}
+
+
+def _is_ultralytics(meta: dict[str, str]) -> bool:
+    return "names" in meta and "imgsz" in meta and (
+        meta.get("author", "").startswith("Ultralytics") or "stride" in meta)
+
+
+def _from_ultralytics(path: Path, meta: dict[str, str]) -> dict[str, str]:
+    """torchinfer's metadata keys derived from an Ultralytics export's: labels from ``names``,
+    the letterbox (detect) or resize + crop (classify) at ``imgsz``, inputs in [0, 1] without
+    mean/std (Ultralytics' preprocessing), and the task."""
+    task = meta.get("task", "detect")
+    if task not in _ULTRALYTICS_TASKS:
+        raise TorchinferError(f"{path}: an Ultralytics {task!r} model; torchinfer runs "
+                              f"Ultralytics exports of task {' or '.join(_ULTRALYTICS_TASKS)}")
+    try:
+        names = ast.literal_eval(meta["names"])
+        imgsz = ast.literal_eval(meta["imgsz"])
+    except (ValueError, SyntaxError) as exc:
+        raise WeightsError(f"{path}: Ultralytics metadata 'names'/'imgsz' unreadable ({exc})") from exc
+    if isinstance(names, dict):  # {0: 'person', 1: 'bicycle', ...}
+        if sorted(names) != list(range(len(names))):
+            raise WeightsError(f"{path}: Ultralytics 'names' ids are not 0..{len(names) - 1}")
+        names = [names[i] for i in range(len(names))]
+    h, w = (imgsz, imgsz) if isinstance(imgsz, int) else (int(imgsz[0]), int(imgsz[-1]))
+    if task == "detect":
+        preprocess = PreprocessConfig(resize_size=(h, w), crop_size=None, mean=(0.0, 0.0, 0.0),
+                                      std=(1.0, 1.0, 1.0))
+    else:
+        preprocess = PreprocessConfig(resize_size=(min(h, w),), crop_size=(h, w),
+                                      mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    return {**meta, META_TASK: _ULTRALYTICS_TASKS[task],
+            META_LABELS: json.dumps([str(n) for n in names]),
+            META_PREPROCESS: json.dumps(preprocess.to_dict())}
 
 
 def _labels(path: Path, meta: dict[str, str]) -> list[str] | None:
