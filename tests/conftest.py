@@ -14,6 +14,7 @@ def _no_network(monkeypatch, tmp_path_factory):
     """No test may download: named torchvision weights see an empty private cache."""
     monkeypatch.setenv("TORCHINFER_OFFLINE", "1")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch_home"))
+    monkeypatch.setenv("TORCHINFER_CACHE", str(tmp_path_factory.getbasetemp() / "torchinfer_cache"))
 
 
 @pytest.fixture(scope="session")

@@ -23,12 +23,16 @@ def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = 
          input_size: int | tuple[int, int] | None = None,
          mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
          strict: bool = True, trust_pickle: bool = False,
-         model_kwargs: dict[str, Any] | None = None, **options: Any) -> Predictor:
+         model_kwargs: dict[str, Any] | None = None, backend: str = "torch",
+         precision: str = "fp32", verify_backend: bool = True, **options: Any) -> Predictor:
     """Build the predictor for ``task`` ("classify", ...) around ``model`` + ``weights``.
 
     Preprocessing and labels come with the weights; ``labels`` (a list or a .txt/.json file),
-    ``input_size``, ``mean`` and ``std`` override them. Other keyword arguments go to the task's
-    predictor (e.g. ``top_k``, ``batch_size``, ``max_pixels``, ``bgr``).
+    ``input_size``, ``mean`` and ``std`` override them. ``backend`` ("torch", "torchscript",
+    "onnxruntime", "auto") and ``precision`` ("fp32", "bf16", "fp16") choose what runs the
+    model, verified against float32 PyTorch on photographs (see ``Predictor.set_backend``).
+    Other keyword arguments go to the task's predictor (e.g. ``top_k``, ``batch_size``,
+    ``max_pixels``, ``bgr``).
     """
     if task not in PREDICTORS:
         raise TorchinferError(f"unknown task {task!r}: use one of {', '.join(PREDICTORS)}")
@@ -47,7 +51,11 @@ def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = 
     if labels is not None:
         names = read_labels(labels) if isinstance(labels, (str, Path)) else list(labels)
     loaded = replace(loaded, preprocess=preprocess, labels=names)
-    return PREDICTORS[task](loaded, device=device, **options)
+    predictor = PREDICTORS[task](loaded, device=device, **options)
+    if loaded.weights_format != "onnx" or backend == "torchscript" or precision != "fp32":
+        # (an .onnx file already runs on onnxruntime; other choices are refused there)
+        predictor.set_backend(backend, precision, verify=verify_backend)
+    return predictor
 
 
 def inspect(model: str | Path | nn.Module, weights: str | Path | None = None, *,

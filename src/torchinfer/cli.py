@@ -158,6 +158,82 @@ def export_cmd(
         console.print(report.summary(), highlight=False)
 
 
+@app.command("bench")
+def bench_cmd(
+    model: Annotated[str, typer.Argument(help="torchvision name, pkg.module:factory or model file.")],
+    weights: Annotated[Optional[str], typer.Option("--weights", "-w")] = None,
+    task: Annotated[Optional[str], typer.Option(help="classify, segment or detect (default: "
+                    "from the model name).")] = None,
+    backend: Annotated[str, typer.Option(help="Comma-separated: torch, torchscript, "
+                       "onnxruntime, auto.")] = "torch,torchscript,onnxruntime",
+    precision: Annotated[str, typer.Option(help="Comma-separated: fp32, bf16, fp16.")] = "fp32",
+    batch: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,16",
+    device: DeviceOpt = "auto",
+    images: Annotated[int, typer.Option(help="Images streamed per measurement.")] = 64,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds; the best is kept.")] = 3,
+    input_size: InputSizeOpt = None,
+    verify: VerifyBackendOpt = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Images/s of one model per backend x precision x batch, with the ratio to eager fp32."""
+    from .bench import bench, format_report
+
+    task = task or _task_of_name(model)
+    try:
+        batches = [int(b) for b in batch.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"--batch must be comma-separated ints, got {batch!r}") from None
+    report = bench(task, model, weights, backends=[b.strip() for b in backend.split(",")],
+                   precisions=[p.strip() for p in precision.split(",")], batches=batches,
+                   device=device, images=images, rounds=rounds, verify=verify,
+                   input_size=_size(input_size))
+    if as_json:
+        console.print_json(json.dumps(report.to_dict()))
+        return
+    table = Table("backend", "precision", "batch", "img/s", "vs torch fp32", "preprocess ms",
+                  "inference ms", "postprocess ms", "note",
+                  title=f"{report.model} ({report.task}) on {report.device}: {report.images} "
+                        f"images, best of {report.rounds}")
+    for row in format_report(report):
+        table.add_row(*row)
+    console.print(table)
+    for note in report.notes:
+        err_console.print(f"[yellow]note:[/] {note}")
+
+
+def _task_of_name(model: str) -> str:
+    from .models import torchvision_task
+
+    task = torchvision_task(model)
+    if task is None and model.endswith(".onnx") and Path(model).is_file():
+        from .backends.onnxruntime import load_onnx_model
+
+        task = load_onnx_model(model, device="cpu").task
+    if task is None:
+        raise typer.BadParameter(f"cannot tell the task of {model}: pass --task")
+    return task
+
+
+@app.command()
+def view(
+    model: Annotated[str, typer.Argument(help=".onnx file, or a model to export first "
+                     "(torchvision name, factory, file) with --weights.")],
+    weights: Annotated[Optional[str], typer.Option("--weights", "-w")] = None,
+    port: Annotated[int, typer.Option(help="Port on localhost.")] = 8080,
+    browser: Annotated[bool, typer.Option(help="Open a browser tab.")] = True,
+) -> None:
+    """Show the network graph in Netron (pip install 'torchinfer[view]'), on localhost."""
+    from .viewer import serve
+
+    url = serve(model, weights, port=port, browse=browser, console=err_console)
+    console.print(f"Netron: {url}  (Ctrl-C to stop)", highlight=False)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
 @app.command()
 def demo(out: Annotated[Path, typer.Option(help="Where the results go.")] = Path("runs/demo")) -> None:
     """Run the main job on the bundled images and write results you can look at."""
@@ -216,6 +292,13 @@ MaxPixelsOpt = Annotated[Optional[int], typer.Option(help="Refuse images with mo
 SaveVisOpt = Annotated[bool, typer.Option(help="Write vis/<name>.jpg: the result drawn on the image.")]
 AllowFailuresOpt = Annotated[bool, typer.Option(help="Exit 0 even if some inputs failed.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No table, no progress.")]
+BackendOpt = Annotated[str, typer.Option(help="What runs the model: torch, torchscript (frozen), "
+                       "onnxruntime (exported once, cached) or auto (the fastest, measured on "
+                       "the first batch).")]
+PrecisionOpt = Annotated[str, typer.Option(help="fp32, bf16 or fp16; reduced precision is "
+                         "verified against fp32 on photographs.")]
+VerifyBackendOpt = Annotated[bool, typer.Option(help="Check a backend/precision against fp32 "
+                             "PyTorch on photographs before using it.")]
 
 
 @predict_app.command("classify")
@@ -229,7 +312,8 @@ def predict_classify(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/classify"),
     save_vis: SaveVisOpt = False, trust_pickle: TrustOpt = False, strict: StrictOpt = True,
     max_pixels: MaxPixelsOpt = None, allow_failures: AllowFailuresOpt = False,
-    quiet: QuietOpt = False,
+    quiet: QuietOpt = False, backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
+    verify_backend: VerifyBackendOpt = True,
 ) -> None:
     """Classify images: top-k labels and scores per image, one JSONL line per input."""
     def row(result) -> tuple[str, str]:
@@ -240,7 +324,8 @@ def predict_classify(
                   labels=labels, input_size=_size(input_size), mean=_floats(mean, "--mean"),
                   std=_floats(std, "--std"), strict=strict, trust_pickle=trust_pickle,
                   top_k=top_k, multi_label=multi_label, batch_size=batch_size,
-                  max_pixels=max_pixels),
+                  max_pixels=max_pixels, backend=backend, precision=precision,
+                  verify_backend=verify_backend),
              save_vis=save_vis)
 
 
@@ -256,6 +341,8 @@ def predict_segment(
                           "palette PNG (VOC colours).")] = False,
     trust_pickle: TrustOpt = False, strict: StrictOpt = True, max_pixels: MaxPixelsOpt = None,
     allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
+    backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
+    verify_backend: VerifyBackendOpt = True,
 ) -> None:
     """Segment images: a class per pixel at the original size; class areas in the JSONL."""
     def row(result) -> tuple[str, str]:
@@ -266,7 +353,8 @@ def predict_segment(
              dict(model=model, weights=weights, device=device, num_classes=num_classes,
                   labels=labels, input_size=_size(input_size), mean=_floats(mean, "--mean"),
                   std=_floats(std, "--std"), strict=strict, trust_pickle=trust_pickle,
-                  batch_size=batch_size, max_pixels=max_pixels),
+                  batch_size=batch_size, max_pixels=max_pixels, backend=backend,
+                  precision=precision, verify_backend=verify_backend),
              save_vis=save_vis, save_masks=save_masks)
 
 
@@ -288,6 +376,8 @@ def predict_detect(
                           "value i + 1 (models with masks).")] = False,
     trust_pickle: TrustOpt = False, strict: StrictOpt = True, max_pixels: MaxPixelsOpt = None,
     allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
+    backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
+    verify_backend: VerifyBackendOpt = True,
 ) -> None:
     """Detect objects: boxes in original pixels, JSONL plus coco_results.json."""
     def row(result) -> tuple[str, str]:
@@ -300,7 +390,8 @@ def predict_detect(
                   labels=labels, input_size=_size(input_size), strict=strict,
                   trust_pickle=trust_pickle, conf=conf, iou=iou, max_det=max_det,
                   classes=class_ids, decoder=decoder, batch_size=batch_size,
-                  max_pixels=max_pixels),
+                  max_pixels=max_pixels, backend=backend, precision=precision,
+                  verify_backend=verify_backend),
              save_vis=save_vis, save_masks=save_masks)
 
 
@@ -325,6 +416,8 @@ def _predict(task: str, sources: list[str], out: Path, quiet: bool, allow_failur
     summary = _run_with_progress(predictor, sources, out, quiet, show,
                                  run_info={"task": task, "model": model, "weights": weights,
                                            "device": str(predictor.device)}, **save)
+    if predictor.backend_report is not None and not quiet:
+        err_console.print(predictor.backend_report.summary(), highlight=False)
     if not quiet:
         table = Table("source", *columns, "ms/img", title=task)
         for r in rows:
@@ -368,6 +461,9 @@ def _finish(summary, out: Path, allow_failures: bool, quiet: bool) -> None:
                               highlight=False)
     if summary.failed and not allow_failures:
         raise typer.Exit(EXIT_INPUT_FAILED)
+
+
+
 
 
 if __name__ == "__main__":

@@ -104,7 +104,9 @@ def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
     summary.outputs = {"predictions": str(writer.path), "summary": str(out / "summary.json")}
     if coco is not None:
         summary.outputs["coco_results"] = str(write_json_atomic(out / "coco_results.json", coco))
-    write_json_atomic(out / "summary.json", {**(run_info or {}), **summary.to_dict()})
+    backend = ({"backend": predictor.backend_report.to_dict()}
+               if predictor.backend_report is not None else {})
+    write_json_atomic(out / "summary.json", {**(run_info or {}), **backend, **summary.to_dict()})
     return summary
 
 

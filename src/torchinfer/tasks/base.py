@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
 import torch
 from PIL import Image
@@ -27,6 +27,9 @@ from ..io.images import ImageInput, ImageLoader, describe_source
 from ..io.sources import expand_sources
 from ..models import LoadedModel
 from ..results import Result
+
+if TYPE_CHECKING:
+    from ..backends.runtime import BackendReport, Candidate
 
 R = TypeVar("R", bound=Result)
 
@@ -83,6 +86,9 @@ class Predictor(ABC, Generic[R]):
         if channels_last:
             self.module = self.module.to(memory_format=torch.channels_last)
         self.loader = ImageLoader(max_pixels=max_pixels, bgr=bgr)
+        # What runs the model (set_backend); eager float32 unless asked otherwise.
+        self.backend_report: BackendReport | None = None
+        self._auto_candidates: list[Candidate] | None = None
 
     # --- what a task defines ---------------------------------------------------------------
 
@@ -106,6 +112,75 @@ class Predictor(ABC, Generic[R]):
     @abstractmethod
     def failed(self, source: str, reason: str) -> R:
         """The result recorded for an input that could not be processed."""
+
+    # --- choosing the backend ------------------------------------------------------------------
+
+    def set_backend(self, backend: str = "torch", precision: str = "fp32", *,
+                    verify: bool = True) -> None:
+        """Run the model on ``backend`` ("torch", "torchscript", "onnxruntime" or "auto") in
+        ``precision`` ("fp32", "bf16", "fp16"). Each candidate is verified against this float32
+        eager model on photographs preprocessed by this predictor and refused (BackendError)
+        beyond its precision's tolerance; "auto" times the verified ones on the first real batch
+        and keeps the fastest. ``backend_report`` says what runs and why."""
+        from ..backends import runtime
+
+        runtime.check_choice(backend, precision)
+        if (backend, precision) == ("torch", "fp32"):
+            return
+        if not self.supports_backends:
+            raise runtime.BackendError(f"{self.model.name} runs on torch in fp32 only: "
+                                       f"{self.supports_backends_reason}")
+        batches = self.verification_batches()
+        reference = self.module
+        candidates = [runtime.build(self.model, self.module, self.task, b, p, self.device,
+                                    batches[0])
+                      for b, p in runtime.candidates_for(backend, precision, self.device)]
+        if verify:
+            candidates = [runtime.verify(c, reference, batches, self.task) for c in candidates]
+        if backend == "auto":
+            self._auto_candidates = candidates  # timed on the first real batch (_run)
+            return
+        chosen = candidates[0]
+        if not chosen.usable:
+            raise runtime.BackendError(runtime.refusal(chosen))
+        self.module = chosen.module
+        self.backend_report = runtime.BackendReport(
+            chosen, candidates, "requested" + ("" if verify else ", not verified"))
+
+    supports_backends: bool = True
+    supports_backends_reason: str = ""
+
+    def verification_batches(self) -> list[torch.Tensor]:
+        """The photographs (torchinfer.testing) through this predictor's own preprocess and
+        prepare, as device batches of equal-shaped images."""
+        from ..testing import load_photographs
+
+        groups: dict[tuple[int, ...], list[torch.Tensor]] = {}
+        for name, img in load_photographs().items():
+            tensor = self.preprocess([img], [name]).tensor
+            groups.setdefault(tuple(tensor.shape[1:]), []).append(tensor)
+        return [self.prepare(self._to_device(torch.cat(group))) for group in groups.values()]
+
+    def _choose_backend(self, tensor: torch.Tensor, batch: Batch) -> None:
+        from ..backends import runtime
+
+        candidates, self._auto_candidates = self._auto_candidates or [], None
+        reference = self.module
+
+        def run(module: torch.nn.Module) -> None:
+            self.module = module
+            self.forward(tensor, batch)
+            self._sync()
+
+        try:
+            chosen, reason = runtime.pick_fastest(candidates, run, len(batch.sources))
+        finally:
+            self.module = reference
+        self.module = chosen.module
+        self.backend_report = runtime.BackendReport(chosen, candidates, reason)
+        for c in candidates:  # only the chosen one stays in memory
+            if c is not chosen:
+                c.module = None
 
     # --- running -----------------------------------------------------------------------------
 
@@ -173,13 +248,16 @@ class Predictor(ABC, Generic[R]):
                 t0 = time.perf_counter()
                 tensor = self.prepare(self._to_device(decoded.batch.tensor))
                 self._sync()
+                prepare_s = time.perf_counter() - t0
+                if self._auto_candidates is not None:  # once, not charged to this batch
+                    self._choose_backend(tensor, decoded.batch)
                 t1 = time.perf_counter()
                 raw = self.forward(tensor, decoded.batch)
                 self._sync()
                 t2 = time.perf_counter()
                 results = self.postprocess(raw, decoded.batch)
                 t3 = time.perf_counter()
-            speed = {"preprocess": (decoded.preprocess_s + t1 - t0) * 1000 / n,
+            speed = {"preprocess": (decoded.preprocess_s + prepare_s) * 1000 / n,
                      "inference": (t2 - t1) * 1000 / n,
                      "postprocess": (t3 - t2) * 1000 / n}
             results = [replace(r, speed=speed) for r in results]

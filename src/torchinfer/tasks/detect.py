@@ -64,6 +64,14 @@ class DetectionPredictor(Predictor[Detections]):
         self._std = torch.tensor(self.config.std, device=self.device).view(shape)
 
     @property
+    def supports_backends(self) -> bool:  # type: ignore[override]
+        return self.decoder != "torchvision"
+
+    supports_backends_reason = ("torchvision detectors take a list of images of different "
+                                "sizes and return lists of boxes; other backends run "
+                                "raw-tensor (YOLO) detectors")
+
+    @property
     def input_size(self) -> tuple[int, int]:
         """(h, w) of a raw-tensor model's letterboxed input."""
         size = self.config.crop_size or self.config.resize_size
