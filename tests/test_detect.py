@@ -47,8 +47,8 @@ class RedBoxOracle(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         red = (x[:, 0] > 0.9) & (x[:, 1] < 0.1) & (x[:, 2] < 0.1)  # (B, H, W)
         cols, rows = red.any(1), red.any(2)
-        xs = torch.arange(x.shape[3], dtype=torch.float32)
-        ys = torch.arange(x.shape[2], dtype=torch.float32)
+        xs = torch.arange(x.shape[3], dtype=torch.float32, device=x.device)
+        ys = torch.arange(x.shape[2], dtype=torch.float32, device=x.device)
         x0 = torch.where(cols, xs, torch.full_like(xs, 1e9)).amin(1)
         x1 = torch.where(cols, xs, torch.full_like(xs, -1e9)).amax(1) + 1
         y0 = torch.where(rows, ys, torch.full_like(ys, 1e9)).amin(1)
@@ -61,14 +61,14 @@ class RedBoxOracle(nn.Module):
                       ((500 * ones, 400 * ones, 60 * ones, 60 * ones), 1, 0.05)]
         preds = []
         for box, cls, score in candidates:
-            scores = torch.zeros(x.shape[0], self.num_classes)
+            scores = torch.zeros(x.shape[0], self.num_classes, device=x.device)
             scores[:, cls] = score
             parts = [torch.stack(box, 1)]
             if self.layout == "yolov5":  # objectness 1, class probability = score
                 parts.append(ones[:, None])
             preds.append(torch.cat(parts + [scores], 1))
         out = torch.stack(preds, 1)  # (B, 5, 4 [+1] + C)
-        out = torch.cat([out, torch.zeros(x.shape[0], 60, out.shape[2])], 1)
+        out = torch.cat([out, torch.zeros(x.shape[0], 60, out.shape[2], device=x.device)], 1)
         return out if self.layout == "yolov5" else out.transpose(1, 2)  # yolov8: (B, 4 + C, N)
 
 

@@ -197,10 +197,10 @@ def test_without_verification_the_file_is_written_and_says_so(tmp_path):
     assert any("Converting a tensor to a Python" in w for w in report.export_warnings)
 
 
-def test_detection_export_is_refused_by_name(tmp_path):
-    loaded = LoadedModel(module=nn.Identity(), name="fasterrcnn_resnet50_fpn", task="detect",
-                         preprocess=ti.PreprocessConfig.default(), labels=None, weights=None)
-    with pytest.raises(ExportError, match="fasterrcnn_resnet50_fpn: exporting detection"):
+def test_torchvision_detector_export_is_refused_by_name(tmp_path):
+    loaded = load_model("ssdlite320_mobilenet_v3_large")
+    with pytest.raises(ExportError, match="ssdlite320_mobilenet_v3_large: exporting torchvision "
+                                          "detectors is not supported"):
         export_onnx(loaded, tmp_path / "det.onnx")
     assert not list(tmp_path.iterdir())
 
@@ -396,3 +396,14 @@ def test_segmenters_export_and_verify(arch, tmp_path, photographs):
     report = export_onnx(loaded, tmp_path / f"{arch}.onnx", verify_inputs=images)
     assert report.passed, report.summary()
     assert all(c.agreement > 0.999 for c in report.checks)
+
+
+def test_agreement_counts_a_tie_of_the_reference_as_agreeing():
+    from torchinfer.verify import FP16_TOLERANCE, Comparison
+
+    acc = Comparison("logits", FP16_TOLERANCE, "top-1").start(2)
+    ref = np.array([[1.0, 1.0 + 1e-9, 0.0], [5.0, 0.0, 0.0]], dtype=np.float32)
+    got = np.array([[1.0 + 2e-9, 1.0, 0.0], [0.0, 5.0, 0.0]], dtype=np.float32)
+    acc.add(ref, got)
+    check = acc.result()
+    assert check.decisions == 2 and check.agreement == 0.5  # the tie agrees, the flip does not

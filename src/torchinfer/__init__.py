@@ -16,6 +16,7 @@ from .results import (ClassArea, Classification, ClassScore, Detections, Instanc
                       Segmentation)
 from .tasks import (ClassificationPredictor, DetectionPredictor, Predictor,
                     SegmentationPredictor)
+from .evaluation import evaluate  # ti.evaluate(task, model, data): see torchinfer.evaluation
 
 __version__ = "0.1.0"
 

@@ -292,6 +292,8 @@ MaxPixelsOpt = Annotated[Optional[int], typer.Option(help="Refuse images with mo
 SaveVisOpt = Annotated[bool, typer.Option(help="Write vis/<name>.jpg: the result drawn on the image.")]
 AllowFailuresOpt = Annotated[bool, typer.Option(help="Exit 0 even if some inputs failed.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No table, no progress.")]
+ResumeOpt = Annotated[bool, typer.Option(help="Keep the lines of an earlier (or interrupted) "
+                      "run into --out whose file is unchanged; run only the rest.")]
 BackendOpt = Annotated[str, typer.Option(help="What runs the model: torch, torchscript (frozen), "
                        "onnxruntime (exported once, cached) or auto (the fastest, measured on "
                        "the first batch).")]
@@ -313,7 +315,7 @@ def predict_classify(
     save_vis: SaveVisOpt = False, trust_pickle: TrustOpt = False, strict: StrictOpt = True,
     max_pixels: MaxPixelsOpt = None, allow_failures: AllowFailuresOpt = False,
     quiet: QuietOpt = False, backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
-    verify_backend: VerifyBackendOpt = True,
+    verify_backend: VerifyBackendOpt = True, resume: ResumeOpt = False,
 ) -> None:
     """Classify images: top-k labels and scores per image, one JSONL line per input."""
     def row(result) -> tuple[str, str]:
@@ -326,7 +328,7 @@ def predict_classify(
                   top_k=top_k, multi_label=multi_label, batch_size=batch_size,
                   max_pixels=max_pixels, backend=backend, precision=precision,
                   verify_backend=verify_backend),
-             save_vis=save_vis)
+             save_vis=save_vis, resume=resume)
 
 
 @predict_app.command("segment")
@@ -342,7 +344,7 @@ def predict_segment(
     trust_pickle: TrustOpt = False, strict: StrictOpt = True, max_pixels: MaxPixelsOpt = None,
     allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
     backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
-    verify_backend: VerifyBackendOpt = True,
+    verify_backend: VerifyBackendOpt = True, resume: ResumeOpt = False,
 ) -> None:
     """Segment images: a class per pixel at the original size; class areas in the JSONL."""
     def row(result) -> tuple[str, str]:
@@ -355,7 +357,7 @@ def predict_segment(
                   std=_floats(std, "--std"), strict=strict, trust_pickle=trust_pickle,
                   batch_size=batch_size, max_pixels=max_pixels, backend=backend,
                   precision=precision, verify_backend=verify_backend),
-             save_vis=save_vis, save_masks=save_masks)
+             save_vis=save_vis, save_masks=save_masks, resume=resume)
 
 
 @predict_app.command("detect")
@@ -377,7 +379,7 @@ def predict_detect(
     trust_pickle: TrustOpt = False, strict: StrictOpt = True, max_pixels: MaxPixelsOpt = None,
     allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
     backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
-    verify_backend: VerifyBackendOpt = True,
+    verify_backend: VerifyBackendOpt = True, resume: ResumeOpt = False,
 ) -> None:
     """Detect objects: boxes in original pixels, JSONL plus coco_results.json."""
     def row(result) -> tuple[str, str]:
@@ -392,7 +394,7 @@ def predict_detect(
                   classes=class_ids, decoder=decoder, batch_size=batch_size,
                   max_pixels=max_pixels, backend=backend, precision=precision,
                   verify_backend=verify_backend),
-             save_vis=save_vis, save_masks=save_masks)
+             save_vis=save_vis, save_masks=save_masks, resume=resume)
 
 
 def _predict(task: str, sources: list[str], out: Path, quiet: bool, allow_failures: bool,
@@ -413,9 +415,15 @@ def _predict(task: str, sources: list[str], out: Path, quiet: bool, allow_failur
             rows.append((result.source, *describe(result), ms) if result.ok
                         else (result.source, "[red]failed[/]", "", result.error or ""))
 
-    summary = _run_with_progress(predictor, sources, out, quiet, show,
-                                 run_info={"task": task, "model": model, "weights": weights,
-                                           "device": str(predictor.device)}, **save)
+    try:
+        summary = _run_with_progress(predictor, sources, out, quiet, show,
+                                     run_info={"task": task, "model": model, "weights": weights,
+                                               "device": str(predictor.device)}, **save)
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: every finished input is in {out}/predictions.jsonl."
+                          "partial; the same command with --resume runs only the rest",
+                          highlight=False)
+        raise typer.Exit(130) from None
     if predictor.backend_report is not None and not quiet:
         err_console.print(predictor.backend_report.summary(), highlight=False)
     if not quiet:
@@ -429,20 +437,41 @@ def _predict(task: str, sources: list[str], out: Path, quiet: bool, allow_failur
 
 
 def _run_with_progress(predictor, sources, out, quiet, on_result, run_info, **save):
+    """run_to_dir with a progress bar on a terminal, JSON progress lines on stderr otherwise
+    (logs, pipes: every 2 s), nothing with --quiet."""
     from .run import count_inputs, run_to_dir
 
     total = count_inputs(sources, out)
     if quiet or total <= predictor.batch_size:
         return run_to_dir(predictor, sources, out, on_result=on_result, run_info=run_info, **save)
+    start = time.perf_counter()
+    done = 0
+    if not err_console.is_terminal:
+        last = [start]
+
+        def line(result) -> None:
+            nonlocal done
+            on_result(result)
+            done += 1
+            now = time.perf_counter()
+            if now - last[0] >= 2.0 or done == total:
+                last[0] = now
+                rate = done / max(now - start, 1e-9)
+                print(json.dumps({"progress": done, "total": total,
+                                  "images_per_second": round(rate, 2),
+                                  "eta_s": round((total - done) / rate, 1) if rate else None}),
+                      file=sys.stderr, flush=True)
+
+        return run_to_dir(predictor, sources, out, on_result=line, run_info=run_info, **save)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]:.1f} img/s"), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
         bar = progress.add_task("predicting", total=total, rate=0.0)
-        start = time.perf_counter()
 
         def tick(result) -> None:
+            nonlocal done
             on_result(result)
-            done = progress.tasks[0].completed + 1
+            done += 1
             progress.update(bar, advance=1, rate=done / max(time.perf_counter() - start, 1e-9))
 
         return run_to_dir(predictor, sources, out, on_result=tick, run_info=run_info, **save)
@@ -463,7 +492,9 @@ def _finish(summary, out: Path, allow_failures: bool, quiet: bool) -> None:
         raise typer.Exit(EXIT_INPUT_FAILED)
 
 
+from .cli_eval import eval_app  # noqa: E402  (torchinfer eval classify|segment|detect)
 
+app.add_typer(eval_app, name="eval")
 
 
 if __name__ == "__main__":

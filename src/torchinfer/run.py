@@ -6,6 +6,7 @@ This is what ``torchinfer predict`` does, as a library call, so scripts get the 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -13,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .draw import instance_mask_image, mask_image, visualise
-from .io.sinks import JsonlWriter, UniqueNames, save_image_atomic, write_json_atomic
+from .io.sinks import JsonlWriter, UniqueNames, read_jsonl, save_image_atomic, \
+    write_json_atomic
 from .io.sources import expand_sources
 from .results import STAGES, Detections, Result, Segmentation
 from .tasks import Predictor
@@ -28,6 +30,8 @@ class RunSummary:
     stage_ms: dict[str, float] = field(default_factory=dict)  # mean ms per image, per stage
     outputs: dict[str, str] = field(default_factory=dict)
     draw_ms: float = 0.0  # mean ms per image spent drawing/saving pictures, when asked for
+    resumed: int = 0  # inputs already done by an earlier run (--resume), not run again
+    interrupted: bool = False
 
     @property
     def succeeded(self) -> int:
@@ -42,7 +46,8 @@ class RunSummary:
                 "seconds": round(self.seconds, 3),
                 "images_per_second": round(self.images_per_second, 2),
                 "stage_ms_per_image": {k: round(v, 3) for k, v in self.stage_ms.items()},
-                "draw_ms_per_image": round(self.draw_ms, 3),
+                "draw_ms_per_image": round(self.draw_ms, 3), "resumed": self.resumed,
+                "interrupted": self.interrupted,
                 "failures": self.failures, "outputs": self.outputs}
 
 
@@ -56,58 +61,127 @@ def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
                batch_size: int | None = None,
                on_result: Callable[[Result], None] | None = None,
                run_info: dict[str, Any] | None = None, save_vis: bool = False,
-               save_masks: bool = False) -> RunSummary:
+               save_masks: bool = False, resume: bool = False) -> RunSummary:
     """Run ``predictor`` over ``sources``; write ``predictions.jsonl`` and ``summary.json``.
 
     Bad inputs become lines with an ``error`` field; the run goes on. ``on_result`` sees each
     result as it arrives (progress bars, tables). ``save_vis`` writes ``vis/<name>.jpg`` (the
     result drawn on its image); ``save_masks`` writes segmentation class maps as palette PNGs
     in ``masks/``. Each line of the JSONL names the files written for it.
+
+    ``resume``: keep the lines of an earlier run into the same folder (finished, or killed:
+    ``predictions.jsonl.partial``) whose file is unchanged (path, size, mtime) and run only the
+    other inputs; failed inputs are tried again. Every input ends up with exactly one line.
+    An interrupted run (Ctrl-C, a kill) leaves the partial file with every completed line.
     """
     out = Path(out_dir)
     summary = RunSummary()
     names = UniqueNames()
     draw_s = 0.0
-    coco: list[dict[str, Any]] | None = None  # COCO results, for detection runs
     totals = dict.fromkeys(STAGES, 0.0)
     timed = 0
+    # an earlier run's lines whose file is unchanged; a changed file runs again
+    kept = [r for r in _done_records(out) if _file_stamp(r["source"]) == r.get("file")] \
+        if resume else []
+    done = {r["source"] for r in kept}
+    for record in kept:
+        names(record["source"])  # picture names stay taken
+    next_id = max((r.get("image_id", -1) for r in kept), default=-1) + 1
+    summary.total = summary.resumed = len(kept)
+    records_for_coco = [r for r in kept if "detections" in r]
+    is_detection = bool(records_for_coco)
     start = time.perf_counter()
-    with JsonlWriter(out / "predictions.jsonl") as writer:
-        inputs = expand_sources(sources, exclude=out)
-        for result in predictor.stream(inputs, batch_size=batch_size):
-            record = result.to_dict()
-            if isinstance(result, Detections):
-                # COCO results identify images by id: the input's position in this run
-                record["image_id"] = summary.total
-                coco = [] if coco is None else coco
+    with JsonlWriter(out / "predictions.jsonl", initial=kept) as writer:
+        inputs = (p for p in expand_sources(sources, exclude=out) if p not in done)
+        try:
+            for result in predictor.stream(inputs, batch_size=batch_size):
+                record = result.to_dict()
+                stamp = _file_stamp(result.source)
+                if stamp is not None:
+                    record["file"] = stamp
+                if isinstance(result, Detections):
+                    # COCO results identify images by id: unique in this output folder
+                    record["image_id"] = next_id
+                    next_id += 1
+                    is_detection = True
+                    if result.ok:
+                        records_for_coco.append(record)
+                if result.ok and (save_vis or save_masks):
+                    t0 = time.perf_counter()
+                    record["files"] = _save_pictures(predictor, result, out,
+                                                     names(result.source), save_vis, save_masks)
+                    draw_s += time.perf_counter() - t0
+                writer.write(record)
+                summary.total += 1
                 if result.ok:
-                    coco.extend(result.to_coco(summary.total))
-            if result.ok and (save_vis or save_masks):
-                t0 = time.perf_counter()
-                record["files"] = _save_pictures(predictor, result, out, names(result.source),
-                                                 save_vis, save_masks)
-                draw_s += time.perf_counter() - t0
-            writer.write(record)
-            summary.total += 1
-            if result.ok:
-                timed += 1
-                for stage in STAGES:
-                    totals[stage] += result.speed.get(stage, 0.0)
-            else:
-                summary.failed += 1
-                summary.failures.append({"source": result.source, "error": result.error or ""})
-            if on_result is not None:
-                on_result(result)
+                    timed += 1
+                    for stage in STAGES:
+                        totals[stage] += result.speed.get(stage, 0.0)
+                else:
+                    summary.failed += 1
+                    summary.failures.append({"source": result.source, "error": result.error or ""})
+                if on_result is not None:
+                    on_result(result)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            _finish_summary(summary, predictor, out, writer.partial, run_info, start, totals,
+                            timed, draw_s)
+            raise
+    if is_detection:
+        coco = [c for r in records_for_coco for c in coco_records(r)]
+        summary.outputs["coco_results"] = str(write_json_atomic(out / "coco_results.json", coco))
+    _finish_summary(summary, predictor, out, writer.path, run_info, start, totals, timed, draw_s)
+    return summary
+
+
+def _finish_summary(summary: RunSummary, predictor: Predictor, out: Path, predictions: Path,
+                    run_info: dict[str, Any] | None, start: float, totals: dict[str, float],
+                    timed: int, draw_s: float) -> None:
     summary.seconds = time.perf_counter() - start
     summary.stage_ms = {k: v / timed for k, v in totals.items()} if timed else {}
     summary.draw_ms = draw_s * 1000 / timed if timed else 0.0
-    summary.outputs = {"predictions": str(writer.path), "summary": str(out / "summary.json")}
-    if coco is not None:
-        summary.outputs["coco_results"] = str(write_json_atomic(out / "coco_results.json", coco))
-    backend = ({"backend": predictor.backend_report.to_dict()}
-               if predictor.backend_report is not None else {})
-    write_json_atomic(out / "summary.json", {**(run_info or {}), **backend, **summary.to_dict()})
-    return summary
+    summary.outputs.update(predictions=str(predictions), summary=str(out / "summary.json"))
+    if predictor.backend_report is not None:
+        run_info = {**(run_info or {}), "backend": predictor.backend_report.to_dict()}
+    write_json_atomic(out / "summary.json", {**(run_info or {}), **summary.to_dict()})
+
+
+def _file_stamp(source: str) -> dict[str, int] | None:
+    """Size and modification time of a file input (None for in-memory inputs): what --resume
+    compares to decide an input is unchanged."""
+    try:
+        st = os.stat(source)
+    except (OSError, ValueError):
+        return None
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _done_records(out: Path) -> list[dict[str, Any]]:
+    """The successful lines of an earlier run into ``out`` (its partial file when it was
+    interrupted, else its finished file), one per source."""
+    partial = out / "predictions.jsonl.partial"
+    records = read_jsonl(partial if partial.is_file() else out / "predictions.jsonl")
+    latest: dict[str, dict[str, Any]] = {}
+    for record in records:
+        if "error" not in record and "source" in record:
+            latest[record["source"]] = record
+    return list(latest.values())
+
+
+def coco_records(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """COCO results-format entries from one detection line of predictions.jsonl (bbox as
+    x, y, w, h), so a resumed run's COCO file covers the lines it kept too."""
+    entries = []
+    for det in record.get("detections", ()):
+        x0, y0, x1, y1 = det["box"]
+        entry: dict[str, Any] = {"image_id": record["image_id"], "category_id": det["class_id"],
+                                 "bbox": [x0, y0, x1 - x0, y1 - y0], "score": det["score"]}
+        if "mask" in det:
+            entry["segmentation"] = det["mask"]
+        if "keypoints" in det:
+            entry["keypoints"] = [v for kp in det["keypoints"] for v in kp]
+        entries.append(entry)
+    return entries
 
 
 def _save_pictures(predictor: Predictor, result: Result, out: Path, name: str, save_vis: bool,

@@ -68,15 +68,26 @@ class JsonlWriter:
     """Append one JSON object per line to ``<path>.partial``; rename to ``path`` on close.
 
     Lines are flushed as they are written, so a long run's progress is visible in the partial
-    file; only a run that finished produces the final name.
+    file, and a killed run leaves every line but possibly the last one whole (``read_jsonl``
+    drops a torn last line). Only a run that finished produces the final name. ``initial``
+    records (a resumed run's) are written to a fresh file that replaces the partial atomically,
+    so a kill while resuming loses nothing either.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, initial: list[dict[str, Any]] | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.partial = self.path.with_name(self.path.name + ".partial")
-        self._fh = self.partial.open("w", encoding="utf-8")
-        self.count = 0
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.partial.name}.", suffix=".tmp",
+                                   dir=self.path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for record in initial or ():
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.partial)
+        self._fh = self.partial.open("a", encoding="utf-8")
+        self.count = len(initial or ())
 
     def write(self, record: dict[str, Any]) -> None:
         self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -97,3 +108,26 @@ class JsonlWriter:
             self.close()
         else:
             self._fh.close()  # leave the .partial file: it holds every line completed so far
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The whole records of a JSONL file; a last line cut short by a kill is dropped (any
+    other unreadable line is an error: the file is not ours or was edited)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").split("\n")
+    last = lines.pop()  # "" after a final newline, else a line whose write was interrupted
+    records = []
+    for i, line in enumerate(lines):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}: line {i + 1} is not JSON ({exc})") from exc
+    try:
+        if last.strip():
+            records.append(json.loads(last))
+    except json.JSONDecodeError:
+        pass  # torn
+    return records

@@ -1,0 +1,247 @@
+"""``torchinfer eval classify|segment|detect MODEL --data ...``: score a model on labelled data.
+
+A thin layer over ``torchinfer.evaluation``. Exit codes: 0 evaluated; 1 some images could not
+be processed (they are listed; ``--allow-failures`` makes that 0); 2 a usage, model or data
+error (the message names the file and the problem).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
+    TimeRemainingColumn
+from rich.table import Table
+
+from .errors import TorchinferError
+
+eval_app = typer.Typer(help="Evaluate a model on labelled data: accuracy, mIoU, COCO mAP.",
+                       no_args_is_help=True)
+
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_INPUT_FAILED = 1
+EXIT_CONFIG_ERROR = 2
+MAX_CLASS_ROWS = 100
+
+ModelArg = Annotated[str, typer.Argument(help="torchvision name, pkg.module:factory, or a model "
+                     "file (TorchScript, .onnx).", show_default=False)]
+WeightsOpt = Annotated[Optional[str], typer.Option("--weights", "-w", help="Local file "
+                       "(.pth/.pt/.safetensors/TorchScript) or DEFAULT / a torchvision weights "
+                       "name. Omitted: random initialisation.")]
+NumClassesOpt = Annotated[Optional[int], typer.Option(help="Output classes (inferred from the "
+                          "weights when omitted).")]
+LabelsOpt = Annotated[Optional[Path], typer.Option(help="The model's class names: .txt (one per "
+                      "line) or .json.")]
+InputSizeOpt = Annotated[Optional[str], typer.Option(help="Model input size: N or H,W (the crop "
+                         "for classification, the resize for segmentation, the letterbox for "
+                         "raw-tensor detectors).")]
+MeanOpt = Annotated[Optional[str], typer.Option(help="Normalisation mean, e.g. 0.5,0.5,0.5.")]
+StdOpt = Annotated[Optional[str], typer.Option(help="Normalisation std.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+BatchOpt = Annotated[Optional[int], typer.Option(help="Images per forward pass "
+                     "(default: 4 on CPU, 32 on a GPU).", min=1)]
+LimitOpt = Annotated[Optional[int], typer.Option(help="Evaluate only the first N images.",
+                     min=1)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
+OutOpt = Annotated[Optional[Path], typer.Option(help="Also write the report to <out>/eval.json.")]
+TrustOpt = Annotated[bool, typer.Option(help="Allow weights files that hold pickled Python "
+                     "objects (can run code: only for files you trust).")]
+StrictOpt = Annotated[bool, typer.Option(help="Require every weight key to match.")]
+AllowFailuresOpt = Annotated[bool, typer.Option(help="Exit 0 even if some images failed.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No tables, no progress.")]
+
+
+@eval_app.command("classify")
+def eval_classify(
+    model: ModelArg,
+    data: Annotated[Path, typer.Option(help="ImageFolder: <data>/<class name>/<images>; "
+                                            "folder names are the model's class names.")],
+    weights: WeightsOpt = None, num_classes: NumClassesOpt = None, labels: LabelsOpt = None,
+    input_size: InputSizeOpt = None, mean: MeanOpt = None, std: StdOpt = None,
+    device: DeviceOpt = "auto", batch_size: BatchOpt = None, limit: LimitOpt = None,
+    as_json: JsonOpt = False, out: OutOpt = None, trust_pickle: TrustOpt = False,
+    strict: StrictOpt = True, allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
+) -> None:
+    """Top-1/top-5 accuracy, per-class accuracy and the confusion matrix."""
+    _evaluate("classify", model, weights, dict(data=data), limit, as_json, out, quiet,
+              allow_failures,
+              dict(device=device, num_classes=num_classes, labels=labels,
+                   input_size=_size(input_size), mean=_floats(mean, "--mean"),
+                   std=_floats(std, "--std"), strict=strict, trust_pickle=trust_pickle,
+                   batch_size=batch_size))
+
+
+@eval_app.command("segment")
+def eval_segment(
+    model: ModelArg,
+    data: Annotated[Path, typer.Option(help="VOC layout: JPEGImages/<id>.jpg, "
+                                            "SegmentationClass/<id>.png (255 = ignore).")],
+    split: Annotated[Optional[str], typer.Option(help="Use ImageSets/Segmentation/<split>.txt "
+                     "(default: every mask in SegmentationClass).")] = None,
+    weights: WeightsOpt = None, num_classes: NumClassesOpt = None, labels: LabelsOpt = None,
+    input_size: InputSizeOpt = None, mean: MeanOpt = None, std: StdOpt = None,
+    device: DeviceOpt = "auto", batch_size: BatchOpt = None, limit: LimitOpt = None,
+    as_json: JsonOpt = False, out: OutOpt = None, trust_pickle: TrustOpt = False,
+    strict: StrictOpt = True, allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
+) -> None:
+    """mIoU, pixel accuracy and per-class IoU, at the original image resolution."""
+    _evaluate("segment", model, weights, dict(data=data, split=split), limit, as_json, out,
+              quiet, allow_failures,
+              dict(device=device, num_classes=num_classes, labels=labels,
+                   input_size=_size(input_size), mean=_floats(mean, "--mean"),
+                   std=_floats(std, "--std"), strict=strict, trust_pickle=trust_pickle,
+                   batch_size=batch_size))
+
+
+@eval_app.command("detect")
+def eval_detect(
+    model: ModelArg,
+    data: Annotated[Optional[Path], typer.Option(
+        help="A folder holding annotations.json (COCO) and images/, or the annotations "
+             "file.")] = None,
+    annotations: Annotated[Optional[Path], typer.Option(help="COCO annotations file.")] = None,
+    images: Annotated[Optional[Path], typer.Option(
+        help="Folder the file_name entries are in.")] = None,
+    weights: WeightsOpt = None, num_classes: NumClassesOpt = None, labels: LabelsOpt = None,
+    input_size: InputSizeOpt = None,
+    conf: Annotated[float, typer.Option(help="Minimum score kept (low, so the precision-recall "
+                    "curve runs out).", min=0.0, max=1.0)] = 0.001,
+    iou: Annotated[float, typer.Option(help="NMS IoU threshold (raw-tensor models).",
+                                       min=0.0, max=1.0)] = 0.6,
+    max_det: Annotated[int, typer.Option(help="Most detections per image (COCO scores 100).",
+                                           min=1)] = 100,
+    decoder: Annotated[str, typer.Option(help="auto, torchvision, yolov5 or yolov8.")] = "auto",
+    device: DeviceOpt = "auto", batch_size: BatchOpt = None, limit: LimitOpt = None,
+    as_json: JsonOpt = False, out: OutOpt = None, trust_pickle: TrustOpt = False,
+    strict: StrictOpt = True, allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
+) -> None:
+    """COCO mAP@[.5:.95], mAP@.5, mAP@.75 and per-category AP (pycocotools)."""
+    if data is None and (annotations is None or images is None):
+        raise typer.BadParameter("give --data, or both --annotations and --images")
+    _evaluate("detect", model, weights,
+              dict(data=data, annotations=annotations, images=images), limit, as_json, out,
+              quiet, allow_failures,
+              dict(device=device, num_classes=num_classes, labels=labels,
+                   input_size=_size(input_size), strict=strict, trust_pickle=trust_pickle,
+                   conf=conf, iou=iou, max_det=max_det, decoder=decoder, batch_size=batch_size))
+
+
+def _evaluate(task: str, model: str, weights: Optional[str], data_args: dict[str, Any],
+              limit: Optional[int], as_json: bool, out: Optional[Path], quiet: bool,
+              allow_failures: bool, load_args: dict[str, Any]) -> None:
+    from .evaluation import evaluate
+
+    try:
+        with _progress(quiet) as progress:
+            report = evaluate(task, model, weights=weights, limit=limit, progress=progress,
+                              **data_args, **{k: v for k, v in load_args.items() if v is not None})
+    except TorchinferError as exc:
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False,
+                          soft_wrap=True)
+        raise typer.Exit(EXIT_CONFIG_ERROR) from None
+    if weights is None and report.weights is None and not quiet:
+        err_console.print(f"[yellow]warning:[/] {model} has no weights: randomly initialised, "
+                          "its scores are meaningless (pass --weights)")
+    record = report.to_dict()
+    if out is not None:
+        from .io.sinks import write_json_atomic
+
+        write_json_atomic(out / "eval.json", record)
+    if as_json:
+        typer.echo(json.dumps(record, indent=2, ensure_ascii=False))
+    elif not quiet:
+        _print_tables(report, out)
+    if not quiet:
+        where = f" -> {out / 'eval.json'}" if out is not None else ""
+        err_console.print(f"{report.evaluated} of {report.images} images of {report.data} scored"
+                          + (f", {report.failed} failed" if report.failed else "")
+                          + f" in {report.seconds:.1f} s{where}", highlight=False,
+                          markup=False, soft_wrap=True)
+        for warning in report.warnings:
+            err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False,
+                              soft_wrap=True)
+        for failure in report.failures[:10]:
+            err_console.print(f"  [red]failed[/] {escape(failure['source'])}: "
+                              f"{escape(failure['error'])}",
+                              highlight=False, soft_wrap=True)
+        if report.failed > 10:
+            err_console.print(f"  ... {report.failed - 10} more failures in the report",
+                              highlight=False)
+    if report.failed and not allow_failures:
+        raise typer.Exit(EXIT_INPUT_FAILED)
+
+
+def _print_tables(report: Any, out: Optional[Path]) -> None:
+    title = f"{report.task}: {report.model}"
+    summary = Table("metric", "value", title=escape(title), title_justify="left")
+    for name, value in report.summary():
+        summary.add_row(escape(name), escape(value))
+    console.print(summary)
+    columns, rows = report.per_class()
+    if rows:
+        table = Table(*columns, title="per class", title_justify="left")
+        for row in rows[:MAX_CLASS_ROWS]:
+            table.add_row(*(escape(cell) for cell in row))
+        if len(rows) > MAX_CLASS_ROWS:
+            where = f"{out}/eval.json" if out is not None else "--json / --out"
+            table.caption = escape(f"first {MAX_CLASS_ROWS} of {len(rows)} classes; all in "
+                                   f"{where}")
+        console.print(table)
+
+
+class _progress:
+    """A transient progress bar on stderr while images are evaluated (a no-op when quiet)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar: Optional[Progress] = None
+        self.task: Any = None
+
+    def __enter__(self) -> Optional[Callable[[int, int], None]]:
+        if self.quiet:
+            return None
+        self.bar = Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), console=err_console, transient=True)
+        self.bar.__enter__()
+
+        def update(done: int, total: int) -> None:
+            if self.task is None:
+                self.task = self.bar.add_task("evaluating", total=total)
+            self.bar.update(self.task, completed=done)
+
+        return update
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+def _floats(text: Optional[str], what: str) -> Optional[tuple[float, ...]]:
+    if text is None:
+        return None
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{what} must be comma-separated numbers, got {text!r}") from None
+
+
+def _size(text: Optional[str]) -> Optional[int | tuple[int, int]]:
+    if text is None:
+        return None
+    try:
+        parts = [int(x) for x in text.replace("x", ",").split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"--input-size must be N or H,W, got {text!r}") from None
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        return (parts[0], parts[1])
+    raise typer.BadParameter(f"--input-size must be N or H,W, got {text!r}")
