@@ -21,7 +21,7 @@ from .evaluation import evaluate  # ti.evaluate(task, model, data): see torchinf
 __version__ = "0.1.0"
 
 __all__ = [
-    "ExportError", "ExportReport", "ExportVerificationError", "export",
+    "ExportError", "ExportReport", "ExportVerificationError", "export", "evaluate",
     "ClassArea", "Segmentation", "SegmentationPredictor", "Detections", "DetectionPredictor",
     "InstanceMask",
     "ClassScore", "Classification", "LayerStats", "ModelReport", "inspect", "ClassificationPredictor", "DeviceError", "InputError",
