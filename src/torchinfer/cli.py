@@ -13,11 +13,15 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
     TimeRemainingColumn
 from rich.table import Table
 
+from .cli_options import (EXIT_CONFIG_ERROR, EXIT_INPUT_FAILED, AllowFailuresOpt, BackendOpt,
+                          BatchOpt, DeviceOpt, InputSizeOpt, LabelsOpt, MaxPixelsOpt, MeanOpt,
+                          ModelOpt, NumClassesOpt, PrecisionOpt, QuietOpt, ResumeOpt, SaveVisOpt,
+                          Sources, StdOpt, StrictOpt, TrustOpt, VerifyBackendOpt, WeightsOpt,
+                          console, err_console, parse_floats, parse_size)
 from .errors import TorchinferError
 
 app = typer.Typer(help="PyTorch inference: preprocess -> model -> postprocess.",
@@ -26,11 +30,7 @@ predict_app = typer.Typer(help="Run a model over images and write the results.",
                           no_args_is_help=True)
 app.add_typer(predict_app, name="predict")
 
-console = Console()
-err_console = Console(stderr=True)
 
-EXIT_INPUT_FAILED = 1
-EXIT_CONFIG_ERROR = 2
 
 
 def main() -> None:
@@ -103,10 +103,10 @@ def inspect_cmd(
         raise typer.BadParameter("give --input-size or --input-shape, not both")
     shape = None
     if input_shape is not None:
-        shape = tuple(int(v) for v in _floats(input_shape, "--input-shape") or ())
+        shape = tuple(int(v) for v in parse_floats(input_shape, "--input-shape") or ())
     if depth is None and per_layer:
         depth = 2
-    report = inspect(model, weights, input_size=_size(input_size), input_shape=shape,
+    report = inspect(model, weights, input_size=parse_size(input_size), input_shape=shape,
                      depth=depth if (per_layer or as_json) else 0, include_other_ops=other_ops,
                      num_classes=num_classes, trust_pickle=trust_pickle)
     if as_json:
@@ -142,7 +142,7 @@ def export_cmd(
     from .api import export
     from .export import ExportVerificationError
 
-    size = _size(input_size)
+    size = parse_size(input_size)
     if weights is None and not Path(model).is_file():
         err_console.print(f"[yellow]warning:[/] no --weights: exporting {model} with random weights")
     try:
@@ -186,7 +186,7 @@ def bench_cmd(
     report = bench(task, model, weights, backends=[b.strip() for b in backend.split(",")],
                    precisions=[p.strip() for p in precision.split(",")], batches=batches,
                    device=device, images=images, rounds=rounds, verify=verify,
-                   input_size=_size(input_size))
+                   input_size=parse_size(input_size))
     if as_json:
         console.print_json(json.dumps(report.to_dict()))
         return
@@ -244,65 +244,6 @@ def demo(out: Annotated[Path, typer.Option(help="Where the results go.")] = Path
         raise typer.Exit(EXIT_INPUT_FAILED)
 
 
-def _floats(text: Optional[str], what: str) -> Optional[tuple[float, ...]]:
-    if text is None:
-        return None
-    try:
-        return tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise typer.BadParameter(f"{what} must be comma-separated numbers, got {text!r}") from None
-
-
-def _size(text: Optional[str]) -> Optional[int | tuple[int, int]]:
-    if text is None:
-        return None
-    try:
-        parts = [int(x) for x in text.replace("x", ",").split(",")]
-    except ValueError:
-        raise typer.BadParameter(f"--input-size must be N or H,W, got {text!r}") from None
-    if len(parts) == 1:
-        return parts[0]
-    if len(parts) == 2:
-        return (parts[0], parts[1])
-    raise typer.BadParameter(f"--input-size must be N or H,W, got {text!r}")
-
-
-# Options every `predict` command shares, declared once.
-Sources = Annotated[list[str], typer.Argument(help="Images, folders, globs or .txt lists.")]
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="torchvision name, "
-                     "pkg.module:factory, or a TorchScript file.")]
-WeightsOpt = Annotated[Optional[str], typer.Option("--weights", "-w", help="Local file "
-                       "(.pth/.pt/.safetensors/TorchScript) or DEFAULT / a torchvision weights "
-                       "name. Omitted: random initialisation.")]
-NumClassesOpt = Annotated[Optional[int], typer.Option(help="Output classes (inferred from the "
-                          "weights when omitted).")]
-LabelsOpt = Annotated[Optional[Path], typer.Option(help="Class names: .txt (one per line) or .json.")]
-InputSizeOpt = Annotated[Optional[str], typer.Option(help="Model input size: N or H,W (the crop "
-                         "for classification, the resize for segmentation).")]
-MeanOpt = Annotated[Optional[str], typer.Option(help="Normalisation mean, e.g. 0.5,0.5,0.5.")]
-StdOpt = Annotated[Optional[str], typer.Option(help="Normalisation std.")]
-DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
-BatchOpt = Annotated[Optional[int], typer.Option(help="Images per forward pass "
-                     "(default: 4 on CPU, 32 on a GPU).")]
-TrustOpt = Annotated[bool, typer.Option(help="Allow weights files that hold pickled Python "
-                     "objects (can run code: only for files you trust).")]
-StrictOpt = Annotated[bool, typer.Option(help="Require every weight key to match.")]
-MaxPixelsOpt = Annotated[Optional[int], typer.Option(help="Refuse images with more pixels "
-                         "(default: Pillow's decompression-bomb limit).")]
-SaveVisOpt = Annotated[bool, typer.Option(help="Write vis/<name>.jpg: the result drawn on the image.")]
-AllowFailuresOpt = Annotated[bool, typer.Option(help="Exit 0 even if some inputs failed.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No table, no progress.")]
-ResumeOpt = Annotated[bool, typer.Option(help="Keep the lines of an earlier (or interrupted) "
-                      "run into --out whose file is unchanged; run only the rest.")]
-BackendOpt = Annotated[str, typer.Option(help="What runs the model: torch, torchscript (frozen), "
-                       "onnxruntime (exported once, cached) or auto (the fastest, measured on "
-                       "the first batch).")]
-PrecisionOpt = Annotated[str, typer.Option(help="fp32, bf16 or fp16; reduced precision is "
-                         "verified against fp32 on photographs.")]
-VerifyBackendOpt = Annotated[bool, typer.Option(help="Check a backend/precision against fp32 "
-                             "PyTorch on photographs before using it.")]
-
-
 @predict_app.command("classify")
 def predict_classify(
     sources: Sources, model: ModelOpt, weights: WeightsOpt = None,
@@ -323,8 +264,8 @@ def predict_classify(
 
     _predict("classify", sources, out, quiet, allow_failures, ("top-1", "score"), row,
              dict(model=model, weights=weights, device=device, num_classes=num_classes,
-                  labels=labels, input_size=_size(input_size), mean=_floats(mean, "--mean"),
-                  std=_floats(std, "--std"), strict=strict, trust_pickle=trust_pickle,
+                  labels=labels, input_size=parse_size(input_size), mean=parse_floats(mean, "--mean"),
+                  std=parse_floats(std, "--std"), strict=strict, trust_pickle=trust_pickle,
                   top_k=top_k, multi_label=multi_label, batch_size=batch_size,
                   max_pixels=max_pixels, backend=backend, precision=precision,
                   verify_backend=verify_backend),
@@ -353,8 +294,8 @@ def predict_segment(
 
     _predict("segment", sources, out, quiet, allow_failures, ("classes (area)", "size"), row,
              dict(model=model, weights=weights, device=device, num_classes=num_classes,
-                  labels=labels, input_size=_size(input_size), mean=_floats(mean, "--mean"),
-                  std=_floats(std, "--std"), strict=strict, trust_pickle=trust_pickle,
+                  labels=labels, input_size=parse_size(input_size), mean=parse_floats(mean, "--mean"),
+                  std=parse_floats(std, "--std"), strict=strict, trust_pickle=trust_pickle,
                   batch_size=batch_size, max_pixels=max_pixels, backend=backend,
                   precision=precision, verify_backend=verify_backend),
              save_vis=save_vis, save_masks=save_masks, resume=resume)
@@ -386,10 +327,10 @@ def predict_detect(
         best = ", ".join(f"{result.labels[i]} {result.scores[i]:.2f}" for i in range(min(3, len(result))))
         return str(len(result)), best
 
-    class_ids = [int(c) for c in _floats(classes, "--classes") or ()] if classes else None
+    class_ids = [int(c) for c in parse_floats(classes, "--classes") or ()] if classes else None
     _predict("detect", sources, out, quiet, allow_failures, ("objects", "best"), row,
              dict(model=model, weights=weights, device=device, num_classes=num_classes,
-                  labels=labels, input_size=_size(input_size), strict=strict,
+                  labels=labels, input_size=parse_size(input_size), strict=strict,
                   trust_pickle=trust_pickle, conf=conf, iou=iou, max_det=max_det,
                   classes=class_ids, decoder=decoder, batch_size=batch_size,
                   max_pixels=max_pixels, backend=backend, precision=precision,

@@ -13,50 +13,28 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
     TimeRemainingColumn
 from rich.table import Table
 
+from .cli_options import (EXIT_CONFIG_ERROR, EXIT_INPUT_FAILED, AllowFailuresOpt, BackendOpt,
+                          BatchOpt, DeviceOpt, InputSizeOpt, LabelsOpt, MeanOpt, NumClassesOpt,
+                          PrecisionOpt, QuietOpt, StdOpt, StrictOpt, TrustOpt, VerifyBackendOpt,
+                          WeightsOpt, console, err_console, parse_floats, parse_size)
 from .errors import TorchinferError
 
 eval_app = typer.Typer(help="Evaluate a model on labelled data: accuracy, mIoU, COCO mAP.",
                        no_args_is_help=True)
 
-console = Console()
-err_console = Console(stderr=True)
-
-EXIT_INPUT_FAILED = 1
-EXIT_CONFIG_ERROR = 2
 MAX_CLASS_ROWS = 100
 
 ModelArg = Annotated[str, typer.Argument(help="torchvision name, pkg.module:factory, or a model "
                      "file (TorchScript, .onnx).", show_default=False)]
-WeightsOpt = Annotated[Optional[str], typer.Option("--weights", "-w", help="Local file "
-                       "(.pth/.pt/.safetensors/TorchScript) or DEFAULT / a torchvision weights "
-                       "name. Omitted: random initialisation.")]
-NumClassesOpt = Annotated[Optional[int], typer.Option(help="Output classes (inferred from the "
-                          "weights when omitted).")]
-LabelsOpt = Annotated[Optional[Path], typer.Option(help="The model's class names: .txt (one per "
-                      "line) or .json.")]
-InputSizeOpt = Annotated[Optional[str], typer.Option(help="Model input size: N or H,W (the crop "
-                         "for classification, the resize for segmentation, the letterbox for "
-                         "raw-tensor detectors).")]
-MeanOpt = Annotated[Optional[str], typer.Option(help="Normalisation mean, e.g. 0.5,0.5,0.5.")]
-StdOpt = Annotated[Optional[str], typer.Option(help="Normalisation std.")]
-DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
-BatchOpt = Annotated[Optional[int], typer.Option(help="Images per forward pass "
-                     "(default: 4 on CPU, 32 on a GPU).", min=1)]
 LimitOpt = Annotated[Optional[int], typer.Option(help="Evaluate only the first N images.",
                      min=1)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
 OutOpt = Annotated[Optional[Path], typer.Option(help="Also write the report to <out>/eval.json.")]
-TrustOpt = Annotated[bool, typer.Option(help="Allow weights files that hold pickled Python "
-                     "objects (can run code: only for files you trust).")]
-StrictOpt = Annotated[bool, typer.Option(help="Require every weight key to match.")]
-AllowFailuresOpt = Annotated[bool, typer.Option(help="Exit 0 even if some images failed.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No tables, no progress.")]
 
 
 @eval_app.command("classify")
@@ -69,14 +47,17 @@ def eval_classify(
     device: DeviceOpt = "auto", batch_size: BatchOpt = None, limit: LimitOpt = None,
     as_json: JsonOpt = False, out: OutOpt = None, trust_pickle: TrustOpt = False,
     strict: StrictOpt = True, allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
+    backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
+    verify_backend: VerifyBackendOpt = True,
 ) -> None:
     """Top-1/top-5 accuracy, per-class accuracy and the confusion matrix."""
     _evaluate("classify", model, weights, dict(data=data), limit, as_json, out, quiet,
               allow_failures,
               dict(device=device, num_classes=num_classes, labels=labels,
-                   input_size=_size(input_size), mean=_floats(mean, "--mean"),
-                   std=_floats(std, "--std"), strict=strict, trust_pickle=trust_pickle,
-                   batch_size=batch_size))
+                   input_size=parse_size(input_size), mean=parse_floats(mean, "--mean"),
+                   std=parse_floats(std, "--std"), strict=strict, trust_pickle=trust_pickle,
+                   batch_size=batch_size, backend=backend, precision=precision,
+                   verify_backend=verify_backend))
 
 
 @eval_app.command("segment")
@@ -91,14 +72,17 @@ def eval_segment(
     device: DeviceOpt = "auto", batch_size: BatchOpt = None, limit: LimitOpt = None,
     as_json: JsonOpt = False, out: OutOpt = None, trust_pickle: TrustOpt = False,
     strict: StrictOpt = True, allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
+    backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
+    verify_backend: VerifyBackendOpt = True,
 ) -> None:
     """mIoU, pixel accuracy and per-class IoU, at the original image resolution."""
     _evaluate("segment", model, weights, dict(data=data, split=split), limit, as_json, out,
               quiet, allow_failures,
               dict(device=device, num_classes=num_classes, labels=labels,
-                   input_size=_size(input_size), mean=_floats(mean, "--mean"),
-                   std=_floats(std, "--std"), strict=strict, trust_pickle=trust_pickle,
-                   batch_size=batch_size))
+                   input_size=parse_size(input_size), mean=parse_floats(mean, "--mean"),
+                   std=parse_floats(std, "--std"), strict=strict, trust_pickle=trust_pickle,
+                   batch_size=batch_size, backend=backend, precision=precision,
+                   verify_backend=verify_backend))
 
 
 @eval_app.command("detect")
@@ -122,6 +106,8 @@ def eval_detect(
     device: DeviceOpt = "auto", batch_size: BatchOpt = None, limit: LimitOpt = None,
     as_json: JsonOpt = False, out: OutOpt = None, trust_pickle: TrustOpt = False,
     strict: StrictOpt = True, allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
+    backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
+    verify_backend: VerifyBackendOpt = True,
 ) -> None:
     """COCO mAP@[.5:.95], mAP@.5, mAP@.75 and per-category AP (pycocotools)."""
     if data is None and (annotations is None or images is None):
@@ -130,8 +116,9 @@ def eval_detect(
               dict(data=data, annotations=annotations, images=images), limit, as_json, out,
               quiet, allow_failures,
               dict(device=device, num_classes=num_classes, labels=labels,
-                   input_size=_size(input_size), strict=strict, trust_pickle=trust_pickle,
-                   conf=conf, iou=iou, max_det=max_det, decoder=decoder, batch_size=batch_size))
+                   input_size=parse_size(input_size), strict=strict, trust_pickle=trust_pickle,
+                   conf=conf, iou=iou, max_det=max_det, decoder=decoder, batch_size=batch_size,
+                   backend=backend, precision=precision, verify_backend=verify_backend))
 
 
 def _evaluate(task: str, model: str, weights: Optional[str], data_args: dict[str, Any],
@@ -222,26 +209,3 @@ class _progress:
     def __exit__(self, *exc: Any) -> None:
         if self.bar is not None:
             self.bar.__exit__(*exc)
-
-
-def _floats(text: Optional[str], what: str) -> Optional[tuple[float, ...]]:
-    if text is None:
-        return None
-    try:
-        return tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise typer.BadParameter(f"{what} must be comma-separated numbers, got {text!r}") from None
-
-
-def _size(text: Optional[str]) -> Optional[int | tuple[int, int]]:
-    if text is None:
-        return None
-    try:
-        parts = [int(x) for x in text.replace("x", ",").split(",")]
-    except ValueError:
-        raise typer.BadParameter(f"--input-size must be N or H,W, got {text!r}") from None
-    if len(parts) == 1:
-        return parts[0]
-    if len(parts) == 2:
-        return (parts[0], parts[1])
-    raise typer.BadParameter(f"--input-size must be N or H,W, got {text!r}")

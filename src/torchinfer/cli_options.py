@@ -1,0 +1,75 @@
+"""What the ``torchinfer`` commands share: consoles, exit codes, options, argument parsing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_INPUT_FAILED = 1  # some inputs could not be processed
+EXIT_CONFIG_ERROR = 2  # bad usage, model, weights or data
+
+
+def parse_floats(text: Optional[str], what: str) -> Optional[tuple[float, ...]]:
+    if text is None:
+        return None
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{what} must be comma-separated numbers, got {text!r}") from None
+
+
+def parse_size(text: Optional[str]) -> Optional[int | tuple[int, int]]:
+    if text is None:
+        return None
+    try:
+        parts = [int(x) for x in text.replace("x", ",").split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"--input-size must be N or H,W, got {text!r}") from None
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        return (parts[0], parts[1])
+    raise typer.BadParameter(f"--input-size must be N or H,W, got {text!r}")
+
+
+# Options the `predict` and `eval` commands share, declared once.
+Sources = Annotated[list[str], typer.Argument(help="Images, folders, globs or .txt lists.")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="torchvision name, "
+                     "pkg.module:factory, or a TorchScript file.")]
+WeightsOpt = Annotated[Optional[str], typer.Option("--weights", "-w", help="Local file "
+                       "(.pth/.pt/.safetensors/TorchScript) or DEFAULT / a torchvision weights "
+                       "name. Omitted: random initialisation.")]
+NumClassesOpt = Annotated[Optional[int], typer.Option(help="Output classes (inferred from the "
+                          "weights when omitted).")]
+LabelsOpt = Annotated[Optional[Path], typer.Option(help="Class names: .txt (one per line) or .json.")]
+InputSizeOpt = Annotated[Optional[str], typer.Option(help="Model input size: N or H,W (the crop "
+                         "for classification, the resize for segmentation, the letterbox for "
+                         "raw-tensor detectors).")]
+MeanOpt = Annotated[Optional[str], typer.Option(help="Normalisation mean, e.g. 0.5,0.5,0.5.")]
+StdOpt = Annotated[Optional[str], typer.Option(help="Normalisation std.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+BatchOpt = Annotated[Optional[int], typer.Option(help="Images per forward pass "
+                     "(default: 4 on CPU, 32 on a GPU).", min=1)]
+TrustOpt = Annotated[bool, typer.Option(help="Allow weights files that hold pickled Python "
+                     "objects (can run code: only for files you trust).")]
+StrictOpt = Annotated[bool, typer.Option(help="Require every weight key to match.")]
+MaxPixelsOpt = Annotated[Optional[int], typer.Option(help="Refuse images with more pixels "
+                         "(default: Pillow's decompression-bomb limit).")]
+SaveVisOpt = Annotated[bool, typer.Option(help="Write vis/<name>.jpg: the result drawn on the image.")]
+AllowFailuresOpt = Annotated[bool, typer.Option(help="Exit 0 even if some inputs failed.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No table, no progress.")]
+ResumeOpt = Annotated[bool, typer.Option(help="Keep the lines of an earlier (or interrupted) "
+                      "run into --out whose file is unchanged; run only the rest.")]
+BackendOpt = Annotated[str, typer.Option(help="What runs the model: torch, torchscript (frozen), "
+                       "onnxruntime (exported once, cached) or auto (the fastest, measured on "
+                       "the first batch).")]
+PrecisionOpt = Annotated[str, typer.Option(help="fp32, bf16 or fp16; reduced precision is "
+                         "verified against fp32 on photographs.")]
+VerifyBackendOpt = Annotated[bool, typer.Option(help="Check a backend/precision against fp32 "
+                             "PyTorch on photographs before using it.")]
