@@ -197,11 +197,10 @@ def test_without_verification_the_file_is_written_and_says_so(tmp_path):
     assert any("Converting a tensor to a Python" in w for w in report.export_warnings)
 
 
-def test_torchvision_detector_export_is_refused_by_name(tmp_path):
+def test_torchvision_detector_refuses_half_and_fixed_size(tmp_path):
     loaded = load_model("ssdlite320_mobilenet_v3_large")
-    with pytest.raises(ExportError, match="ssdlite320_mobilenet_v3_large: exporting torchvision "
-                                          "detectors is not supported"):
-        export_onnx(loaded, tmp_path / "det.onnx")
+    with pytest.raises(ExportError, match="export in fp32 at free image sizes"):
+        export_onnx(loaded, tmp_path / "det.onnx", half=True)
     assert not list(tmp_path.iterdir())
 
 
@@ -407,3 +406,45 @@ def test_agreement_counts_a_tie_of_the_reference_as_agreeing():
     acc.add(ref, got)
     check = acc.result()
     assert check.decisions == 2 and check.agreement == 0.5  # the tie agrees, the flip does not
+
+
+# --- torchvision detectors ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch,kwargs", [
+    ("fasterrcnn_mobilenet_v3_large_320_fpn", {"box_score_thresh": 0.0, "box_detections_per_img": 20}),
+    # (random SSDlite weights score every anchor alike: nothing to compare; FCOS's do not tie)
+    pytest.param("fcos_resnet50_fpn", {"score_thresh": 0.0, "detections_per_img": 20},
+                 marks=pytest.mark.slow),
+])
+def test_torchvision_detector_exports_verifies_and_predicts_the_same(arch, kwargs, tmp_path,
+                                                                      photographs):
+    torch.manual_seed(0)
+    loaded = load_model(arch, **kwargs)
+    images = list(photographs.values())[:2]
+    report = export_onnx(loaded, tmp_path / "det.onnx", verify_inputs=images)
+    check = report.checks[0]
+    assert report.passed and check.agreement_kind == "box" and check.decisions >= 4
+    assert report.input_shape == (3, "height", "width")
+    torch.save(loaded.module.state_dict(), tmp_path / "det.pth")
+    # batch 1: torchvision pads a batch to its largest image, which moves detections near the
+    # border of the smaller ones; the file runs each image alone
+    on_pth = ti.load("detect", arch, tmp_path / "det.pth", device="cpu", conf=0.0,
+                     model_kwargs=kwargs, batch_size=1)(images)
+    on_onnx = ti.load("detect", str(tmp_path / "det.onnx"), device="cpu", conf=0.0)(images)
+    from torchinfer.export_detectors import _match
+
+    for a, b in zip(on_pth, on_onnx):  # as sets: random weights tie scores, order is free
+        assert len(a) == len(b) > 0
+        matched, counted, box_err, _, miss = _match([a.boxes, a.class_ids, a.scores],
+                                                    [b.boxes, b.class_ids, b.scores])
+        assert matched == counted > 0 and box_err < 0.05, miss
+
+
+def test_a_detector_export_that_drops_boxes_fails_verification(tmp_path, photographs):
+    from torchinfer.export_detectors import _match
+
+    ref = [np.array([[0, 0, 10, 10], [20, 20, 40, 40]], np.float32), np.array([1, 2]),
+           np.array([0.9, 0.8], np.float32)]
+    got = [ref[0][:1], ref[1][:1], ref[2][:1]]
+    matched, counted, _, _, miss = _match(ref, got)
+    assert (matched, counted) == (1, 2) and "detection 1 (label 2" in miss

@@ -173,6 +173,10 @@ def export_onnx(loaded: LoadedModel, path: str | Path, *,
     file disagrees with PyTorch (the file is then at ``<name>.unverified.onnx``).
     """
     path = Path(path)
+    if _is_torchvision_detector(loaded.module):
+        return _export_torchvision_detector(loaded, path, opset=opset, half=half,
+                                            input_size=input_size, verify=verify,
+                                            verify_inputs=verify_inputs)
     task = _task_of(loaded)
     preprocess = loaded.preprocess
     if input_size is not None:
@@ -207,6 +211,45 @@ def export_onnx(loaded: LoadedModel, path: str | Path, *,
                              verify_inputs, dynamic_batch, batch_size)
         if verify and not report.passed:
             _fail(report, staged, path)
+        _move(staged, path)
+    return report
+
+
+def _export_torchvision_detector(loaded: LoadedModel, path: Path, *, opset: int | None,
+                                 half: bool, input_size: tuple[int, int] | None, verify: bool,
+                                 verify_inputs: Sequence[Image.Image] | None) -> ExportReport:
+    """torchvision detectors: one image of any size in, boxes/labels/scores out, verified as
+    sets of detections (see export_detectors)."""
+    from .export_detectors import BOX_TOLERANCE, export_torchvision_detector, \
+        verify_torchvision_detector
+
+    if half or input_size is not None:
+        raise ExportError(f"{loaded.name}: torchvision detectors export in fp32 at free image "
+                          "sizes (their transform resizes inside); drop --half/--input-size")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".torchinfer-export-", dir=path.parent) as tmp:
+        staged = Path(tmp) / path.name
+        t0 = time.perf_counter()
+        opset_used, tracer_warnings, metadata = export_torchvision_detector(loaded, path, staged,
+                                                                            opset)
+        report = ExportReport(
+            path=str(path), model_name=loaded.name, task="detect", precision="fp32",
+            opset=opset_used, input_shape=(3, "height", "width"), tolerance=BOX_TOLERANCE,
+            verified=False, export_warnings=tuple(tracer_warnings),
+            export_seconds=time.perf_counter() - t0,
+            file_bytes=sum(f.stat().st_size for f in _files_of(staged)), metadata=metadata)
+        if verify:
+            t1 = time.perf_counter()
+            check, images = verify_torchvision_detector(loaded, staged, verify_inputs)
+            notes = () if check.decisions or check.error else (
+                "verification compared no detections: the model found nothing on the "
+                "verification images (random weights?), so only that the file runs is shown",)
+            report = replace(report, verified=True, inputs=images, checks=(check,),
+                             providers=("CPUExecutionProvider",),
+                             export_warnings=report.export_warnings + notes,
+                             verify_seconds=time.perf_counter() - t1)
+            if not report.passed:
+                _fail(report, staged, path)
         _move(staged, path)
     return report
 

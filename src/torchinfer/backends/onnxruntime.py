@@ -35,6 +35,7 @@ META_LABELS = "labels"  # JSON list of class names
 META_PREPROCESS = "preprocess"  # JSON of PreprocessConfig.to_dict()
 META_INPUT_SIZE = "input_size"  # JSON [h, w], or null when height/width are dynamic
 META_PRECISION = "precision"  # "fp32" | "fp16"
+META_DETECTOR_FORMAT = "detector_format"  # "torchvision": one image in, boxes/labels/scores out
 
 _CPU = "CPUExecutionProvider"
 _CUDA = "CUDAExecutionProvider"
@@ -161,6 +162,37 @@ class OrtModule(nn.Module):
         return f"{self.source}, providers={self.session.get_providers()}"
 
 
+class OrtDetector(nn.Module):
+    """An exported torchvision detector behind torchvision's interface: a list of (3, H, W)
+    float images in [0, 1] of any sizes in, one dict of ``boxes``, ``labels``, ``scores`` per
+    image out (the file takes one image per call)."""
+
+    returns_torchvision_detections = True  # DetectionPredictor reads its output as such
+
+    def __init__(self, session: onnxruntime.InferenceSession, source: str = "<session>"):
+        super().__init__()
+        self.session, self.source = session, source
+        self.input_name = session.get_inputs()[0].name
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        outputs = []
+        for image in images:
+            array = image.detach().to("cpu", torch.float32).contiguous().numpy()
+            try:
+                boxes, labels, scores = self.session.run(["boxes", "labels", "scores"],
+                                                         {self.input_name: array})
+            except Exception as exc:  # ORT's pybind errors
+                raise TorchinferError(f"{self.source}: onnxruntime failed on an image of shape "
+                                      f"{tuple(array.shape)}: {exc}") from exc
+            outputs.append({"boxes": torch.from_numpy(boxes).to(image.device),
+                            "labels": torch.from_numpy(labels).to(image.device),
+                            "scores": torch.from_numpy(scores).to(image.device)})
+        return outputs
+
+    def extra_repr(self) -> str:
+        return f"{self.source}, providers={self.session.get_providers()}"
+
+
 def load_onnx_model(path: str | Path, *, device: str = "auto") -> LoadedModel:
     """A LoadedModel that runs ``path`` with ONNX Runtime.
 
@@ -171,8 +203,13 @@ def load_onnx_model(path: str | Path, *, device: str = "auto") -> LoadedModel:
     """
     path = Path(path)
     session = make_session(path, device=device)
-    module = OrtModule(session, str(path))
     meta = dict(session.get_modelmeta().custom_metadata_map)
+    if meta.get(META_DETECTOR_FORMAT) == "torchvision":
+        return LoadedModel(module=OrtDetector(session, str(path)),
+                           name=meta.get(META_MODEL_NAME) or path.stem, task="detect",
+                           preprocess=PreprocessConfig.default("detect"),
+                           labels=_labels(path, meta), weights=str(path), weights_format="onnx")
+    module = OrtModule(session, str(path))
     if META_PREPROCESS not in meta and _is_ultralytics(meta):
         meta = _from_ultralytics(path, meta)
     preprocess = _preprocess(path, meta, module.input_shape)

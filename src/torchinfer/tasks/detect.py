@@ -28,7 +28,8 @@ def _is_torchvision_detector(module: torch.nn.Module) -> bool:
     # its inputs with this transform, and maps boxes back with it
     from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-    return isinstance(getattr(module, "transform", None), GeneralizedRCNNTransform)
+    return isinstance(getattr(module, "transform", None), GeneralizedRCNNTransform) or \
+        getattr(module, "returns_torchvision_detections", False)  # an exported one
 
 
 class DetectionPredictor(Predictor[Detections]):
