@@ -109,6 +109,13 @@ def test_segmenter_export_verifies_with_dynamic_size(tmp_path, photographs):
     module = load_onnx_model(path, device="cpu").module
     out = module(torch.randn(2, 3, 200, 264))
     assert out.shape == (2, 21, 200, 264) and out.dtype == torch.float32
+    # predict on the file gives the masks predict on the .pth gives
+    torch.save(loaded.module.state_dict(), tmp_path / "lraspp.pth")
+    on_pth = ti.load("segment", "lraspp_mobilenet_v3_large", tmp_path / "lraspp.pth",
+                     device="cpu")(images)
+    on_onnx = ti.load("segment", str(path), device="cpu")(images)
+    for a, b in zip(on_pth, on_onnx):
+        assert a.mask.shape == b.mask.shape and (a.mask == b.mask).mean() > 0.999
 
 
 # --- exports that must fail -------------------------------------------------------------------
