@@ -20,7 +20,8 @@ from rich.table import Table
 from .cli_options import (EXIT_CONFIG_ERROR, EXIT_INPUT_FAILED, AllowFailuresOpt, BackendOpt,
                           BatchOpt, DeviceOpt, InputSizeOpt, LabelsOpt, MaxPixelsOpt, MeanOpt,
                           ModelOpt, NumClassesOpt, PrecisionOpt, QuietOpt, ResumeOpt, SaveVisOpt,
-                          Sources, StdOpt, StrictOpt, TrustOpt, VerifyBackendOpt, WeightsOpt,
+                          Sources, StdOpt, StrictOpt, TrustOpt, VerifyBackendOpt, VideoStrideOpt,
+                          WeightsOpt,
                           console, err_console, parse_floats, parse_size)
 from .errors import TorchinferError
 
@@ -257,6 +258,7 @@ def predict_classify(
     max_pixels: MaxPixelsOpt = None, allow_failures: AllowFailuresOpt = False,
     quiet: QuietOpt = False, backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
     verify_backend: VerifyBackendOpt = True, resume: ResumeOpt = False,
+    video_stride: VideoStrideOpt = 1,
 ) -> None:
     """Classify images: top-k labels and scores per image, one JSONL line per input."""
     def row(result) -> tuple[str, str]:
@@ -269,7 +271,7 @@ def predict_classify(
                   top_k=top_k, multi_label=multi_label, batch_size=batch_size,
                   max_pixels=max_pixels, backend=backend, precision=precision,
                   verify_backend=verify_backend),
-             save_vis=save_vis, resume=resume)
+             save_vis=save_vis, resume=resume, video_stride=video_stride)
 
 
 @predict_app.command("segment")
@@ -286,6 +288,7 @@ def predict_segment(
     allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
     backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
     verify_backend: VerifyBackendOpt = True, resume: ResumeOpt = False,
+    video_stride: VideoStrideOpt = 1,
 ) -> None:
     """Segment images: a class per pixel at the original size; class areas in the JSONL."""
     def row(result) -> tuple[str, str]:
@@ -298,7 +301,7 @@ def predict_segment(
                   std=parse_floats(std, "--std"), strict=strict, trust_pickle=trust_pickle,
                   batch_size=batch_size, max_pixels=max_pixels, backend=backend,
                   precision=precision, verify_backend=verify_backend),
-             save_vis=save_vis, save_masks=save_masks, resume=resume)
+             save_vis=save_vis, save_masks=save_masks, resume=resume, video_stride=video_stride)
 
 
 @predict_app.command("detect")
@@ -321,6 +324,7 @@ def predict_detect(
     allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
     backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
     verify_backend: VerifyBackendOpt = True, resume: ResumeOpt = False,
+    video_stride: VideoStrideOpt = 1,
 ) -> None:
     """Detect objects: boxes in original pixels, JSONL plus coco_results.json."""
     def row(result) -> tuple[str, str]:
@@ -335,7 +339,7 @@ def predict_detect(
                   classes=class_ids, decoder=decoder, batch_size=batch_size,
                   max_pixels=max_pixels, backend=backend, precision=precision,
                   verify_backend=verify_backend),
-             save_vis=save_vis, save_masks=save_masks, resume=resume)
+             save_vis=save_vis, save_masks=save_masks, resume=resume, video_stride=video_stride)
 
 
 def _predict(task: str, sources: list[str], out: Path, quiet: bool, allow_failures: bool,
@@ -382,7 +386,7 @@ def _run_with_progress(predictor, sources, out, quiet, on_result, run_info, **sa
     (logs, pipes: every 2 s), nothing with --quiet."""
     from .run import count_inputs, run_to_dir
 
-    total = count_inputs(sources, out)
+    total = count_inputs(sources, out, save.get("video_stride", 1))
     if quiet or total <= predictor.batch_size:
         return run_to_dir(predictor, sources, out, on_result=on_result, run_info=run_info, **save)
     start = time.perf_counter()

@@ -39,7 +39,7 @@ def parse_size(text: Optional[str]) -> Optional[int | tuple[int, int]]:
 
 
 # Options the `predict` and `eval` commands share, declared once.
-Sources = Annotated[list[str], typer.Argument(help="Images, folders, globs or .txt lists.")]
+Sources = Annotated[list[str], typer.Argument(help="Images, videos, folders, globs or .txt lists.")]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="torchvision name, "
                      "pkg.module:factory, or a TorchScript file.")]
 WeightsOpt = Annotated[Optional[str], typer.Option("--weights", "-w", help="Local file "
@@ -73,3 +73,4 @@ PrecisionOpt = Annotated[str, typer.Option(help="fp32, bf16 or fp16; reduced pre
                          "verified against fp32 on photographs.")]
 VerifyBackendOpt = Annotated[bool, typer.Option(help="Check a backend/precision against fp32 "
                              "PyTorch on photographs before using it.")]
+VideoStrideOpt = Annotated[int, typer.Option(help="Video inputs: every Nth frame.", min=1)]

@@ -17,6 +17,7 @@ from .draw import instance_mask_image, mask_image, visualise
 from .io.sinks import JsonlWriter, UniqueNames, read_jsonl, save_image_atomic, \
     write_json_atomic
 from .io.sources import expand_sources
+from .io.video import count_frames, is_video
 from .results import STAGES, Detections, Result, Segmentation
 from .tasks import Predictor
 
@@ -51,17 +52,20 @@ class RunSummary:
                 "failures": self.failures, "outputs": self.outputs}
 
 
-def count_inputs(sources: Iterable[str], out_dir: str | Path | None = None) -> int:
+def count_inputs(sources: Iterable[str], out_dir: str | Path | None = None,
+                 video_stride: int = 1) -> int:
     """How many inputs the sources expand to, outside ``out_dir`` (walks folders; opens no
-    image)."""
-    return sum(1 for _ in expand_sources(sources, exclude=out_dir))
+    image; reads a video's frame count from its header)."""
+    return sum(count_frames(p, video_stride) if is_video(p) else 1
+               for p in expand_sources(sources, exclude=out_dir))
 
 
 def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
                batch_size: int | None = None,
                on_result: Callable[[Result], None] | None = None,
                run_info: dict[str, Any] | None = None, save_vis: bool = False,
-               save_masks: bool = False, resume: bool = False) -> RunSummary:
+               save_masks: bool = False, resume: bool = False,
+               video_stride: int = 1) -> RunSummary:
     """Run ``predictor`` over ``sources``; write ``predictions.jsonl`` and ``summary.json``.
 
     Bad inputs become lines with an ``error`` field; the run goes on. ``on_result`` sees each
@@ -71,7 +75,8 @@ def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
 
     ``resume``: keep the lines of an earlier run into the same folder (finished, or killed:
     ``predictions.jsonl.partial``) whose file is unchanged (path, size, mtime) and run only the
-    other inputs; failed inputs are tried again. Every input ends up with exactly one line.
+    other inputs; failed inputs are tried again, and so are videos (their frames are not files
+    to compare). Every input ends up with exactly one line. ``video_stride``: every Nth frame.
     An interrupted run (Ctrl-C, a kill) leaves the partial file with every completed line.
     """
     out = Path(out_dir)
@@ -81,7 +86,8 @@ def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
     totals = dict.fromkeys(STAGES, 0.0)
     timed = 0
     # an earlier run's lines whose file is unchanged; a changed file runs again
-    kept = [r for r in _done_records(out) if _file_stamp(r["source"]) == r.get("file")] \
+    kept = [r for r in _done_records(out)
+            if r.get("file") is not None and _file_stamp(r["source"]) == r["file"]] \
         if resume else []
     done = {r["source"] for r in kept}
     for record in kept:
@@ -94,7 +100,8 @@ def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
     with JsonlWriter(out / "predictions.jsonl", initial=kept) as writer:
         inputs = (p for p in expand_sources(sources, exclude=out) if p not in done)
         try:
-            for result in predictor.stream(inputs, batch_size=batch_size):
+            for result in predictor.stream(inputs, batch_size=batch_size,
+                                           video_stride=video_stride):
                 record = result.to_dict()
                 stamp = _file_stamp(result.source)
                 if stamp is not None:
@@ -192,7 +199,8 @@ def _save_pictures(predictor: Predictor, result: Result, out: Path, name: str, s
     if save_masks and isinstance(result, Detections) and result.masks is not None:
         files["mask"] = str(save_image_atomic(instance_mask_image(result),
                                               out / "masks" / f"{name}.png"))
-    if save_vis and not result.source.startswith("<"):  # in-memory inputs have no file to redraw
+    # in-memory inputs and video frames have no image file to redraw
+    if save_vis and not result.source.startswith("<") and "#frame=" not in result.source:
         image = predictor.loader.load(result.source)
         files["vis"] = str(save_image_atomic(visualise(result, image), out / "vis" / f"{name}.jpg",
                                              quality=90))

@@ -20,6 +20,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InputError
+from .video import Unreadable
 
 ImageInput = Union[str, Path, bytes, Image.Image, np.ndarray, torch.Tensor]
 
@@ -60,6 +61,8 @@ class ImageLoader:
         faster; pixels differ slightly from a full decode + resize (see ``draft_request``).
         """
         name = source or describe_source(item)
+        if isinstance(item, Unreadable):
+            raise InputError(name, item.reason)
         if isinstance(item, (str, Path)):
             path = Path(item)
             if not path.exists():

@@ -12,6 +12,8 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from .video import VIDEO_EXTENSIONS
+
 # Extensions Pillow decodes that people keep photographs in. Folders are filtered by these;
 # a file named explicitly is always passed on, whatever its extension.
 IMAGE_EXTENSIONS = frozenset({
@@ -24,7 +26,8 @@ _GLOB_CHARS = set("*?[")
 
 def expand_sources(sources: Iterable[str | os.PathLike],
                    exclude: str | os.PathLike | None = None) -> Iterator[str]:
-    """Yield image paths from files, folders (recursive, sorted), glob patterns and list files.
+    """Yield image (and video) paths from files, folders (recursive, sorted), glob patterns and
+    list files.
 
     A ``.txt``/``.lst`` file is read as one path per line (blank lines and ``#`` comments
     skipped; relative paths are taken relative to the list file). Folders are walked without
@@ -52,7 +55,7 @@ def _walk_images(root: Path, skip: Path | None) -> Iterator[str]:
         dirnames[:] = sorted(d for d in dirnames
                              if skip is None or Path(dirpath, d).resolve() != skip)
         for name in sorted(filenames):
-            if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+            if Path(name).suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS:
                 yield os.path.join(dirpath, name)
 
 

@@ -25,6 +25,7 @@ from ..devices import resolve_device
 from ..errors import InputError
 from ..io.images import ImageInput, ImageLoader, describe_source
 from ..io.sources import expand_sources
+from ..io.video import is_video, iter_frames
 from ..models import LoadedModel
 from ..results import Result
 
@@ -201,17 +202,18 @@ class Predictor(ABC, Generic[R]):
         return result
 
     def stream(self, source: ImageInput | Iterable[ImageInput], *,
-               batch_size: int | None = None) -> Iterator[R]:
+               batch_size: int | None = None, video_stride: int = 1) -> Iterator[R]:
         """Yield one result per input, in input order, holding at most two batches in memory.
 
         ``source`` may be a path to a file, folder (recursive), glob or ``.txt`` list of paths,
-        or any iterable of inputs. On an accelerator the next batch is decoded on a background
+        or any iterable of inputs; a video file gives every ``video_stride``-th frame, named
+        ``<path>#frame=<i>&t=<seconds>``. On an accelerator the next batch is decoded on a background
         thread while the current one runs. On the CPU decoding runs in turn with the model:
         a decode thread there competes with torch's own threads for the same cores, which
         measured slower than taking turns (BENCHMARKS.md).
         """
         size = batch_size or self.batch_size
-        chunks = _chunks(_iter_inputs(source), size)
+        chunks = _chunks(_iter_inputs(source, video_stride), size)
         if self.device.type == "cpu":
             for chunk in chunks:
                 yield from self._run(self._decode(chunk))
@@ -283,15 +285,19 @@ def _has_conv2d(module: torch.nn.Module) -> bool:
     return any(isinstance(m, torch.nn.Conv2d) for m in module.modules())
 
 
-def _iter_inputs(source: Any) -> Iterator[tuple[str, Any]]:
-    """(name, item) pairs; paths that name folders, globs or list files are expanded."""
+def _iter_inputs(source: Any, video_stride: int = 1) -> Iterator[tuple[str, Any]]:
+    """(name, item) pairs; paths that name folders, globs or list files are expanded, videos
+    into their frames."""
     items = [source] if isinstance(source, (str, Path, os.PathLike)) else source
     if isinstance(items, (bytes, Image.Image, torch.Tensor)) or hasattr(items, "__array__"):
         items = [items]
     for item in items:
         if isinstance(item, (str, os.PathLike)):
             for path in expand_sources([item]):
-                yield path, path
+                if is_video(path):
+                    yield from iter_frames(path, video_stride)
+                else:
+                    yield path, path
         else:
             yield describe_source(item), item
 
