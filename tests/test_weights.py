@@ -253,3 +253,25 @@ def test_random_init_of_segmentation_and_detection_needs_no_download():
     for name in ("deeplabv3_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn"):
         loaded = load_model(name)
         assert loaded.random_init and loaded.task in ("segment", "detect")
+
+
+def test_safetensors_that_names_its_architecture_loads_by_path_alone(tmp_path):
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v3_small(num_classes=3)
+    meta = {"architecture": "torchvision.models:mobilenet_v3_small", "task": "classify",
+            "model_kwargs": json.dumps({"num_classes": 3}), "labels": json.dumps(["a", "b", "c"]),
+            "preprocess": json.dumps({"resize_size": [72], "crop_size": [64, 64],
+                                      "mean": [0.5] * 3, "std": [0.2] * 3})}
+    # fp16 storage (as the bundled models ship) loads into the float32 module
+    save_file({k: v.half() for k, v in model.state_dict().items()}, tmp_path / "m.safetensors",
+              metadata=meta)
+    clf = ti.load("classify", str(tmp_path / "m.safetensors"), device="cpu")
+    assert clf.model.labels == ["a", "b", "c"] and clf.model.task == "classify"
+    assert clf.model.preprocess.crop_size == (64, 64)
+    w = clf.model.module.classifier[3].weight
+    assert w.dtype == torch.float32
+    assert torch.equal(w, model.classifier[3].weight.half().float())
+    with pytest.raises(ti.TorchinferError, match="is a classify model, not segment"):
+        ti.load("segment", str(tmp_path / "m.safetensors"), device="cpu")

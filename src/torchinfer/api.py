@@ -41,6 +41,9 @@ def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = 
         raise TorchinferError(f"{model} is a {known} model, not {task}: use task {known!r}")
     loaded = load_model(model, weights, num_classes=num_classes, strict=strict,
                         trust_pickle=trust_pickle, **(model_kwargs or {}))
+    if loaded.task is not None and loaded.task != task:  # said by the file's own metadata
+        raise TorchinferError(f"{model} is a {loaded.task} model, not {task}: use task "
+                              f"{loaded.task!r}")
     base = loaded.preprocess
     if loaded.preprocess_from == "default":
         base = PreprocessConfig.default(task)  # nothing came with the weights: the task's defaults

@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from torchvision.transforms._presets import ImageClassification, SemanticSegment
 
 from ..errors import ModelNotFoundError, WeightsError
 from . import hub
+from .bundled import bundled_path
 from .config import PreprocessConfig
 from .registry import import_factory, torchvision_builder, torchvision_task, unknown_model_message
 from .weights import KeyReport, WeightsFile, compare_keys, head_class_counts, load_into, \
@@ -74,6 +75,12 @@ def load_model(model: str | Path | nn.Module, weights: str | Path | None = None,
                        type(model).__name__, None, weights)
     name = str(model)
     task = torchvision_task(name)
+    bundled = bundled_path(name) if task is None else None
+    if bundled is not None:  # a model shipped with torchinfer: its file describes it
+        if weights is not None:
+            raise WeightsError(f"{name} is a bundled model with its own weights (got {weights})")
+        loaded = _load_whole_model_file(bundled, trust_pickle, num_classes, strict, model_kwargs)
+        return replace(loaded, name=name)
     if task is not None:
         return _load_torchvision(name, task, weights, num_classes, strict, trust_pickle,
                                  model_kwargs)
@@ -88,7 +95,7 @@ def load_model(model: str | Path | nn.Module, weights: str | Path | None = None,
         if weights is not None:
             raise WeightsError(f"{name} is a whole-model file; it takes no separate weights "
                                f"(got {weights})")
-        return _load_whole_model_file(path, trust_pickle)
+        return _load_whole_model_file(path, trust_pickle, num_classes, strict, model_kwargs)
     if ":" in name:
         factory = import_factory(name)
         built = _build_fitting(factory, model_kwargs, num_classes, weights, strict, trust_pickle)
@@ -163,8 +170,21 @@ def _load_file_into_module(module: nn.Module, weights: str | Path | None, strict
     return _Built(module, wf, report, *_config_from_metadata(wf))
 
 
-def _load_whole_model_file(path: Path, trust_pickle: bool) -> LoadedModel:
+def _load_whole_model_file(path: Path, trust_pickle: bool, num_classes: int | None = None,
+                           strict: bool = True,
+                           model_kwargs: dict[str, Any] | None = None) -> LoadedModel:
+    """A file holding a model (TorchScript, a trusted pickle), or weights whose metadata names
+    their architecture (``architecture`` + ``model_kwargs``, as the bundled models have)."""
     wf = read_weights(path, trust_pickle=trust_pickle)
+    if wf.module is None and "architecture" in wf.metadata:
+        try:
+            kwargs = json.loads(wf.metadata.get("model_kwargs") or "{}")
+        except json.JSONDecodeError as exc:
+            raise WeightsError(f"{path}: metadata 'model_kwargs' is not JSON ({exc})") from exc
+        factory = import_factory(wf.metadata["architecture"])
+        built = _build_fitting(factory, {**kwargs, **(model_kwargs or {})}, num_classes, path,
+                               strict, trust_pickle)
+        return _finish(built, path.stem, wf.metadata.get("task") or None, str(path))
     if wf.module is None:
         raise WeightsError(f"{path} holds only weights (a state dict), not an architecture: "
                            f"name the architecture, e.g. --model mobilenet_v2 --weights {path}")

@@ -67,6 +67,10 @@ def list_models(task: str | None = None) -> list[ModelEntry]:
             continue
         for name in names:
             entries.append(_entry(name, t))
+    from .bundled import BUNDLED, bundled_path
+
+    entries += [ModelEntry(name, t, ("bundled",), None) for name, t in BUNDLED.items()
+                if (task is None or t == task) and bundled_path(name) is not None]
     return entries
 
 
