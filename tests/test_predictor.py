@@ -87,6 +87,36 @@ def test_stream_is_lazy_and_bounded(clf, photo_paths):
     stream.close()
 
 
+def test_parallel_decode_keeps_input_order_and_bounds_memory(tiny_classifier_weights,
+                                                             photo_paths, tmp_path):
+    """Big and tiny images, failures mixed in: three decode threads finish batches out of
+    order, results come in input order, the same as decoding in turn."""
+    _, path = tiny_classifier_weights
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(tiny)
+    inputs = [str(p) for p in photo_paths] + [str(tiny), str(tmp_path / "broken.jpg")]
+    inputs = [inputs[(i * 5) % len(inputs)] for i in range(40)]
+    in_turn = ti.load("classify", "mobilenet_v3_small", path, device="cpu", decode_workers=0)
+    threaded = ti.load("classify", "mobilenet_v3_small", path, device="cpu", decode_workers=3)
+    a = list(in_turn.stream(inputs, batch_size=2))
+    b = list(threaded.stream(inputs, batch_size=2))
+    assert [r.source for r in b] == inputs
+    assert [(r.ok, r.ok and r.top1.index) for r in a] == [(r.ok, r.ok and r.top1.index) for r in b]
+    pulled = 0
+
+    def endless():
+        nonlocal pulled
+        for p in itertools.cycle(photo_paths):
+            pulled += 1
+            yield p
+
+    stream = threaded.stream(endless(), batch_size=2)
+    next(stream)
+    assert pulled <= (3 + 1 + 1) * 2  # decode_workers + 1 ahead, plus the one being chunked
+    stream.close()
+
+
 def test_glob_and_list_file_sources(clf, folder):
     globbed = list(clf.stream(str(folder / "*.png")))
     assert len(globbed) == 4 and all(r.ok for r in globbed)

@@ -21,6 +21,7 @@ from .cli_options import (EXIT_CONFIG_ERROR, EXIT_INPUT_FAILED, AllowFailuresOpt
                           BatchOpt, DeviceOpt, InputSizeOpt, LabelsOpt, MaxPixelsOpt, MeanOpt,
                           ModelOpt, NumClassesOpt, PrecisionOpt, QuietOpt, ResumeOpt, SaveVisOpt,
                           Sources, StdOpt, StrictOpt, TrustOpt, VerifyBackendOpt, VideoStrideOpt,
+                          DecodeWorkersOpt,
                           WeightsOpt,
                           console, err_console, parse_floats, parse_size)
 from .errors import TorchinferError
@@ -258,7 +259,7 @@ def predict_classify(
     max_pixels: MaxPixelsOpt = None, allow_failures: AllowFailuresOpt = False,
     quiet: QuietOpt = False, backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
     verify_backend: VerifyBackendOpt = True, resume: ResumeOpt = False,
-    video_stride: VideoStrideOpt = 1,
+    video_stride: VideoStrideOpt = 1, decode_workers: DecodeWorkersOpt = None,
 ) -> None:
     """Classify images: top-k labels and scores per image, one JSONL line per input."""
     def row(result) -> tuple[str, str]:
@@ -270,7 +271,7 @@ def predict_classify(
                   std=parse_floats(std, "--std"), strict=strict, trust_pickle=trust_pickle,
                   top_k=top_k, multi_label=multi_label, batch_size=batch_size,
                   max_pixels=max_pixels, backend=backend, precision=precision,
-                  verify_backend=verify_backend),
+                  verify_backend=verify_backend, decode_workers=decode_workers),
              save_vis=save_vis, resume=resume, video_stride=video_stride)
 
 
@@ -288,7 +289,7 @@ def predict_segment(
     allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
     backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
     verify_backend: VerifyBackendOpt = True, resume: ResumeOpt = False,
-    video_stride: VideoStrideOpt = 1,
+    video_stride: VideoStrideOpt = 1, decode_workers: DecodeWorkersOpt = None,
 ) -> None:
     """Segment images: a class per pixel at the original size; class areas in the JSONL."""
     def row(result) -> tuple[str, str]:
@@ -300,7 +301,8 @@ def predict_segment(
                   labels=labels, input_size=parse_size(input_size), mean=parse_floats(mean, "--mean"),
                   std=parse_floats(std, "--std"), strict=strict, trust_pickle=trust_pickle,
                   batch_size=batch_size, max_pixels=max_pixels, backend=backend,
-                  precision=precision, verify_backend=verify_backend),
+                  precision=precision, verify_backend=verify_backend,
+                  decode_workers=decode_workers),
              save_vis=save_vis, save_masks=save_masks, resume=resume, video_stride=video_stride)
 
 
@@ -324,7 +326,7 @@ def predict_detect(
     allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
     backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
     verify_backend: VerifyBackendOpt = True, resume: ResumeOpt = False,
-    video_stride: VideoStrideOpt = 1,
+    video_stride: VideoStrideOpt = 1, decode_workers: DecodeWorkersOpt = None,
 ) -> None:
     """Detect objects: boxes in original pixels, JSONL plus coco_results.json."""
     def row(result) -> tuple[str, str]:
@@ -338,7 +340,7 @@ def predict_detect(
                   trust_pickle=trust_pickle, conf=conf, iou=iou, max_det=max_det,
                   classes=class_ids, decoder=decoder, batch_size=batch_size,
                   max_pixels=max_pixels, backend=backend, precision=precision,
-                  verify_backend=verify_backend),
+                  verify_backend=verify_backend, decode_workers=decode_workers),
              save_vis=save_vis, save_masks=save_masks, resume=resume, video_stride=video_stride)
 
 

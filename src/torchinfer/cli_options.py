@@ -74,3 +74,6 @@ PrecisionOpt = Annotated[str, typer.Option(help="fp32, bf16 or fp16; reduced pre
 VerifyBackendOpt = Annotated[bool, typer.Option(help="Check a backend/precision against fp32 "
                              "PyTorch on photographs before using it.")]
 VideoStrideOpt = Annotated[int, typer.Option(help="Video inputs: every Nth frame.", min=1)]
+DecodeWorkersOpt = Annotated[Optional[int], typer.Option(help="Threads decoding ahead of the "
+                             "model (default: 0 on CPU, where the model uses every core; up to "
+                             "8 on a GPU).", min=0)]

@@ -8,6 +8,7 @@ says how to make a batch from images, and how to read the model's output.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import os
 import time
@@ -70,9 +71,12 @@ class Predictor(ABC, Generic[R]):
 
     def __init__(self, model: LoadedModel, *, device: str | torch.device = "auto",
                  batch_size: int | None = None, max_pixels: int | None = None,
-                 bgr: bool = False, channels_last: bool | None = None):
+                 bgr: bool = False, channels_last: bool | None = None,
+                 decode_workers: int | None = None):
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if decode_workers is not None and decode_workers < 0:
+            raise ValueError(f"decode_workers must be >= 0, got {decode_workers}")
         self.model = model
         self.device = resolve_device(device)
         # CPU: small batches keep activations in cache (BENCHMARKS.md: mobilenet_v2 and
@@ -87,6 +91,13 @@ class Predictor(ABC, Generic[R]):
         if channels_last:
             self.module = self.module.to(memory_format=torch.channels_last)
         self.loader = ImageLoader(max_pixels=max_pixels, bgr=bgr)
+        # Threads decoding + preprocessing batches ahead of the model (Pillow releases the GIL
+        # while it decodes and resizes). 0: in turn with the model, the CPU default: there the
+        # model's own threads use every core (BENCHMARKS.md). An accelerator leaves the cores
+        # to decoding.
+        if decode_workers is None:
+            decode_workers = 0 if self.device.type == "cpu" else max(1, min(8, _cpus() - 1))
+        self.decode_workers = decode_workers
         # What runs the model (set_backend); eager float32 unless asked otherwise.
         self.backend_report: BackendReport | None = None
         self._auto_candidates: list[Candidate] | None = None
@@ -203,30 +214,32 @@ class Predictor(ABC, Generic[R]):
 
     def stream(self, source: ImageInput | Iterable[ImageInput], *,
                batch_size: int | None = None, video_stride: int = 1) -> Iterator[R]:
-        """Yield one result per input, in input order, holding at most two batches in memory.
+        """Yield one result per input, in input order, with a bounded number of batches in memory.
 
         ``source`` may be a path to a file, folder (recursive), glob or ``.txt`` list of paths,
         or any iterable of inputs; a video file gives every ``video_stride``-th frame, named
-        ``<path>#frame=<i>&t=<seconds>``. On an accelerator the next batch is decoded on a background
-        thread while the current one runs. On the CPU decoding runs in turn with the model:
-        a decode thread there competes with torch's own threads for the same cores, which
-        measured slower than taking turns (BENCHMARKS.md).
+        ``<path>#frame=<i>&t=<seconds>``. With ``decode_workers`` > 0 (the default on an
+        accelerator), that many threads decode and preprocess the next batches while the model
+        runs, at most ``decode_workers + 1`` batches ahead; results still come in input order.
+        On the CPU decoding runs in turn with the model by default: decode threads there
+        compete with torch's own threads for the same cores, which measured slower than taking
+        turns (BENCHMARKS.md).
         """
         size = batch_size or self.batch_size
         chunks = _chunks(_iter_inputs(source, video_stride), size)
-        if self.device.type == "cpu":
+        if self.decode_workers == 0:
             for chunk in chunks:
                 yield from self._run(self._decode(chunk))
             return
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="torchinfer-decode") as pool:
-            pending: Future[_Decoded] | None = None
+        with ThreadPoolExecutor(max_workers=self.decode_workers,
+                                thread_name_prefix="torchinfer-decode") as pool:
+            ahead: collections.deque[Future[_Decoded]] = collections.deque()
             for chunk in chunks:
-                nxt = pool.submit(self._decode, chunk)
-                if pending is not None:
-                    yield from self._run(pending.result())
-                pending = nxt
-            if pending is not None:
-                yield from self._run(pending.result())
+                ahead.append(pool.submit(self._decode, chunk))
+                if len(ahead) > self.decode_workers:
+                    yield from self._run(ahead.popleft().result())
+            while ahead:
+                yield from self._run(ahead.popleft().result())
 
     def _decode(self, items: list[tuple[str, Any]]) -> _Decoded:
         t0 = time.perf_counter()
@@ -279,6 +292,10 @@ class Predictor(ABC, Generic[R]):
         # CUDA runs asynchronously: without a sync, stage times would be launch times.
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _has_conv2d(module: torch.nn.Module) -> bool:
