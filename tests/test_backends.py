@@ -191,3 +191,15 @@ def test_view_serves_an_export_in_netron(tiny_classifier_weights, monkeypatch):
     monkeypatch.setitem(sys.modules, "netron", None)  # not installed
     with pytest.raises(MissingExtraError, match="view"):
         serve(served)
+
+
+def test_verification_needs_no_test_dependency(monkeypatch, tiny_classifier_weights):
+    """Without scikit-image, exports and backends verify on the photographs torchinfer ships."""
+    monkeypatch.setitem(sys.modules, "skimage", None)
+    monkeypatch.setitem(sys.modules, "skimage.data", None)
+    from torchinfer.testing import load_photographs
+
+    assert sorted(load_photographs()) == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"]
+    _, path = tiny_classifier_weights
+    p = ti.load("classify", "mobilenet_v3_small", path, device="cpu", backend="torchscript")
+    assert p.backend_report.chosen.check.decisions == 4

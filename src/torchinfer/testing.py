@@ -9,6 +9,7 @@ photographs and the output layer is scaled until the logits spread.
 from __future__ import annotations
 
 import random
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -37,7 +38,14 @@ def photograph_paths(names: tuple[str, ...] = PHOTOGRAPHS) -> list[Path]:
 
 
 def load_photographs(names: tuple[str, ...] = PHOTOGRAPHS) -> dict[str, Image.Image]:
-    return {p.name: Image.open(p).convert("RGB") for p in photograph_paths(names)}
+    """The photographs by name, as RGB images. Without scikit-image (it is a dev extra), the
+    four that ship inside torchinfer (assets/photos): verifying an export or a backend must
+    not need a test dependency."""
+    try:
+        paths = photograph_paths(names)
+    except MissingExtraError:
+        paths = sorted(Path(str(resources.files("torchinfer") / "assets" / "photos")).glob("*.jpg"))
+    return {p.name: Image.open(p).convert("RGB") for p in paths}
 
 
 @torch.no_grad()
