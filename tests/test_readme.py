@@ -10,11 +10,13 @@ import pytest
 import torch
 import torchvision
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+READMES = (ROOT / "README.md", ROOT / "README.zh-CN.md")
 
 
 def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    return [block for readme in READMES
+            for block in re.findall(r"```python\n(.*?)```", readme.read_text(encoding="utf-8"), re.S)]
 
 
 def test_readme_has_examples():
@@ -37,4 +39,4 @@ def test_readme_example_runs(index, tmp_path, monkeypatch, calibrated, photo_pat
     for p in photo_paths:
         shutil.copy(p, tmp_path / "photos" / p.name)
     monkeypatch.chdir(tmp_path)
-    exec(compile(python_blocks()[index], f"README.md example {index}", "exec"), {})
+    exec(compile(python_blocks()[index], f"README example {index}", "exec"), {})
