@@ -53,6 +53,7 @@ from .backends.onnxruntime import (META_INPUT_SIZE, META_LABELS, META_MODEL_NAME
                                    make_session)
 from .errors import MissingExtraError, TorchinferError
 from .models import LoadedModel, PreprocessConfig
+from .models.outputs import main_output
 from .verify import FP16_TOLERANCE, FP32_TOLERANCE, Comparison, OutputCheck, Tolerance
 
 __all__ = ["FP16_TOLERANCE", "FP32_TOLERANCE", "ExportError", "ExportReport",
@@ -270,15 +271,10 @@ class _MainOutput(nn.Module):
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        raw = self.model(x)
-        if isinstance(raw, dict):
-            raw = raw["out"] if "out" in raw else raw.get("logits")
-        elif isinstance(raw, (tuple, list)):
-            raw = raw[0]
-        if not isinstance(raw, torch.Tensor):
-            raise ExportError(f"the {self.task} model returned {type(raw).__name__}; torchinfer "
-                              "exports one tensor (logits) or a dict with 'out'")
-        return raw
+        try:
+            return main_output(self.model(x))
+        except TorchinferError as exc:
+            raise ExportError(f"the {self.task} model's output: {exc}") from exc
 
 
 def _task_of(loaded: LoadedModel) -> str:

@@ -18,6 +18,7 @@ from torch import nn
 from torchvision.transforms import v2
 
 from .errors import MissingExtraError
+from .models.outputs import main_output
 
 # Photographs shipped inside scikit-image's wheel (no download). camera.png is grayscale.
 PHOTOGRAPHS = ("chelsea.png", "astronaut.png", "coffee.png", "rocket.jpg", "camera.png",
@@ -80,16 +81,6 @@ def calibrate(model: nn.Module, images: list[Image.Image], *, size: int = 224,
         if head.bias is not None:
             head.bias.mul_(scale)
     return model
-
-
-def main_output(raw: object) -> torch.Tensor:
-    """The main head's output: ``out`` of a torchvision segmentation dict, the first element of
-    a tuple (Inception/GoogLeNet in train mode), or the tensor itself."""
-    if isinstance(raw, dict):
-        return raw["out"]
-    if isinstance(raw, (tuple, list)):
-        return raw[0]
-    return raw  # type: ignore[return-value]
 
 
 def _last_layer(model: nn.Module) -> nn.Linear | nn.Conv2d | None:

@@ -11,13 +11,14 @@ from ..errors import TorchinferError
 
 def main_output(raw: Any) -> torch.Tensor:
     """The main head's output: ``out`` of a torchvision segmentation dict (``aux`` only serves
-    training), the first element of a tuple (GoogLeNet/Inception heads, Ultralytics' torch
-    models), or the tensor itself."""
+    training) or ``logits`` of a classifier's, the first element of a tuple (GoogLeNet/Inception
+    heads, Ultralytics' torch models), or the tensor itself."""
     if isinstance(raw, dict):
-        if "out" not in raw:
+        key = "out" if "out" in raw else "logits"
+        if key not in raw:
             raise TorchinferError(f"the model returned a dict with {sorted(raw)}; expected an "
-                                  "'out' entry")
-        raw = raw["out"]
+                                  "'out' or 'logits' entry")
+        raw = raw[key]
     elif isinstance(raw, (tuple, list)):
         raw = raw[0]
     if not isinstance(raw, torch.Tensor):

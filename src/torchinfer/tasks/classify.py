@@ -12,6 +12,7 @@ from PIL import Image
 
 from ..errors import TorchinferError
 from ..models import LoadedModel
+from ..models.outputs import main_output
 from ..results import Classification, ClassScore
 from .base import Batch, Predictor
 
@@ -85,17 +86,8 @@ class ClassificationPredictor(Predictor[Classification]):
 
 
 def _logits(raw: Any) -> torch.Tensor:
-    """The (N, C) logits out of whatever a classifier returns: a tensor, a tuple whose first
-    element is the main output (Inception/GoogLeNet in train mode), or a dict with ``logits``."""
-    if isinstance(raw, torch.Tensor):
-        out = raw
-    elif isinstance(raw, (tuple, list)) and raw and isinstance(raw[0], torch.Tensor):
-        out = raw[0]
-    elif isinstance(raw, dict) and isinstance(raw.get("logits", raw.get("out")), torch.Tensor):
-        out = raw.get("logits", raw.get("out"))
-    else:
-        raise TorchinferError(f"classifier returned {type(raw).__name__}; expected logits of "
-                              "shape (N, num_classes)")
+    """The (N, C) logits out of whatever a classifier returns (see ``main_output``)."""
+    out = main_output(raw)
     if out.ndim != 2:
         raise TorchinferError(f"classifier output has shape {tuple(out.shape)}; expected "
                               "(N, num_classes)")

@@ -21,6 +21,7 @@ from PIL import Image
 
 from ..errors import TorchinferError
 from ..models import LoadedModel
+from ..models.outputs import main_output
 from ..results import Segmentation
 from .base import Batch, Predictor
 
@@ -103,16 +104,9 @@ class SegmentationPredictor(Predictor[Segmentation]):
 
 
 def _main_output(raw: Any) -> torch.Tensor:
-    """(N, C, h, w) logits from a dict with ``out`` (torchvision; ``aux`` ignored), a tuple whose
-    first element is the main head, or a tensor."""
-    if isinstance(raw, dict):
-        if "out" not in raw:
-            raise TorchinferError(f"segmentation model returned a dict with {sorted(raw)}; "
-                                  "expected an 'out' entry")
-        raw = raw["out"]
-    elif isinstance(raw, (tuple, list)):
-        raw = raw[0]
-    if not isinstance(raw, torch.Tensor) or raw.ndim != 4:
-        got = tuple(raw.shape) if isinstance(raw, torch.Tensor) else type(raw).__name__
-        raise TorchinferError(f"segmentation output {got}; expected logits (N, C, H, W)")
-    return raw
+    """(N, C, h, w) logits (see ``main_output``: torchvision's dict ``out``, ``aux`` ignored)."""
+    out = main_output(raw)
+    if out.ndim != 4:
+        raise TorchinferError(f"segmentation output {tuple(out.shape)}; expected logits "
+                              "(N, C, H, W)")
+    return out
