@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
@@ -37,7 +38,8 @@ class DemoRow:
     task: str
     model: str
     images: int
-    metric: str
+    metric: str  # what the score is, in words
+    score: float  # top-1, mIoU or mAP@.5, as a fraction
     images_per_second: float
     failed: int
 
@@ -83,30 +85,33 @@ def _run_task(task: str, model: str, data: Path, out: Path, device: str,
     for r in results:
         if r.ok:
             img = predictor.loader.load(r.source)
+            if task == "classify" and max(img.size) < 256:  # room for the label text
+                img = img.resize((img.width * 2, img.height * 2), Image.Resampling.LANCZOS)
             picture = annotate_classification(img, r) if task == "classify" else visualise(r, img)
             save_image_atomic(picture, out / task / "vis" / f"{Path(r.source).stem}.jpg",
                               quality=90)
             pictures.append(picture)
     contact_sheet(pictures, title=f"{task}: {model} on new shapes pictures").save(
         out / f"{task}.jpg", quality=90)
-    metric = _score(task, model, data, device)
+    metric, score = _score(task, model, data, device)
     console.print(f"[bold]{task}[/] {model}: {summary.total} images, {metric} "
                   f"-> {out / f'{task}.jpg'}, {out / task}/", highlight=False)
-    return summary, DemoRow(task, model, summary.total, metric, summary.images_per_second,
-                            summary.failed)
+    return summary, DemoRow(task, model, summary.total, metric, score,
+                            summary.images_per_second, summary.failed)
 
 
-def _score(task: str, model: str, data: Path, device: str) -> str:
+def _score(task: str, model: str, data: Path, device: str) -> tuple[str, float]:
     """The task's metric against the generator's truth (what `torchinfer eval` reports)."""
     if task == "classify":
         report = evaluate_classification(load(task, model, device=device), data)
-        return f"top-1 {100 * report.top1:.1f}%"
+        return f"top-1 {100 * report.top1:.1f}%", report.top1
     if task == "segment":
-        report = evaluate_segmentation(load(task, model, device=device), data)
-        return f"mIoU {100 * report.miou:.1f}%"
+        seg = evaluate_segmentation(load(task, model, device=device), data)
+        return f"mIoU {100 * seg.miou:.1f}%", seg.miou
     # detection is scored the COCO way: every box down to a low score
-    report = evaluate_detection(load(task, model, device=device, conf=0.001, max_det=100), data)
-    return f"mAP@.5 {100 * report.bbox['map50']:.1f}%, mAP@[.5:.95] {100 * report.bbox['map']:.1f}%"
+    det = evaluate_detection(load(task, model, device=device, conf=0.001, max_det=100), data)
+    return (f"mAP@.5 {100 * det.bbox['map50']:.1f}%, mAP@[.5:.95] {100 * det.bbox['map']:.1f}%",
+            det.bbox["map50"])
 
 
 def _inspect_table(console: Console) -> None:
@@ -128,7 +133,7 @@ def _export_and_rescore(out: Path, data: Path, console: Console) -> DemoRow:
     predictor = load("classify", str(path))
     scored = evaluate_classification(predictor, data)
     return DemoRow("classify (ONNX file)", path.name, scored.images,
-                   f"top-1 {100 * scored.top1:.1f}%", 0.0, scored.failed)
+                   f"top-1 {100 * scored.top1:.1f}%", scored.top1, 0.0, scored.failed)
 
 
 def _summary_table(console: Console, rows: list[DemoRow], seconds: float, out: Path) -> None:

@@ -1,0 +1,471 @@
+"""Train the bundled shapes models on freshly generated data, and evaluate them.
+
+Every image comes from ``torchinfer.datasets.shapes`` and a seed, so a run is reproducible
+from this command alone: nothing is downloaded. Each model is saved as fp16 safetensors with
+its labels, preprocessing, architecture and provenance in the header, which is all
+``torchinfer.load`` needs.
+
+    python scripts/train_shapes.py                         # all three, into src/torchinfer/assets
+    python scripts/train_shapes.py --task detect --out /tmp/w
+    python scripts/train_shapes.py --evaluate-only         # the bundled files on unseen seeds
+
+Evaluation writes 500 images per task with a seed no training run uses (the writers' own
+files: PNG for classification, JPEG for segmentation and detection), runs them through
+torchinfer's predictors and prints top-1, mIoU (background included) and COCO box mAP
+(pycocotools, conf 0.001).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import copy
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import save_file
+from torchvision.ops import box_iou, generalized_box_iou_loss
+
+import torchinfer
+from torchinfer.datasets import shapes as ds
+from torchinfer.models import PreprocessConfig
+from torchinfer.models import shapes as arch
+from torchinfer.tasks.yolo import letterbox
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ("classify", "segment", "detect")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+EVAL_SEED = 20_240_601  # never a training seed: training uses --seed + 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Recipe:
+    factory: str  # name in torchinfer.models.shapes
+    num_classes: int
+    size: int  # training image side = model input side
+    n: int  # training images, generated once
+    epochs: int
+    batch: int
+    lr: float
+    preprocess: PreprocessConfig
+
+    @property
+    def file(self) -> str:
+        return f"{self.factory}.safetensors"
+
+
+RECIPES = {
+    "classify": Recipe("shapes_classifier", len(ds.CLASSES), 128, 6000, 5, 64, 3e-3,
+                       PreprocessConfig((128,), (128, 128), IMAGENET_MEAN, IMAGENET_STD)),
+    "segment": Recipe("shapes_segmenter", len(ds.CLASSES) + 1, 256, 2400, 10, 16, 3e-3,
+                      PreprocessConfig((256,), None, IMAGENET_MEAN, IMAGENET_STD)),
+    "detect": Recipe("shapes_detector", len(ds.CLASSES), 256, 4000, 10, 32, 3e-3,
+                     PreprocessConfig((256, 256), None, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))),
+}
+
+
+# --------------------------------------------------------------------------- data
+# Module-level functions of (seed, index): they run in worker processes, and each training
+# image depends only on its pair, whatever the number of workers.
+
+
+def _classify_item(job: tuple[int, int, int]) -> tuple[np.ndarray, int]:
+    seed, i, size = job
+    class_id = i % len(ds.CLASSES)
+    scene = ds.generate_single(ds.scene_rng(seed, i), size, class_id=class_id)
+    return np.asarray(scene.image), class_id
+
+
+def _jpeg(image: Image.Image, seed: int, i: int) -> Image.Image:
+    """A JPEG round trip at a random quality, as the writers' files (quality 90) are read."""
+    quality = int(np.random.default_rng([seed, i, 1]).integers(60, 96))
+    return ds.jpeg_roundtrip(image, quality)
+
+
+def _segment_item(job: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    seed, i, size = job
+    scene = ds.generate_scene(ds.scene_rng(seed, i), size)
+    return np.asarray(_jpeg(scene.image, seed, i)), scene.label_map()
+
+
+def _detect_item(job: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image letterboxed to ``size`` (a third of the scenes are not square, so the padding
+    torchinfer adds to real photographs is seen in training) and its per-cell targets."""
+    seed, i, size = job
+    extra = np.random.default_rng([seed, i, 2])
+    hw = [size, size]
+    if extra.random() < 1 / 3:
+        hw[int(extra.integers(2))] = int(extra.integers(size * 5 // 8, size))
+    scene = ds.generate_scene(ds.scene_rng(seed, i), tuple(hw))
+    canvas, lb = letterbox(_jpeg(scene.image, seed, i), (size, size))
+    left, top = lb.pad
+    owner = np.full((size, size), -1, dtype=np.int16)
+    boxes, classes = [], []
+    for k, inst in enumerate(scene.instances):
+        owner[top:top + hw[0], left:left + hw[1]][inst.mask] = k
+        x0, y0, x1, y1 = inst.bbox
+        boxes.append((x0 + left, y0 + top, x1 + left, y1 + top))
+        classes.append(inst.class_id)
+    cls_t, box_t = detection_targets(owner, np.array(boxes, dtype=np.float32).reshape(-1, 4),
+                                     classes, size)
+    return canvas, cls_t, box_t
+
+
+def detection_targets(owner: np.ndarray, boxes: np.ndarray, classes: list[int], size: int,
+                      stride: int = arch.ShapesDetector.stride,
+                      radius: float = 2.5) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell of the stride grid: the class it must find (-1 none) and that shape's box.
+
+    A cell is positive for a shape when its centre lies on the shape's visible pixels and
+    within ``radius`` cells of its box centre (FCOS centre sampling, with the mask deciding
+    between overlapping shapes); a shape too small to hold a cell centre gets the cell of its
+    visible pixel nearest the box centre.
+    """
+    g = size // stride
+    centres = (np.arange(g) + 0.5) * stride
+    cell_owner = owner[stride // 2::stride, stride // 2::stride]
+    cls_t = np.full((g, g), -1, dtype=np.int64)
+    box_t = np.zeros((g, g, 4), dtype=np.float32)
+    for k, (box, c) in enumerate(zip(boxes, classes)):
+        bcx, bcy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        near_x = np.abs(centres - bcx) <= radius * stride
+        near_y = np.abs(centres - bcy) <= radius * stride
+        pos = (cell_owner == k) & near_y[:, None] & near_x[None, :]
+        if not pos.any():
+            ys, xs = np.nonzero(owner == k)
+            if len(ys) == 0:
+                continue
+            j = int(np.argmin((xs + 0.5 - bcx) ** 2 + (ys + 0.5 - bcy) ** 2))
+            r, q = ys[j] // stride, xs[j] // stride
+            if cls_t[r, q] >= 0:
+                continue
+            pos[r, q] = True
+        cls_t[pos] = c
+        box_t[pos] = box
+    return cls_t, box_t
+
+
+def generate(task: str, seed: int, n: int, size: int, workers: int) -> list[torch.Tensor]:
+    item = {"classify": _classify_item, "segment": _segment_item, "detect": _detect_item}[task]
+    jobs = [(seed, i, size) for i in range(n)]
+    if workers > 1:
+        with get_context("fork").Pool(workers) as pool:
+            items = pool.map(item, jobs, chunksize=32)
+    else:
+        items = list(map(item, jobs))
+    return [torch.from_numpy(np.stack(column)) for column in zip(*items)]
+
+
+# --------------------------------------------------------------------------- training
+
+
+def dihedral(x: torch.Tensor, flips: tuple[bool, bool, bool]) -> torch.Tensor:
+    """Flip (..., H, W) vertically, horizontally, then transpose: the 8 symmetries of a square,
+    none of which changes what a shape is."""
+    fy, fx, tr = flips
+    if fy:
+        x = x.flip(-2)
+    if fx:
+        x = x.flip(-1)
+    return x.transpose(-1, -2) if tr else x
+
+
+def dihedral_boxes(boxes: torch.Tensor, flips: tuple[bool, bool, bool], size: int) -> torch.Tensor:
+    """The same symmetry applied to (..., 4) xyxy boxes in a ``size`` square."""
+    fy, fx, tr = flips
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    if fy:
+        y0, y1 = size - y1, size - y0
+    if fx:
+        x0, x1 = size - x1, size - x0
+    if tr:
+        x0, y0, x1, y1 = y0, x0, y1, x1
+    return torch.stack([x0, y0, x1, y1], dim=-1)
+
+
+class EMA:
+    """Exponential moving average of the weights (and a copy of the BatchNorm statistics)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float = 0.998):
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay, self.updates = decay, 0
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for e, p in zip(self.model.state_dict().values(), model.state_dict().values()):
+            if e.dtype.is_floating_point:
+                e.mul_(d).add_(p.detach(), alpha=1 - d)
+            else:
+                e.copy_(p)
+
+
+def inputs(images: torch.Tensor, flips: tuple[bool, bool, bool],
+           cfg: PreprocessConfig) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> the symmetry -> normalised float (B, 3, H, W) as torchinfer feeds
+    it. Made channels_last afterwards: a transposed batch would otherwise reach the
+    convolutions with strides that send them down a path many times slower on the CPU."""
+    x = dihedral(images.permute(0, 3, 1, 2), flips).float().div_(255.0)
+    mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std, device=x.device).view(1, 3, 1, 1)
+    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+def classify_loss(model, batch, flips, cfg):
+    images, labels = batch
+    x = inputs(images, flips, cfg)
+    return F.cross_entropy(model(x), labels, label_smoothing=0.05)
+
+
+DICE_WEIGHT = 0.5  # segmentation: cross-entropy + this x (1 - mean soft Dice over classes)
+
+
+def segment_loss(model, batch, flips, cfg):
+    """Per-pixel cross-entropy at the label resolution (the logits upsampled as torchinfer does
+    before its argmax), plus soft Dice, which weighs every class alike whatever its area: the
+    background covers most pixels, but mIoU counts it once."""
+    images, labels = batch
+    x = inputs(images, flips, cfg)
+    y = dihedral(labels.long(), flips)
+    logits = F.interpolate(model(x), size=y.shape[-2:], mode="bilinear", align_corners=False)
+    loss = F.cross_entropy(logits, y)
+    if DICE_WEIGHT:
+        p = logits.softmax(1)
+        onehot = F.one_hot(y, p.shape[1]).permute(0, 3, 1, 2).to(p.dtype)
+        inter = (p * onehot).sum((0, 2, 3))
+        dice = (2 * inter + 1) / (p.sum((0, 2, 3)) + onehot.sum((0, 2, 3)) + 1)
+        loss = loss + DICE_WEIGHT * (1 - dice.mean())
+    return loss
+
+
+def detect_loss(model, batch, flips, cfg):
+    """Quality focal loss on the class scores (a positive's target is the IoU of its predicted
+    box, so the score ranks boxes by how well they fit), GIoU + L1 on the positives' boxes."""
+    images, cls_t, box_t = batch
+    size = images.shape[1]
+    x = inputs(images, flips, cfg)
+    cls_t = dihedral(cls_t, flips).flatten(1)  # (B, N)
+    box_t = dihedral_boxes(dihedral(box_t.permute(0, 3, 1, 2), flips).permute(0, 2, 3, 1),
+                           flips, size).flatten(1, 2)  # (B, N, 4)
+    logits, dist = model.raw(x)
+    b, c, h, w = logits.shape
+    logits = logits.flatten(2).transpose(1, 2)  # (B, N, C)
+    dist = dist.flatten(2).transpose(1, 2)  # (B, N, 4)
+    centres = model.centres(h, w, x.device).T  # (N, 2)
+    pos = cls_t >= 0
+    n_pos = max(int(pos.sum()), 1)
+    ctr = centres.expand(b, -1, -1)[pos]
+    d = dist[pos]
+    pred = torch.cat([ctr - d[:, :2], ctr + d[:, 2:]], dim=1)
+    target = box_t[pos]
+    iou = box_iou(pred.detach(), target).diagonal().clamp(min=0.0)
+    score_t = torch.zeros_like(logits)
+    score_t[pos, cls_t[pos]] = iou
+    p = logits.sigmoid()
+    qfl = F.binary_cross_entropy_with_logits(logits, score_t, reduction="none")
+    loss_cls = (qfl * (p - score_t).abs().pow(2)).sum() / n_pos
+    loss_giou = generalized_box_iou_loss(pred, target, reduction="sum") / n_pos
+    target_d = torch.cat([ctr - target[:, :2], target[:, 2:] - ctr], dim=1)
+    loss_l1 = F.smooth_l1_loss(d / model.stride, target_d / model.stride, reduction="sum") / n_pos
+    return loss_cls + 2.0 * loss_giou + 0.25 * loss_l1
+
+
+LOSSES: dict[str, Callable] = {"classify": classify_loss, "segment": segment_loss,
+                               "detect": detect_loss}
+
+
+def train(task: str, recipe: Recipe, seed: int, device: torch.device, workers: int,
+          epochs: int, n: int, log: Callable[[str], None]) -> tuple[torch.nn.Module, dict]:
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    data = generate(task, seed + TASKS.index(task), n, recipe.size, workers)
+    t_data = time.perf_counter() - t0
+    log(f"[{task}] generated {n} images in {t_data:.0f} s")
+    data = [t.to(device) for t in data]
+    model = getattr(arch, recipe.factory)(num_classes=recipe.num_classes).to(device)
+    model = model.to(memory_format=torch.channels_last)
+    steps_per_epoch = n // recipe.batch
+    total = steps_per_epoch * epochs
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=total,
+                                                pct_start=0.15)
+    ema = EMA(model)
+    gen = torch.Generator().manual_seed(seed)
+    loss_fn = LOSSES[task]
+    step, running = 0, 0.0
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(n, generator=gen)
+        for s in range(steps_per_epoch):
+            idx = order[s * recipe.batch:(s + 1) * recipe.batch].to(device)
+            flips = tuple(bool(v) for v in torch.randint(0, 2, (3,), generator=gen))
+            loss = loss_fn(model, [t[idx] for t in data], flips, recipe.preprocess)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            ema.update(model)
+            running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
+            step += 1
+        log(f"[{task}] epoch {epoch + 1}/{epochs} loss {running:.4f} "
+            f"({time.perf_counter() - t0:.0f} s)")
+    info = {"seconds": time.perf_counter() - t0, "data_seconds": t_data}
+    return ema.model.cpu().to(memory_format=torch.contiguous_format), info
+
+
+def save(model: torch.nn.Module, task: str, recipe: Recipe, path: Path, *, seed: int,
+         epochs: int, n: int) -> None:
+    labels = list(ds.CLASSES) if task != "segment" else ["background", *ds.CLASSES]
+    metadata = {
+        "format": "pt",
+        "task": task,
+        "architecture": f"torchinfer.models.shapes:{recipe.factory}",
+        "model_kwargs": json.dumps({"num_classes": recipe.num_classes}),
+        "labels": json.dumps(labels),
+        "preprocess": json.dumps(recipe.preprocess.to_dict()),
+        "trained_by": "scripts/train_shapes.py",
+        "dataset": f"torchinfer.datasets.shapes, seed {seed + TASKS.index(task)}, "
+                   f"{n} images of {recipe.size} px",
+        "seed": str(seed),
+        "epochs": str(epochs),
+        "dataset_size": str(n),
+        "torch": torch.__version__,
+    }
+    tensors = {k: (v.half() if v.dtype.is_floating_point else v).contiguous()
+               for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=metadata)
+    path.chmod(0o644)  # safetensors writes 0600; package data must be readable by all
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _load(task: str, weights: Path, **options):
+    recipe = RECIPES[task]
+    return torchinfer.load(task, f"torchinfer.models.shapes:{recipe.factory}", weights,
+                           **options)
+
+
+def evaluate_classify(weights: Path, root: Path, n: int, seed: int) -> dict[str, float]:
+    ds.write_classification(root, n, seed)
+    paths = sorted(root.glob("*/*.png"))
+    clf = _load("classify", weights, batch_size=50)
+    correct = sum(r.top1.label == Path(r.source).parent.name for r in clf(paths))
+    return {"top1": correct / len(paths)}
+
+
+def evaluate_segment(weights: Path, root: Path, n: int, seed: int) -> dict[str, float]:
+    ds.write_segmentation(root, n, seed)
+    seg = _load("segment", weights, batch_size=25)
+    k = RECIPES["segment"].num_classes
+    confusion = np.zeros((k, k), dtype=np.int64)
+    paths = sorted((root / "JPEGImages").glob("*.jpg"))
+    for r in seg(paths):
+        truth = np.asarray(Image.open(root / "SegmentationClass" / (Path(r.source).stem + ".png")))
+        confusion += np.bincount(truth.ravel().astype(np.int64) * k + r.mask.ravel(),
+                                 minlength=k * k).reshape(k, k)
+    iou = np.diag(confusion) / (confusion.sum(0) + confusion.sum(1) - np.diag(confusion))
+    out = {"mIoU": float(iou.mean()), "pixel_acc": float(np.diag(confusion).sum() / confusion.sum())}
+    out.update({f"IoU_{name}": float(v) for name, v in zip(["background", *ds.CLASSES], iou)})
+    return out
+
+
+def evaluate_detect(weights: Path, root: Path, n: int, seed: int, *, conf: float = 0.001,
+                    iou: float = 0.6) -> dict[str, float]:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    ds.write_detection(root, n, seed)
+    det = _load("detect", weights, conf=conf, iou=iou, max_det=100, batch_size=25)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(root / "annotations.json"))
+    ids = {img["file_name"]: img["id"] for img in gt.dataset["images"]}
+    paths = [root / "images" / name for name in sorted(ids)]
+    categories = {k: k + 1 for k in range(len(ds.CLASSES))}
+    records = []
+    for r in det(paths):
+        records += r.to_coco(ids[Path(r.source).name], categories)
+    with contextlib.redirect_stdout(io.StringIO()):
+        result = gt.loadRes(records)
+        ev = COCOeval(gt, result, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {"mAP50": float(ev.stats[1]), "mAP50_95": float(ev.stats[0]),
+            "AR100": float(ev.stats[8])}
+
+
+EVALUATORS = {"classify": evaluate_classify, "segment": evaluate_segment,
+              "detect": evaluate_detect}
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", choices=("all", *TASKS), default="all")
+    parser.add_argument("--out", type=Path, default=ROOT / "src" / "torchinfer" / "assets",
+                        help="folder for the .safetensors files")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="training seed (data seeds are seed + 0/1/2 per task)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8),
+                        help="processes generating the training images")
+    parser.add_argument("--epochs", type=int, default=None, help="override the recipe's")
+    parser.add_argument("--n", type=int, default=None, help="training images (override)")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="evaluate the files in --out, train nothing")
+    parser.add_argument("--no-evaluate", action="store_true", help="train only")
+    parser.add_argument("--eval-n", type=int, default=500)
+    parser.add_argument("--eval-seed", type=int, default=EVAL_SEED)
+    args = parser.parse_args(argv)
+    if args.eval_seed in range(args.seed, args.seed + len(TASKS)):
+        parser.error(f"--eval-seed {args.eval_seed} is one of the training data seeds")
+    tasks = TASKS if args.task == "all" else (args.task,)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else "cpu" if args.device == "auto" else args.device)
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    if not args.evaluate_only:
+        log(f"training {', '.join(tasks)} on {device} ({torch.get_num_threads()} threads)")
+        for task in tasks:
+            recipe = RECIPES[task]
+            epochs, n = args.epochs or recipe.epochs, args.n or recipe.n
+            model, info = train(task, recipe, args.seed, device, args.workers, epochs, n, log)
+            path = args.out / recipe.file
+            save(model, task, recipe, path, seed=args.seed, epochs=epochs, n=n)
+            params = sum(p.numel() for p in model.parameters())
+            log(f"[{task}] {params:,} parameters, {info['seconds']:.0f} s; saved {path} "
+                f"({path.stat().st_size / 1e6:.2f} MB)")
+    if args.no_evaluate:
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for task in tasks:
+            t0 = time.perf_counter()
+            metrics = EVALUATORS[task](args.out / RECIPES[task].file, Path(tmp) / task,
+                                       args.eval_n, args.eval_seed)
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            log(f"[{task}] eval on {args.eval_n} images, seed {args.eval_seed}: {shown} "
+                f"({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

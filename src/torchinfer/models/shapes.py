@@ -1,0 +1,182 @@
+"""Small models for the procedural shapes dataset (``torchinfer.datasets.shapes``).
+
+All three are built from torchvision's MobileNetV3 blocks (inverted residuals with
+squeeze-and-excitation, ``torchvision.models.mobilenetv3``), narrowed for a task of four
+shapes. Plain stacks of 3x3 convolutions of the same size sat at chance for hundreds of steps
+before they told a star from a square; these learn the outlines within the first epoch. The
+trained weights ship in ``torchinfer/assets`` (``scripts/train_shapes.py``).
+
+- ``shapes_classifier``: (B, 3, H, W) normalised -> logits (B, C). torchvision's
+  ``MobileNetV3`` (small layout, half width).
+- ``shapes_segmenter``: encoder + U-Net decoder; logits (B, C, H/2, W/2), background class 0.
+- ``shapes_detector``: encoder + top-down merge to stride 8 + anchor-free head (FCOS-like
+  distances to the four box sides, IoU-aware class scores), in the YOLOv8 export layout
+  (B, 4 + C, N): centre x, centre y, width, height in input pixels, then per-class scores in
+  [0, 1].
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.mobilenetv3 import InvertedResidual, InvertedResidualConfig, MobileNetV3
+from torchvision.ops import Conv2dNormActivation
+
+# MobileNetV3's eps; torch's default momentum, since MobileNetV3's 0.01 leaves the running
+# statistics behind in a training run of a few hundred steps
+_BN = partial(nn.BatchNorm2d, eps=0.001, momentum=0.1)
+
+# (input, kernel, expanded, output, squeeze-excite, activation, stride): MobileNetV3-small's
+# layout, narrower, grouped by output stride (the encoder's skip connections come from the end
+# of each group)
+_ENCODER = (
+    ((16, 3, 16, 16, True, "RE", 2),),  # stride 4
+    ((16, 3, 64, 24, False, "RE", 2), (24, 3, 72, 24, False, "RE", 1)),  # 8
+    ((24, 5, 96, 40, True, "HS", 2), (40, 5, 160, 40, True, "HS", 1),
+     (40, 5, 160, 48, True, "HS", 1)),  # 16
+    ((48, 5, 192, 64, True, "HS", 2), (64, 5, 256, 64, True, "HS", 1)),  # 32
+)
+
+
+def _block(cin: int, k: int, exp: int, cout: int, se: bool, act: str, stride: int) -> nn.Module:
+    return InvertedResidual(InvertedResidualConfig(cin, k, exp, cout, se, act, stride, 1, 1.0),
+                            _BN)
+
+
+def _conv(cin: int, cout: int, stride: int = 1, kernel: int = 3) -> Conv2dNormActivation:
+    return Conv2dNormActivation(cin, cout, kernel, stride, norm_layer=_BN,
+                                activation_layer=nn.ReLU)
+
+
+class Encoder(nn.Module):
+    """A stride-2 stem, then inverted-residual groups; returns the feature maps at strides
+    2, 4, 8, 16 and 32 (16, 16, 24, 48, 64 channels)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = Conv2dNormActivation(3, 16, 3, 2, norm_layer=_BN,
+                                         activation_layer=nn.Hardswish)
+        self.stages = nn.ModuleList(nn.Sequential(*(_block(*b) for b in group))
+                                    for group in _ENCODER)
+        self.widths = (16, *(group[-1][3] for group in _ENCODER))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = [self.stem(x)]
+        for stage in self.stages:
+            feats.append(stage(feats[-1]))
+        return feats
+
+
+class _Up(nn.Module):
+    """Upsample the coarser map to the skip's size, concatenate, convolve."""
+
+    def __init__(self, cin: int, cskip: int, cout: int):
+        super().__init__()
+        self.conv = _conv(cin + cskip, cout)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.conv(torch.cat([x, skip], dim=1))
+
+
+class ShapesSegmenter(nn.Module):
+    """U-Net: the encoder to stride 32, a decoder back to stride 2 with skip connections."""
+
+    def __init__(self, num_classes: int = 5, decoder: tuple[int, ...] = (48, 32, 24, 16)):
+        super().__init__()
+        self.encoder = Encoder()
+        widths = self.encoder.widths
+        ups, cin = [], widths[-1]
+        for skip, cout in zip(reversed(widths[:-1]), decoder):
+            ups.append(_Up(cin, skip, cout))
+            cin = cout
+        self.decoder = nn.ModuleList(ups)
+        self.head = nn.Conv2d(cin, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.encoder(x)
+        y = feats[-1]
+        for up, skip in zip(self.decoder, reversed(feats[:-1])):
+            y = up(y, skip)
+        return self.head(y)
+
+
+class ShapesDetector(nn.Module):
+    """Encoder + top-down merge to stride 8 + a head: per cell, class logits and the distances
+    (left, top, right, bottom) from the cell centre to the box sides.
+
+    ``forward`` returns the decoded (B, 4 + C, N) tensor; ``raw`` what training needs.
+    """
+
+    stride = 8
+
+    def __init__(self, num_classes: int = 4, neck: int = 64, head: int = 64):
+        super().__init__()
+        self.num_classes = num_classes
+        self.encoder = Encoder()
+        w = self.encoder.widths
+        self.up16 = _Up(w[4], w[3], neck)
+        self.up8 = _Up(neck, w[2], neck)
+        self.tower = nn.Sequential(_conv(neck, head), _conv(head, head))
+        self.cls = nn.Conv2d(head, num_classes, 1)
+        self.box = nn.Conv2d(head, 4, 1)
+        nn.init.constant_(self.cls.bias, -4.6)  # every score starts near 0.01 (focal-loss prior)
+        nn.init.constant_(self.box.bias, 1.0)
+
+    def raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class logits (B, C, h, w) and side distances in input pixels (B, 4, h, w)."""
+        f = self.encoder(x)
+        y = self.tower(self.up8(self.up16(f[4], f[3]), f[2]))
+        return self.cls(y), F.softplus(self.box(y)) * self.stride
+
+    def centres(self, h: int, w: int, device: torch.device) -> torch.Tensor:
+        """(2, h*w) x, y of the cell centres in input pixels."""
+        ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32),
+                                torch.arange(w, device=device, dtype=torch.float32),
+                                indexing="ij")
+        return torch.stack([xs.flatten(), ys.flatten()]).add_(0.5).mul_(self.stride)
+
+    @staticmethod
+    def decode(distances: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+        """(B, 4, N) left/top/right/bottom distances -> (B, 4, N) cx, cy, w, h."""
+        left, top, right, bottom = distances.unbind(1)
+        cx = centres[0] + (right - left) / 2
+        cy = centres[1] + (bottom - top) / 2
+        return torch.stack([cx, cy, left + right, top + bottom], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits, dist = self.raw(x)
+        _, _, h, w = logits.shape
+        boxes = self.decode(dist.flatten(2), self.centres(h, w, x.device))
+        return torch.cat([boxes, logits.flatten(2).sigmoid()], dim=1)
+
+
+# torchvision's MobileNetV3-small layout at half width
+_CLASSIFIER = (
+    (8, 3, 8, 8, True, "RE", 2), (8, 3, 40, 16, False, "RE", 2),
+    (16, 3, 48, 16, False, "RE", 1), (16, 5, 48, 24, True, "HS", 2),
+    (24, 5, 120, 24, True, "HS", 1), (24, 5, 120, 24, True, "HS", 1),
+    (24, 5, 64, 24, True, "HS", 1), (24, 5, 72, 24, True, "HS", 1),
+    (24, 5, 144, 48, True, "HS", 2), (48, 5, 288, 48, True, "HS", 1),
+    (48, 5, 288, 48, True, "HS", 1),
+)
+
+
+def shapes_classifier(num_classes: int = 4) -> MobileNetV3:
+    """Shape classifier: torchvision's MobileNetV3 (small layout, half width, 256-wide head)."""
+    setting = [InvertedResidualConfig(cin, k, exp, cout, se, act, s, 1, 1.0)
+               for cin, k, exp, cout, se, act, s in _CLASSIFIER]
+    return MobileNetV3(setting, last_channel=256, num_classes=num_classes, norm_layer=_BN)
+
+
+def shapes_segmenter(num_classes: int = 5) -> ShapesSegmenter:
+    """Shape segmenter (background + shapes): U-Net, logits at half the input resolution."""
+    return ShapesSegmenter(num_classes)
+
+
+def shapes_detector(num_classes: int = 4) -> ShapesDetector:
+    """Shape detector: YOLOv8-layout output (B, 4 + C, N), one level at stride 8."""
+    return ShapesDetector(num_classes)

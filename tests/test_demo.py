@@ -1,0 +1,28 @@
+"""The main job: `torchinfer demo` on the bundled models gives right answers and the pictures."""
+
+from __future__ import annotations
+
+import json
+
+from PIL import Image
+from typer.testing import CliRunner
+
+from torchinfer.cli import app
+
+
+def test_demo_gives_right_answers_and_pictures(tmp_path):
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = {row["task"]: row for row in json.loads((out / "demo.json").read_text())}
+    assert rows["classify"]["score"] >= 0.9  # 24 new pictures
+    assert rows["segment"]["score"] >= 0.85
+    assert rows["detect"]["score"] >= 0.9
+    assert rows["classify (ONNX file)"]["score"] == rows["classify"]["score"]
+    for task in ("classify", "segment", "detect"):
+        assert Image.open(out / f"{task}.jpg").size[0] > 600
+        assert (out / task / "predictions.jsonl").is_file()
+        assert list((out / task / "vis").glob("*.jpg"))
+    assert list((out / "segment" / "masks").glob("*.png"))
+    assert (out / "detect" / "coco_results.json").is_file()
+    assert (out / "export" / "shapes_classifier.onnx").is_file()
