@@ -20,7 +20,7 @@ Writers put scenes on disk in the layouts the usual tools read:
 - detection: COCO, ``root/images/<id>.jpg`` and ``root/annotations.json`` (boxes x, y, w, h;
   masks as run-length encoding).
 
-    python -m torchinfer.datasets.shapes --task detect --n 500 --seed 123 --out shapes-det
+    python -m torchinfer.datasets --task detect --n 500 --seed 123 --out shapes-det
 """
 
 from __future__ import annotations
@@ -377,7 +377,7 @@ def iter_scenes(seed: int, n: int, *, start: int = 0, **kwargs) -> Iterator[Scen
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m torchinfer.datasets.shapes",
+    parser = argparse.ArgumentParser(prog="python -m torchinfer.datasets",
                                      description="Write a procedural shapes dataset.")
     parser.add_argument("--task", choices=TASKS, required=True)
     parser.add_argument("--n", type=int, default=500, help="number of images")
