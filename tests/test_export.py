@@ -455,3 +455,41 @@ def test_a_detector_export_that_drops_boxes_fails_verification(tmp_path, photogr
     got = [ref[0][:1], ref[1][:1], ref[2][:1]]
     matched, counted, _, _, miss = _match(ref, got)
     assert (matched, counted) == (1, 2) and "detection 1 (label 2" in miss
+
+
+# --- TorchScript and onnxsim -------------------------------------------------------------------
+
+def test_torchscript_export_verifies_and_runs_by_path(calibrated, tmp_path, photo_paths):
+    _, weights = calibrated("mobilenet_v3_small")
+    report = ti.export("mobilenet_v3_small", tmp_path / "m.pt", weights, format="torchscript")
+    assert report.passed and report.format == "torchscript"
+    assert [(c.batch_size, c.agreement_kind) for c in report.checks] == [(1, "top-1"), (4, "top-1")]
+    assert "TorchScript" in report.summary()
+    on_pt = ti.load("classify", str(tmp_path / "m.pt"), device="cpu")
+    assert on_pt.model.task == "classify" and on_pt.model.name == "mobilenet_v3_small"
+    assert on_pt.model.labels[:2] == ["tench", "goldfish"]
+    on_pth = ti.load("classify", "mobilenet_v3_small", weights, device="cpu")
+    assert on_pt.model.preprocess == on_pth.model.preprocess
+    assert [r.top1.index for r in on_pt(photo_paths)] == [r.top1.index for r in on_pth(photo_paths)]
+
+
+def test_torchscript_export_that_froze_the_batch_fails(tmp_path, photographs):
+    loaded = LoadedModel(module=FrozenBatch().eval(), name="frozen_batch", task="classify",
+                         preprocess=ti.PreprocessConfig.default(), labels=None, weights=None)
+    from torchinfer.export import export_torchscript
+
+    with pytest.raises(ExportVerificationError, match="TorchScript file failed on input shape"):
+        export_torchscript(loaded, tmp_path / "f.pt", verify_inputs=list(photographs.values())[:4])
+    assert not (tmp_path / "f.pt").exists() and (tmp_path / "f.unverified.pt").exists()
+
+
+def test_simplified_onnx_is_verified(calibrated, tmp_path):
+    pytest.importorskip("onnxsim")
+    _, weights = calibrated("mobilenet_v3_small")
+    plain = ti.export("mobilenet_v3_small", tmp_path / "plain.onnx", weights)
+    simple = ti.export("mobilenet_v3_small", tmp_path / "simple.onnx", weights, simplify=True)
+    assert simple.passed
+    nodes = [len(onnx.load(str(tmp_path / f)).graph.node) for f in ("plain.onnx", "simple.onnx")]
+    assert nodes[1] <= nodes[0]
+    assert _metadata(tmp_path / "simple.onnx")["task"] == "classify"
+    assert plain.passed

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .errors import TorchinferError
-from .export import ExportReport, export_onnx
+from .export import ExportReport, export_onnx, export_torchscript
 from .inspection import ModelReport, inspect_model
 from .models import LoadedModel, PreprocessConfig, load_model, read_labels, torchvision_task
 from .tasks import PREDICTORS, Predictor
@@ -97,11 +97,16 @@ def _published_input_size(loaded: LoadedModel) -> tuple[int, int]:
 
 
 def export(model: str | Path | nn.Module, path: str | Path, weights: str | Path | None = None, *,
-           num_classes: int | None = None, trust_pickle: bool = False,
+           format: str = "onnx", num_classes: int | None = None, trust_pickle: bool = False,
            model_kwargs: dict[str, Any] | None = None, **options: Any) -> ExportReport:
-    """Export to ONNX with the labels and preprocessing embedded, and (by default) prove the
-    file gives PyTorch's outputs on real photographs; see ``torchinfer.export.export_onnx`` for
-    ``input_size``, ``opset``, ``dynamic_batch``, ``half``, ``verify`` and tolerances."""
+    """Export to ONNX (or ``format="torchscript"``) with the labels and preprocessing
+    embedded, and (by default) prove the file gives PyTorch's outputs on real photographs; see
+    ``torchinfer.export.export_onnx`` for ``input_size``, ``opset``, ``dynamic_batch``,
+    ``half``, ``simplify``, ``verify`` and tolerances, ``export_torchscript`` for TorchScript."""
+    if format not in ("onnx", "torchscript"):
+        raise TorchinferError(f"unknown export format {format!r}: use onnx or torchscript")
     loaded = load_model(model, weights, num_classes=num_classes, trust_pickle=trust_pickle,
                         **(model_kwargs or {}))
+    if format == "torchscript":
+        return export_torchscript(loaded, path, **options)
     return export_onnx(loaded, path, **options)

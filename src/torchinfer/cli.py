@@ -123,7 +123,8 @@ def inspect_cmd(
 @app.command("export")
 def export_cmd(
     model: Annotated[str, typer.Argument(help="torchvision name, pkg.module:factory or model file.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The .onnx file to write.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The file to write (.onnx, or "
+                      ".pt for TorchScript).")],
     weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Weights file or "
                        "torchvision weights name.")] = None,
     input_size: Annotated[Optional[str], typer.Option(help="N or H,W (default: the weights' "
@@ -131,15 +132,19 @@ def export_cmd(
     opset: Annotated[Optional[int], typer.Option(help="ONNX opset (default: the exporter's).")] = None,
     dynamic_batch: Annotated[bool, typer.Option(help="Leave the batch axis free.")] = True,
     half: Annotated[bool, typer.Option(help="fp16 weights and inputs (looser, stated tolerance).")] = False,
+    export_format: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
+    simplify: Annotated[bool, typer.Option(help="ONNX: simplify with onnxsim, then verify "
+                        "the simplified graph (extra: simplify).")] = False,
     verify: Annotated[bool, typer.Option(help="Run PyTorch and ONNX Runtime on photographs "
                       "and compare.")] = True,
     num_classes: Annotated[Optional[int], typer.Option()] = None,
     trust_pickle: Annotated[bool, typer.Option(help="Allow pickled model files.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Export to ONNX with labels and preprocessing embedded, and prove it equals PyTorch.
+    """Export to ONNX (or TorchScript) with labels and preprocessing embedded, and prove it
+    equals PyTorch.
 
-    Exits 1 when verification fails (the file is then kept as <name>.unverified.onnx).
+    Exits 1 when verification fails (the file is then kept as <name>.unverified.<ext>).
     """
     from .api import export
     from .export import ExportVerificationError
@@ -148,9 +153,19 @@ def export_cmd(
     if weights is None and not Path(model).is_file():
         err_console.print(f"[yellow]warning:[/] no --weights: exporting {model} with random weights")
     try:
-        report = export(model, output, weights, num_classes=num_classes, trust_pickle=trust_pickle,
-                        input_size=(size, size) if isinstance(size, int) else size, opset=opset,
-                        dynamic_batch=dynamic_batch, half=half, verify=verify)
+        size2 = (size, size) if isinstance(size, int) else size
+        if export_format == "torchscript":
+            if half or simplify or opset is not None or not dynamic_batch:
+                raise typer.BadParameter("--half, --simplify, --opset and --no-dynamic-batch "
+                                         "are ONNX options")
+            report = export(model, output, weights, format="torchscript",
+                            num_classes=num_classes, trust_pickle=trust_pickle,
+                            input_size=size2, verify=verify)
+        else:
+            report = export(model, output, weights, format=export_format,
+                            num_classes=num_classes, trust_pickle=trust_pickle,
+                            input_size=size2, opset=opset, dynamic_batch=dynamic_batch,
+                            half=half, verify=verify, simplify=simplify)
     except ExportVerificationError as exc:
         err_console.print(f"[bold red]verification failed:[/] {exc}", highlight=False)
         raise typer.Exit(EXIT_INPUT_FAILED) from None

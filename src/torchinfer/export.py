@@ -37,7 +37,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ from .backends.onnxruntime import (META_INPUT_SIZE, META_LABELS, META_MODEL_NAME
 from .errors import MissingExtraError, TorchinferError
 from .models import LoadedModel, PreprocessConfig
 from .models.outputs import main_output
+from .models.weights import TORCHSCRIPT_METADATA
 from .verify import FP16_TOLERANCE, FP32_TOLERANCE, Comparison, OutputCheck, Tolerance
 
 __all__ = ["FP16_TOLERANCE", "FP32_TOLERANCE", "ExportError", "ExportReport",
@@ -101,6 +102,7 @@ class ExportReport:
     verify_seconds: float = 0.0
     file_bytes: int = 0
     metadata: dict[str, str] = field(default_factory=dict)
+    format: str = "onnx"  # "onnx" | "torchscript"
 
     @property
     def passed(self) -> bool:
@@ -126,14 +128,16 @@ class ExportReport:
     def summary(self) -> str:
         shape = "x".join(str(d) for d in self.input_shape)
         lines = [f"{self.model_name} ({self.task}) -> {self.path}",
-                 f"  ONNX opset {self.opset}, {self.precision}, input {INPUT_NAME} {shape}, "
+                 f"  {'ONNX opset ' + str(self.opset) if self.format == 'onnx' else 'TorchScript'}"
+                 f", {self.precision}, input {INPUT_NAME} {shape}, "
                  f"{self.file_bytes / 1e6:.1f} MB, exported in {self.export_seconds:.1f} s"]
         if not self.verified:
             lines.append("  NOT VERIFIED (verify=False)")
             return "\n".join(lines)
-        lines.append(f"  verified on {self.inputs} images with onnxruntime "
-                     f"({', '.join(self.providers)}) in {self.verify_seconds:.1f} s: "
-                     f"{self.tolerance.describe()}")
+        runtime = (f"onnxruntime ({', '.join(self.providers)})" if self.format == "onnx"
+                   else "torch.jit.load")
+        lines.append(f"  verified on {self.inputs} images with {runtime} in "
+                     f"{self.verify_seconds:.1f} s: {self.tolerance.describe()}")
         lines.append(f"  {'output':<10}{'batch':>6}{'max abs err':>13}{'atol':>10}"
                      f"{'max rel err':>13}  agreement")
         for c in self.checks:
@@ -156,7 +160,8 @@ def export_onnx(loaded: LoadedModel, path: str | Path, *,
                 dynamic_batch: bool = True, half: bool = False, verify: bool = True,
                 verify_inputs: Sequence[Image.Image] | None = None,
                 atol: float | None = None, rtol: float | None = None,
-                min_agreement: float | None = None, batch_size: int = 4) -> ExportReport:
+                min_agreement: float | None = None, batch_size: int = 4,
+                simplify: bool = False) -> ExportReport:
     """Export ``loaded`` to ONNX at ``path`` and (by default) verify it; see the module doc.
 
     input_size: (height, width) to export at; default the model's preprocessing: its crop, or
@@ -168,6 +173,8 @@ def export_onnx(loaded: LoadedModel, path: str | Path, *,
         against the float32 PyTorch model with FP16_TOLERANCE unless atol/rtol/min_agreement
         are given.
     verify_inputs: images to verify on (default: torchinfer.testing.load_photographs()).
+    simplify: run onnxsim (constant folding, dead-node and shape-op elimination) on the file
+        before verifying it, so the simplified graph is what is verified (extra: simplify).
     atol, rtol, min_agreement: override the precision's Tolerance (a given atol is absolute).
 
     Raises ExportError when the exporter refuses the model, ExportVerificationError when the
@@ -200,6 +207,8 @@ def export_onnx(loaded: LoadedModel, path: str | Path, *,
                                         loaded.name)
         metadata = _metadata(loaded, task, preprocess, static_hw, half)
         opset_used = _finish_file(Path(tmp) / "raw" / "model.onnx", staged, metadata)
+        if simplify:
+            _simplify(staged, loaded.name)
         report = ExportReport(
             path=str(path), model_name=loaded.name, task=task,
             precision="fp16" if half else "fp32", opset=opset_used,
@@ -248,6 +257,66 @@ def _export_torchvision_detector(loaded: LoadedModel, path: Path, *, opset: int 
             report = replace(report, verified=True, inputs=images, checks=(check,),
                              providers=("CPUExecutionProvider",),
                              export_warnings=report.export_warnings + notes,
+                             verify_seconds=time.perf_counter() - t1)
+            if not report.passed:
+                _fail(report, staged, path)
+        _move(staged, path)
+    return report
+
+
+def export_torchscript(loaded: LoadedModel, path: str | Path, *,
+                       input_size: tuple[int, int] | None = None, verify: bool = True,
+                       verify_inputs: Sequence[Image.Image] | None = None,
+                       batch_size: int = 4) -> ExportReport:
+    """Trace to a TorchScript archive (``torch.jit.save``) with the same metadata as an ONNX
+    export (as the extra file ``torchinfer.json``), verified the same way: ``torch.jit.load``
+    of the written file against the eager model on photographs, at batch 1 and ``batch_size``.
+    Traced, not frozen: a frozen archive is tied to the device it was frozen on (the
+    ``torchscript`` backend freezes at load time instead)."""
+    path = Path(path)
+    task = _task_of(loaded)
+    preprocess = loaded.preprocess
+    if input_size is not None:
+        preprocess = preprocess.with_overrides(input_size=(int(input_size[0]),
+                                                           int(input_size[1])))
+    static_hw = _static_size(preprocess)
+    reference = _MainOutput(_cpu_eval(loaded.module), task)
+    h, w = static_hw or (preprocess.resize_size[0],) * 2
+    dummy = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".torchinfer-export-", dir=path.parent) as tmp:
+        staged = Path(tmp) / path.name
+        t0 = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+            warnings.simplefilter("always")
+            try:
+                traced = torch.jit.trace(reference, dummy, check_trace=False)
+            except Exception as exc:
+                raise ExportError(f"{loaded.name}: torch.jit.trace failed: {_first_line(exc)}") from exc
+        metadata = {**_metadata(loaded, task, preprocess, static_hw, False),
+                    "format": "torchscript"}
+        torch.jit.save(traced, str(staged),
+                       _extra_files={TORCHSCRIPT_METADATA: json.dumps(metadata)})
+        report = ExportReport(
+            path=str(path), model_name=loaded.name, task=task, precision="fp32", opset=0,
+            input_shape=_input_shape(static_hw, True), tolerance=FP32_TOLERANCE,
+            verified=False, export_warnings=tuple(_tracer_warnings(caught)),
+            export_seconds=time.perf_counter() - t0, file_bytes=staged.stat().st_size,
+            metadata=metadata, format="torchscript")
+        if verify:
+            t1 = time.perf_counter()
+            if verify_inputs is None:
+                from .testing import load_photographs
+
+                verify_inputs = list(load_photographs().values())
+            inputs = preprocess_images(preprocess, verify_inputs)
+            written = torch.jit.load(str(staged), map_location="cpu").eval()
+            comparison = Comparison(OUTPUT_NAMES[task], FP32_TOLERANCE, AGREEMENT_KINDS[task],
+                                    candidate="torchscript")
+            checks = tuple(_check(reference, lambda b: written(b).float().numpy(), inputs,
+                                  size, comparison, "the TorchScript file")
+                           for size in (1, batch_size))
+            report = replace(report, verified=True, inputs=len(inputs), checks=checks,
                              verify_seconds=time.perf_counter() - t1)
             if not report.passed:
                 _fail(report, staged, path)
@@ -441,6 +510,28 @@ def _finish_file(raw: Path, out: Path, metadata: dict[str, str]) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
+def _simplify(path: Path, name: str) -> None:
+    """onnxsim in place, keeping the metadata; onnxsim checks the result itself by running
+    both graphs on random inputs, and our verification then runs it on photographs."""
+    try:
+        import onnx
+        import onnxsim
+    except ImportError as exc:
+        raise MissingExtraError("onnxsim", "simplify") from exc
+    model = onnx.load(str(path))
+    metadata = {p.key: p.value for p in model.metadata_props}
+    try:
+        simplified, ok = onnxsim.simplify(model)
+    except Exception as exc:  # onnxsim raises plain RuntimeErrors from its C++ core
+        raise ExportError(f"{name}: onnxsim failed: {_first_line(exc)}") from exc
+    if not ok:
+        raise ExportError(f"{name}: onnxsim's own check of the simplified graph failed")
+    del simplified.metadata_props[:]
+    for key, value in metadata.items():
+        simplified.metadata_props.add(key=key, value=value)
+    onnx.save_model(simplified, str(path))
+
+
 def _data_name(onnx_file: Path) -> str:
     return onnx_file.name + ".data"
 
@@ -502,7 +593,8 @@ def _verify(report: ExportReport, file: Path, reference: nn.Module, cfg: Preproc
                        checks=(comparison.failed(1, str(exc)),),
                        verify_seconds=time.perf_counter() - t0)
     sizes = [1] + ([batch_size] if dynamic_batch and batch_size > 1 else [])
-    checks = tuple(_check(reference, session, inputs, size, comparison) for size in sizes)
+    checks = tuple(_check(reference, _ort_runner(session), inputs, size, comparison,
+                          "onnxruntime") for size in sizes)
     providers = tuple(session.get_providers())
     del session  # release the file before it is renamed
     return replace(report, verified=True, inputs=len(inputs), checks=checks,
@@ -524,27 +616,33 @@ def _batches(inputs: list[torch.Tensor], size: int) -> list[torch.Tensor]:
     return out
 
 
-def _check(reference: nn.Module, session: Any, inputs: list[torch.Tensor], size: int,
-           comparison: Comparison) -> OutputCheck:
-    """Run every batch of ``size`` through both runtimes, comparing as it goes (segmentation
-    logits of 8 photographs at 520 px are ~1 GB: nothing is kept but the running maxima)."""
-    feed = session.get_inputs()[0]
-    dtype = np.float16 if feed.type == "tensor(float16)" else np.float32
+def _check(reference: nn.Module, run: Callable[[torch.Tensor], np.ndarray],
+           inputs: list[torch.Tensor], size: int, comparison: Comparison,
+           runtime: str) -> OutputCheck:
+    """Run every batch of ``size`` through PyTorch and ``run`` (the exported file in its
+    runtime), comparing as it goes (segmentation logits of 8 photographs at 520 px are ~1 GB:
+    nothing is kept but the running maxima)."""
     acc = comparison.start(size)
     for batch in _batches(inputs, size):
         with torch.inference_mode():
             ref = reference(batch).float().numpy()
-        try:
-            got = session.run(None, {feed.name: batch.numpy().astype(dtype)})[0]
-        except Exception as exc:  # ORT's pybind errors: a frozen shape, a missing kernel
-            return comparison.failed(size, f"onnxruntime failed on input shape "
-                                           f"{tuple(batch.shape)}: {_first_line(exc)}")
+            try:
+                got = run(batch)
+            except Exception as exc:  # a frozen shape, a missing kernel
+                return comparison.failed(size, f"{runtime} failed on input shape "
+                                               f"{tuple(batch.shape)}: {_first_line(exc)}")
         if got.shape != ref.shape:
-            return comparison.failed(size, f"onnxruntime gave shape {tuple(got.shape)} where "
+            return comparison.failed(size, f"{runtime} gave shape {tuple(got.shape)} where "
                                            f"PyTorch gave {tuple(ref.shape)} (input shape "
                                            f"{tuple(batch.shape)})")
         acc.add(ref, np.asarray(got, dtype=np.float32))
     return acc.result()
+
+
+def _ort_runner(session: Any) -> Callable[[torch.Tensor], np.ndarray]:
+    feed = session.get_inputs()[0]
+    dtype = np.float16 if feed.type == "tensor(float16)" else np.float32
+    return lambda batch: session.run(None, {feed.name: batch.numpy().astype(dtype)})[0]
 
 
 def _fail(report: ExportReport, staged: Path, path: Path) -> None:
@@ -554,7 +652,7 @@ def _fail(report: ExportReport, staged: Path, path: Path) -> None:
     path.unlink(missing_ok=True)
     _move(staged, unverified)
     report = replace(report, path=str(unverified))
-    lines = [f"{path}: the ONNX export of {report.model_name} does not compute what the "
+    lines = [f"{path}: the {report.format} export of {report.model_name} does not compute what the "
              f"PyTorch model computes on {report.inputs} real images ({report.precision}, "
              f"allowed: {report.tolerance.describe()}):"]
     lines += [f"  {c.describe()}" for c in report.failures]

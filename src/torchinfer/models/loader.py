@@ -189,7 +189,8 @@ def _load_whole_model_file(path: Path, trust_pickle: bool, num_classes: int | No
         raise WeightsError(f"{path} holds only weights (a state dict), not an architecture: "
                            f"name the architecture, e.g. --model mobilenet_v2 --weights {path}")
     built = _Built(wf.module, wf, None, *_config_from_metadata(wf))
-    return _finish(built, path.name, None, str(path))
+    return _finish(built, wf.metadata.get("model_name") or path.name,
+                   wf.metadata.get("task") or None, str(path))
 
 
 def _finish(built: _Built, name: str, task: str | None, weights: str | Path | None) -> LoadedModel:

@@ -8,6 +8,7 @@ checkpoint) can run arbitrary code when loaded, so it is refused unless the call
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 import zipfile
@@ -50,6 +51,9 @@ class WeightsFile:
         return dict(self.module.state_dict())
 
 
+TORCHSCRIPT_METADATA = "torchinfer.json"
+
+
 def read_weights(path: str | Path, *, trust_pickle: bool = False) -> WeightsFile:
     """Read a ``.pth``/``.pt``/``.ckpt``/``.bin`` (state dict or checkpoint), ``.safetensors``
     or TorchScript archive. Tensors land on the CPU whatever device saved them."""
@@ -63,11 +67,16 @@ def read_weights(path: str | Path, *, trust_pickle: bool = False) -> WeightsFile
     if path.suffix.lower() == ".safetensors":
         return _read_safetensors(path)
     if _is_torchscript(path):
+        extra = {TORCHSCRIPT_METADATA: ""}  # torchinfer's export writes its metadata here
         try:
-            module = torch.jit.load(str(path), map_location="cpu")
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
         except RuntimeError as exc:
             raise WeightsError(f"{path}: cannot load TorchScript archive ({exc})") from exc
-        return WeightsFile(path, module=module, format="torchscript")
+        try:
+            metadata = json.loads(extra[TORCHSCRIPT_METADATA]) if extra[TORCHSCRIPT_METADATA] else {}
+        except json.JSONDecodeError as exc:
+            raise WeightsError(f"{path}: unreadable {TORCHSCRIPT_METADATA} ({exc})") from exc
+        return WeightsFile(path, module=module, format="torchscript", metadata=metadata)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
