@@ -6,7 +6,7 @@ its labels, preprocessing, architecture and provenance in the header, which is a
 ``torchinfer.load`` needs.
 
     python scripts/train_shapes.py                         # all three, into src/torchinfer/assets
-    python scripts/train_shapes.py --task detect --out /tmp/w
+    python scripts/train_shapes.py --task detect --out weights/
     python scripts/train_shapes.py --evaluate-only         # the bundled files on unseen seeds
 
 Evaluation writes 500 images per task with a seed no training run uses (the writers' own
