@@ -7,6 +7,9 @@
       which also writes predictions.jsonl), torchvision's exact resize + centre crop
   (c) the raw model forward on ready float tensors at (b)'s batch size: the ceiling for (b)
   (d) decode + resize + crop alone, to show where the rest of (b)'s time goes
+  (e) (b) on faster backends: ONNX Runtime fp32 (with 0 and 1 decode threads), and frozen
+      TorchScript bf16 (verification off: calibrated random weights' near-tied logits say
+      nothing about bf16; the backend tests verify it)
 
 Prints images/s and the ratios b/a and b/c, then the RSS of a 1,000-image stream after 100 and
 after 1,000 images. Inputs: JPEGs of mixed sizes cut from scikit-image's photographs.
@@ -95,12 +98,21 @@ def main() -> None:
         for i in range(0, len(paths), bs):
             clf.preprocess([clf.loader.load(p) for p in paths[i:i + bs]], [""] * bs)
 
+    def predict_with(**options):
+        predictor = ti.load("classify", args.model, weights, device="cpu", **options)
+        return lambda: run_to_dir(predictor, [str(folder)], tmp / "out")
+
     variants = {
         "a  notes' loop (as written)": lambda: seed_loop(model, paths, labels, torch.enable_grad),
         "a' notes' loop + inference_mode": lambda: seed_loop(model, paths, labels, torch.inference_mode),
         "b  torchinfer predict classify": lambda: run_to_dir(clf, [str(folder)], tmp / "out"),
         "c  raw model forward, ready tensors": raw_forward,
         "d  decode + resize + crop only": preprocess_only,
+        "e1 predict, onnxruntime fp32": predict_with(backend="onnxruntime"),
+        "e2 predict, onnxruntime, 1 decode thread": predict_with(backend="onnxruntime",
+                                                                 decode_workers=1),
+        "e3 predict, torchscript bf16": predict_with(backend="torchscript", precision="bf16",
+                                                     verify_backend=False),
     }
     for fn in variants.values():  # warm-up: first-call allocations and kernel selection
         fn()
@@ -118,6 +130,9 @@ def main() -> None:
                                  "c  raw model forward, ready tensors"))
     a2 = rate["a' notes' loop + inference_mode"]
     print(f"  ratio b/a  = {b / a:.2f}   (b/a' = {b / a2:.2f})")
+    for key in ("e1 predict, onnxruntime fp32", "e2 predict, onnxruntime, 1 decode thread",
+                "e3 predict, torchscript bf16"):
+        print(f"  ratio {key.split()[0]}/a = {rate[key] / a:.2f}")
     print(f"  ratio b/c  = {b / c:.2f}   (share of the raw forward's throughput)")
     d = rate["d  decode + resize + crop only"]
     bound = torch.get_num_threads() / (1 / d + torch.get_num_threads() / c)

@@ -72,3 +72,29 @@ def test_video_in_a_folder_and_a_broken_one(tmp_path):
     lines = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     assert [x.get("top1", {}).get("label") for x in lines[:4]] == ["r", "g", "b", "r"]
     assert lines[4]["source"].endswith("b.mp4") and "unreadable video" in lines[4]["error"]
+
+
+@pytest.mark.parametrize("stride,frames", [(1, 10), (3, 4)])
+def test_annotated_video_has_every_result_frame_at_the_input_rate(tmp_path, stride, frames):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    video = write_video(tmp_path / "clip.mp4", frames=10, fps=5)
+    (tmp_path / "labels.txt").write_text("r\ng\nb\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["predict", "classify", str(video), "-m",
+                                      "slow_models:slow_classifier", "--labels",
+                                      str(tmp_path / "labels.txt"), "--input-size", "16",
+                                      "--mean", "0,0,0", "--std", "1,1,1", "--device", "cpu",
+                                      "--save-vis", "--video-stride", str(stride),
+                                      "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(lines) == frames and lines[0]["files"]["vis"].endswith("clip.mp4")
+    with av.open(str(out / "vis" / "clip.mp4")) as container:
+        stream = container.streams.video[0]
+        decoded = list(container.decode(stream))
+        assert len(decoded) == frames
+        assert float(stream.average_rate) == pytest.approx(5 / stride)
+    assert not list((out / "vis").glob(".*"))  # no temporary file left

@@ -17,7 +17,7 @@ from .draw import instance_mask_image, mask_image, visualise
 from .io.sinks import JsonlWriter, UniqueNames, read_jsonl, save_image_atomic, \
     write_json_atomic
 from .io.sources import expand_sources
-from .io.video import count_frames, is_video
+from .io.video import AnnotatedVideo, count_frames, is_video, parse_frame_name
 from .results import STAGES, Detections, Result, Segmentation
 from .tasks import Predictor
 
@@ -96,6 +96,7 @@ def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
     summary.total = summary.resumed = len(kept)
     records_for_coco = [r for r in kept if "detections" in r]
     is_detection = bool(records_for_coco)
+    videos = _VideoVis(out, video_stride) if save_vis else None
     start = time.perf_counter()
     with JsonlWriter(out / "predictions.jsonl", initial=kept) as writer:
         inputs = (p for p in expand_sources(sources, exclude=out) if p not in done)
@@ -117,6 +118,8 @@ def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
                     t0 = time.perf_counter()
                     record["files"] = _save_pictures(predictor, result, out,
                                                      names(result.source), save_vis, save_masks)
+                    if videos is not None:
+                        record["files"].update(videos.add(result, names))
                     draw_s += time.perf_counter() - t0
                 writer.write(record)
                 summary.total += 1
@@ -130,10 +133,14 @@ def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
                 if on_result is not None:
                     on_result(result)
         except KeyboardInterrupt:
+            if videos is not None:
+                videos.abandon()
             summary.interrupted = True
             _finish_summary(summary, predictor, out, writer.partial, run_info, start, totals,
                             timed, draw_s)
             raise
+    if videos is not None:
+        videos.close()
     if is_detection:
         coco = [c for r in records_for_coco for c in coco_records(r)]
         summary.outputs["coco_results"] = str(write_json_atomic(out / "coco_results.json", coco))
@@ -151,6 +158,37 @@ def _finish_summary(summary: RunSummary, predictor: Predictor, out: Path, predic
     if predictor.backend_report is not None:
         run_info = {**(run_info or {}), "backend": predictor.backend_report.to_dict()}
     write_json_atomic(out / "summary.json", {**(run_info or {}), **summary.to_dict()})
+
+
+class _VideoVis:
+    """With --save-vis, the annotated frames of each input video become ``vis/<name>.mp4``
+    (one open writer at a time: results come in input order, video after video)."""
+
+    def __init__(self, out: Path, stride: int):
+        self.out, self.stride = out, stride
+        self.current: AnnotatedVideo | None = None
+
+    def add(self, result: Result, names: UniqueNames) -> dict[str, str]:
+        parsed = parse_frame_name(result.source)
+        if parsed is None:
+            return {}
+        path, index = parsed
+        if self.current is None or self.current.source != path:
+            self.close()
+            self.current = AnnotatedVideo(path, self.out / "vis" / f"{names(path)}.mp4",
+                                          self.stride)
+        self.current.add(index, result, visualise)
+        return {"vis": str(self.current.out)}
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.close()
+            self.current = None
+
+    def abandon(self) -> None:
+        if self.current is not None:
+            self.current.abandon()
+            self.current = None
 
 
 def _file_stamp(source: str) -> dict[str, int] | None:

@@ -8,6 +8,8 @@ predictor in order like images, one at a time in memory. PyAV is an optional ext
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,3 +77,69 @@ def count_frames(path: str, stride: int = 1) -> int:
     except Exception:  # noqa: BLE001 - any unreadable file counts as one (failed) input
         return 1
     return max(1, -(-n // stride)) if n else 0
+
+
+def parse_frame_name(name: str) -> tuple[str, int] | None:
+    """(video path, frame index) of a name made by ``frame_name``; None for other inputs."""
+    path, sep, fragment = name.rpartition("#frame=")
+    if not sep:
+        return None
+    index = fragment.split("&", 1)[0]
+    return (path, int(index)) if index.isdigit() else None
+
+
+class AnnotatedVideo:
+    """Writes the annotated frames of one input video as ``<out>.mp4`` at the input's frame
+    rate (divided by the stride), under a temporary name renamed into place by ``close``.
+
+    The predictor's results carry no pixels, so the frames are decoded a second time here, in
+    step with the results (which come in order): frame i is read, drawn with its result by
+    ``draw(result, image)``, and encoded.
+    """
+
+    def __init__(self, source: str, out: Path, stride: int = 1):
+        import av
+
+        self.source, self.out, self.stride = source, out, stride
+        self._reader = av.open(source)
+        stream = self._reader.streams.video[0]
+        self._frames = self._reader.decode(stream)
+        self._next = 0
+        rate = stream.average_rate or stream.guessed_rate or 25
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = out.with_name(f".{out.name}.tmp.mp4")
+        self._writer = av.open(str(self._tmp), "w")
+        self._stream = self._writer.add_stream("mpeg4", rate=rate / stride)
+        self._stream.width = stream.codec_context.width // 2 * 2  # yuv420p needs even sizes
+        self._stream.height = stream.codec_context.height // 2 * 2
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.bit_rate = 4_000_000
+
+    def add(self, index: int, result: Any, draw: Any) -> None:
+        import av
+
+        frame = None
+        while self._next <= index:  # skip to the result's frame (strided, or failed frames)
+            frame = next(self._frames, None)
+            self._next += 1
+            if frame is None:
+                return
+        image = draw(result, frame.to_image()).convert("RGB")
+        image = image.crop((0, 0, self._stream.width, self._stream.height))
+        for packet in self._stream.encode(av.VideoFrame.from_image(image)):
+            self._writer.mux(packet)
+
+    def close(self) -> Path:
+        for packet in self._stream.encode():
+            self._writer.mux(packet)
+        self._writer.close()
+        self._reader.close()
+        os.replace(self._tmp, self.out)
+        return self.out
+
+    def abandon(self) -> None:
+        """An interrupted run: drop the half-written file (--resume runs videos again)."""
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        self._reader.close()
+        self._tmp.unlink(missing_ok=True)
