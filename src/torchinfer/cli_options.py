@@ -75,5 +75,5 @@ VerifyBackendOpt = Annotated[bool, typer.Option(help="Check a backend/precision 
                              "PyTorch on photographs before using it.")]
 VideoStrideOpt = Annotated[int, typer.Option(help="Video inputs: every Nth frame.", min=1)]
 DecodeWorkersOpt = Annotated[Optional[int], typer.Option(help="Threads decoding ahead of the "
-                             "model (default: 0 on CPU, where the model uses every core; up to "
-                             "8 on a GPU).", min=0)]
+                             "model (default: 0 on CPU, 1 with onnxruntime there; up to 8 on a "
+                             "GPU).", min=0)]

@@ -95,6 +95,7 @@ class Predictor(ABC, Generic[R]):
         # while it decodes and resizes). 0: in turn with the model, the CPU default: there the
         # model's own threads use every core (BENCHMARKS.md). An accelerator leaves the cores
         # to decoding.
+        self._decode_workers_chosen = decode_workers is not None
         if decode_workers is None:
             decode_workers = 0 if self.device.type == "cpu" else max(1, min(8, _cpus() - 1))
         self.decode_workers = decode_workers
@@ -155,12 +156,20 @@ class Predictor(ABC, Generic[R]):
         chosen = candidates[0]
         if not chosen.usable:
             raise runtime.BackendError(runtime.refusal(chosen))
-        self.module = chosen.module
+        self._use(chosen)
         self.backend_report = runtime.BackendReport(
             chosen, candidates, "requested" + ("" if verify else ", not verified"))
 
     supports_backends: bool = True
     supports_backends_reason: str = ""
+
+    def _use(self, candidate: Candidate) -> None:
+        self.module = candidate.module
+        # ONNX Runtime's CPU threads do not spin between ops, so one decode thread finds idle
+        # core time: 160.6 vs 126.0 img/s decoding in turn (BENCHMARKS.md, mobilenet_v2)
+        if (candidate.backend == "onnxruntime" and self.device.type == "cpu"
+                and not self._decode_workers_chosen):
+            self.decode_workers = 1
 
     def verification_batches(self) -> list[torch.Tensor]:
         """The photographs (torchinfer.testing) through this predictor's own preprocess and
@@ -188,7 +197,7 @@ class Predictor(ABC, Generic[R]):
             chosen, reason = runtime.pick_fastest(candidates, run, len(batch.sources))
         finally:
             self.module = reference
-        self.module = chosen.module
+        self._use(chosen)
         self.backend_report = runtime.BackendReport(chosen, candidates, reason)
         for c in candidates:  # only the chosen one stays in memory
             if c is not chosen:
