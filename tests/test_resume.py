@@ -124,3 +124,19 @@ def test_progress_lines_when_not_a_terminal(tmp_path):
     assert result.returncode == 0, result.stderr
     progress = [json.loads(x) for x in result.stderr.splitlines() if x.startswith('{"progress"')]
     assert progress and progress[-1]["progress"] == 12 and progress[-1]["total"] == 12
+
+
+def test_an_image_on_standard_input(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    (tmp_path / "labels.txt").write_text("r\ng\nb\n")
+    image = tmp_path / "blue.png"
+    Image.new("RGB", (30, 20), COLOURS[2]).save(image)
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "torchinfer", "predict", "classify", "-", "-m",
+         "slow_models:slow_classifier", "--labels", str(tmp_path / "labels.txt"), "--input-size",
+         "16", "--mean", "0,0,0", "--std", "1,1,1", "--device", "cpu", "--out", str(out)],
+        env=env, input=image.read_bytes(), capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()
+    line = json.loads((out / "predictions.jsonl").read_text())
+    assert line["source"] == "<stdin>" and line["top1"]["label"] == "b"

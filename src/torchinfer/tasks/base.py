@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import itertools
 import os
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -226,13 +227,15 @@ class Predictor(ABC, Generic[R]):
         """Yield one result per input, in input order, with a bounded number of batches in memory.
 
         ``source`` may be a path to a file, folder (recursive), glob or ``.txt`` list of paths,
-        or any iterable of inputs; a video file gives every ``video_stride``-th frame, named
-        ``<path>#frame=<i>&t=<seconds>``. With ``decode_workers`` > 0 (the default on an
-        accelerator), that many threads decode and preprocess the next batches while the model
+        ``"-"`` (one image's bytes on standard input), or any iterable of inputs; a video file
+        gives every ``video_stride``-th frame, named ``<path>#frame=<i>&t=<seconds>``.
+
+        With ``decode_workers`` > 0 (the default on an accelerator, and with ONNX Runtime on
+        the CPU), that many threads decode and preprocess the next batches while the model
         runs, at most ``decode_workers + 1`` batches ahead; results still come in input order.
-        On the CPU decoding runs in turn with the model by default: decode threads there
-        compete with torch's own threads for the same cores, which measured slower than taking
-        turns (BENCHMARKS.md).
+        With eager torch on the CPU decoding runs in turn with the model by default: decode
+        threads there compete with torch's own threads for the same cores, which measured
+        slower than taking turns (BENCHMARKS.md).
         """
         size = batch_size or self.batch_size
         chunks = _chunks(_iter_inputs(source, video_stride), size)
@@ -318,7 +321,9 @@ def _iter_inputs(source: Any, video_stride: int = 1) -> Iterator[tuple[str, Any]
     if isinstance(items, (bytes, Image.Image, torch.Tensor)) or hasattr(items, "__array__"):
         items = [items]
     for item in items:
-        if isinstance(item, (str, os.PathLike)):
+        if isinstance(item, str) and item == "-":  # the bytes of one image on standard input
+            yield "<stdin>", sys.stdin.buffer.read()
+        elif isinstance(item, (str, os.PathLike)):
             for path in expand_sources([item]):
                 if is_video(path):
                     yield from iter_frames(path, video_stride)
