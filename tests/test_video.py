@@ -98,3 +98,8 @@ def test_annotated_video_has_every_result_frame_at_the_input_rate(tmp_path, stri
         assert len(decoded) == frames
         assert float(stream.average_rate) == pytest.approx(5 / stride)
     assert not list((out / "vis").glob(".*"))  # no temporary file left
+
+
+def test_a_missing_webcam_is_one_error_record():
+    results = list(colour_classifier().stream("webcam:97"))
+    assert len(results) == 1 and results[0].error == "no such camera"

@@ -36,9 +36,17 @@ def frame_name(path: str, index: int, seconds: float | None) -> str:
     return f"{path}#frame={index}{t}"
 
 
+WEBCAM_PREFIX = "webcam:"  # "webcam:0" is /dev/video0 (Linux, V4L2)
+
+
+def is_webcam(source: str) -> bool:
+    return source.startswith(WEBCAM_PREFIX) and source[len(WEBCAM_PREFIX):].isdigit()
+
+
 def iter_frames(path: str, stride: int = 1) -> Iterator[tuple[str, Any]]:
-    """(name, PIL image) for every ``stride``-th frame of the video at ``path``; a video that
-    cannot be opened or decoded yields one (name, Unreadable) saying why, and the run goes on."""
+    """(name, PIL image) for every ``stride``-th frame of the video at ``path``, or of a webcam
+    (``webcam:N``, until interrupted); a video that cannot be opened or decoded yields one
+    (name, Unreadable) saying why, and the run goes on."""
     if stride < 1:
         raise ValueError(f"video stride must be >= 1, got {stride}")
     try:
@@ -46,12 +54,15 @@ def iter_frames(path: str, stride: int = 1) -> Iterator[tuple[str, Any]]:
     except ImportError:
         yield path, Unreadable("reading video needs PyAV: pip install 'torchinfer[video]'")
         return
-    if not Path(path).is_file():
-        yield path, Unreadable("file not found")
+    webcam = is_webcam(path)
+    target, options = (f"/dev/video{path[len(WEBCAM_PREFIX):]}", {"format": "v4l2"}) \
+        if webcam else (path, {})
+    if not Path(target).exists():
+        yield path, Unreadable("no such camera" if webcam else "file not found")
         return
     index = -1
     try:
-        with av.open(path) as container:
+        with av.open(target, **options) as container:
             if not container.streams.video:
                 yield path, Unreadable("no video stream in the file")
                 return

@@ -27,7 +27,7 @@ from ..devices import resolve_device
 from ..errors import InputError
 from ..io.images import ImageInput, ImageLoader, describe_source
 from ..io.sources import expand_sources
-from ..io.video import is_video, iter_frames
+from ..io.video import is_video, is_webcam, iter_frames
 from ..models import LoadedModel
 from ..results import Result
 
@@ -325,7 +325,7 @@ def _iter_inputs(source: Any, video_stride: int = 1) -> Iterator[tuple[str, Any]
             yield "<stdin>", sys.stdin.buffer.read()
         elif isinstance(item, (str, os.PathLike)):
             for path in expand_sources([item]):
-                if is_video(path):
+                if is_video(path) or is_webcam(path):
                     yield from iter_frames(path, video_stride)
                 else:
                     yield path, path
