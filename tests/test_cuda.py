@@ -45,7 +45,11 @@ def test_segment_and_detect_on_cuda_match_cpu(calibrated, photographs):
     frcnn_cpu = ti.load("detect", "fasterrcnn_mobilenet_v3_large_320_fpn", device="cpu", conf=0.0)
     frcnn_gpu = ti.load("detect", frcnn_cpu.model.module, device="cuda", conf=0.0)
     assert frcnn_gpu.decoder == "torchvision"
-    assert len(frcnn_gpu(images[0]).boxes) >= 0  # runs on the GPU with its own transform
+    # runs on the GPU with its own transform; boxes come back in the image's own pixels
+    found = frcnn_gpu(images[0])
+    h, w = images[0].height, images[0].width
+    assert found.ok and found.image_size == (h, w)
+    assert (found.boxes[:, [0, 2]] <= w + 1e-3).all() and (found.boxes[:, [1, 3]] <= h + 1e-3).all()
 
 
 @pytest.mark.parametrize("backend,precision", [("torch", "bf16"), ("torch", "fp16"),

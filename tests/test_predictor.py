@@ -70,20 +70,25 @@ def test_stream_folder_recursive_sorted_with_failures(clf, folder):
     assert [f.source.endswith("broken.jpg") for f in failed] == [True]
 
 
-def test_stream_is_lazy_and_bounded(clf, photo_paths):
-    """Only the batch being run and the one being decoded are ever pulled from the source."""
-    pulled = 0
+class Endless:
+    """An endless source of paths that counts how many were pulled from it."""
 
-    def endless():
-        nonlocal pulled
-        for path in itertools.cycle(photo_paths):
-            pulled += 1
+    def __init__(self, paths):
+        self.paths, self.pulled = paths, 0
+
+    def __iter__(self):
+        for path in itertools.cycle(self.paths):
+            self.pulled += 1
             yield path
 
-    stream = clf.stream(endless(), batch_size=4)
+
+def test_stream_is_lazy_and_bounded(clf, photo_paths):
+    """Only the batch being run and the one being decoded are ever pulled from the source."""
+    source = Endless(photo_paths)
+    stream = clf.stream(iter(source), batch_size=4)
     first = list(itertools.islice(stream, 5))
     assert len(first) == 5
-    assert pulled <= 3 * 4  # batch in flight + next batch decoding + the one being chunked
+    assert source.pulled <= 3 * 4  # batch in flight + next batch decoding + the one being chunked
     stream.close()
 
 
@@ -103,17 +108,10 @@ def test_parallel_decode_keeps_input_order_and_bounds_memory(tiny_classifier_wei
     b = list(threaded.stream(inputs, batch_size=2))
     assert [r.source for r in b] == inputs
     assert [(r.ok, r.ok and r.top1.index) for r in a] == [(r.ok, r.ok and r.top1.index) for r in b]
-    pulled = 0
-
-    def endless():
-        nonlocal pulled
-        for p in itertools.cycle(photo_paths):
-            pulled += 1
-            yield p
-
-    stream = threaded.stream(endless(), batch_size=2)
+    source = Endless(photo_paths)
+    stream = threaded.stream(iter(source), batch_size=2)
     next(stream)
-    assert pulled <= (3 + 1 + 1) * 2  # decode_workers + 1 ahead, plus the one being chunked
+    assert source.pulled <= (3 + 1 + 1) * 2  # decode_workers + 1 ahead, plus the one chunked
     stream.close()
 
 

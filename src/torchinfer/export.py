@@ -186,11 +186,7 @@ def export_onnx(loaded: LoadedModel, path: str | Path, *,
                                             input_size=input_size, verify=verify,
                                             verify_inputs=verify_inputs)
     task = _task_of(loaded)
-    preprocess = loaded.preprocess
-    if input_size is not None:
-        preprocess = preprocess.with_overrides(input_size=(int(input_size[0]),
-                                                           int(input_size[1])))
-    static_hw = _static_size(preprocess)
+    preprocess, static_hw = _export_preprocess(loaded, input_size)
     tolerance = _tolerance(half, atol, rtol, min_agreement)
     reference = _cpu_eval(loaded.module)
     exported = _MainOutput(copy.deepcopy(reference).half() if half else reference, task)
@@ -240,8 +236,7 @@ def _export_torchvision_detector(loaded: LoadedModel, path: Path, *, opset: int 
     with tempfile.TemporaryDirectory(prefix=".torchinfer-export-", dir=path.parent) as tmp:
         staged = Path(tmp) / path.name
         t0 = time.perf_counter()
-        opset_used, tracer_warnings, metadata = export_torchvision_detector(loaded, path, staged,
-                                                                            opset)
+        opset_used, tracer_warnings, metadata = export_torchvision_detector(loaded, staged, opset)
         report = ExportReport(
             path=str(path), model_name=loaded.name, task="detect", precision="fp32",
             opset=opset_used, input_shape=(3, "height", "width"), tolerance=BOX_TOLERANCE,
@@ -275,14 +270,9 @@ def export_torchscript(loaded: LoadedModel, path: str | Path, *,
     ``torchscript`` backend freezes at load time instead)."""
     path = Path(path)
     task = _task_of(loaded)
-    preprocess = loaded.preprocess
-    if input_size is not None:
-        preprocess = preprocess.with_overrides(input_size=(int(input_size[0]),
-                                                           int(input_size[1])))
-    static_hw = _static_size(preprocess)
+    preprocess, static_hw = _export_preprocess(loaded, input_size)
     reference = _MainOutput(_cpu_eval(loaded.module), task)
-    h, w = static_hw or (preprocess.resize_size[0],) * 2
-    dummy = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    dummy = _dummy_input(preprocess, static_hw, torch.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".torchinfer-export-", dir=path.parent) as tmp:
         staged = Path(tmp) / path.name
@@ -392,6 +382,24 @@ def _cpu_eval(module: nn.Module) -> nn.Module:
     return (module if on_cpu else copy.deepcopy(module).cpu()).eval()
 
 
+def _export_preprocess(loaded: LoadedModel, input_size: tuple[int, int] | None
+                       ) -> tuple[PreprocessConfig, tuple[int, int] | None]:
+    """The preprocessing the file is exported for (``input_size`` overrides the weights'),
+    and the (h, w) every input then has, or None when it varies."""
+    preprocess = loaded.preprocess
+    if input_size is not None:
+        preprocess = preprocess.with_overrides(input_size=(int(input_size[0]),
+                                                           int(input_size[1])))
+    return preprocess, _static_size(preprocess)
+
+
+def _dummy_input(preprocess: PreprocessConfig, static_hw: tuple[int, int] | None,
+                 dtype: torch.dtype) -> torch.Tensor:
+    """A fixed, seeded dummy batch of one: the same file for the same model, run after run."""
+    h, w = static_hw or (preprocess.resize_size[0],) * 2
+    return torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0)).to(dtype)
+
+
 def _static_size(cfg: PreprocessConfig) -> tuple[int, int] | None:
     """(h, w) every input has after this preprocessing, or None when it depends on the image
     (a short-side resize without a crop)."""
@@ -424,10 +432,7 @@ def _torch_export(module: nn.Module, out: Path, task: str, static_hw: tuple[int,
                   preprocess: PreprocessConfig, opset: int | None, dynamic_batch: bool,
                   half: bool, name: str) -> list[str]:
     """torch.onnx.export to ``out``; returns the tracer's warnings (deduplicated)."""
-    h, w = static_hw or (preprocess.resize_size[0],) * 2
-    dtype = torch.float16 if half else torch.float32
-    # a fixed, image-like dummy: the same file for the same model, run after run
-    dummy = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0)).to(dtype)
+    dummy = _dummy_input(preprocess, static_hw, torch.float16 if half else torch.float32)
     output = OUTPUT_NAMES[task]
     axes: dict[int, str] = {0: "batch"} if dynamic_batch else {}
     if static_hw is None:

@@ -50,8 +50,7 @@ class _SingleImage(nn.Module):
         return out["boxes"], out["labels"], out["scores"]
 
 
-def export_torchvision_detector(loaded: LoadedModel, path: Path, staged: Path,
-                                opset: int | None) -> tuple[int, list[str], dict[str, str]]:
+def export_torchvision_detector(loaded: LoadedModel, staged: Path, opset: int | None) -> tuple[int, list[str], dict[str, str]]:
     """Export to ``staged``; returns (opset used, tracer warnings, metadata)."""
     from .export import ExportError, _cpu_eval, _finish_file, _first_line, _metadata, \
         _tracer_warnings

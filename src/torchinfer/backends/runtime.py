@@ -73,7 +73,6 @@ class Candidate:
     check: OutputCheck | None = None  # against the float32 eager model on real images
     ms_per_image: float | None = None  # measured by pick_fastest
     error: str | None = None
-    note: str = ""
 
     @property
     def label(self) -> str:
@@ -90,7 +89,7 @@ class Candidate:
                 "ms_per_image": None if self.ms_per_image is None else round(self.ms_per_image, 3),
                 "passed": None if self.check is None else self.check.passed,
                 "check": None if self.check is None else self.check.describe(),
-                "error": self.error, "note": self.note}
+                "error": self.error}
 
 
 @dataclass
@@ -258,12 +257,12 @@ def verify(candidate: Candidate, reference: nn.Module, batches: Sequence[torch.T
     return candidate
 
 
-def refusal(candidate: Candidate, tolerance_text: str | None = None) -> str:
+def refusal(candidate: Candidate) -> str:
     """Why ``candidate`` cannot be used, for the error a user sees."""
     if candidate.error is not None:
         return f"backend {candidate.label} cannot run this model: {candidate.error}"
     assert candidate.check is not None
-    allowed = tolerance_text or TOLERANCES[candidate.precision].describe(candidate.label)
+    allowed = TOLERANCES[candidate.precision].describe(candidate.label)
     return (f"backend {candidate.label} does not compute what the float32 model computes on "
             f"the verification photographs (allowed: {allowed}): {candidate.check.describe()}")
 

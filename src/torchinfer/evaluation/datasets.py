@@ -195,6 +195,19 @@ def resolve_coco_paths(data: str | Path | None, annotations: str | Path | None =
     return annotations, images
 
 
+
+def _unique_ids(path: Path, entries: list[Any], key: str, what: str, field: str) -> set[Any]:
+    """The ids of a COCO list (``images``, ``categories``), each entry checked for an ``id``
+    and ``field``, no id twice."""
+    ids: set[Any] = set()
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "id" not in entry or field not in entry:
+            raise DatasetError(f"{path}: {key}[{i}] needs an 'id' and a {field!r}")
+        if entry["id"] in ids:
+            raise DatasetError(f"{path}: {what} id {entry['id']} appears twice")
+        ids.add(entry["id"])
+    return ids
+
 def read_coco(annotations: str | Path, images: str | Path) -> CocoDataset:
     path, images_dir = Path(annotations), Path(images)
     try:
@@ -212,22 +225,9 @@ def read_coco(annotations: str | Path, images: str | Path) -> CocoDataset:
     if not isinstance(anns, list):
         raise DatasetError(f"{path}: 'annotations' must be a list")
 
-    image_ids: set[Any] = set()
-    listed: list[tuple[Any, str]] = []
-    for i, img in enumerate(data["images"]):
-        if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
-            raise DatasetError(f"{path}: images[{i}] needs an 'id' and a 'file_name'")
-        if img["id"] in image_ids:
-            raise DatasetError(f"{path}: image id {img['id']} appears twice")
-        image_ids.add(img["id"])
-        listed.append((img["id"], str(images_dir / img["file_name"])))
-    category_ids: set[Any] = set()
-    for i, cat in enumerate(data["categories"]):
-        if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
-            raise DatasetError(f"{path}: categories[{i}] needs an 'id' and a 'name'")
-        if cat["id"] in category_ids:
-            raise DatasetError(f"{path}: category id {cat['id']} appears twice")
-        category_ids.add(cat["id"])
+    image_ids = _unique_ids(path, data["images"], "images", "image", "file_name")
+    listed = [(img["id"], str(images_dir / img["file_name"])) for img in data["images"]]
+    category_ids = _unique_ids(path, data["categories"], "categories", "category", "name")
     if not category_ids:
         raise DatasetError(f"{path}: no categories")
 

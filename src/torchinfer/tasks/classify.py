@@ -65,7 +65,7 @@ class ClassificationPredictor(Predictor[Classification]):
         return (tensor.float().div_(255.0) - self._mean).div_(self._std)
 
     def postprocess(self, raw: Any, batch: Batch) -> list[Classification]:
-        logits = _logits(raw).float()
+        logits = main_output(raw, ndim=2, what="the classifier").float()  # (N, classes)
         labels = self.model.labels
         if labels is not None and len(labels) != logits.shape[1]:
             raise TorchinferError(f"{len(labels)} labels for a model with {logits.shape[1]} "
@@ -84,11 +84,3 @@ class ClassificationPredictor(Predictor[Classification]):
     def failed(self, source: str, reason: str) -> Classification:
         return Classification(source=source, error=reason)
 
-
-def _logits(raw: Any) -> torch.Tensor:
-    """The (N, C) logits out of whatever a classifier returns (see ``main_output``)."""
-    out = main_output(raw)
-    if out.ndim != 2:
-        raise TorchinferError(f"classifier output has shape {tuple(out.shape)}; expected "
-                              "(N, num_classes)")
-    return out

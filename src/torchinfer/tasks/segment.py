@@ -73,13 +73,13 @@ class SegmentationPredictor(Predictor[Segmentation]):
     def forward(self, tensor: torch.Tensor, batch: Batch | None = None) -> list[torch.Tensor]:
         """Per image, logits (C, h, w) at the model's input size."""
         if batch is None:
-            return list(_main_output(self.module(tensor)))
+            return list(main_output(self.module(tensor), ndim=4, what="the segmenter"))
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, g in enumerate(batch.meta):
             groups[g.resized].append(i)
         logits: list[torch.Tensor | None] = [None] * len(batch.meta)
         for (h, w), idx in groups.items():
-            out = _main_output(self.module(tensor[idx, :, :h, :w]))
+            out = main_output(self.module(tensor[idx, :, :h, :w]), ndim=4, what="the segmenter")
             for j, i in enumerate(idx):
                 logits[i] = out[j]
         return logits  # type: ignore[return-value]
@@ -102,11 +102,3 @@ class SegmentationPredictor(Predictor[Segmentation]):
     def failed(self, source: str, reason: str) -> Segmentation:
         return Segmentation(source=source, error=reason)
 
-
-def _main_output(raw: Any) -> torch.Tensor:
-    """(N, C, h, w) logits (see ``main_output``: torchvision's dict ``out``, ``aux`` ignored)."""
-    out = main_output(raw)
-    if out.ndim != 4:
-        raise TorchinferError(f"segmentation output {tuple(out.shape)}; expected logits "
-                              "(N, C, H, W)")
-    return out
