@@ -1,27 +1,34 @@
-"""Folder classification throughput, three ways, measured side by side in one run.
+"""Folder classification throughput, measured side by side in one run.
 
   (a) the notes' loop as written: cv2.imread -> BGR->RGB -> cv2.resize to 224x224 -> float64
       /255 and mean/std -> one image per forward -> softmax -> max; no torch.no_grad, as in the
       notes (a variant with inference_mode is printed too, to show how much that alone is)
-  (b) torchinfer: `predict classify` over the folder with defaults (library call run_to_dir,
-      which also writes predictions.jsonl), torchvision's exact resize + centre crop
-  (c) the raw model forward on ready float tensors at (b)'s batch size: the ceiling for (b)
-  (d) decode + resize + crop alone, to show where the rest of (b)'s time goes
-  (e) (b) on faster backends: ONNX Runtime fp32 (with 0 and 1 decode threads), and frozen
-      TorchScript bf16 (verification off: calibrated random weights' near-tied logits say
-      nothing about bf16; the backend tests verify it)
+  (b) torchinfer: `predict classify` over the folder (library call run_to_dir, which also writes
+      predictions.jsonl and summary.json), torchvision's exact resize + centre crop, on each
+      backend: eager fp32 (the default), ONNX Runtime fp32, frozen TorchScript bf16; and each
+      with --jpeg-draft. bf16 and draft are not verified here: calibrated random weights react
+      to any change of their input (tests/test_jpeg_draft.py and benchmarks/jpeg_draft.py show
+      a trained model's answers unchanged)
+  (c) each backend's raw forward on ready tensors at (b)'s batch size, all cores
+  (d) decode + resize + crop alone, one thread, full decode and draft
 
-Prints images/s and the ratios b/a and b/c, then the RSS of a 1,000-image stream after 100 and
-after 1,000 images. Inputs: JPEGs of mixed sizes cut from scikit-image's photographs.
+Prints images/s, the ratio to (a), where (b)'s time goes (ms per image: decode + preprocess,
+inference, postprocess, waiting for decode threads, and the pipeline chosen), and the
+efficiency against the core-time bound: cores / (decode + cores x forward seconds per image),
+i.e. what (b) could reach if decoding and the forward kept every core busy with no overhead.
+Then the RSS of a 1,000-image stream after 100 and after 1,000 images, and the peak RSS.
+Inputs: JPEGs of mixed sizes cut from scikit-image's photographs.
 
-    python benchmarks/classify_folder.py [--model mobilenet_v2] [--images 64] [--rounds 2]
+    python benchmarks/classify_folder.py [--model mobilenet_v2] [--images 256] [--rounds 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -64,10 +71,15 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+# (b) variants: load options, and the raw forward (c) that bounds each
+BACKENDS = {"eager fp32": dict(), "onnxruntime fp32": dict(backend="onnxruntime"),
+            "torchscript bf16": dict(backend="torchscript", precision="bf16")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="mobilenet_v2")
-    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=2, help="best of N, variants interleaved")
     parser.add_argument("--stream-images", type=int, default=1000)
     args = parser.parse_args()
@@ -80,8 +92,13 @@ def main() -> None:
     model = calibrate(torchvision.models.get_model(args.model), list(load_photographs().values()))
     weights = tmp / f"{args.model}.pth"
     torch.save(model.state_dict(), weights)
+    cores = torch.get_num_threads()
 
-    clf = ti.load("classify", args.model, weights, device="cpu")
+    def load(**options):
+        return ti.load("classify", args.model, weights, device="cpu", verify_backend=False,
+                       **options)
+
+    clf = load()
     labels = clf.model.labels or [str(i) for i in range(1000)]
     bs = clf.batch_size
     # (c) runs the very module (b) runs, in (b)'s memory layout, on ready normalised tensors
@@ -89,32 +106,38 @@ def main() -> None:
     ready = [torch.randn(bs, 3, *clf.config.crop_size).contiguous(memory_format=layout)
              for _ in range(-(-len(paths) // bs))]
 
-    def raw_forward():
-        with torch.inference_mode():
-            for batch in ready:
-                clf.module(batch)
+    def raw_forward(module):
+        def run():
+            with torch.inference_mode():
+                for batch in ready:
+                    module(batch)
+        return run
 
-    def preprocess_only():
-        for i in range(0, len(paths), bs):
-            clf.preprocess([clf.loader.load(p) for p in paths[i:i + bs]], [""] * bs)
+    def decode_only(predictor):
+        def run():
+            for i in range(0, len(paths), bs):
+                predictor.preprocess([predictor.loader.load(p, min_short_side=predictor.decode_short_side)
+                                      for p in paths[i:i + bs]], [""] * bs)
+        return run
 
-    def predict_with(**options):
-        predictor = ti.load("classify", args.model, weights, device="cpu", **options)
-        return lambda: run_to_dir(predictor, [str(folder)], tmp / "out")
-
+    predictors, runs = {}, {}
+    for name, options in BACKENDS.items():
+        for draft in (False, True):
+            key = f"b  predict, {name}" + (", jpeg draft" if draft else "")
+            predictors[key] = load(jpeg_draft=draft, **options)
+            runs[key] = tmp / f"out{len(runs)}"
     variants = {
         "a  notes' loop (as written)": lambda: seed_loop(model, paths, labels, torch.enable_grad),
         "a' notes' loop + inference_mode": lambda: seed_loop(model, paths, labels, torch.inference_mode),
-        "b  torchinfer predict classify": lambda: run_to_dir(clf, [str(folder)], tmp / "out"),
-        "c  raw model forward, ready tensors": raw_forward,
-        "d  decode + resize + crop only": preprocess_only,
-        "e1 predict, onnxruntime fp32": predict_with(backend="onnxruntime"),
-        "e2 predict, onnxruntime, 1 decode thread": predict_with(backend="onnxruntime",
-                                                                 decode_workers=1),
-        "e3 predict, torchscript bf16": predict_with(backend="torchscript", precision="bf16",
-                                                     verify_backend=False),
+        **{key: (lambda p=p, out=runs[key]: run_to_dir(p, [str(folder)], out))
+           for key, p in predictors.items()},
+        # separate predictors: (b)'s may have given cores to decoding
+        **{f"c  raw forward, {name}": raw_forward(load(**options).module)
+           for name, options in BACKENDS.items()},
+        "d  decode + resize + crop, full": decode_only(clf),
+        "d' decode + resize + crop, draft": decode_only(load(jpeg_draft=True)),
     }
-    for fn in variants.values():  # warm-up: first-call allocations and kernel selection
+    for fn in variants.values():  # warm-up: first-call allocations, kernel selection, plans
         fn()
     best = dict.fromkeys(variants, float("inf"))
     for _ in range(args.rounds):
@@ -122,22 +145,24 @@ def main() -> None:
             best[name] = min(best[name], timed(fn))
 
     rate = {name: len(paths) / s for name, s in best.items()}
-    print(f"{args.model}, {len(paths)} JPEGs (long side 256-1600 px), CPU, "
-          f"{torch.get_num_threads()} torch threads, batch {bs}, best of {args.rounds}")
+    loop = rate["a  notes' loop (as written)"]
+    print(f"{args.model}, {len(paths)} JPEGs (long side 256-1600 px), CPU, {cores} cores, "
+          f"batch {bs}, best of {args.rounds}")
     for name, r in rate.items():
-        print(f"  {name:<38} {r:7.1f} img/s")
-    a, b, c = (rate[k] for k in ("a  notes' loop (as written)", "b  torchinfer predict classify",
-                                 "c  raw model forward, ready tensors"))
-    a2 = rate["a' notes' loop + inference_mode"]
-    print(f"  ratio b/a  = {b / a:.2f}   (b/a' = {b / a2:.2f})")
-    for key in ("e1 predict, onnxruntime fp32", "e2 predict, onnxruntime, 1 decode thread",
-                "e3 predict, torchscript bf16"):
-        print(f"  ratio {key.split()[0]}/a = {rate[key] / a:.2f}")
-    print(f"  ratio b/c  = {b / c:.2f}   (share of the raw forward's throughput)")
-    d = rate["d  decode + resize + crop only"]
-    bound = torch.get_num_threads() / (1 / d + torch.get_num_threads() / c)
-    print(f"  core-time bound if decode and forward overlapped perfectly: {bound:.1f} img/s "
-          f"(b reaches {b / bound:.0%})")
+        print(f"  {name:<42} {r:7.1f} img/s   {r / loop:5.2f}x the notes' loop")
+    print("  where (b)'s time goes, ms/img (summary.json; decode runs beside the model when "
+          "overlapped), and efficiency vs the core-time bound:")
+    for key, out in runs.items():
+        summary = json.loads((out / "summary.json").read_text())
+        stages = summary["stage_ms_per_image"]
+        backend = key.split(", ")[1]
+        decode_s = 1 / rate["d' decode + resize + crop, draft" if "draft" in key
+                            else "d  decode + resize + crop, full"]
+        bound = cores / (decode_s + cores / rate[f"c  raw forward, {backend}"])
+        print(f"    {key[3:]:<40} decode+pre {stages['preprocess']:.2f}  inference "
+              f"{stages['inference']:.2f}  post {stages['postprocess']:.2f}  wait "
+              f"{stages['wait']:.2f} | bound {bound:.1f} img/s, reached {rate[key] / bound:.0%}"
+              f" | {summary['pipeline']['reason']}")
 
     proc = psutil.Process(os.getpid())
     rss = {}
@@ -146,7 +171,8 @@ def main() -> None:
         if i in (100, args.stream_images):
             rss[i] = proc.memory_info().rss / 2**20
     print(f"  RSS of a {args.stream_images}-image stream: after 100 {rss[100]:.0f} MiB, "
-          f"after {args.stream_images} {rss[args.stream_images]:.0f} MiB")
+          f"after {args.stream_images} {rss[args.stream_images]:.0f} MiB; peak RSS of this "
+          f"benchmark {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
 if __name__ == "__main__":

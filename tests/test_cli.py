@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from torchinfer.cli import app
+from torchinfer.results import STAGES
 
 runner = CliRunner()
 
@@ -59,7 +60,7 @@ def test_predict_classify_records_failures_and_exits_1(folder, tmp_path, tiny_cl
     assert all(len(line["topk"]) == 2 for line in lines if "error" not in line)
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["total"], summary["succeeded"], summary["failed"]) == (5, 3, 2)
-    assert set(summary["stage_ms_per_image"]) == {"preprocess", "inference", "postprocess"}
+    assert set(summary["stage_ms_per_image"]) == set(STAGES)
     assert not list(out.glob("*.partial"))
 
     relaxed = runner.invoke(app, args + ["--allow-failures", "--quiet"])

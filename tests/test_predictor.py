@@ -13,7 +13,7 @@ from PIL import Image
 
 import torchinfer as ti
 from torchinfer.devices import resolve_device
-from torchinfer.results import Classification, ClassScore
+from torchinfer.results import STAGES, Classification, ClassScore
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +38,9 @@ def test_single_input_gives_one_result(clf, photo_paths):
     assert isinstance(result, Classification) and result.ok
     assert result.source == str(photo_paths[0])
     assert result.top1 == result.topk[0] and len(result.topk) == 3
-    assert set(result.speed) == {"preprocess", "inference", "postprocess"}
-    assert all(v > 0 for v in result.speed.values())
+    assert set(result.speed) == set(STAGES)
+    assert all(result.speed[k] > 0 for k in ("preprocess", "inference", "postprocess"))
+    assert result.speed["wait"] == 0.0  # decoded in turn
 
 
 def test_single_bad_input_raises_naming_it(clf, tmp_path):
@@ -202,4 +203,4 @@ def test_result_to_dict_is_json(clf, photo_paths):
 
     d = clf(photo_paths[0]).to_dict()
     assert json.loads(json.dumps(d)) == d
-    assert d["top1"] == d["topk"][0] and set(d["speed"]) == {"preprocess", "inference", "postprocess"}
+    assert d["top1"] == d["topk"][0] and set(d["speed"]) == set(STAGES)

@@ -15,6 +15,7 @@ from .export import ExportReport, export_onnx, export_torchscript
 from .inspection import ModelReport, inspect_model
 from .models import LoadedModel, PreprocessConfig, load_model, read_labels, torchvision_task
 from .tasks import PREDICTORS, Predictor
+from .tasks.classify import DRAFT_TOLERANCE
 
 
 def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = None, *,
@@ -55,6 +56,13 @@ def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = 
         names = read_labels(labels) if isinstance(labels, (str, Path)) else list(labels)
     loaded = replace(loaded, preprocess=preprocess, labels=names)
     predictor = PREDICTORS[task](loaded, device=device, **options)
+    if getattr(predictor, "jpeg_draft", False) and verify_backend:
+        check = predictor.check_jpeg_draft()
+        if not check.passed:
+            raise TorchinferError(f"JPEG draft decoding changes this model's answers beyond "
+                                  f"{DRAFT_TOLERANCE.describe('draft')} on the verification "
+                                  f"photographs: {check.describe()} (decode in full, or pass "
+                                  "verify_backend=False / --no-verify to use it anyway)")
     if loaded.weights_format != "onnx" or backend == "torchscript" or precision != "fp32":
         # (an .onnx file already runs on onnxruntime; other choices are refused there)
         predictor.set_backend(backend, precision, verify=verify_backend)

@@ -71,9 +71,9 @@ BackendOpt = Annotated[str, typer.Option(help="What runs the model: torch, torch
                        "the first batch).")]
 PrecisionOpt = Annotated[str, typer.Option(help="fp32, bf16 or fp16; reduced precision is "
                          "verified against fp32 on photographs.")]
-VerifyBackendOpt = Annotated[bool, typer.Option(help="Check a backend/precision against fp32 "
-                             "PyTorch on photographs before using it.")]
+VerifyBackendOpt = Annotated[bool, typer.Option(help="Check a backend/precision (and JPEG draft "
+                             "decoding) against fp32 PyTorch on photographs before using it.")]
 VideoStrideOpt = Annotated[int, typer.Option(help="Video inputs: every Nth frame.", min=1)]
 DecodeWorkersOpt = Annotated[Optional[int], typer.Option(help="Threads decoding ahead of the "
-                             "model (default: 0 on CPU, 1 with onnxruntime there; up to 8 on a "
-                             "GPU).", min=0)]
+                             "model; the model gets the other cores (default: on a CPU chosen "
+                             "from the first batches, on a GPU up to 8).", min=0)]

@@ -17,7 +17,8 @@ import numpy as np
 
 from .errors import TorchinferError
 
-STAGES = ("preprocess", "inference", "postprocess")
+# ms per image; "wait" is the model waiting for decoding threads (0 when decoding in turn)
+STAGES = ("preprocess", "inference", "postprocess", "wait")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -157,6 +157,13 @@ def _finish_summary(summary: RunSummary, predictor: Predictor, out: Path, predic
     summary.outputs.update(predictions=str(predictions), summary=str(out / "summary.json"))
     if predictor.backend_report is not None:
         run_info = {**(run_info or {}), "backend": predictor.backend_report.to_dict()}
+    if getattr(predictor, "jpeg_draft", False):
+        check = predictor.draft_check
+        run_info = {**(run_info or {}), "jpeg_draft": {
+            "verified": check is not None and check.passed,
+            "check": check.describe() if check is not None else None}}
+    if predictor.pipeline is not None:
+        run_info = {**(run_info or {}), "pipeline": predictor.pipeline.to_dict()}
     write_json_atomic(out / "summary.json", {**(run_info or {}), **summary.to_dict()})
 
 

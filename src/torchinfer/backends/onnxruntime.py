@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,7 @@ from torch import nn
 
 from ..errors import DeviceError, MissingExtraError, TorchinferError, WeightsError
 from ..models import LoadedModel, PreprocessConfig
+from ..pipeline import usable_cpus
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -55,8 +55,8 @@ def import_onnxruntime() -> Any:
     return onnxruntime
 
 
-def make_session(path: str | Path, *, device: str = "cpu",
-                 allow_spinning: bool = False) -> onnxruntime.InferenceSession:
+def make_session(path: str | Path, *, device: str = "cpu", allow_spinning: bool = False,
+                 threads: int | None = None) -> onnxruntime.InferenceSession:
     """An ``InferenceSession`` for ``path`` with torchinfer's session options.
 
     device: "cpu"; "cuda" / "cuda:N" (CUDA execution provider, CPU for the ops it lacks);
@@ -66,6 +66,7 @@ def make_session(path: str | Path, *, device: str = "cpu",
     allow_spinning: let idle intra-op threads busy-wait for the next op. Off by default because
         torch shares the process (torchinfer imports it; predictors preprocess with it): threads
         spinning between ONNX Runtime calls take the cores torch's own threads need.
+    threads: intra-op threads (default: every usable core).
     """
     ort = import_onnxruntime()
     path = Path(path)
@@ -75,7 +76,7 @@ def make_session(path: str | Path, *, device: str = "cpu",
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # One model call at a time: all cores go to the ops (intra-op); the graph's independent
     # branches run in turn (inter-op = 1) rather than fighting the intra-op pool for cores.
-    options.intra_op_num_threads = _usable_cpus()
+    options.intra_op_num_threads = threads or usable_cpus()
     options.inter_op_num_threads = 1
     if not allow_spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -84,14 +85,6 @@ def make_session(path: str | Path, *, device: str = "cpu",
         return ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:  # ORT raises its own pybind classes (Fail, InvalidGraph, ...)
         raise TorchinferError(f"{path}: onnxruntime cannot load it: {exc}") from exc
-
-
-def _usable_cpus() -> int:
-    """The cores this process may run on (a container or taskset can allow fewer than
-    os.cpu_count() reports)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
 
 
 def _providers(device: str, available: list[str]) -> list[Any]:
@@ -117,7 +110,28 @@ def _providers(device: str, available: list[str]) -> list[Any]:
                       "cuda:N or tensorrt")
 
 
-class OrtModule(nn.Module):
+class _SessionModule(nn.Module):
+    """What the ONNX Runtime modules share: the session, and resizing its thread pool."""
+
+    def __init__(self, session: onnxruntime.InferenceSession, source: str):
+        super().__init__()
+        self.session, self.source = session, source
+        self.threads: int | None = None  # intra-op threads; None: as make_session chose
+
+    def set_threads(self, threads: int) -> None:
+        """Run on ``threads`` intra-op threads (a session sizes its pool when it is created,
+        so a CPU session from a file is created again; a GPU session is left as it is)."""
+        if threads == self.threads or not Path(self.source).is_file() \
+                or self.session.get_providers()[0] != _CPU:
+            return
+        self.session = make_session(self.source, device="cpu", threads=threads)
+        self.threads = threads
+
+    def extra_repr(self) -> str:
+        return f"{self.source}, providers={self.session.get_providers()}"
+
+
+class OrtModule(_SessionModule):
     """An ONNX Runtime session that a Predictor calls like the PyTorch model it replaces.
 
     ``forward`` takes the (N, C, H, W) float tensor the predictor prepared (any memory format,
@@ -127,7 +141,7 @@ class OrtModule(nn.Module):
     """
 
     def __init__(self, session: onnxruntime.InferenceSession, source: str = "<session>"):
-        super().__init__()
+        super().__init__(session, source)
         inputs = session.get_inputs()
         if len(inputs) != 1:
             raise TorchinferError(f"{source}: the model has {len(inputs)} inputs "
@@ -136,8 +150,6 @@ class OrtModule(nn.Module):
         if inputs[0].type not in _NUMPY_TYPES:
             raise TorchinferError(f"{source}: input {inputs[0].name!r} is {inputs[0].type}; "
                                   f"torchinfer feeds {', '.join(_NUMPY_TYPES)}")
-        self.session = session
-        self.source = source
         self.input_name: str = inputs[0].name
         self.input_shape: list[int | str | None] = list(inputs[0].shape)
         self.input_dtype = _NUMPY_TYPES[inputs[0].type]
@@ -158,11 +170,8 @@ class OrtModule(nn.Module):
         # float32 like the PyTorch model it replaces, also for an fp16 file
         return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).to(x.device)
 
-    def extra_repr(self) -> str:
-        return f"{self.source}, providers={self.session.get_providers()}"
 
-
-class OrtDetector(nn.Module):
+class OrtDetector(_SessionModule):
     """An exported torchvision detector behind torchvision's interface: a list of (3, H, W)
     float images in [0, 1] of any sizes in, one dict of ``boxes``, ``labels``, ``scores`` per
     image out (the file takes one image per call)."""
@@ -170,8 +179,7 @@ class OrtDetector(nn.Module):
     returns_torchvision_detections = True  # DetectionPredictor reads its output as such
 
     def __init__(self, session: onnxruntime.InferenceSession, source: str = "<session>"):
-        super().__init__()
-        self.session, self.source = session, source
+        super().__init__(session, source)
         self.input_name = session.get_inputs()[0].name
 
     def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
@@ -188,9 +196,6 @@ class OrtDetector(nn.Module):
                             "labels": torch.from_numpy(labels).to(image.device),
                             "scores": torch.from_numpy(scores).to(image.device)})
         return outputs
-
-    def extra_repr(self) -> str:
-        return f"{self.source}, providers={self.session.get_providers()}"
 
 
 def load_onnx_model(path: str | Path, *, device: str = "auto") -> LoadedModel:

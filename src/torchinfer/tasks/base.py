@@ -9,6 +9,7 @@ says how to make a batch from images, and how to read the model's output.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import os
 import sys
@@ -29,6 +30,7 @@ from ..io.images import ImageInput, ImageLoader, describe_source
 from ..io.sources import expand_sources
 from ..io.video import is_video, is_webcam, iter_frames
 from ..models import LoadedModel
+from ..pipeline import PROBE_BATCHES, PipelinePlan, fixed_plan, plan_from_timings
 from ..results import Result
 
 if TYPE_CHECKING:
@@ -92,14 +94,10 @@ class Predictor(ABC, Generic[R]):
         if channels_last:
             self.module = self.module.to(memory_format=torch.channels_last)
         self.loader = ImageLoader(max_pixels=max_pixels, bgr=bgr)
-        # Threads decoding + preprocessing batches ahead of the model (Pillow releases the GIL
-        # while it decodes and resizes). 0: in turn with the model, the CPU default: there the
-        # model's own threads use every core (BENCHMARKS.md). An accelerator leaves the cores
-        # to decoding.
-        self._decode_workers_chosen = decode_workers is not None
-        if decode_workers is None:
-            decode_workers = 0 if self.device.type == "cpu" else max(1, min(8, _cpus() - 1))
+        # Threads decoding + preprocessing batches ahead of the model, and the model's own threads
+        # meanwhile (torchinfer.pipeline). None on the CPU: chosen from the first batches.
         self.decode_workers = decode_workers
+        self.pipeline: PipelinePlan | None = fixed_plan(self.device, decode_workers)
         # What runs the model (set_backend); eager float32 unless asked otherwise.
         self.backend_report: BackendReport | None = None
         self._auto_candidates: list[Candidate] | None = None
@@ -166,11 +164,8 @@ class Predictor(ABC, Generic[R]):
 
     def _use(self, candidate: Candidate) -> None:
         self.module = candidate.module
-        # ONNX Runtime's CPU threads do not spin between ops, so one decode thread finds idle
-        # core time: 160.6 vs 126.0 img/s decoding in turn (BENCHMARKS.md, mobilenet_v2)
-        if (candidate.backend == "onnxruntime" and self.device.type == "cpu"
-                and not self._decode_workers_chosen):
-            self.decode_workers = 1
+        if self.decode_workers is None and self.device.type == "cpu":
+            self.pipeline = None  # another model: its cost per image is measured again
 
     def verification_batches(self) -> list[torch.Tensor]:
         """The photographs (torchinfer.testing) through this predictor's own preprocess and
@@ -230,28 +225,58 @@ class Predictor(ABC, Generic[R]):
         ``"-"`` (one image's bytes on standard input), or any iterable of inputs; a video file
         gives every ``video_stride``-th frame, named ``<path>#frame=<i>&t=<seconds>``.
 
-        With ``decode_workers`` > 0 (the default on an accelerator, and with ONNX Runtime on
-        the CPU), that many threads decode and preprocess the next batches while the model
-        runs, at most ``decode_workers + 1`` batches ahead; results still come in input order.
-        With eager torch on the CPU decoding runs in turn with the model by default: decode
-        threads there compete with torch's own threads for the same cores, which measured
-        slower than taking turns (BENCHMARKS.md).
+        Decoding runs in turn with the model, or ahead of it on ``decode_workers`` threads (at
+        most ``decode_workers + 1`` batches ahead) while the model runs on the other cores;
+        results come in input order either way. By default an accelerator decodes on up to 8
+        threads, and the CPU times its first batches in turn and overlaps when that is
+        predicted faster (``torchinfer.pipeline``; the choice is kept in ``self.pipeline``).
         """
         size = batch_size or self.batch_size
         chunks = _chunks(_iter_inputs(source, video_stride), size)
-        if self.decode_workers == 0:
-            for chunk in chunks:
-                yield from self._run(self._decode(chunk))
+        if self.pipeline is None:
+            timings: list[tuple[float, float, int]] = []
+            for chunk in itertools.islice(chunks, PROBE_BATCHES):
+                yield from self._run(self._decode(chunk), timings=timings)
+            if len(timings) < 2:
+                return  # the stream ended before the plan could be measured
+            decode_s, main_s, n = (sum(col) for col in zip(*timings[1:]))  # 1st is warm-up
+            self.pipeline = plan_from_timings(decode_s * 1000 / n, main_s * 1000 / n)
+        plan = self.pipeline
+        with self._model_threads(plan.model_threads):
+            if plan.decode_workers == 0:
+                for chunk in chunks:
+                    yield from self._run(self._decode(chunk))
+                return
+            with ThreadPoolExecutor(max_workers=plan.decode_workers,
+                                    thread_name_prefix="torchinfer-decode") as pool:
+                ahead: collections.deque[Future[_Decoded]] = collections.deque()
+                for chunk in chunks:
+                    ahead.append(pool.submit(self._decode, chunk))
+                    if len(ahead) > plan.decode_workers:
+                        yield from self._run_next(ahead)
+                while ahead:
+                    yield from self._run_next(ahead)
+
+    def _run_next(self, ahead: collections.deque[Future[_Decoded]]) -> list[R]:
+        t0 = time.perf_counter()
+        decoded = ahead.popleft().result()
+        return self._run(decoded, wait_s=time.perf_counter() - t0)
+
+    @contextlib.contextmanager
+    def _model_threads(self, threads: int | None) -> Iterator[None]:
+        """Run the model on ``threads`` intra-op threads meanwhile (None: leave them)."""
+        set_threads = getattr(self.module, "set_threads", None)
+        if threads is None or set_threads is not None:
+            if threads is not None:  # an ONNX Runtime session: sized when created, kept so
+                set_threads(threads)
+            yield
             return
-        with ThreadPoolExecutor(max_workers=self.decode_workers,
-                                thread_name_prefix="torchinfer-decode") as pool:
-            ahead: collections.deque[Future[_Decoded]] = collections.deque()
-            for chunk in chunks:
-                ahead.append(pool.submit(self._decode, chunk))
-                if len(ahead) > self.decode_workers:
-                    yield from self._run(ahead.popleft().result())
-            while ahead:
-                yield from self._run(ahead.popleft().result())
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
 
     def _decode(self, items: list[tuple[str, Any]]) -> _Decoded:
         t0 = time.perf_counter()
@@ -266,8 +291,12 @@ class Predictor(ABC, Generic[R]):
         batch = self.preprocess(images, ok_sources) if images else None
         return _Decoded(sources, batch, errors, time.perf_counter() - t0)
 
-    def _run(self, decoded: _Decoded) -> list[R]:
-        """The seed's three lines, timed: preprocess (finished on the device), model, postprocess."""
+    def _run(self, decoded: _Decoded, *, wait_s: float = 0.0,
+             timings: list[tuple[float, float, int]] | None = None) -> list[R]:
+        """The seed's three lines, timed: preprocess (finished on the device), model, postprocess.
+
+        ``wait_s``: how long the model waited for this batch to be decoded; ``timings`` gets
+        (decode seconds, model-side seconds, images) for the pipeline plan."""
         results: list[R] = []
         if decoded.batch is not None:
             n = len(decoded.batch.sources)
@@ -286,7 +315,10 @@ class Predictor(ABC, Generic[R]):
                 t3 = time.perf_counter()
             speed = {"preprocess": (decoded.preprocess_s + prepare_s) * 1000 / n,
                      "inference": (t2 - t1) * 1000 / n,
-                     "postprocess": (t3 - t2) * 1000 / n}
+                     "postprocess": (t3 - t2) * 1000 / n,
+                     "wait": wait_s * 1000 / n}
+            if timings is not None:
+                timings.append((decoded.preprocess_s, prepare_s + t3 - t1, n))
             results = [replace(r, speed=speed) for r in results]
         ok = iter(results)
         return [self.failed(src, decoded.errors[i]) if i in decoded.errors else next(ok)
@@ -304,10 +336,6 @@ class Predictor(ABC, Generic[R]):
         # CUDA runs asynchronously: without a sync, stage times would be launch times.
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-
-
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _has_conv2d(module: torch.nn.Module) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+import io
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,12 @@ from ..errors import TorchinferError
 from ..models import LoadedModel
 from ..models.outputs import main_output
 from ..results import Classification, ClassScore
+from ..verify import BF16_TOLERANCE, Comparison, OutputCheck
 from .base import Batch, Predictor
+
+# jpeg_draft keeps the decoded short side >= this many times the resize target
+DRAFT_OVERSAMPLING = 2
+DRAFT_TOLERANCE = BF16_TOLERANCE
 
 
 class ClassificationPredictor(Predictor[Classification]):
@@ -39,11 +45,13 @@ class ClassificationPredictor(Predictor[Classification]):
             raise TorchinferError(f"{model.name}: classification needs a fixed input size "
                                   "(a crop, or a resize to H,W); pass input_size")
         self.config = cfg
+        self.jpeg_draft = jpeg_draft
+        self.draft_check: OutputCheck | None = None  # set by check_jpeg_draft
         if jpeg_draft:
             # Decode big JPEGs at 1/2..1/8 scale, keeping at least twice the resize target
             # so the antialiased resize still does the real filtering (BENCHMARKS.md: effect
             # on logits and top-1 measured against a full decode).
-            self.decode_short_side = 2 * min(cfg.resize_size)
+            self.decode_short_side = DRAFT_OVERSAMPLING * min(cfg.resize_size)
         shape = (1, 3, 1, 1)
         self._mean = torch.tensor(cfg.mean, dtype=torch.float32, device=self.device).view(shape)
         self._std = torch.tensor(cfg.std, dtype=torch.float32, device=self.device).view(shape)
@@ -80,6 +88,35 @@ class ClassificationPredictor(Predictor[Classification]):
                          for s, i in zip(row_scores, row_idx))
             results.append(Classification(source=source, topk=topk))
         return results
+
+    def check_jpeg_draft(self) -> OutputCheck:
+        """Draft decoding against a full decode, through this model: the photographs saved as
+        JPEGs large enough to be drafted (short side 2.5x the smallest drafted size, so 1/2
+        scale), compared with bf16's tolerance, the loss we already accept for speed. Sets
+        ``draft_check``; raise if it did not pass (``check.describe()`` says what differed)."""
+        from ..testing import load_photographs
+
+        short = int(2.5 * self.decode_short_side) if self.decode_short_side else 0
+        comparison = Comparison("output", DRAFT_TOLERANCE, "top-1", candidate="draft")
+        photos = list(load_photographs().values())
+        acc = comparison.start(len(photos))
+        for img in photos:
+            scale = short / min(img.size)
+            buffer = io.BytesIO()
+            img.resize((round(img.width * scale), round(img.height * scale)),
+                       Image.BICUBIC).save(buffer, "JPEG", quality=90)
+            data = buffer.getvalue()
+            full = self.loader.load(data, "photograph")
+            drafted = self.loader.load(data, "photograph", min_short_side=self.decode_short_side)
+            logits = []
+            with torch.inference_mode():
+                for image in (full, drafted):
+                    tensor = self.prepare(self._to_device(self.preprocess([image], [""]).tensor))
+                    logits.append(main_output(self.forward(tensor), ndim=2,
+                                              what="the classifier").float().cpu().numpy())
+            acc.add(*logits)
+        self.draft_check = acc.result()
+        return self.draft_check
 
     def failed(self, source: str, reason: str) -> Classification:
         return Classification(source=source, error=reason)
