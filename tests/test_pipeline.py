@@ -7,46 +7,50 @@ import pytest
 import torch
 
 import torchinfer as ti
-from torchinfer.pipeline import PROBE_BATCHES, PipelinePlan, fixed_plan, plan_from_timings
+from torchinfer.pipeline import (PROBE_FULL, PROBE_SPLIT, PipelinePlan, choose, fixed_plan,
+                                 split_to_try)
 
 
-def test_plan_overlaps_when_decoding_and_the_model_cost_alike():
-    # the measured mobilenet_v2 case: decode 4.7 ms, bf16 model 1.9 ms/img on 2 cores
-    plan = plan_from_timings(4.7, 1.9, cores=2)
+def test_split_tried_where_linear_scaling_says_it_may_pay():
+    # measured mobilenet_v2 costs on 2 cores: decode 4.0 ms/img; the model 2.3 (TorchScript bf16)
+    assert split_to_try(4.0, 2.3, cores=2) == 1
+    # resnet50-like: the model dominates, halving its threads cannot pay
+    assert split_to_try(4.0, 15.0, cores=2) == 0
+    assert split_to_try(4.0, 1.0, cores=1) == 0
+    # decoding 4x the model's cost on 16 cores: several decode threads
+    assert 2 <= split_to_try(8.0, 2.0, cores=16) <= 8
+
+
+def test_choice_follows_the_measured_split():
+    # the model measured on 1 thread: 3.7 ms/img; decode 4.0 -> overlapped 4.0 vs in turn 6.3
+    plan = choose(4.0, 2.3, 2, split=1, split_model_ms=3.7)
     assert (plan.decode_workers, plan.model_threads) == (1, 1)
-    assert "overlapped" in plan.reason and "4.70" in plan.reason
+    assert "overlapped" in plan.reason and "3.70 on 1" in plan.reason
+    # eager fp32 mobilenet_v2: 1 thread measured 10.6 ms/img, in turn 4.0 + 4.6
+    slower = choose(4.0, 4.6, 2, split=1, split_model_ms=10.6)
+    assert (slower.decode_workers, slower.model_threads) == (0, None)
+    assert choose(4.0, 15.0, 2).decode_workers == 0
 
 
-def test_plan_stays_in_turn_when_the_model_dominates_or_there_is_one_core():
-    # resnet50: giving a core to decoding would halve the model's threads for little
-    assert plan_from_timings(4.7, 15.0, cores=2).decode_workers == 0
-    # eager fp32 mobilenet_v2: overlapped is predicted no better than in turn
-    assert plan_from_timings(4.7, 4.65, cores=2).decode_workers == 0
-    assert plan_from_timings(4.7, 0.1, cores=1) == PipelinePlan(0, None, plan_from_timings(
-        4.7, 0.1, cores=1).reason)
-
-
-def test_plan_on_many_cores_gives_decoding_what_it_needs():
-    # decoding 4x the model's per-image cost on 16 cores: several decode threads
-    plan = plan_from_timings(8.0, 2.0, cores=16)
-    assert 2 <= plan.decode_workers <= 8 and plan.model_threads == 16 - plan.decode_workers
-
-
-def test_fixed_plans():
-    assert fixed_plan(torch.device("cpu"), None) is None or torch.get_num_threads() == 1
+def test_fixed_plans(monkeypatch):
+    monkeypatch.setattr("torchinfer.pipeline.usable_cpus", lambda: 4)
+    assert fixed_plan(torch.device("cpu"), None) is None  # measured by the first batches
     assert fixed_plan(torch.device("cpu"), 0) == PipelinePlan(0, None, "decode_workers given")
-    given = fixed_plan(torch.device("cpu"), 1)
-    assert given.decode_workers == 1 and given.model_threads >= 1
+    assert fixed_plan(torch.device("cpu"), 1).model_threads == 3  # the model gets the rest
+    assert fixed_plan(torch.device("cuda"), None).decode_workers == 3
+    monkeypatch.setattr("torchinfer.pipeline.usable_cpus", lambda: 1)
+    assert fixed_plan(torch.device("cpu"), None).decode_workers == 0
 
 
 @pytest.fixture
 def inputs(photo_paths):
-    return [str(photo_paths[i % len(photo_paths)]) for i in range(4 * (PROBE_BATCHES + 2))]
+    return [str(photo_paths[i % len(photo_paths)]) for i in range(4 * (PROBE_FULL + PROBE_SPLIT + 2))]
 
 
 def test_cpu_stream_measures_its_plan_and_keeps_answers(tiny_classifier_weights, inputs,
                                                         monkeypatch):
     _, path = tiny_classifier_weights
+    monkeypatch.setattr("torchinfer.tasks.base.usable_cpus", lambda: 2)
     monkeypatch.setattr("torchinfer.pipeline.usable_cpus", lambda: 2)
     measured = ti.load("classify", "mobilenet_v3_small", path, device="cpu", batch_size=4)
     assert measured.pipeline is None  # decided by the first batches

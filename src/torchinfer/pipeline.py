@@ -2,11 +2,13 @@
 
 Two ways to run on C cores: *in turn* (decode a batch, then run the model on all C cores) or
 *overlapped* (k threads decode the next batches while the model runs on the other C - k cores).
-Which wins depends on the model and the pictures, so on the CPU we measure the first batches in
-turn and predict both from what they cost per image: in turn takes ``decode + main``, overlapped
-``max(decode / k, main * C / (C - k))`` (main = prepare + forward + postprocess on the calling
-thread, assumed to scale with its thread count). Giving each side its own cores matters: threads
-that share cores with a spinning OpenMP pool wait for each other (BENCHMARKS.md).
+Which wins depends on the model and the pictures, so on the CPU the first batches run in turn
+and are timed: per image, decoding takes d (one thread) and the model m_C (prepare + forward +
+postprocess on C threads). In turn costs d + m_C. The split worth trying is the k that
+minimises max(d / k, m_C * C / (C - k)), linear scaling being the pessimistic guess; the model is
+then timed on C - k threads (m_k) and the stream overlaps if max(d / k, m_k) is clearly below
+d + m_C. Giving each side its own cores matters: threads that share cores with a spinning
+OpenMP pool wait for each other (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -17,17 +19,19 @@ from typing import Any
 
 import torch
 
-# Overlap only when predicted clearly faster: the prediction assumes linear thread scaling.
-OVERLAP_MARGIN = 0.9
-# Batches run in turn and timed before the plan is chosen; the first is warm-up and not used.
-PROBE_BATCHES = 3
+# Overlap only when measured clearly faster than in turn.
+OVERLAP_MARGIN = 0.95
+# A split is not even tried when linear scaling predicts it this much slower than in turn.
+HOPELESS = 1.3
+# The first batch warms up (kernel choice, allocations, TorchScript's profiling runs) and two
+# more measure the model on every core; two then run on the cores a split would leave it.
+PROBE_FULL, PROBE_SPLIT = 3, 2
 MAX_GPU_DECODE_WORKERS = 8
-
-
 @dataclass(frozen=True)
 class PipelinePlan:
     """What a stream runs with: ``decode_workers`` threads decoding ahead of the model (0: in
-    turn) and ``model_threads`` intra-op threads for the model (None: as they are)."""
+    turn) and ``model_threads`` intra-op threads for the model meanwhile (None: its default,
+    every core for ONNX Runtime, torch's setting for torch)."""
 
     decode_workers: int
     model_threads: int | None
@@ -61,18 +65,27 @@ def fixed_plan(device: torch.device, decode_workers: int | None) -> PipelinePlan
     return None
 
 
-def plan_from_timings(decode_ms: float, main_ms: float, cores: int | None = None) -> PipelinePlan:
-    """Choose in turn or overlapped from the measured cost per image (see the module doc)."""
-    cores = cores or usable_cpus()
-    in_turn = decode_ms + main_ms
-    costs = {k: max(decode_ms / k, main_ms * cores / (cores - k)) for k in range(1, cores)}
-    measured = f"decode {decode_ms:.2f} + model {main_ms:.2f} ms/img on {cores} cores"
+def split_to_try(decode_ms: float, model_ms: float, cores: int) -> int:
+    """The number of decode threads worth timing (0: none; see the module doc)."""
+    costs = {k: max(decode_ms / k, model_ms * cores / (cores - k)) for k in range(1, cores)}
     if not costs:
-        return PipelinePlan(0, None, f"in turn: {measured}")
+        return 0
     k = min(costs, key=costs.__getitem__)
-    if costs[k] > OVERLAP_MARGIN * in_turn:
-        return PipelinePlan(0, None, f"in turn ({in_turn:.2f} ms/img predicted, overlapped "
-                                     f"{costs[k]:.2f}): {measured}")
-    return PipelinePlan(k, cores - k, f"overlapped, {k} decode + {cores - k} model threads "
-                                      f"({costs[k]:.2f} ms/img predicted, in turn "
-                                      f"{in_turn:.2f}): {measured}")
+    return k if costs[k] < HOPELESS * (decode_ms + model_ms) else 0
+
+
+def choose(decode_ms: float, model_ms: float, cores: int, split: int = 0,
+           split_model_ms: float | None = None) -> PipelinePlan:
+    """In turn or overlapped, from the measured costs per image (see the module doc)."""
+    in_turn = decode_ms + model_ms
+    measured = f"decode {decode_ms:.2f} ms/img, model {model_ms:.2f} on {cores} threads"
+    if not split or split_model_ms is None:
+        return PipelinePlan(0, None, f"in turn: {measured}")
+    overlapped = max(decode_ms / split, split_model_ms)
+    measured += f", {split_model_ms:.2f} on {cores - split}"
+    if overlapped > OVERLAP_MARGIN * in_turn:
+        return PipelinePlan(0, None, f"in turn ({in_turn:.2f} ms/img; overlapped "
+                                      f"{overlapped:.2f}): {measured}")
+    return PipelinePlan(split, cores - split, f"overlapped, {split} decode + {cores - split} "
+                                              f"model threads ({overlapped:.2f} ms/img; in turn "
+                                              f"{in_turn:.2f}): {measured}")

@@ -121,7 +121,7 @@ class _SessionModule(nn.Module):
     def set_threads(self, threads: int) -> None:
         """Run on ``threads`` intra-op threads (a session sizes its pool when it is created,
         so a CPU session from a file is created again; a GPU session is left as it is)."""
-        if threads == self.threads or not Path(self.source).is_file() \
+        if threads == (self.threads or usable_cpus()) or not Path(self.source).is_file() \
                 or self.session.get_providers()[0] != _CPU:
             return
         self.session = make_session(self.source, device="cpu", threads=threads)
@@ -161,6 +161,17 @@ class OrtModule(_SessionModule):
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
         if array.dtype != self.input_dtype:
             array = array.astype(self.input_dtype)  # an fp16 export takes fp16 input
+        fixed = self.input_shape[0] if self.input_shape else None
+        if isinstance(fixed, int) and fixed > 0 and len(array) != fixed:
+            # a file exported with a fixed batch (Ultralytics' default is 1): run the batch in
+            # pieces of that size, the last one padded with copies of its last image
+            pieces = []
+            for i in range(0, len(array), fixed):
+                piece = array[i:i + fixed]
+                pad = np.repeat(piece[-1:], fixed - len(piece), axis=0)
+                pieces.append(self.forward(torch.from_numpy(np.concatenate([piece, pad])))
+                              [:len(piece)])
+            return torch.cat(pieces).to(x.device)
         try:
             out = self.session.run(self.output_names[:1], {self.input_name: array})[0]
         except Exception as exc:  # ORT's pybind errors: wrong rank, shape, type

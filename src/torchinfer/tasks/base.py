@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,7 +30,8 @@ from ..io.images import ImageInput, ImageLoader, describe_source
 from ..io.sources import expand_sources
 from ..io.video import is_video, is_webcam, iter_frames
 from ..models import LoadedModel
-from ..pipeline import PROBE_BATCHES, PipelinePlan, fixed_plan, plan_from_timings
+from ..pipeline import (PROBE_FULL, PROBE_SPLIT, PipelinePlan, choose, fixed_plan,
+                        split_to_try, usable_cpus)
 from ..results import Result
 
 if TYPE_CHECKING:
@@ -234,13 +235,9 @@ class Predictor(ABC, Generic[R]):
         size = batch_size or self.batch_size
         chunks = _chunks(_iter_inputs(source, video_stride), size)
         if self.pipeline is None:
-            timings: list[tuple[float, float, int]] = []
-            for chunk in itertools.islice(chunks, PROBE_BATCHES):
-                yield from self._run(self._decode(chunk), timings=timings)
-            if len(timings) < 2:
+            self.pipeline = yield from self._probe(chunks)
+            if self.pipeline is None:
                 return  # the stream ended before the plan could be measured
-            decode_s, main_s, n = (sum(col) for col in zip(*timings[1:]))  # 1st is warm-up
-            self.pipeline = plan_from_timings(decode_s * 1000 / n, main_s * 1000 / n)
         plan = self.pipeline
         with self._model_threads(plan.model_threads):
             if plan.decode_workers == 0:
@@ -257,6 +254,28 @@ class Predictor(ABC, Generic[R]):
                 while ahead:
                     yield from self._run_next(ahead)
 
+    def _probe(self, chunks: Iterator[list[tuple[str, Any]]]) -> Generator[R, None, PipelinePlan | None]:
+        """Run the first batches in turn, timed, and choose the plan (torchinfer.pipeline)."""
+        cores = usable_cpus()
+        full: list[tuple[float, float, int]] = []
+        for chunk in itertools.islice(chunks, PROBE_FULL):
+            yield from self._run(self._decode(chunk), timings=full)
+        if len(full) < PROBE_FULL:
+            return None
+        decode_ms = _ms_per_image(full, 0)
+        model_ms = min(main * 1000 / n for _, main, n in full[1:])  # after the warm-up batch
+        split = split_to_try(decode_ms, model_ms, cores)
+        if not split:
+            return choose(decode_ms, model_ms, cores)
+        reduced: list[tuple[float, float, int]] = []
+        with self._model_threads(cores - split):
+            for chunk in itertools.islice(chunks, PROBE_SPLIT):
+                yield from self._run(self._decode(chunk), timings=reduced)
+        if len(reduced) < PROBE_SPLIT:
+            return None
+        return choose(_ms_per_image(full + reduced, 0), model_ms, cores, split,
+                      min(main * 1000 / n for _, main, n in reduced))
+
     def _run_next(self, ahead: collections.deque[Future[_Decoded]]) -> list[R]:
         t0 = time.perf_counter()
         decoded = ahead.popleft().result()
@@ -264,11 +283,13 @@ class Predictor(ABC, Generic[R]):
 
     @contextlib.contextmanager
     def _model_threads(self, threads: int | None) -> Iterator[None]:
-        """Run the model on ``threads`` intra-op threads meanwhile (None: leave them)."""
+        """Run the model on ``threads`` intra-op threads meanwhile (None: its default)."""
         set_threads = getattr(self.module, "set_threads", None)
-        if threads is None or set_threads is not None:
-            if threads is not None:  # an ONNX Runtime session: sized when created, kept so
-                set_threads(threads)
+        if set_threads is not None:  # an ONNX Runtime session: sized when created, so kept
+            set_threads(threads or usable_cpus())
+            yield
+            return
+        if threads is None:
             yield
             return
         previous = torch.get_num_threads()
@@ -336,6 +357,10 @@ class Predictor(ABC, Generic[R]):
         # CUDA runs asynchronously: without a sync, stage times would be launch times.
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def _ms_per_image(timings: list[tuple[float, float, int]], column: int) -> float:
+    return sum(t[column] for t in timings) * 1000 / sum(t[2] for t in timings)
 
 
 def _has_conv2d(module: torch.nn.Module) -> bool:

@@ -1,0 +1,139 @@
+"""Object detection against the leading peer: the same ONNX files, the same folders, Ultralytics'
+own ``YOLO(file).predict(folder, stream=True)`` against ``predict detect``, in one run.
+
+  speed: YOLOv8n built from Ultralytics' yaml (random weights: nothing to download) and
+         exported by Ultralytics' exporter (fixed batch 1, as it exports by default), on JPEGs
+         of mixed sizes cut from scikit-image's photographs
+  boxes: random weights find nothing at conf 0.25, so the boxes are compared on a trained
+         YOLOv8-layout network: the bundled shapes detector, exported to ONNX with the
+         metadata Ultralytics' exporter writes, on new pictures of shapes
+
+Both sides use conf 0.25, IoU 0.7 (Ultralytics' predict defaults), max_det 300, the CPU.
+Ultralytics runs in its own environment (bash benchmarks/peer_env.sh); it is never a
+dependency of torchinfer. Best of --rounds, the two tools alternating.
+
+    python benchmarks/detect_vs_ultralytics.py [--images 128] [--imgsz 320] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from PIL import Image
+from torchvision.ops import box_iou
+
+import torchinfer as ti
+from torchinfer.datasets import write_detection
+from torchinfer.run import run_to_dir
+from torchinfer.testing import write_sample_jpegs
+
+ROOT = Path(__file__).resolve().parent.parent
+PEER = ROOT / ".venv-peer" / "bin" / "python"
+SIDE = Path(__file__).resolve().parent / "ultralytics_side.py"
+CONF, IOU = 0.25, 0.7
+
+
+def peer(*args: object) -> None:
+    subprocess.run([str(PEER), str(SIDE), *map(str, args)], check=True, cwd=tempfile.gettempdir(),
+                   stdout=subprocess.DEVNULL)
+
+
+def ultralytics_style(path: Path, names: list[str], imgsz: int) -> None:
+    """Add the metadata Ultralytics' exporter writes (str() of Python values)."""
+    model = onnx.load(str(path))
+    for key, value in {"author": "Ultralytics", "stride": "32", "task": "detect", "batch": "1",
+                       "imgsz": str([imgsz, imgsz]),
+                       "names": str(dict(enumerate(names)))}.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+
+
+def compare_boxes(ours: dict[str, object], theirs: dict[str, dict]) -> str:
+    """Each of Ultralytics' boxes matched to one of ours of the same class by IoU."""
+    matched = total_theirs = total_ours = 0
+    ious, score_diffs = [], []
+    for source, r in ours.items():
+        t = theirs[source]
+        total_theirs += len(t["xyxy"])
+        total_ours += len(r.boxes)
+        if not len(t["xyxy"]) or not len(r.boxes):
+            continue
+        iou = box_iou(torch.tensor(t["xyxy"]), torch.tensor(np.asarray(r.boxes)))
+        same = torch.tensor(t["cls"])[:, None] == torch.tensor(r.class_ids)[None, :]
+        iou = torch.where(same, iou, torch.zeros(()))
+        used = set()
+        for i in iou.max(dim=1).values.argsort(descending=True).tolist():
+            order = iou[i].argsort(descending=True).tolist()
+            j = next((j for j in order if j not in used and iou[i, j] >= 0.5), None)
+            if j is not None:
+                used.add(j)
+                matched += 1
+                ious.append(float(iou[i, j]))
+                score_diffs.append(abs(t["conf"][i] - float(r.scores[j])))
+    return (f"Ultralytics {total_theirs} boxes, torchinfer {total_ours}; matched (same class, "
+            f"IoU >= 0.5) {matched}; IoU of matches mean {np.mean(ious or [0]):.4f}, min "
+            f"{np.min(ious or [0]):.4f}; |score difference| max {np.max(score_diffs or [0]):.4f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=128)
+    parser.add_argument("--imgsz", type=int, default=320)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    if not PEER.exists():
+        sys.exit("Ultralytics' environment is missing: bash benchmarks/peer_env.sh")
+
+    tmp = Path(tempfile.mkdtemp(prefix="torchinfer-peer-"))
+    photos = tmp / "photos"
+    photos.mkdir()
+    write_sample_jpegs(photos, args.images)
+    yolo = tmp / f"yolov8n-{args.imgsz}.onnx"
+    peer("export", yolo, args.imgsz)
+
+    shapes = tmp / "shapes"
+    write_detection(shapes, 64, seed=777, size=416)  # letterboxed down to 256
+    detector = tmp / "shapes_detector.onnx"
+    ti.export("shapes_detector", detector)
+    labels = ti.load("detect", "shapes_detector", device="cpu").model.labels
+    ultralytics_style(detector, labels, 256)
+
+    cases = {"speed: YOLOv8n (Ultralytics' export), photographs": (yolo, photos, args.imgsz),
+             "boxes: shapes detector (trained), shapes": (detector, shapes / "images", 256)}
+    for title, (model, folder, imgsz) in cases.items():
+        predictor = ti.load("detect", model, device="cpu", conf=CONF, iou=IOU, max_det=300)
+        out = tmp / f"out-{model.stem}"
+        run_to_dir(predictor, [str(folder)], out)  # warm-up, and the pipeline plan
+        best = {"ultralytics": float("inf"), "torchinfer": float("inf")}
+        theirs_file = tmp / f"ultralytics-{model.stem}.json"
+        for _ in range(args.rounds):
+            peer("predict", model, folder, imgsz, CONF, IOU, 1, theirs_file)
+            theirs = json.loads(theirs_file.read_text())
+            best["ultralytics"] = min(best["ultralytics"], theirs["images"] / theirs["images_per_second"])
+            start = time.perf_counter()
+            summary = run_to_dir(predictor, [str(folder)], out)
+            best["torchinfer"] = min(best["torchinfer"], time.perf_counter() - start)
+        n = summary.total
+        ours = {r.source: r for r in predictor.stream(str(folder))}
+        rate = {k: n / v for k, v in best.items()}
+        print(f"{title}, {n} JPEGs, CPU {torch.get_num_threads()} cores, best of {args.rounds}")
+        print(f"  Ultralytics predict(stream=True)  {rate['ultralytics']:7.1f} img/s")
+        print(f"  torchinfer predict detect         {rate['torchinfer']:7.1f} img/s   "
+              f"{rate['torchinfer'] / rate['ultralytics']:.2f}x  (batch {predictor.batch_size}; "
+              f"ms/img {', '.join(f'{k} {v:.2f}' for k, v in summary.stage_ms.items())}; "
+              f"{predictor.pipeline.reason if predictor.pipeline else 'in turn'})")
+        print(f"  {compare_boxes(ours, theirs['boxes'])}")
+
+
+if __name__ == "__main__":
+    main()
