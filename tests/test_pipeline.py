@@ -103,3 +103,15 @@ def test_overlapped_onnxruntime_session_is_rebuilt_with_its_share(tiny_classifie
     overlapped = [r.top1.index for r in clf.stream(inputs[:8])]
     assert clf.module.session.get_session_options().intra_op_num_threads == 1
     assert overlapped == in_turn
+
+
+def test_failed_first_batches_lose_nothing(tiny_classifier_weights, photo_paths, tmp_path):
+    """Bad files first: the probe cannot time them, the run goes on in turn with every input."""
+    _, path = tiny_classifier_weights
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    inputs = [str(broken)] * 12 + [str(p) for p in photo_paths] * 2
+    clf = ti.load("classify", "mobilenet_v3_small", path, device="cpu", batch_size=4)
+    results = list(clf.stream(inputs))
+    assert [r.source for r in results] == inputs
+    assert [r.ok for r in results] == [False] * 12 + [True] * (len(inputs) - 12)

@@ -22,11 +22,13 @@ import torch
 # Overlap only when measured clearly faster than in turn.
 OVERLAP_MARGIN = 0.95
 # A split is not even tried when linear scaling predicts it this much slower than in turn.
-HOPELESS = 1.3
+HOPELESS = 1.5
 # The first batch warms up (kernel choice, allocations, TorchScript's profiling runs) and two
 # more measure the model on every core; two then run on the cores a split would leave it.
 PROBE_FULL, PROBE_SPLIT = 3, 2
 MAX_GPU_DECODE_WORKERS = 8
+
+
 @dataclass(frozen=True)
 class PipelinePlan:
     """What a stream runs with: ``decode_workers`` threads decoding ahead of the model (0: in

@@ -236,16 +236,17 @@ class Predictor(ABC, Generic[R]):
         chunks = _chunks(_iter_inputs(source, video_stride), size)
         if self.pipeline is None:
             self.pipeline = yield from self._probe(chunks)
-            if self.pipeline is None:
-                return  # the stream ended before the plan could be measured
-        plan = self.pipeline
+        # not measured (too few good batches so far): the rest in turn, the next stream measures
+        plan = self.pipeline or PipelinePlan(0, None, "in turn: not measured yet")
         with self._model_threads(plan.model_threads):
             if plan.decode_workers == 0:
                 for chunk in chunks:
                     yield from self._run(self._decode(chunk))
                 return
-            with ThreadPoolExecutor(max_workers=plan.decode_workers,
-                                    thread_name_prefix="torchinfer-decode") as pool:
+            # one torch thread per decoder (stacking a batch is a torch op): their cores are
+            # counted in decode_workers, not shared with the model's
+            with ThreadPoolExecutor(max_workers=plan.decode_workers, initializer=torch.set_num_threads,
+                                    initargs=(1,), thread_name_prefix="torchinfer-decode") as pool:
                 ahead: collections.deque[Future[_Decoded]] = collections.deque()
                 for chunk in chunks:
                     ahead.append(pool.submit(self._decode, chunk))
@@ -283,12 +284,12 @@ class Predictor(ABC, Generic[R]):
 
     @contextlib.contextmanager
     def _model_threads(self, threads: int | None) -> Iterator[None]:
-        """Run the model on ``threads`` intra-op threads meanwhile (None: its default)."""
+        """Run the model on ``threads`` intra-op threads meanwhile (None: its default). Torch's
+        count is set for the calling thread, which also prepares and postprocesses, and given
+        back afterwards; an ONNX Runtime session is sized when created, so it keeps its size."""
         set_threads = getattr(self.module, "set_threads", None)
-        if set_threads is not None:  # an ONNX Runtime session: sized when created, so kept
+        if set_threads is not None:
             set_threads(threads or usable_cpus())
-            yield
-            return
         if threads is None:
             yield
             return

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import io
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -92,11 +92,13 @@ class ClassificationPredictor(Predictor[Classification]):
     def check_jpeg_draft(self) -> OutputCheck:
         """Draft decoding against a full decode, through this model: the photographs saved as
         JPEGs large enough to be drafted (short side 2.5x the smallest drafted size, so 1/2
-        scale), compared with bf16's tolerance, the loss we already accept for speed. Sets
-        ``draft_check``; raise if it did not pass (``check.describe()`` says what differed)."""
+        scale), compared with bf16's tolerance, the loss we already accept for speed. Sets and
+        returns ``draft_check`` (``ti.load`` refuses a predictor whose check failed)."""
         from ..testing import load_photographs
 
-        short = int(2.5 * self.decode_short_side) if self.decode_short_side else 0
+        if not self.decode_short_side:
+            raise TorchinferError("check_jpeg_draft: this predictor was built without jpeg_draft")
+        short = int(2.5 * self.decode_short_side)
         comparison = Comparison("output", DRAFT_TOLERANCE, "top-1", candidate="draft")
         photos = list(load_photographs().values())
         acc = comparison.start(len(photos))
