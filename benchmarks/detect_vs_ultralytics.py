@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from PIL import Image
 from torchvision.ops import box_iou
 
 import torchinfer as ti

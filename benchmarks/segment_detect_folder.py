@@ -2,10 +2,13 @@
 
 For each model: (b) torchinfer's `predict` over a folder of JPEGs (decode, preprocess, model,
 postprocess, JSONL) and (b+vis) the same with --save-vis (drawing + writing annotated images),
-against (c) the same module's forward on the very same inputs, already decoded and prepared.
-Prints images/s, the ratio b/c and postprocess + drawing ms per image.
+against (c) the same module's forward on the very same inputs, already decoded and prepared,
+and (d) decoding + preprocessing alone. For segmentation, (a) is the notes' loop: per image
+cv2.imread, resize (short side 520), float64 normalise, forward, logits resized to the image,
+argmax. Prints images/s, the ratios, where (b)'s time goes (ms per image from summary.json),
+its share of the core-time bound cores / (decode + cores / raw forward rate), and peak RSS.
 
-    python benchmarks/segment_detect_folder.py [--images 24]
+    python benchmarks/segment_detect_folder.py [--images 24] [--rounds 2]
 
 Models: deeplabv3_mobilenet_v3_large, fasterrcnn_mobilenet_v3_large_320_fpn (random weights:
 the work per image does not depend on them, except a detector's number of boxes) and a
@@ -16,11 +19,17 @@ on torch and exported to ONNX (with Ultralytics-style metadata, run by path) on 
 from __future__ import annotations
 
 import argparse
+import copy
+import resource
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
+import torch.nn.functional as TF
 from torch import nn
 
 import torchinfer as ti
@@ -78,7 +87,22 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def measure(name: str, predictor, folder: Path, tmp: Path, rounds: int) -> None:
+def seg_loop(model: nn.Module, paths: list[Path]) -> None:
+    """The notes' paradigm for segmentation, one image at a time."""
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    with torch.inference_mode():
+        for path in paths:
+            image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+            h, w = image.shape[:2]
+            scale = 520 / min(h, w)
+            inputs = cv2.resize(image, (round(w * scale), round(h * scale))) / 255
+            inputs = ((inputs - mean) / std).transpose(2, 0, 1)[np.newaxis]
+            logits = model(torch.from_numpy(inputs).float())["out"]
+            TF.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)[0].argmax(0)
+
+
+def measure(name: str, predictor, folder: Path, tmp: Path, rounds: int,
+            loop: Callable[[], None] | None = None) -> None:
     paths = sorted(folder.glob("*.jpg"))
     bs = predictor.batch_size
     prepared = []
@@ -100,7 +124,14 @@ def measure(name: str, predictor, folder: Path, tmp: Path, rounds: int) -> None:
                                              save_vis=save_vis)
         return run
 
-    variants = {"c": raw_forward, "b": ours(False), "b+vis": ours(True)}
+    def decode_only():
+        for i in range(0, len(paths), bs):
+            predictor.preprocess([predictor.loader.load(p) for p in paths[i:i + bs]],
+                                 [str(p) for p in paths[i:i + bs]])
+
+    variants = {"c": raw_forward, "b": ours(False), "b+vis": ours(True), "d": decode_only}
+    if loop is not None:
+        variants["a"] = loop
     for fn in variants.values():
         fn()
     best = dict.fromkeys(variants, float("inf"))
@@ -108,10 +139,16 @@ def measure(name: str, predictor, folder: Path, tmp: Path, rounds: int) -> None:
         for key, fn in variants.items():
             best[key] = min(best[key], timed(fn))
     rate = {k: len(paths) / v for k, v in best.items()}
-    post = summaries[False].stage_ms.get("postprocess", 0.0)
-    print(f"{name:<40} raw forward {rate['c']:6.1f} img/s | predict {rate['b']:6.1f} img/s "
-          f"(b/c {rate['b'] / rate['c']:.2f}) | with --save-vis {rate['b+vis']:6.1f} img/s | "
-          f"postprocess {post:.1f} ms/img, drawing+saving {summaries[True].draw_ms:.1f} ms/img")
+    cores = torch.get_num_threads()
+    bound = cores / (1 / rate["d"] + cores / rate["c"])
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in summaries[False].stage_ms.items())
+    loop_text = f" | notes' loop {rate['a']:.1f} img/s (b/a {rate['b'] / rate['a']:.2f})" \
+        if "a" in rate else ""
+    print(f"{name}\n  raw forward {rate['c']:6.1f} img/s | predict {rate['b']:6.1f} img/s "
+          f"(b/c {rate['b'] / rate['c']:.2f}) | with --save-vis {rate['b+vis']:6.1f} img/s"
+          f"{loop_text}\n  decode + preprocess alone {rate['d']:.1f} img/s | bound {bound:.1f} "
+          f"img/s, reached {rate['b'] / bound:.0%} | ms/img: {stages}, drawing+saving "
+          f"{summaries[True].draw_ms:.1f} | {predictor.pipeline.reason if predictor.pipeline else ''}")
 
 
 def main() -> None:
@@ -126,8 +163,12 @@ def main() -> None:
     torch.manual_seed(0)
     print(f"{args.images} JPEGs (long side 256-1600 px), CPU, {torch.get_num_threads()} threads, "
           f"best of {args.rounds}")
-    measure("deeplabv3_mobilenet_v3_large (segment)",
-            ti.load("segment", "deeplabv3_mobilenet_v3_large", device="cpu"), folder, tmp, args.rounds)
+    seg = ti.load("segment", "deeplabv3_mobilenet_v3_large", device="cpu")
+    # the notes' model: the same weights, in the default memory layout
+    plain = copy.deepcopy(seg.module).to(memory_format=torch.contiguous_format).eval()
+    paths = sorted(folder.glob("*.jpg"))
+    measure("deeplabv3_mobilenet_v3_large (segment)", seg, folder, tmp, args.rounds,
+            loop=lambda: seg_loop(plain, paths))
     measure("fasterrcnn_mobilenet_v3_large_320_fpn",
             ti.load("detect", "fasterrcnn_mobilenet_v3_large_320_fpn", device="cpu"), folder, tmp,
             args.rounds)
@@ -137,6 +178,7 @@ def main() -> None:
     onnx_path = export_ultralytics_style(yolo, tmp / "yolo.onnx")
     measure("YOLOv8-format network, 640 (ONNX Runtime)",
             ti.load("detect", str(onnx_path), device="cpu", conf=0.25), folder, tmp, args.rounds)
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
 if __name__ == "__main__":

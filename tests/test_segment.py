@@ -19,6 +19,7 @@ import torchinfer as ti
 from torchinfer.cli import app
 from torchinfer.draw import mask_image, overlay_segmentation, voc_palette
 from torchinfer.results import Segmentation
+from torchinfer.tasks.segment import upsampled_argmax
 from torchinfer.testing import main_output
 
 SEGMENTERS = ["deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"]
@@ -54,6 +55,23 @@ def test_logits_and_masks_match_torchvision(arch, segmenter_weights, photo_paths
                                       align_corners=False)[0].argmax(0).numpy()
             assert (result.mask == expected).mean() > 0.999
             assert len(result.areas) >= 2  # calibrated weights: the answer depends on the picture
+
+
+@pytest.mark.parametrize("grain, size", [(32, (1067, 1600)), (32, (300, 200)), (4, (700, 900)),
+                                         (1, (520, 520))])
+def test_upsampled_argmax_is_the_full_interpolation(grain, size):
+    """Large regions (few boundary pixels interpolated), dense boundaries (everything
+    interpolated), upscaling and downscaling: the same labels as interpolating every class."""
+    torch.manual_seed(grain)
+    h, w = 130, 97
+    coarse = torch.randn(1, 21, h // grain + 2, w // grain + 2) * 5
+    logits = TF.interpolate(coarse, size=(h, w), mode="bilinear")[0]
+    full = TF.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
+    assert torch.equal(upsampled_argmax(logits, size), full.argmax(0))
+    one_row = logits[:, :1]  # a source one pixel high
+    assert torch.equal(upsampled_argmax(one_row, (5, 40)),
+                       TF.interpolate(one_row[None], size=(5, 40), mode="bilinear",
+                                      align_corners=False)[0].argmax(0))
 
 
 def test_batched_mixed_sizes_equal_one_at_a_time(segmenter_weights, photo_paths):
