@@ -200,7 +200,7 @@ def _onnxruntime(loaded: LoadedModel, task: str, precision: str,
     """Export once per model + weights + settings (the file name is their hash), verified by
     export_onnx on photographs; later runs load the cached file."""
     from ..export import export_onnx
-    from .onnxruntime import make_session
+    from .onnxruntime import PREDICTOR_SESSION, make_session
 
     if precision == "bf16":
         raise BackendError("onnxruntime runs fp32 or fp16, not bf16")
@@ -208,7 +208,7 @@ def _onnxruntime(loaded: LoadedModel, task: str, precision: str,
     if not path.is_file():  # export_onnx raises, leaving nothing at path, if it does not verify
         export_onnx(replace(loaded, task=task), path, half=precision == "fp16")
     ort_device = "cpu" if device.type == "cpu" else f"cuda:{device.index or 0}"
-    return OrtModule(make_session(path, device=ort_device), str(path))
+    return OrtModule(make_session(path, device=ort_device, **PREDICTOR_SESSION), str(path))
 
 
 def _fingerprint(loaded: LoadedModel, task: str, precision: str) -> str:

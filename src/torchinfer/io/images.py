@@ -96,7 +96,10 @@ class ImageLoader:
                     if min_short_side and img.format == "JPEG":
                         img.draft("RGB", draft_request(img.size, min_short_side))
                     img.load()  # decode now, inside the try, so corrupt data is reported here
-                    return to_rgb(ImageOps.exif_transpose(img), name)
+                    # in place: without, an upright image is copied (0.2 ms per megapixel);
+                    # leaving the with block closes the file, not the decoded pixels
+                    ImageOps.exif_transpose(img, in_place=True)
+                    return to_rgb(img, name)
         except InputError:
             raise
         except Image.DecompressionBombError as exc:

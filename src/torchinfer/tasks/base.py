@@ -259,8 +259,9 @@ class Predictor(ABC, Generic[R]):
         """Run the first batches in turn, timed, and choose the plan (torchinfer.pipeline)."""
         cores = usable_cpus()
         full: list[tuple[float, float, int]] = []
-        for chunk in itertools.islice(chunks, PROBE_FULL):
-            yield from self._run(self._decode(chunk), timings=full)
+        with self._model_threads(None):
+            for chunk in itertools.islice(chunks, PROBE_FULL):
+                yield from self._run(self._decode(chunk), timings=full)
         if len(full) < PROBE_FULL:
             return None
         decode_ms = _ms_per_image(full, 0)
@@ -286,10 +287,13 @@ class Predictor(ABC, Generic[R]):
     def _model_threads(self, threads: int | None) -> Iterator[None]:
         """Run the model on ``threads`` intra-op threads meanwhile (None: its default). Torch's
         count is set for the calling thread, which also prepares and postprocesses, and given
-        back afterwards; an ONNX Runtime session is sized when created, so it keeps its size."""
+        back afterwards. An ONNX Runtime session is sized when created, so it keeps its size;
+        its threads spin between calls, so torch, which then only normalises and postprocesses,
+        keeps to one thread rather than spin against them (BENCHMARKS.md)."""
         set_threads = getattr(self.module, "set_threads", None)
         if set_threads is not None:
             set_threads(threads or usable_cpus())
+            threads = 1
         if threads is None:
             yield
             return
