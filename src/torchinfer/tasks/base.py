@@ -50,6 +50,22 @@ class Batch:
     meta: list[Any]
 
 
+class Normalise:
+    """uint8 (N, 3, H, W) -> float32 in [0, 1] -> (x - mean) / std, in place, the arithmetic of
+    torchvision's convert + normalize (float32, never float64); mean 0 and std 1 (Ultralytics'
+    [0, 1] inputs) skip the two passes that would change nothing."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device):
+        shape = (1, len(mean), 1, 1)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(shape)
+        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(shape)
+        self.identity = all(m == 0 for m in mean) and all(v == 1 for v in std)
+
+    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
+        x = tensor.float().div_(255.0)
+        return x if self.identity else x.sub_(self.mean).div_(self.std)
+
+
 @dataclass
 class _Decoded:
     """One batch after decoding and preprocessing (on the CPU), with its failures."""
@@ -110,9 +126,11 @@ class Predictor(ABC, Generic[R]):
         """Turn decoded RGB images into one CPU batch. Keep uint8 if you can: the base class
         moves the batch to the device and calls ``prepare`` there, where conversion is cheap."""
 
+    normalise: Normalise | None = None  # set by a task that feeds normalised floats
+
     def prepare(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Device-side part of preprocessing (e.g. uint8 -> normalised float)."""
-        return tensor
+        """Device-side part of preprocessing: uint8 -> normalised float (``normalise``)."""
+        return self.normalise(tensor) if self.normalise is not None else tensor
 
     def forward(self, tensor: torch.Tensor, batch: Batch | None = None) -> Any:
         """Run the model. ``batch`` carries per-image metadata for tasks that need it."""
@@ -351,8 +369,11 @@ class Predictor(ABC, Generic[R]):
                 for i, src in enumerate(decoded.sources)]
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.channels_last and tensor.ndim == 4:
-            tensor = tensor.contiguous(memory_format=torch.channels_last)  # no copy if already
+        if tensor.ndim == 4:
+            # a batch of stacked HWC images is already channels_last (no copy); other models
+            # get NCHW, reordered here in uint8 rather than later as 4x the bytes of float
+            tensor = tensor.contiguous(memory_format=torch.channels_last if self.channels_last
+                                       else torch.contiguous_format)
         if self.device.type == "cuda":
             # pinned host memory lets the copy overlap with work already queued on the GPU
             return tensor.pin_memory().to(self.device, non_blocking=True)

@@ -16,7 +16,7 @@ from ..models import LoadedModel
 from ..models.outputs import main_output
 from ..results import Classification, ClassScore
 from ..verify import BF16_TOLERANCE, Comparison, OutputCheck
-from .base import Batch, Predictor
+from .base import Batch, Normalise, Predictor
 
 # jpeg_draft keeps the decoded short side >= this many times the resize target
 DRAFT_OVERSAMPLING = 2
@@ -52,9 +52,7 @@ class ClassificationPredictor(Predictor[Classification]):
             # so the antialiased resize still does the real filtering (BENCHMARKS.md: effect
             # on logits and top-1 measured against a full decode).
             self.decode_short_side = DRAFT_OVERSAMPLING * min(cfg.resize_size)
-        shape = (1, 3, 1, 1)
-        self._mean = torch.tensor(cfg.mean, dtype=torch.float32, device=self.device).view(shape)
-        self._std = torch.tensor(cfg.std, dtype=torch.float32, device=self.device).view(shape)
+        self.normalise = Normalise(cfg.mean, cfg.std, self.device)
 
     def preprocess(self, images: Sequence[Image.Image], sources: Sequence[str]) -> Batch:
         cfg = self.config
@@ -67,10 +65,6 @@ class ClassificationPredictor(Predictor[Classification]):
             hwc.append(torch.from_numpy(np.array(img)))
         # (N, C, H, W) view of NHWC memory: already channels_last, so no copy is needed later
         return Batch(torch.stack(hwc).permute(0, 3, 1, 2), list(sources), [None] * len(hwc))
-
-    def prepare(self, tensor: torch.Tensor) -> torch.Tensor:
-        # float32, never float64: the same arithmetic as torchvision's convert + normalize
-        return (tensor.float().div_(255.0) - self._mean).div_(self._std)
 
     def postprocess(self, raw: Any, batch: Batch) -> list[Classification]:
         logits = main_output(raw, ndim=2, what="the classifier").float()  # (N, classes)

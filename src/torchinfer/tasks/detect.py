@@ -19,7 +19,7 @@ from PIL import Image
 from ..errors import TorchinferError
 from ..models import LoadedModel
 from ..results import Detections, InstanceMask
-from .base import Batch, Predictor
+from .base import Batch, Normalise, Predictor
 from .yolo import DECODERS, RawDetections, decode, guess_decoder, letterbox
 
 
@@ -60,9 +60,7 @@ class DetectionPredictor(Predictor[Detections]):
         self.conf, self.iou, self.max_det, self.mask_threshold = conf, iou, max_det, mask_threshold
         self.classes = list(classes) if classes is not None else None
         self.config = model.preprocess
-        shape = (1, 3, 1, 1)
-        self._mean = torch.tensor(self.config.mean, device=self.device).view(shape)
-        self._std = torch.tensor(self.config.std, device=self.device).view(shape)
+        self.normalise = Normalise(self.config.mean, self.config.std, self.device)
 
     @property
     def supports_backends(self) -> bool:  # type: ignore[override]
@@ -91,9 +89,6 @@ class DetectionPredictor(Predictor[Detections]):
         for i, img in enumerate(images):
             container[i, : img.height, : img.width] = np.asarray(img)
         return Batch(torch.from_numpy(container).permute(0, 3, 1, 2), list(sources), sizes)
-
-    def prepare(self, tensor: torch.Tensor) -> torch.Tensor:
-        return (tensor.float().div_(255.0) - self._mean).div_(self._std)
 
     def forward(self, tensor: torch.Tensor, batch: Batch | None = None) -> Any:
         if self.decoder == "torchvision":

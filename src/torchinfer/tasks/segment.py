@@ -23,7 +23,7 @@ from ..errors import TorchinferError
 from ..models import LoadedModel
 from ..models.outputs import main_output
 from ..results import Segmentation
-from .base import Batch, Predictor
+from .base import Batch, Normalise, Predictor
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,7 @@ class SegmentationPredictor(Predictor[Segmentation]):
         super().__init__(model, **kwargs)
         self.config = model.preprocess
         self.return_probabilities = return_probabilities
-        shape = (1, 3, 1, 1)
-        self._mean = torch.tensor(self.config.mean, device=self.device).view(shape)
-        self._std = torch.tensor(self.config.std, device=self.device).view(shape)
+        self.normalise = Normalise(self.config.mean, self.config.std, self.device)
 
     def preprocess(self, images: Sequence[Image.Image], sources: Sequence[str]) -> Batch:
         cfg = self.config
@@ -66,9 +64,6 @@ class SegmentationPredictor(Predictor[Segmentation]):
         for i, arr in enumerate(arrays):
             container[i, : arr.shape[0], : arr.shape[1]] = arr
         return Batch(torch.from_numpy(container).permute(0, 3, 1, 2), list(sources), geometry)
-
-    def prepare(self, tensor: torch.Tensor) -> torch.Tensor:
-        return (tensor.float().div_(255.0) - self._mean).div_(self._std)
 
     def forward(self, tensor: torch.Tensor, batch: Batch | None = None) -> list[torch.Tensor]:
         """Per image, logits (C, h, w) at the model's input size."""
