@@ -101,16 +101,18 @@ def main() -> None:
     clf = load()
     labels = clf.model.labels or [str(i) for i in range(1000)]
     bs = clf.batch_size
-    # (c) runs the very module (b) runs, in (b)'s memory layout, on ready normalised tensors
-    layout = torch.channels_last if clf.channels_last else torch.contiguous_format
-    ready = [torch.randn(bs, 3, *clf.config.crop_size).contiguous(memory_format=layout)
-             for _ in range(-(-len(paths) // bs))]
 
-    def raw_forward(module):
+    def raw_forward(predictor):
+        """(c): the module (b) runs, on ready normalised tensors in the memory layout (b) feeds
+        it, with the threads (b) gives it in turn"""
+        layout = torch.channels_last if predictor.channels_last else torch.contiguous_format
+        ready = [torch.randn(bs, 3, *clf.config.crop_size).contiguous(memory_format=layout)
+                 for _ in range(-(-len(paths) // bs))]
+
         def run():
-            with torch.inference_mode():
+            with torch.inference_mode(), predictor._model_threads(None):
                 for batch in ready:
-                    module(batch)
+                    predictor.module(batch)
         return run
 
     def decode_only(predictor):
@@ -132,7 +134,7 @@ def main() -> None:
         **{key: (lambda p=p, out=runs[key]: run_to_dir(p, [str(folder)], out))
            for key, p in predictors.items()},
         # separate predictors: (b)'s may have given cores to decoding
-        **{f"c  raw forward, {name}": raw_forward(load(**options).module)
+        **{f"c  raw forward, {name}": raw_forward(load(**options))
            for name, options in BACKENDS.items()},
         "d  decode + resize + crop, full": decode_only(clf),
         "d' decode + resize + crop, draft": decode_only(load(jpeg_draft=True)),

@@ -2,13 +2,13 @@
 
 Two ways to run on C cores: *in turn* (decode a batch, then run the model on all C cores) or
 *overlapped* (k threads decode the next batches while the model runs on the other C - k cores).
-Which wins depends on the model and the pictures, so on the CPU the first batches run in turn
-and are timed: per image, decoding takes d (one thread) and the model m_C (prepare + forward +
-postprocess on C threads). In turn costs d + m_C. The split worth trying is the k that
-minimises max(d / k, m_C * C / (C - k)), linear scaling being the pessimistic guess; the model is
-then timed on C - k threads (m_k) and the stream overlaps if max(d / k, m_k) is clearly below
-d + m_C. Giving each side its own cores matters: threads that share cores with a spinning
-OpenMP pool wait for each other (BENCHMARKS.md).
+Which wins depends on the model and the pictures, so on the CPU both are measured on the first
+batches of a stream. The first batches run in turn and are timed: per image, decoding takes d
+(one thread) and the model m (prepare + forward + postprocess on C threads). The k that
+minimises max(d / k, m * C / (C - k)) is the split worth trying (linear scaling, the
+pessimistic guess, rules out hopeless ones); the next batches run that way, and the faster of
+the two measured costs per image is kept. Each side keeps to its own cores: threads that share
+cores with a spinning OpenMP pool wait for each other (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ from typing import Any
 
 import torch
 
-# Overlap only when measured clearly faster than in turn: the first batches' in-turn cost runs
-# high (yolov8n on ONNX Runtime: model 8-10 ms/img in the probe, 7.3 once running).
-OVERLAP_MARGIN = 0.9
+# Overlap only when measured faster than in turn by more than the noise of a few batches.
+OVERLAP_MARGIN = 0.95
 # A split is not even tried when linear scaling predicts it this much slower than in turn.
 HOPELESS = 1.5
-# The first batch warms up (kernel choice, allocations, TorchScript's profiling runs) and two
-# more measure the model on every core; two then run on the cores a split would leave it.
-PROBE_FULL, PROBE_SPLIT = 3, 2
+# Batches timed in turn, then overlapped; the first of each warms up (kernel choice,
+# allocations, TorchScript's profiling runs; the decode pool starting) and is not counted.
+PROBE_FULL, PROBE_SPLIT = 4, 3
 MAX_GPU_DECODE_WORKERS = 8
 
 
@@ -77,18 +76,15 @@ def split_to_try(decode_ms: float, model_ms: float, cores: int) -> int:
     return k if costs[k] < HOPELESS * (decode_ms + model_ms) else 0
 
 
-def choose(decode_ms: float, model_ms: float, cores: int, split: int = 0,
-           split_model_ms: float | None = None) -> PipelinePlan:
-    """In turn or overlapped, from the measured costs per image (see the module doc)."""
-    in_turn = decode_ms + model_ms
-    measured = f"decode {decode_ms:.2f} ms/img, model {model_ms:.2f} on {cores} threads"
-    if not split or split_model_ms is None:
-        return PipelinePlan(0, None, f"in turn: {measured}")
-    overlapped = max(decode_ms / split, split_model_ms)
-    measured += f", {split_model_ms:.2f} on {cores - split}"
-    if overlapped > OVERLAP_MARGIN * in_turn:
-        return PipelinePlan(0, None, f"in turn ({in_turn:.2f} ms/img; overlapped "
-                                      f"{overlapped:.2f}): {measured}")
+def choose(in_turn_ms: float, cores: int, split: int = 0, overlapped_ms: float | None = None,
+           detail: str = "") -> PipelinePlan:
+    """In turn, or overlapped with ``split`` decode threads, from the measured cost per image of
+    each (wall time of the model's thread: decode + model in turn, model + waiting overlapped)."""
+    if not split or overlapped_ms is None:
+        return PipelinePlan(0, None, f"in turn ({in_turn_ms:.2f} ms/img; {detail or 'no split'})")
+    if overlapped_ms > OVERLAP_MARGIN * in_turn_ms:
+        return PipelinePlan(0, None, f"in turn ({in_turn_ms:.2f} ms/img; overlapped "
+                                     f"{overlapped_ms:.2f})")
     return PipelinePlan(split, cores - split, f"overlapped, {split} decode + {cores - split} "
-                                              f"model threads ({overlapped:.2f} ms/img; in turn "
-                                              f"{in_turn:.2f}): {measured}")
+                                              f"model threads ({overlapped_ms:.2f} ms/img; in "
+                                              f"turn {in_turn_ms:.2f})")

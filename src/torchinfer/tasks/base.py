@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -64,6 +64,17 @@ class Normalise:
     def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
         x = tensor.float().div_(255.0)
         return x if self.identity else x.sub_(self.mean).div_(self.std)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One batch's seconds: decoding + preprocessing (on whichever thread did it), the model's
+    side (prepare + forward + postprocess), and the model waiting for the decoders."""
+
+    decode_s: float
+    main_s: float
+    wait_s: float
+    images: int
 
 
 @dataclass
@@ -183,6 +194,8 @@ class Predictor(ABC, Generic[R]):
 
     def _use(self, candidate: Candidate) -> None:
         self.module = candidate.module
+        if candidate.backend == "onnxruntime":
+            self.channels_last = False  # the session takes NCHW: reorder once, in uint8
         if self.decode_workers is None and self.device.type == "cpu":
             self.pipeline = None  # another model: its cost per image is measured again
 
@@ -260,46 +273,54 @@ class Predictor(ABC, Generic[R]):
             if plan.decode_workers == 0:
                 for chunk in chunks:
                     yield from self._run(self._decode(chunk))
-                return
-            # one torch thread per decoder (stacking a batch is a torch op): their cores are
-            # counted in decode_workers, not shared with the model's
-            with ThreadPoolExecutor(max_workers=plan.decode_workers, initializer=torch.set_num_threads,
-                                    initargs=(1,), thread_name_prefix="torchinfer-decode") as pool:
-                ahead: collections.deque[Future[_Decoded]] = collections.deque()
-                for chunk in chunks:
-                    ahead.append(pool.submit(self._decode, chunk))
-                    if len(ahead) > plan.decode_workers:
-                        yield from self._run_next(ahead)
-                while ahead:
-                    yield from self._run_next(ahead)
+            else:
+                yield from self._overlapped(chunks, plan.decode_workers)
+
+    def _overlapped(self, chunks: Iterator[list[tuple[str, Any]]], workers: int,
+                    timings: list[Timing] | None = None) -> Iterator[R]:
+        """Batches decoded by ``workers`` threads, at most ``workers + 1`` ahead, run in order."""
+        # one torch thread per decoder (stacking a batch is a torch op): their cores are
+        # counted in the decode threads, not shared with the model's
+        with ThreadPoolExecutor(max_workers=workers, initializer=torch.set_num_threads,
+                                initargs=(1,), thread_name_prefix="torchinfer-decode") as pool:
+            ahead: collections.deque[Future[_Decoded]] = collections.deque()
+            for chunk in chunks:
+                ahead.append(pool.submit(self._decode, chunk))
+                if len(ahead) > workers:
+                    yield from self._run_next(ahead, timings)
+            while ahead:
+                yield from self._run_next(ahead, timings)
 
     def _probe(self, chunks: Iterator[list[tuple[str, Any]]]) -> Generator[R, None, PipelinePlan | None]:
-        """Run the first batches in turn, timed, and choose the plan (torchinfer.pipeline)."""
+        """Run the first batches in turn, then (if it may pay) overlapped, timed, and choose
+        the plan (torchinfer.pipeline). The first batch of each way is warm-up, not counted."""
         cores = usable_cpus()
-        full: list[tuple[float, float, int]] = []
+        in_turn: list[Timing] = []
         with self._model_threads(None):
             for chunk in itertools.islice(chunks, PROBE_FULL):
-                yield from self._run(self._decode(chunk), timings=full)
-        if len(full) < PROBE_FULL:
+                yield from self._run(self._decode(chunk), timings=in_turn)
+        if len(in_turn) < PROBE_FULL:
             return None
-        decode_ms = _ms_per_image(full, 0)
-        model_ms = min(main * 1000 / n for _, main, n in full[1:])  # after the warm-up batch
+        decode_ms = _ms_per_image(in_turn, lambda t: t.decode_s)
+        model_ms = min(t.main_s * 1000 / t.images for t in in_turn[1:])
+        in_turn_ms = _ms_per_image(in_turn[1:], lambda t: t.decode_s + t.main_s)
         split = split_to_try(decode_ms, model_ms, cores)
         if not split:
-            return choose(decode_ms, model_ms, cores)
-        reduced: list[tuple[float, float, int]] = []
+            return choose(in_turn_ms, cores, detail=f"decode {decode_ms:.2f} + model "
+                                                    f"{model_ms:.2f} ms/img")
+        overlapped: list[Timing] = []
         with self._model_threads(cores - split):
-            for chunk in itertools.islice(chunks, PROBE_SPLIT):
-                yield from self._run(self._decode(chunk), timings=reduced)
-        if len(reduced) < PROBE_SPLIT:
+            yield from self._overlapped(itertools.islice(chunks, PROBE_SPLIT), split, overlapped)
+        if len(overlapped) < PROBE_SPLIT:
             return None
-        return choose(_ms_per_image(full + reduced, 0), model_ms, cores, split,
-                      min(main * 1000 / n for _, main, n in reduced))
+        return choose(in_turn_ms, cores, split,
+                      _ms_per_image(overlapped[1:], lambda t: t.wait_s + t.main_s))
 
-    def _run_next(self, ahead: collections.deque[Future[_Decoded]]) -> list[R]:
+    def _run_next(self, ahead: collections.deque[Future[_Decoded]],
+                  timings: list[Timing] | None = None) -> list[R]:
         t0 = time.perf_counter()
         decoded = ahead.popleft().result()
-        return self._run(decoded, wait_s=time.perf_counter() - t0)
+        return self._run(decoded, wait_s=time.perf_counter() - t0, timings=timings)
 
     @contextlib.contextmanager
     def _model_threads(self, threads: int | None) -> Iterator[None]:
@@ -336,11 +357,11 @@ class Predictor(ABC, Generic[R]):
         return _Decoded(sources, batch, errors, time.perf_counter() - t0)
 
     def _run(self, decoded: _Decoded, *, wait_s: float = 0.0,
-             timings: list[tuple[float, float, int]] | None = None) -> list[R]:
+             timings: list[Timing] | None = None) -> list[R]:
         """The seed's three lines, timed: preprocess (finished on the device), model, postprocess.
 
         ``wait_s``: how long the model waited for this batch to be decoded; ``timings`` gets
-        (decode seconds, model-side seconds, images) for the pipeline plan."""
+        the batch's Timing, for the pipeline plan."""
         results: list[R] = []
         if decoded.batch is not None:
             n = len(decoded.batch.sources)
@@ -362,7 +383,7 @@ class Predictor(ABC, Generic[R]):
                      "postprocess": (t3 - t2) * 1000 / n,
                      "wait": wait_s * 1000 / n}
             if timings is not None:
-                timings.append((decoded.preprocess_s, prepare_s + t3 - t1, n))
+                timings.append(Timing(decoded.preprocess_s, prepare_s + t3 - t1, wait_s, n))
             results = [replace(r, speed=speed) for r in results]
         ok = iter(results)
         return [self.failed(src, decoded.errors[i]) if i in decoded.errors else next(ok)
@@ -385,8 +406,8 @@ class Predictor(ABC, Generic[R]):
             torch.cuda.synchronize(self.device)
 
 
-def _ms_per_image(timings: list[tuple[float, float, int]], column: int) -> float:
-    return sum(t[column] for t in timings) * 1000 / sum(t[2] for t in timings)
+def _ms_per_image(timings: list[Timing], seconds: Callable[[Timing], float]) -> float:
+    return sum(seconds(t) for t in timings) * 1000 / sum(t.images for t in timings)
 
 
 def _has_conv2d(module: torch.nn.Module) -> bool:
