@@ -117,3 +117,19 @@ def test_failed_first_batches_lose_nothing(tiny_classifier_weights, photo_paths,
     results = list(clf.stream(inputs))
     assert [r.source for r in results] == inputs
     assert [r.ok for r in results] == [False] * 12 + [True] * (len(inputs) - 12)
+
+
+def test_memory_stays_flat_over_a_long_stream(tiny_classifier_weights, photo_paths):
+    """600 images through the measured plan and the decode pool: what the process holds after
+    100 images is what it holds after 600 (results are consumed, nothing accumulates)."""
+    psutil = pytest.importorskip("psutil")
+    _, path = tiny_classifier_weights
+    clf = ti.load("classify", "mobilenet_v3_small", path, device="cpu", batch_size=4)
+    process = psutil.Process()
+    endless = (str(photo_paths[i % len(photo_paths)]) for i in range(600))
+    rss = {}
+    for i, result in enumerate(clf.stream(endless), 1):
+        assert result.ok
+        if i in (100, 600):
+            rss[i] = process.memory_info().rss / 2**20
+    assert rss[600] - rss[100] < 40, rss  # MiB; one batch of these photos is ~10 MiB

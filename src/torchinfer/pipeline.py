@@ -24,7 +24,8 @@ OVERLAP_MARGIN = 0.95
 # A split is not even tried when linear scaling predicts it this much slower than in turn.
 HOPELESS = 1.5
 # Batches timed in turn, then overlapped; the first of each warms up (kernel choice,
-# allocations, TorchScript's profiling runs; the decode pool starting) and is not counted.
+# allocations, TorchScript's profiling runs; the decode pool starting) and is not counted. A
+# stream that ends before 2 overlapped batches leaves the choice to the next stream.
 PROBE_FULL, PROBE_SPLIT = 4, 3
 MAX_GPU_DECODE_WORKERS = 8
 

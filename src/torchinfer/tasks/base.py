@@ -311,7 +311,7 @@ class Predictor(ABC, Generic[R]):
         overlapped: list[Timing] = []
         with self._model_threads(cores - split):
             yield from self._overlapped(itertools.islice(chunks, PROBE_SPLIT), split, overlapped)
-        if len(overlapped) < PROBE_SPLIT:
+        if len(overlapped) < 2:  # the warm-up batch alone says nothing
             return None
         return choose(in_turn_ms, cores, split,
                       _ms_per_image(overlapped[1:], lambda t: t.wait_s + t.main_s))
