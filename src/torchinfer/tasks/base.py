@@ -260,9 +260,8 @@ class Predictor(ABC, Generic[R]):
         Decoding runs in turn with the model, or ahead of it on ``decode_workers`` threads (at
         most ``decode_workers + 1`` batches ahead) while the model runs on the other cores;
         results come in input order either way. By default an accelerator decodes on up to 8
-        threads, and the CPU times its first batches in turn and overlaps when that is
-        predicted faster (``torchinfer.pipeline``; the choice is kept in ``self.pipeline``).
-        """
+        threads, and the CPU times its first batches in turn, then overlapped, and keeps the
+        faster (``torchinfer.pipeline``; the choice is kept in ``self.pipeline``)."""
         size = batch_size or self.batch_size
         chunks = _chunks(_iter_inputs(source, video_stride), size)
         if self.pipeline is None:
