@@ -24,22 +24,25 @@ def test_split_tried_where_linear_scaling_says_it_may_pay():
 def test_choice_follows_the_measured_costs():
     # measured per image: in turn 6.3 ms, overlapped 4.0 -> overlapped
     plan = choose(6.3, 2, split=1, overlapped_ms=4.0)
-    assert (plan.decode_workers, plan.model_threads) == (1, 1)
+    assert (plan.decode_workers, plan.model_threads, plan.overlapped) == (1, 1, True)
     assert plan.reason == "overlapped, 1 decode + 1 model threads (4.00 ms/img; in turn 6.30)"
     # eager fp32 mobilenet_v2: one thread of it is too slow to pay for the decode core
     slower = choose(8.6, 2, split=1, overlapped_ms=10.6)
-    assert (slower.decode_workers, slower.model_threads) == (0, None)
+    # in turn: a batch per core decoded at once, then the model on every core
+    assert (slower.decode_workers, slower.model_threads, slower.overlapped) == (2, None, False)
     # within the noise of a few batches: in turn
-    assert choose(6.0, 2, split=1, overlapped_ms=5.9).decode_workers == 0
-    assert choose(19.0, 2, detail="no split tried").decode_workers == 0
+    assert not choose(6.0, 2, split=1, overlapped_ms=5.9).overlapped
+    assert not choose(19.0, 2, detail="no split tried").overlapped
 
 
 def test_fixed_plans(monkeypatch):
     monkeypatch.setattr("torchinfer.pipeline.usable_cpus", lambda: 4)
     assert fixed_plan(torch.device("cpu"), None) is None  # measured by the first batches
-    assert fixed_plan(torch.device("cpu"), 0) == PipelinePlan(0, None, "decode_workers given")
-    assert fixed_plan(torch.device("cpu"), 1).model_threads == 3  # the model gets the rest
+    assert fixed_plan(torch.device("cpu"), 0).decode_workers == 0  # on the calling thread
+    given = fixed_plan(torch.device("cpu"), 1)
+    assert given.overlapped and given.model_threads == 3  # the model gets the rest
     assert fixed_plan(torch.device("cuda"), None).decode_workers == 3
+    assert fixed_plan(torch.device("cuda"), None).overlapped
     monkeypatch.setattr("torchinfer.pipeline.usable_cpus", lambda: 1)
     assert fixed_plan(torch.device("cpu"), None).decode_workers == 0
 
@@ -78,7 +81,7 @@ def test_overlapped_torch_model_gets_the_other_cores_then_gives_them_back(
         tiny_classifier_weights, inputs):
     _, path = tiny_classifier_weights
     clf = ti.load("classify", "mobilenet_v3_small", path, device="cpu", batch_size=4)
-    clf.pipeline = PipelinePlan(1, 1, "test")
+    clf.pipeline = PipelinePlan(1, 1, "test", overlapped=True)
     before = torch.get_num_threads()
     seen = []
     forward = clf.forward
@@ -101,7 +104,7 @@ def test_overlapped_onnxruntime_session_is_rebuilt_with_its_share(tiny_classifie
     clf = ti.load("classify", "mobilenet_v3_small", path, device="cpu", batch_size=4,
                   backend="onnxruntime")
     in_turn = [r.top1.index for r in clf.stream(inputs[:8])]
-    clf.pipeline = PipelinePlan(1, 1, "test")
+    clf.pipeline = PipelinePlan(1, 1, "test", overlapped=True)
     overlapped = [r.top1.index for r in clf.stream(inputs[:8])]
     assert clf.module.session.get_session_options().intra_op_num_threads == 1
     assert overlapped == in_turn
@@ -133,3 +136,18 @@ def test_memory_stays_flat_over_a_long_stream(tiny_classifier_weights, photo_pat
         if i in (100, 600):
             rss[i] = process.memory_info().rss / 2**20
     assert rss[600] - rss[100] < 40, rss  # MiB; one batch of these photos is ~10 MiB
+
+
+def test_in_turn_decodes_a_batch_per_core_at_once(tiny_classifier_weights, photo_paths):
+    """In turn with 3 decode threads: groups of 3 batches decoded at once, then run; the same
+    answers, in input order, with a partial group at the end and a failure inside one."""
+    _, path = tiny_classifier_weights
+    inputs = [str(photo_paths[i % len(photo_paths)]) for i in range(22)] + ["missing.jpg"]
+    serial = ti.load("classify", "mobilenet_v3_small", path, device="cpu", batch_size=2,
+                     decode_workers=0)
+    grouped = ti.load("classify", "mobilenet_v3_small", path, device="cpu", batch_size=2)
+    grouped.pipeline = PipelinePlan(3, None, "test")
+    a, b = list(serial.stream(inputs)), list(grouped.stream(inputs))
+    assert [r.source for r in b] == inputs and not b[-1].ok
+    assert [r.ok and r.top1.index for r in a] == [r.ok and r.top1.index for r in b]
+    assert all(r.speed["wait"] > 0 for r in b if r.ok)  # the model waited for each group

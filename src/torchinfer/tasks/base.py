@@ -30,7 +30,7 @@ from ..io.images import ImageInput, ImageLoader, describe_source
 from ..io.sources import expand_sources
 from ..io.video import is_video, is_webcam, iter_frames
 from ..models import LoadedModel
-from ..pipeline import (PROBE_FULL, PROBE_SPLIT, PipelinePlan, choose, fixed_plan,
+from ..pipeline import (PROBE_FULL, PROBE_SPLIT, PipelinePlan, choose, fixed_plan, in_turn,
                         split_to_try, usable_cpus)
 from ..results import Result
 
@@ -257,23 +257,40 @@ class Predictor(ABC, Generic[R]):
         ``"-"`` (one image's bytes on standard input), or any iterable of inputs; a video file
         gives every ``video_stride``-th frame, named ``<path>#frame=<i>&t=<seconds>``.
 
-        Decoding runs in turn with the model, or ahead of it on ``decode_workers`` threads (at
-        most ``decode_workers + 1`` batches ahead) while the model runs on the other cores;
-        results come in input order either way. By default an accelerator decodes on up to 8
-        threads, and the CPU times its first batches in turn, then overlapped, and keeps the
-        faster (``torchinfer.pipeline``; the choice is kept in ``self.pipeline``)."""
+        Decoding runs in turn with the model (a batch per core decoded at once while the model
+        waits), or overlapped: ``decode_workers`` threads decode ahead (at most
+        ``decode_workers + 1`` batches) while the model runs on the other cores. Results come
+        in input order either way. By default an accelerator decodes on up to 8 threads, and
+        the CPU times its first batches in turn, then overlapped, and keeps the faster
+        (``torchinfer.pipeline``; the choice is kept in ``self.pipeline``)."""
         size = batch_size or self.batch_size
         chunks = _chunks(_iter_inputs(source, video_stride), size)
         if self.pipeline is None:
             self.pipeline = yield from self._probe(chunks)
         # not measured (too few good batches so far): the rest in turn, the next stream measures
-        plan = self.pipeline or PipelinePlan(0, None, "in turn: not measured yet")
+        plan = self.pipeline or in_turn(usable_cpus(), "in turn: not measured yet")
         with self._model_threads(plan.model_threads):
-            if plan.decode_workers == 0:
-                for chunk in chunks:
-                    yield from self._run(self._decode(chunk))
-            else:
+            if plan.overlapped:
                 yield from self._overlapped(chunks, plan.decode_workers)
+            else:
+                yield from self._in_turn(chunks, plan.decode_workers)
+
+    def _in_turn(self, chunks: Iterator[list[tuple[str, Any]]], workers: int,
+                 timings: list[Timing] | None = None) -> Iterator[R]:
+        """Decode, then run the model, in turn: ``workers`` batches decoded at once, one per
+        thread, while the model waits (fewer than 2: decoded on this thread)."""
+        if workers < 2:
+            for chunk in chunks:
+                yield from self._run(self._decode(chunk), timings=timings)
+            return
+        with ThreadPoolExecutor(max_workers=workers, initializer=torch.set_num_threads,
+                                initargs=(1,), thread_name_prefix="torchinfer-decode") as pool:
+            while group := list(itertools.islice(chunks, workers)):
+                t0 = time.perf_counter()
+                decoded = list(pool.map(self._decode, group))
+                wait_s = (time.perf_counter() - t0) / len(group)
+                for batch in decoded:
+                    yield from self._run(batch, wait_s=wait_s, timings=timings)
 
     def _overlapped(self, chunks: Iterator[list[tuple[str, Any]]], workers: int,
                     timings: list[Timing] | None = None) -> Iterator[R]:
@@ -294,15 +311,14 @@ class Predictor(ABC, Generic[R]):
         """Run the first batches in turn, then (if it may pay) overlapped, timed, and choose
         the plan (torchinfer.pipeline). The first batch of each way is warm-up, not counted."""
         cores = usable_cpus()
-        in_turn: list[Timing] = []
+        turns: list[Timing] = []
         with self._model_threads(None):
-            for chunk in itertools.islice(chunks, PROBE_FULL):
-                yield from self._run(self._decode(chunk), timings=in_turn)
-        if len(in_turn) < PROBE_FULL:
+            yield from self._in_turn(itertools.islice(chunks, PROBE_FULL), cores, turns)
+        if len(turns) < PROBE_FULL:
             return None
-        decode_ms = _ms_per_image(in_turn, lambda t: t.decode_s)
-        model_ms = min(t.main_s * 1000 / t.images for t in in_turn[1:])
-        in_turn_ms = _ms_per_image(in_turn[1:], lambda t: t.decode_s + t.main_s)
+        decode_ms = _ms_per_image(turns, lambda t: t.decode_s)
+        model_ms = min(t.main_s * 1000 / t.images for t in turns[1:])
+        in_turn_ms = _ms_per_image(turns[1:], lambda t: t.wait_s + t.main_s)
         split = split_to_try(decode_ms, model_ms, cores)
         if not split:
             return choose(in_turn_ms, cores, detail=f"decode {decode_ms:.2f} + model "
