@@ -75,5 +75,6 @@ VerifyBackendOpt = Annotated[bool, typer.Option(help="Check a backend/precision 
                              "decoding) against fp32 PyTorch on photographs before using it.")]
 VideoStrideOpt = Annotated[int, typer.Option(help="Video inputs: every Nth frame.", min=1)]
 DecodeWorkersOpt = Annotated[Optional[int], typer.Option(help="Threads decoding ahead of the "
-                             "model; the model gets the other cores (default: on a CPU chosen "
-                             "from the first batches, on a GPU up to 8).", min=0)]
+                             "model, which gets the other cores; 0: decode on the calling thread "
+                             "(default: on a CPU measured on the first batches, on a GPU up to "
+                             "8).", min=0)]
