@@ -23,7 +23,7 @@ from .cli_options import (EXIT_CONFIG_ERROR, EXIT_INPUT_FAILED, AllowFailuresOpt
                           Sources, StdOpt, StrictOpt, TrustOpt, VerifyBackendOpt, VideoStrideOpt,
                           DecodeWorkersOpt,
                           WeightsOpt,
-                          console, err_console, parse_floats, parse_size)
+                          console, err_console, load_options, parse_floats, parse_size)
 from .errors import TorchinferError
 
 app = typer.Typer(help="PyTorch inference: preprocess -> model -> postprocess.",
@@ -284,13 +284,13 @@ def predict_classify(
         return result.top1.label, f"{result.top1.score:.4f}"
 
     _predict("classify", sources, out, quiet, allow_failures, ("top-1", "score"), row,
-             dict(model=model, weights=weights, device=device, num_classes=num_classes,
-                  labels=labels, input_size=parse_size(input_size), mean=parse_floats(mean, "--mean"),
-                  std=parse_floats(std, "--std"), strict=strict, trust_pickle=trust_pickle,
-                  top_k=top_k, multi_label=multi_label, batch_size=batch_size,
-                  max_pixels=max_pixels, backend=backend, precision=precision,
-                  verify_backend=verify_backend, decode_workers=decode_workers,
-                  jpeg_draft=jpeg_draft),
+             load_options(model=model, weights=weights, device=device, num_classes=num_classes,
+                          labels=labels, input_size=input_size, mean=mean,
+                          std=std, strict=strict, trust_pickle=trust_pickle,
+                          top_k=top_k, multi_label=multi_label, batch_size=batch_size,
+                          max_pixels=max_pixels, backend=backend, precision=precision,
+                          verify_backend=verify_backend, decode_workers=decode_workers,
+                          jpeg_draft=jpeg_draft),
              save_vis=save_vis, resume=resume, video_stride=video_stride)
 
 
@@ -316,12 +316,12 @@ def predict_segment(
             f"{result.size[1]}x{result.size[0]}"
 
     _predict("segment", sources, out, quiet, allow_failures, ("classes (area)", "size"), row,
-             dict(model=model, weights=weights, device=device, num_classes=num_classes,
-                  labels=labels, input_size=parse_size(input_size), mean=parse_floats(mean, "--mean"),
-                  std=parse_floats(std, "--std"), strict=strict, trust_pickle=trust_pickle,
-                  batch_size=batch_size, max_pixels=max_pixels, backend=backend,
-                  precision=precision, verify_backend=verify_backend,
-                  decode_workers=decode_workers),
+             load_options(model=model, weights=weights, device=device, num_classes=num_classes,
+                          labels=labels, input_size=input_size, mean=mean,
+                          std=std, strict=strict, trust_pickle=trust_pickle,
+                          batch_size=batch_size, max_pixels=max_pixels, backend=backend,
+                          precision=precision, verify_backend=verify_backend,
+                          decode_workers=decode_workers),
              save_vis=save_vis, save_masks=save_masks, resume=resume, video_stride=video_stride)
 
 
@@ -354,12 +354,12 @@ def predict_detect(
 
     class_ids = [int(c) for c in parse_floats(classes, "--classes") or ()] if classes else None
     _predict("detect", sources, out, quiet, allow_failures, ("objects", "best"), row,
-             dict(model=model, weights=weights, device=device, num_classes=num_classes,
-                  labels=labels, input_size=parse_size(input_size), strict=strict,
-                  trust_pickle=trust_pickle, conf=conf, iou=iou, max_det=max_det,
-                  classes=class_ids, decoder=decoder, batch_size=batch_size,
-                  max_pixels=max_pixels, backend=backend, precision=precision,
-                  verify_backend=verify_backend, decode_workers=decode_workers),
+             load_options(model=model, weights=weights, device=device, num_classes=num_classes,
+                          labels=labels, input_size=input_size, strict=strict,
+                          trust_pickle=trust_pickle, conf=conf, iou=iou, max_det=max_det,
+                          classes=class_ids, decoder=decoder, batch_size=batch_size,
+                          max_pixels=max_pixels, backend=backend, precision=precision,
+                          verify_backend=verify_backend, decode_workers=decode_workers),
              save_vis=save_vis, save_masks=save_masks, resume=resume, video_stride=video_stride)
 
 

@@ -21,7 +21,7 @@ from rich.table import Table
 from .cli_options import (EXIT_CONFIG_ERROR, EXIT_INPUT_FAILED, AllowFailuresOpt, BackendOpt,
                           BatchOpt, DeviceOpt, InputSizeOpt, LabelsOpt, MeanOpt, NumClassesOpt,
                           PrecisionOpt, QuietOpt, StdOpt, StrictOpt, TrustOpt, VerifyBackendOpt,
-                          WeightsOpt, console, err_console, parse_floats, parse_size)
+                          WeightsOpt, console, err_console, load_options)
 from .errors import TorchinferError
 
 eval_app = typer.Typer(help="Evaluate a model on labelled data: accuracy, mIoU, COCO mAP.",
@@ -53,11 +53,11 @@ def eval_classify(
     """Top-1/top-5 accuracy, per-class accuracy and the confusion matrix."""
     _evaluate("classify", model, weights, dict(data=data), limit, as_json, out, quiet,
               allow_failures,
-              dict(device=device, num_classes=num_classes, labels=labels,
-                   input_size=parse_size(input_size), mean=parse_floats(mean, "--mean"),
-                   std=parse_floats(std, "--std"), strict=strict, trust_pickle=trust_pickle,
-                   batch_size=batch_size, backend=backend, precision=precision,
-                   verify_backend=verify_backend))
+              load_options(device=device, num_classes=num_classes, labels=labels,
+                           input_size=input_size, mean=mean,
+                           std=std, strict=strict, trust_pickle=trust_pickle,
+                           batch_size=batch_size, backend=backend, precision=precision,
+                           verify_backend=verify_backend))
 
 
 @eval_app.command("segment")
@@ -78,11 +78,11 @@ def eval_segment(
     """mIoU, pixel accuracy and per-class IoU, at the original image resolution."""
     _evaluate("segment", model, weights, dict(data=data, split=split), limit, as_json, out,
               quiet, allow_failures,
-              dict(device=device, num_classes=num_classes, labels=labels,
-                   input_size=parse_size(input_size), mean=parse_floats(mean, "--mean"),
-                   std=parse_floats(std, "--std"), strict=strict, trust_pickle=trust_pickle,
-                   batch_size=batch_size, backend=backend, precision=precision,
-                   verify_backend=verify_backend))
+              load_options(device=device, num_classes=num_classes, labels=labels,
+                           input_size=input_size, mean=mean,
+                           std=std, strict=strict, trust_pickle=trust_pickle,
+                           batch_size=batch_size, backend=backend, precision=precision,
+                           verify_backend=verify_backend))
 
 
 @eval_app.command("detect")
@@ -115,10 +115,10 @@ def eval_detect(
     _evaluate("detect", model, weights,
               dict(data=data, annotations=annotations, images=images), limit, as_json, out,
               quiet, allow_failures,
-              dict(device=device, num_classes=num_classes, labels=labels,
-                   input_size=parse_size(input_size), strict=strict, trust_pickle=trust_pickle,
-                   conf=conf, iou=iou, max_det=max_det, decoder=decoder, batch_size=batch_size,
-                   backend=backend, precision=precision, verify_backend=verify_backend))
+              load_options(device=device, num_classes=num_classes, labels=labels,
+                           input_size=input_size, strict=strict, trust_pickle=trust_pickle,
+                           conf=conf, iou=iou, max_det=max_det, decoder=decoder, batch_size=batch_size,
+                           backend=backend, precision=precision, verify_backend=verify_backend))
 
 
 def _evaluate(task: str, model: str, weights: Optional[str], data_args: dict[str, Any],

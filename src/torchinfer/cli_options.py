@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -36,6 +36,14 @@ def parse_size(text: Optional[str]) -> Optional[int | tuple[int, int]]:
     if len(parts) == 2:
         return (parts[0], parts[1])
     raise typer.BadParameter(f"--input-size must be N or H,W, got {text!r}")
+
+
+def load_options(*, input_size: Optional[str] = None, mean: Optional[str] = None,
+                 std: Optional[str] = None, **options: Any) -> dict[str, Any]:
+    """``ti.load`` keyword arguments from a command's options: the text ones parsed (size,
+    mean, std), the others as they are."""
+    return dict(input_size=parse_size(input_size), mean=parse_floats(mean, "--mean"),
+                std=parse_floats(std, "--std"), **options)
 
 
 # Options the `predict` and `eval` commands share, declared once.
