@@ -131,7 +131,7 @@ def main() -> None:
     variants = {
         "a  notes' loop (as written)": lambda: seed_loop(model, paths, labels, torch.enable_grad),
         "a' notes' loop + inference_mode": lambda: seed_loop(model, paths, labels, torch.inference_mode),
-        **{key: (lambda p=p, out=runs[key]: run_to_dir(p, [str(folder)], out))
+        **{key: (lambda p=p, out=runs[key]: run_to_dir(p, [str(folder)], out, exist_ok=True))
            for key, p in predictors.items()},
         # separate predictors: (b)'s may have given cores to decoding
         **{f"c  raw forward, {name}": raw_forward(load(**options))

@@ -112,7 +112,7 @@ def main() -> None:
     for title, (model, folder, imgsz) in cases.items():
         predictor = ti.load("detect", model, device="cpu", conf=CONF, iou=IOU, max_det=300)
         out = tmp / f"out-{model.stem}"
-        run_to_dir(predictor, [str(folder)], out)  # warm-up, and the pipeline plan
+        run_to_dir(predictor, [str(folder)], out, exist_ok=True)  # warm-up, and the pipeline plan
         best = {"ultralytics": float("inf"), "torchinfer": float("inf")}
         theirs_file = tmp / f"ultralytics-{model.stem}.json"
         for _ in range(args.rounds):
@@ -120,7 +120,7 @@ def main() -> None:
             theirs = json.loads(theirs_file.read_text())
             best["ultralytics"] = min(best["ultralytics"], theirs["images"] / theirs["images_per_second"])
             start = time.perf_counter()
-            summary = run_to_dir(predictor, [str(folder)], out)
+            summary = run_to_dir(predictor, [str(folder)], out, exist_ok=True)
             best["torchinfer"] = min(best["torchinfer"], time.perf_counter() - start)
         n = summary.total
         ours = {r.source: r for r in predictor.stream(str(folder))}

@@ -121,7 +121,7 @@ def measure(name: str, predictor, folder: Path, tmp: Path, rounds: int,
     def ours(save_vis: bool):
         def run():
             summaries[save_vis] = run_to_dir(predictor, [str(folder)], tmp / f"{name}-{save_vis}",
-                                             save_vis=save_vis)
+                                             save_vis=save_vis, exist_ok=True)
         return run
 
     def decode_only():

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import copy
+import io
 import json
 import os
 import sys

@@ -63,7 +63,7 @@ def test_predict_classify_records_failures_and_exits_1(folder, tmp_path, tiny_cl
     assert set(summary["stage_ms_per_image"]) == set(STAGES)
     assert not list(out.glob("*.partial"))
 
-    relaxed = runner.invoke(app, args + ["--allow-failures", "--quiet"])
+    relaxed = runner.invoke(app, args + ["--allow-failures", "--quiet", "--exist-ok"])
     assert relaxed.exit_code == 0, relaxed.output
 
 

@@ -15,9 +15,16 @@ from typer.testing import CliRunner
 import torchinfer as ti
 from torchinfer.cli import app
 from torchinfer.draw import voc_palette
-from torchinfer.evaluation import (DatasetError, coco_evaluate, detection_records,
-                                   evaluate_classification, evaluate_detection,
-                                   evaluate_segmentation, map_categories, segmentation_scores)
+from torchinfer.evaluation import (
+    DatasetError,
+    coco_evaluate,
+    detection_records,
+    evaluate_classification,
+    evaluate_detection,
+    evaluate_segmentation,
+    map_categories,
+    segmentation_scores,
+)
 from torchinfer.evaluation.coco import CocoRecords
 from torchinfer.results import Detections, InstanceMask
 

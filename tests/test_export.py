@@ -27,10 +27,15 @@ from torchinfer.testing import calibrate
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from torchinfer.backends.onnxruntime import (OrtModule, load_onnx_model,  # noqa: E402
-                                             make_session)
-from torchinfer.export import (FP16_TOLERANCE, FP32_TOLERANCE, ExportError,  # noqa: E402
-                               ExportReport, ExportVerificationError, export_onnx)
+from torchinfer.backends.onnxruntime import OrtModule, load_onnx_model, make_session  # noqa: E402
+from torchinfer.export import (  # noqa: E402
+    FP16_TOLERANCE,
+    FP32_TOLERANCE,
+    ExportError,
+    ExportReport,
+    ExportVerificationError,
+    export_onnx,
+)
 
 FAST_CLASSIFIERS = ("mobilenet_v3_small", "resnet18", "efficientnet_b0")
 

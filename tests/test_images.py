@@ -149,3 +149,23 @@ def test_bytes_input():
     np.testing.assert_array_equal(np.asarray(loader.load(buf.getvalue())), rgb_array())
     with pytest.raises(ti.InputError, match="empty bytes"):
         loader.load(b"")
+
+
+def test_pillow_limit_is_never_changed(monkeypatch, tmp_path):
+    before = Image.MAX_IMAGE_PIXELS
+    ImageLoader(max_pixels=10 * before)
+    assert Image.MAX_IMAGE_PIXELS == before  # a process-wide setting: the program's to change
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    Image.fromarray(rgb_array(30, 40)).save(tmp_path / "small.png")  # 1,200 pixels
+    Image.fromarray(rgb_array(50, 60)).save(tmp_path / "big.png")  # 3,000: over twice Pillow's
+    # between Pillow's limit and twice it, Pillow only warns and our limit decides
+    with pytest.warns(Image.DecompressionBombWarning):
+        assert ImageLoader(max_pixels=1500).load(tmp_path / "small.png").size == (40, 30)
+    with pytest.warns(Image.DecompressionBombWarning), \
+            pytest.raises(ti.InputError, match=r"40x30 = 1,200 pixels, over the limit of 1,000"):
+        ImageLoader().load(tmp_path / "small.png")  # ours defaults to Pillow's
+    # beyond twice its limit Pillow refuses, whatever ours says; the reason says what to change
+    with pytest.raises(ti.InputError, match=r"big\.png: image too large for Pillow: .* "
+                                            r"PIL\.Image\.MAX_IMAGE_PIXELS, .* max_pixels=5,000$"):
+        ImageLoader(max_pixels=5000).load(tmp_path / "big.png")
+    assert Image.MAX_IMAGE_PIXELS == 1000

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 import torchinfer as ti
-from torchinfer.pipeline import (PROBE_FULL, PROBE_SPLIT, PipelinePlan, choose, fixed_plan,
-                                 split_to_try)
+from torchinfer.pipeline import PROBE_FULL, PROBE_SPLIT, PipelinePlan, choose, fixed_plan, split_to_try
 
 
 def test_split_tried_where_linear_scaling_says_it_may_pay():

@@ -7,16 +7,22 @@
 """
 
 from .api import export, inspect, load
+from .errors import (
+                     DeviceError,
+                     InputError,
+                     ModelNotFoundError,
+                     TorchinferError,
+                     UntrustedCodeError,
+                     WeightsError,
+                     WeightsMismatchError,
+                     WeightsUnavailableError,
+)
+from .evaluation import evaluate  # ti.evaluate(task, model, data): see torchinfer.evaluation
 from .export import ExportError, ExportReport, ExportVerificationError
 from .inspection import LayerStats, ModelReport
-from .errors import (DeviceError, InputError, ModelNotFoundError, TorchinferError,
-                     WeightsError, WeightsMismatchError, WeightsUnavailableError)
-from .models import LoadedModel, PreprocessConfig, list_models, load_model, read_weights
-from .results import (ClassArea, Classification, ClassScore, Detections, InstanceMask, Result,
-                      Segmentation)
-from .tasks import (ClassificationPredictor, DetectionPredictor, Predictor,
-                    SegmentationPredictor)
-from .evaluation import evaluate  # ti.evaluate(task, model, data): see torchinfer.evaluation
+from .models import LoadedModel, PreprocessConfig, list_models, load_model, read_weights, register_model
+from .results import ClassArea, Classification, ClassScore, Detections, InstanceMask, Result, Segmentation
+from .tasks import ClassificationPredictor, DetectionPredictor, Predictor, SegmentationPredictor
 
 __version__ = "0.1.0"
 
@@ -26,6 +32,6 @@ __all__ = [
     "InstanceMask",
     "ClassScore", "Classification", "LayerStats", "ModelReport", "inspect", "ClassificationPredictor", "DeviceError", "InputError",
     "LoadedModel", "ModelNotFoundError", "Predictor", "PreprocessConfig", "Result",
-    "TorchinferError", "WeightsError", "WeightsMismatchError", "WeightsUnavailableError",
-    "__version__", "list_models", "load", "load_model", "read_weights",
+    "TorchinferError", "UntrustedCodeError", "WeightsError", "WeightsMismatchError", "WeightsUnavailableError",
+    "__version__", "list_models", "load", "load_model", "read_weights", "register_model",
 ]

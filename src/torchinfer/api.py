@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +14,7 @@ from torch import nn
 from .errors import TorchinferError
 from .export import ExportReport, export_onnx, export_torchscript
 from .inspection import ModelReport, inspect_model
-from .models import LoadedModel, PreprocessConfig, load_model, read_labels, torchvision_task
+from .models import LoadedModel, PreprocessConfig, check_input_size, load_model, read_labels, torchvision_task
 from .tasks import PREDICTORS, Predictor
 from .tasks.classify import DRAFT_TOLERANCE
 
@@ -23,7 +24,7 @@ def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = 
          labels: str | Path | Sequence[str] | None = None,
          input_size: int | tuple[int, int] | None = None,
          mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-         strict: bool = True, trust_pickle: bool = False,
+         strict: bool = True, trust_pickle: bool = False, trust_code: bool = False,
          model_kwargs: dict[str, Any] | None = None, backend: str = "torch",
          precision: str = "fp32", verify_backend: bool = True, **options: Any) -> Predictor:
     """Build the predictor for ``task`` ("classify", ...) around ``model`` + ``weights``.
@@ -33,7 +34,8 @@ def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = 
     "onnxruntime", "auto") and ``precision`` ("fp32", "bf16", "fp16") choose what runs the
     model, verified against float32 PyTorch on photographs (see ``Predictor.set_backend``).
     Other keyword arguments go to the task's predictor (e.g. ``top_k``, ``batch_size``,
-    ``max_pixels``, ``bgr``).
+    ``max_pixels``, ``bgr``). ``trust_pickle`` / ``trust_code``: see ``load_model`` (files
+    run no code unless you opt in; SECURITY.md).
     """
     if task not in PREDICTORS:
         raise TorchinferError(f"unknown task {task!r}: use one of {', '.join(PREDICTORS)}")
@@ -41,13 +43,15 @@ def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = 
     if known is not None and known != task:  # refuse before spending time building it
         raise TorchinferError(f"{model} is a {known} model, not {task}: use task {known!r}")
     loaded = load_model(model, weights, num_classes=num_classes, strict=strict,
-                        trust_pickle=trust_pickle, **(model_kwargs or {}))
+                        trust_pickle=trust_pickle, trust_code=trust_code, **(model_kwargs or {}))
     if loaded.task is not None and loaded.task != task:  # said by the file's own metadata
         raise TorchinferError(f"{model} is a {loaded.task} model, not {task}: use task "
                               f"{loaded.task!r}")
     base = loaded.preprocess
     if loaded.preprocess_from == "default":
         base = PreprocessConfig.default(task)  # nothing came with the weights: the task's defaults
+    if input_size is not None:
+        check_input_size(loaded, _pair(input_size))
     preprocess = base.with_overrides(
         input_size=input_size, mean=tuple(mean) if mean else None,
         std=tuple(std) if std else None)
@@ -73,7 +77,8 @@ def inspect(model: str | Path | nn.Module, weights: str | Path | None = None, *,
             input_size: int | tuple[int, int] | None = None,
             input_shape: Sequence[int] | None = None, depth: int | None = None,
             include_other_ops: bool = False, num_classes: int | None = None,
-            trust_pickle: bool = False, model_kwargs: dict[str, Any] | None = None) -> ModelReport:
+            trust_pickle: bool = False, trust_code: bool = False,
+            model_kwargs: dict[str, Any] | None = None) -> ModelReport:
     """Parameters, MACs/FLOPs, shapes and memory per layer (see torchinfer.inspection).
 
     The input defaults to the size the model's weights are used at (their crop size for
@@ -81,15 +86,28 @@ def inspect(model: str | Path | nn.Module, weights: str | Path | None = None, *,
     internally), batch 1.
     """
     loaded = load_model(model, weights, num_classes=num_classes, trust_pickle=trust_pickle,
-                        **(model_kwargs or {}))
+                        trust_code=trust_code, **(model_kwargs or {}))
     if input_shape is None:
         h, w = _pair(input_size) if input_size is not None else _published_input_size(loaded)
         input_shape = (1, 3, h, w)
+    check_input_size(loaded, (int(input_shape[-2]), int(input_shape[-1])))
     weights_file = Path(weights) if weights is not None and Path(weights).is_file() else None
     if weights_file is None and isinstance(model, (str, Path)) and Path(model).is_file():
         weights_file = Path(model)
     return inspect_model(loaded.module, input_shape=tuple(input_shape), depth=depth,
                          include_other_ops=include_other_ops, file_path=weights_file)
+
+
+def _check_output_file(path: Path) -> None:
+    if path.is_dir():
+        raise TorchinferError(f"output {path} is a folder: name the file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TorchinferError(f"cannot create the folder of output {path}: "
+                              f"{exc.strerror or exc}") from exc
+    if not os.access(path.parent, os.W_OK):
+        raise TorchinferError(f"cannot write output {path}: permission denied")
 
 
 def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -106,15 +124,19 @@ def _published_input_size(loaded: LoadedModel) -> tuple[int, int]:
 
 def export(model: str | Path | nn.Module, path: str | Path, weights: str | Path | None = None, *,
            format: str = "onnx", num_classes: int | None = None, trust_pickle: bool = False,
-           model_kwargs: dict[str, Any] | None = None, **options: Any) -> ExportReport:
+           trust_code: bool = False, model_kwargs: dict[str, Any] | None = None,
+           **options: Any) -> ExportReport:
     """Export to ONNX (or ``format="torchscript"``) with the labels and preprocessing
     embedded, and (by default) prove the file gives PyTorch's outputs on real photographs; see
     ``torchinfer.export.export_onnx`` for ``input_size``, ``opset``, ``dynamic_batch``,
     ``half``, ``simplify``, ``verify`` and tolerances, ``export_torchscript`` for TorchScript."""
     if format not in ("onnx", "torchscript"):
         raise TorchinferError(f"unknown export format {format!r}: use onnx or torchscript")
+    _check_output_file(Path(path))  # before the minutes an export can take
     loaded = load_model(model, weights, num_classes=num_classes, trust_pickle=trust_pickle,
-                        **(model_kwargs or {}))
+                        trust_code=trust_code, **(model_kwargs or {}))
+    if options.get("input_size") is not None:
+        check_input_size(loaded, _pair(options["input_size"]))
     if format == "torchscript":
         return export_torchscript(loaded, path, **options)
     return export_onnx(loaded, path, **options)

@@ -13,17 +13,46 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
-    TimeRemainingColumn
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .cli_options import (EXIT_CONFIG_ERROR, EXIT_INPUT_FAILED, AllowFailuresOpt, BackendOpt,
-                          BatchOpt, DeviceOpt, InputSizeOpt, LabelsOpt, MaxPixelsOpt, MeanOpt,
-                          ModelOpt, NumClassesOpt, PrecisionOpt, QuietOpt, ResumeOpt, SaveVisOpt,
-                          Sources, StdOpt, StrictOpt, TrustOpt, VerifyBackendOpt, VideoStrideOpt,
-                          DecodeWorkersOpt,
-                          WeightsOpt,
-                          console, err_console, load_options, parse_floats, parse_size)
+from .cli_options import (
+    EXIT_CONFIG_ERROR,
+    EXIT_INPUT_FAILED,
+    AllowFailuresOpt,
+    BackendOpt,
+    BatchOpt,
+    DecodeWorkersOpt,
+    DeviceOpt,
+    ExistOkOpt,
+    InputSizeOpt,
+    LabelsOpt,
+    MaxPixelsOpt,
+    MeanOpt,
+    ModelKwargsOpt,
+    ModelOpt,
+    NumClassesOpt,
+    PrecisionOpt,
+    QuietOpt,
+    ResumeOpt,
+    SaveVisOpt,
+    Sources,
+    StdOpt,
+    StrictOpt,
+    TrustCodeOpt,
+    TrustOpt,
+    VerifyBackendOpt,
+    VideoStrideOpt,
+    WeightsOpt,
+    console,
+    err_console,
+    load_options,
+    parse_class_ids,
+    parse_floats,
+    parse_model_kwargs,
+    parse_size,
+)
 from .errors import TorchinferError
 
 app = typer.Typer(help="PyTorch inference: preprocess -> model -> postprocess.",
@@ -36,11 +65,44 @@ app.add_typer(predict_app, name="predict")
 
 
 def main() -> None:
+    sys.exit(run())
+
+
+def run(args: Optional[list[str]] = None) -> int:
+    """Run the command line ``args`` (default: the process's); return the exit code. Every
+    user mistake ends in one line on stderr and exit code 2, never a traceback."""
     try:
-        app()
+        code = app(args=args, standalone_mode=False)
+    except typer.Abort:
+        code = 1
     except TorchinferError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        sys.exit(EXIT_CONFIG_ERROR)
+        # one line, as written: file names and hints may hold [brackets]
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False,
+                          soft_wrap=True)
+        code = EXIT_CONFIG_ERROR
+    except Exception as exc:
+        if not _is_usage_error(exc):
+            raise
+        code = _report_usage_error(exc)
+    return code if isinstance(code, int) else 0
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    # typer keeps click's exception classes private (typer.BadParameter is the one it
+    # exports), so usage errors are told by their interface: a message and an exit code
+    return callable(getattr(exc, "format_message", None)) and \
+        isinstance(getattr(exc, "exit_code", None), int)
+
+
+def _report_usage_error(exc: Exception) -> int:
+    ctx = getattr(exc, "ctx", None)
+    if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+        typer.echo(ctx.get_help())  # a bare command shows its help, as before
+        return 0
+    where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+    err_console.print(f"[bold red]error:[/] {escape(exc.format_message())}{where}",  # type: ignore[attr-defined]
+                      highlight=False, soft_wrap=True)
+    return int(exc.exit_code)  # type: ignore[attr-defined]
 
 
 @app.command()
@@ -59,7 +121,7 @@ def env(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = F
                               f"(sm {d['capability']})" for d in value) or "-"
         elif isinstance(value, list):
             value = ", ".join(value)
-        table.add_row(key, "-" if value is None else str(value))
+        table.add_row(key, escape("-" if value is None else str(value)))
     console.print(table)
 
 
@@ -94,8 +156,9 @@ def inspect_cmd(
     depth: Annotated[Optional[int], typer.Option(help="Fold the table to this module depth "
                      "(default 2 with --per-layer).")] = None,
     other_ops: Annotated[bool, typer.Option(help="Also count elementwise work (not MACs).")] = False,
-    num_classes: Annotated[Optional[int], typer.Option()] = None,
-    trust_pickle: Annotated[bool, typer.Option(help="Allow pickled model files.")] = False,
+    num_classes: NumClassesOpt = None,
+    trust_pickle: TrustOpt = False, trust_code: TrustCodeOpt = False,
+    model_kwargs: ModelKwargsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Parameters, MACs (FLOPs = 2 x MACs), output shapes and memory, per layer."""
@@ -110,14 +173,15 @@ def inspect_cmd(
         depth = 2
     report = inspect(model, weights, input_size=parse_size(input_size), input_shape=shape,
                      depth=depth if (per_layer or as_json) else 0, include_other_ops=other_ops,
-                     num_classes=num_classes, trust_pickle=trust_pickle)
+                     num_classes=num_classes, trust_pickle=trust_pickle, trust_code=trust_code,
+                     model_kwargs=parse_model_kwargs(model_kwargs))
     if as_json:
         console.print_json(json.dumps(report.to_dict()))
     elif per_layer:
-        console.print(report.to_rich_table(title=f"{model} {report.input_shape}"))
+        console.print(report.to_rich_table(title=escape(f"{model} {report.input_shape}")))
     else:
         for line in report.summary_lines():
-            console.print(line, highlight=False)
+            console.print(line, highlight=False, markup=False)
 
 
 @app.command("export")
@@ -137,8 +201,9 @@ def export_cmd(
                         "the simplified graph (extra: simplify).")] = False,
     verify: Annotated[bool, typer.Option(help="Run PyTorch and ONNX Runtime on photographs "
                       "and compare.")] = True,
-    num_classes: Annotated[Optional[int], typer.Option()] = None,
-    trust_pickle: Annotated[bool, typer.Option(help="Allow pickled model files.")] = False,
+    num_classes: NumClassesOpt = None,
+    trust_pickle: TrustOpt = False, trust_code: TrustCodeOpt = False,
+    model_kwargs: ModelKwargsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Export to ONNX (or TorchScript) with labels and preprocessing embedded, and prove it
@@ -148,10 +213,14 @@ def export_cmd(
     """
     from .api import export
     from .export import ExportVerificationError
+    from .models.bundled import BUNDLED
 
     size = parse_size(input_size)
-    if weights is None and not Path(model).is_file():
-        err_console.print(f"[yellow]warning:[/] no --weights: exporting {model} with random weights")
+    trust = dict(trust_pickle=trust_pickle, trust_code=trust_code,
+                 model_kwargs=parse_model_kwargs(model_kwargs))
+    if weights is None and not Path(model).is_file() and model not in BUNDLED:
+        err_console.print(f"[yellow]warning:[/] no --weights: exporting {escape(model)} with "
+                          "random weights")
     try:
         size2 = (size, size) if isinstance(size, int) else size
         if export_format == "torchscript":
@@ -159,20 +228,20 @@ def export_cmd(
                 raise typer.BadParameter("--half, --simplify, --opset and --no-dynamic-batch "
                                          "are ONNX options")
             report = export(model, output, weights, format="torchscript",
-                            num_classes=num_classes, trust_pickle=trust_pickle,
-                            input_size=size2, verify=verify)
+                            num_classes=num_classes, input_size=size2, verify=verify, **trust)
         else:
             report = export(model, output, weights, format=export_format,
-                            num_classes=num_classes, trust_pickle=trust_pickle,
-                            input_size=size2, opset=opset, dynamic_batch=dynamic_batch,
-                            half=half, verify=verify, simplify=simplify)
+                            num_classes=num_classes, input_size=size2, opset=opset,
+                            dynamic_batch=dynamic_batch, half=half, verify=verify,
+                            simplify=simplify, **trust)
     except ExportVerificationError as exc:
-        err_console.print(f"[bold red]verification failed:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]verification failed:[/] {escape(str(exc))}",
+                          highlight=False)
         raise typer.Exit(EXIT_INPUT_FAILED) from None
     if as_json:
         console.print_json(json.dumps(report.to_dict()))
     else:
-        console.print(report.summary(), highlight=False)
+        console.print(report.summary(), highlight=False, markup=False)
 
 
 @app.command("bench")
@@ -186,8 +255,8 @@ def bench_cmd(
     precision: Annotated[str, typer.Option(help="Comma-separated: fp32, bf16, fp16.")] = "fp32",
     batch: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,16",
     device: DeviceOpt = "auto",
-    images: Annotated[int, typer.Option(help="Images streamed per measurement.")] = 64,
-    rounds: Annotated[int, typer.Option(help="Interleaved rounds; the best is kept.")] = 3,
+    images: Annotated[int, typer.Option(help="Images streamed per measurement.", min=1)] = 64,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds; the best is kept.", min=1)] = 3,
     input_size: InputSizeOpt = None,
     verify: VerifyBackendOpt = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -200,6 +269,8 @@ def bench_cmd(
         batches = [int(b) for b in batch.split(",")]
     except ValueError:
         raise typer.BadParameter(f"--batch must be comma-separated ints, got {batch!r}") from None
+    if min(batches) < 1:
+        raise typer.BadParameter(f"--batch sizes must be >= 1, got {batch!r}")
     report = bench(task, model, weights, backends=[b.strip() for b in backend.split(",")],
                    precisions=[p.strip() for p in precision.split(",")], batches=batches,
                    device=device, images=images, rounds=rounds, verify=verify,
@@ -212,10 +283,10 @@ def bench_cmd(
                   title=f"{report.model} ({report.task}) on {report.device}: {report.images} "
                         f"images, best of {report.rounds}")
     for row in format_report(report):
-        table.add_row(*row)
+        table.add_row(*map(escape, row))
     console.print(table)
     for note in report.notes:
-        err_console.print(f"[yellow]note:[/] {note}")
+        err_console.print(f"[yellow]note:[/] {escape(note)}")
 
 
 def _task_of_name(model: str) -> str:
@@ -243,7 +314,7 @@ def view(
     from .viewer import serve
 
     url = serve(model, weights, port=port, browse=browser, console=err_console)
-    console.print(f"Netron: {url}  (Ctrl-C to stop)", highlight=False)
+    console.print(f"Netron: {url}  (Ctrl-C to stop)", highlight=False, markup=False)
     try:
         while True:
             time.sleep(3600)
@@ -266,7 +337,7 @@ def predict_classify(
     sources: Sources, model: ModelOpt, weights: WeightsOpt = None,
     num_classes: NumClassesOpt = None, labels: LabelsOpt = None,
     input_size: InputSizeOpt = None, mean: MeanOpt = None, std: StdOpt = None,
-    top_k: Annotated[int, typer.Option(help="Classes per image.")] = 5,
+    top_k: Annotated[int, typer.Option(help="Classes per image.", min=1)] = 5,
     multi_label: Annotated[bool, typer.Option(help="Sigmoid per class instead of softmax.")] = False,
     device: DeviceOpt = "auto", batch_size: BatchOpt = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/classify"),
@@ -275,6 +346,8 @@ def predict_classify(
     quiet: QuietOpt = False, backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
     verify_backend: VerifyBackendOpt = True, resume: ResumeOpt = False,
     video_stride: VideoStrideOpt = 1, decode_workers: DecodeWorkersOpt = None,
+    exist_ok: ExistOkOpt = False, trust_code: TrustCodeOpt = False,
+    model_kwargs: ModelKwargsOpt = None,
     jpeg_draft: Annotated[bool, typer.Option(help="Decode big JPEGs at 1/2-1/8 scale (libjpeg "
                           "DCT scaling), verified against a full decode on photographs: "
                           "faster, pixels not identical to torchvision's.")] = False,
@@ -287,11 +360,12 @@ def predict_classify(
              load_options(model=model, weights=weights, device=device, num_classes=num_classes,
                           labels=labels, input_size=input_size, mean=mean,
                           std=std, strict=strict, trust_pickle=trust_pickle,
-                          top_k=top_k, multi_label=multi_label, batch_size=batch_size,
+                          trust_code=trust_code, model_kwargs=model_kwargs, top_k=top_k,
+                          multi_label=multi_label, batch_size=batch_size,
                           max_pixels=max_pixels, backend=backend, precision=precision,
                           verify_backend=verify_backend, decode_workers=decode_workers,
                           jpeg_draft=jpeg_draft),
-             save_vis=save_vis, resume=resume, video_stride=video_stride)
+             save_vis=save_vis, resume=resume, exist_ok=exist_ok, video_stride=video_stride)
 
 
 @predict_app.command("segment")
@@ -309,6 +383,8 @@ def predict_segment(
     backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
     verify_backend: VerifyBackendOpt = True, resume: ResumeOpt = False,
     video_stride: VideoStrideOpt = 1, decode_workers: DecodeWorkersOpt = None,
+    exist_ok: ExistOkOpt = False, trust_code: TrustCodeOpt = False,
+    model_kwargs: ModelKwargsOpt = None,
 ) -> None:
     """Segment images: a class per pixel at the original size; class areas in the JSONL."""
     def row(result) -> tuple[str, str]:
@@ -319,10 +395,12 @@ def predict_segment(
              load_options(model=model, weights=weights, device=device, num_classes=num_classes,
                           labels=labels, input_size=input_size, mean=mean,
                           std=std, strict=strict, trust_pickle=trust_pickle,
+                          trust_code=trust_code, model_kwargs=model_kwargs,
                           batch_size=batch_size, max_pixels=max_pixels, backend=backend,
                           precision=precision, verify_backend=verify_backend,
                           decode_workers=decode_workers),
-             save_vis=save_vis, save_masks=save_masks, resume=resume, video_stride=video_stride)
+             save_vis=save_vis, save_masks=save_masks, resume=resume, exist_ok=exist_ok,
+             video_stride=video_stride)
 
 
 @predict_app.command("detect")
@@ -331,9 +409,10 @@ def predict_detect(
     num_classes: NumClassesOpt = None, labels: LabelsOpt = None,
     input_size: Annotated[Optional[str], typer.Option(help="Raw-tensor (YOLO) models: the "
                           "letterbox size, N or H,W (default 640).")] = None,
-    conf: Annotated[float, typer.Option(help="Minimum score kept.")] = 0.25,
-    iou: Annotated[float, typer.Option(help="NMS IoU threshold (raw-tensor models).")] = 0.45,
-    max_det: Annotated[int, typer.Option(help="Most detections per image.")] = 300,
+    conf: Annotated[float, typer.Option(help="Minimum score kept.", min=0.0, max=1.0)] = 0.25,
+    iou: Annotated[float, typer.Option(help="NMS IoU threshold (raw-tensor models).", min=0.0,
+                                       max=1.0)] = 0.45,
+    max_det: Annotated[int, typer.Option(help="Most detections per image.", min=1)] = 300,
     classes: Annotated[Optional[str], typer.Option(help="Keep only these class ids, e.g. 0,2.")] = None,
     decoder: Annotated[str, typer.Option(help="auto, torchvision, yolov5 or yolov8.")] = "auto",
     device: DeviceOpt = "auto", batch_size: BatchOpt = None,
@@ -346,21 +425,25 @@ def predict_detect(
     backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
     verify_backend: VerifyBackendOpt = True, resume: ResumeOpt = False,
     video_stride: VideoStrideOpt = 1, decode_workers: DecodeWorkersOpt = None,
+    exist_ok: ExistOkOpt = False, trust_code: TrustCodeOpt = False,
+    model_kwargs: ModelKwargsOpt = None,
 ) -> None:
     """Detect objects: boxes in original pixels, JSONL plus coco_results.json."""
     def row(result) -> tuple[str, str]:
         best = ", ".join(f"{result.labels[i]} {result.scores[i]:.2f}" for i in range(min(3, len(result))))
         return str(len(result)), best
 
-    class_ids = [int(c) for c in parse_floats(classes, "--classes") or ()] if classes else None
+    class_ids = parse_class_ids(classes)
     _predict("detect", sources, out, quiet, allow_failures, ("objects", "best"), row,
              load_options(model=model, weights=weights, device=device, num_classes=num_classes,
                           labels=labels, input_size=input_size, strict=strict,
-                          trust_pickle=trust_pickle, conf=conf, iou=iou, max_det=max_det,
+                          trust_pickle=trust_pickle, trust_code=trust_code,
+                          model_kwargs=model_kwargs, conf=conf, iou=iou, max_det=max_det,
                           classes=class_ids, decoder=decoder, batch_size=batch_size,
                           max_pixels=max_pixels, backend=backend, precision=precision,
                           verify_backend=verify_backend, decode_workers=decode_workers),
-             save_vis=save_vis, save_masks=save_masks, resume=resume, video_stride=video_stride)
+             save_vis=save_vis, save_masks=save_masks, resume=resume, exist_ok=exist_ok,
+             video_stride=video_stride)
 
 
 def _predict(task: str, sources: list[str], out: Path, quiet: bool, allow_failures: bool,
@@ -369,37 +452,56 @@ def _predict(task: str, sources: list[str], out: Path, quiet: bool, allow_failur
     from .api import load
 
     model, weights = load_args.pop("model"), load_args.pop("weights")
+    fingerprint = _fingerprint(load_args)
     predictor = load(task, model, weights, **load_args)
     if predictor.model.random_init and not quiet:
-        err_console.print(f"[yellow]warning:[/] {model} has no weights: randomly initialised, "
+        err_console.print(f"[yellow]warning:[/] {escape(model)} has no weights: randomly initialised, "
                           "its predictions are meaningless (pass --weights)")
     rows: list[tuple[str, ...]] = []
 
     def show(result) -> None:
         if len(rows) < 50:
             ms = f"{sum(result.speed.values()):.1f}"
-            rows.append((result.source, *describe(result), ms) if result.ok
-                        else (result.source, "[red]failed[/]", "", result.error or ""))
+            rows.append((escape(result.source), *map(escape, describe(result)), ms) if result.ok
+                        else (escape(result.source), "[red]failed[/]", "",
+                              escape(result.error or "")))
 
     try:
         summary = _run_with_progress(predictor, sources, out, quiet, show,
                                      run_info={"task": task, "model": model, "weights": weights,
-                                               "device": str(predictor.device)}, **save)
+                                               "device": str(predictor.device)},
+                                     fingerprint=fingerprint, **save)
     except KeyboardInterrupt:
-        err_console.print(f"interrupted: every finished input is in {out}/predictions.jsonl."
+        err_console.print(f"interrupted: every finished input is in {escape(str(out))}/predictions.jsonl."
                           "partial; the same command with --resume runs only the rest",
                           highlight=False)
         raise typer.Exit(130) from None
     if predictor.backend_report is not None and not quiet:
-        err_console.print(predictor.backend_report.summary(), highlight=False)
+        err_console.print(predictor.backend_report.summary(), highlight=False, markup=False)
     if not quiet:
         table = Table("source", *columns, "ms/img", title=task)
         for r in rows:
             table.add_row(*r)
         if summary.total > len(rows):
-            table.caption = f"first {len(rows)} of {summary.total} rows; all in {out}/predictions.jsonl"
+            table.caption = escape(f"first {len(rows)} of {summary.total} rows; all in "
+                                   f"{out}/predictions.jsonl")
         console.print(table)
     _finish(summary, out, allow_failures, quiet)
+
+
+# Options that change how fast a run goes, not its answers: a resumed run may change them.
+_SPEED_ONLY = frozenset({"device", "batch_size", "decode_workers", "verify_backend"})
+
+
+def _fingerprint(load_args: dict) -> dict:
+    """The options that decide a run's answers, as JSON: what --resume must find unchanged."""
+    def plain(value):
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return str(value) if isinstance(value, Path) else value
+
+    return {k: plain(v) for k, v in sorted(load_args.items())
+            if k not in _SPEED_ONLY and v is not None}
 
 
 def _run_with_progress(predictor, sources, out, quiet, on_result, run_info, **save):
@@ -450,10 +552,10 @@ def _finish(summary, out: Path, allow_failures: bool, quiet: bool) -> None:
             stages += f", drawing {summary.draw_ms:.1f}"
         err_console.print(f"{summary.total} inputs, {summary.succeeded} ok, {summary.failed} failed "
                           f"in {summary.seconds:.2f} s ({summary.images_per_second:.1f} img/s; "
-                          f"ms/img: {stages or '-'}) -> {out}", highlight=False)
+                          f"ms/img: {stages or '-'}) -> {escape(str(out))}", highlight=False)
         for failure in summary.failures[:10]:
-            err_console.print(f"  [red]failed[/] {failure['source']}: {failure['error']}",
-                              highlight=False)
+            err_console.print(f"  [red]failed[/] {escape(failure['source'])}: "
+                              f"{escape(failure['error'])}", highlight=False)
     if summary.failed and not allow_failures:
         raise typer.Exit(EXIT_INPUT_FAILED)
 

@@ -14,14 +14,33 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
-    TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .cli_options import (EXIT_CONFIG_ERROR, EXIT_INPUT_FAILED, AllowFailuresOpt, BackendOpt,
-                          BatchOpt, DeviceOpt, InputSizeOpt, LabelsOpt, MeanOpt, NumClassesOpt,
-                          PrecisionOpt, QuietOpt, StdOpt, StrictOpt, TrustOpt, VerifyBackendOpt,
-                          WeightsOpt, console, err_console, load_options)
+from .cli_options import (
+    EXIT_CONFIG_ERROR,
+    EXIT_INPUT_FAILED,
+    AllowFailuresOpt,
+    BackendOpt,
+    BatchOpt,
+    DeviceOpt,
+    InputSizeOpt,
+    LabelsOpt,
+    MeanOpt,
+    ModelKwargsOpt,
+    NumClassesOpt,
+    PrecisionOpt,
+    QuietOpt,
+    StdOpt,
+    StrictOpt,
+    TrustCodeOpt,
+    TrustOpt,
+    VerifyBackendOpt,
+    WeightsOpt,
+    console,
+    err_console,
+    load_options,
+)
 from .errors import TorchinferError
 
 eval_app = typer.Typer(help="Evaluate a model on labelled data: accuracy, mIoU, COCO mAP.",
@@ -48,7 +67,8 @@ def eval_classify(
     as_json: JsonOpt = False, out: OutOpt = None, trust_pickle: TrustOpt = False,
     strict: StrictOpt = True, allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
     backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
-    verify_backend: VerifyBackendOpt = True,
+    verify_backend: VerifyBackendOpt = True, trust_code: TrustCodeOpt = False,
+    model_kwargs: ModelKwargsOpt = None,
 ) -> None:
     """Top-1/top-5 accuracy, per-class accuracy and the confusion matrix."""
     _evaluate("classify", model, weights, dict(data=data), limit, as_json, out, quiet,
@@ -56,6 +76,7 @@ def eval_classify(
               load_options(device=device, num_classes=num_classes, labels=labels,
                            input_size=input_size, mean=mean,
                            std=std, strict=strict, trust_pickle=trust_pickle,
+                           trust_code=trust_code, model_kwargs=model_kwargs,
                            batch_size=batch_size, backend=backend, precision=precision,
                            verify_backend=verify_backend))
 
@@ -73,7 +94,8 @@ def eval_segment(
     as_json: JsonOpt = False, out: OutOpt = None, trust_pickle: TrustOpt = False,
     strict: StrictOpt = True, allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
     backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
-    verify_backend: VerifyBackendOpt = True,
+    verify_backend: VerifyBackendOpt = True, trust_code: TrustCodeOpt = False,
+    model_kwargs: ModelKwargsOpt = None,
 ) -> None:
     """mIoU, pixel accuracy and per-class IoU, at the original image resolution."""
     _evaluate("segment", model, weights, dict(data=data, split=split), limit, as_json, out,
@@ -81,6 +103,7 @@ def eval_segment(
               load_options(device=device, num_classes=num_classes, labels=labels,
                            input_size=input_size, mean=mean,
                            std=std, strict=strict, trust_pickle=trust_pickle,
+                           trust_code=trust_code, model_kwargs=model_kwargs,
                            batch_size=batch_size, backend=backend, precision=precision,
                            verify_backend=verify_backend))
 
@@ -107,7 +130,8 @@ def eval_detect(
     as_json: JsonOpt = False, out: OutOpt = None, trust_pickle: TrustOpt = False,
     strict: StrictOpt = True, allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
     backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
-    verify_backend: VerifyBackendOpt = True,
+    verify_backend: VerifyBackendOpt = True, trust_code: TrustCodeOpt = False,
+    model_kwargs: ModelKwargsOpt = None,
 ) -> None:
     """COCO mAP@[.5:.95], mAP@.5, mAP@.75 and per-category AP (pycocotools)."""
     if data is None and (annotations is None or images is None):
@@ -117,6 +141,7 @@ def eval_detect(
               quiet, allow_failures,
               load_options(device=device, num_classes=num_classes, labels=labels,
                            input_size=input_size, strict=strict, trust_pickle=trust_pickle,
+                           trust_code=trust_code, model_kwargs=model_kwargs,
                            conf=conf, iou=iou, max_det=max_det, decoder=decoder, batch_size=batch_size,
                            backend=backend, precision=precision, verify_backend=verify_backend))
 
@@ -135,13 +160,18 @@ def _evaluate(task: str, model: str, weights: Optional[str], data_args: dict[str
                           soft_wrap=True)
         raise typer.Exit(EXIT_CONFIG_ERROR) from None
     if weights is None and report.weights is None and not quiet:
-        err_console.print(f"[yellow]warning:[/] {model} has no weights: randomly initialised, "
+        err_console.print(f"[yellow]warning:[/] {escape(model)} has no weights: randomly initialised, "
                           "its scores are meaningless (pass --weights)")
     record = report.to_dict()
     if out is not None:
         from .io.sinks import write_json_atomic
 
-        write_json_atomic(out / "eval.json", record)
+        try:
+            write_json_atomic(out / "eval.json", record)
+        except OSError as exc:
+            err_console.print(f"[bold red]error:[/] cannot write {escape(str(out / 'eval.json'))}: "
+                              f"{escape(exc.strerror or str(exc))}", highlight=False)
+            raise typer.Exit(EXIT_CONFIG_ERROR) from None
     if as_json:
         typer.echo(json.dumps(record, indent=2, ensure_ascii=False))
     elif not quiet:

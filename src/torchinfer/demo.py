@@ -78,7 +78,7 @@ def _run_task(task: str, model: str, data: Path, out: Path, device: str,
     predictor = load(task, model, device=device)
     results: list[Any] = []
     summary = run_to_dir(predictor, [str(_images_of(task, data))], out / task,
-                         on_result=results.append, save_masks=True,
+                         on_result=results.append, save_masks=True, exist_ok=True,
                          run_info={"task": task, "model": model})
     # drawn here rather than with save_vis: each picture is drawn once, for vis/ and the sheet
     pictures = []

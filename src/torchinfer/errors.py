@@ -12,12 +12,20 @@ class TorchinferError(Exception):
     """Base class: anything the user can fix by changing an argument or a file."""
 
 
+class OptionError(TorchinferError, ValueError):
+    """An option's value is outside what it accepts (``top_k=0``, ``conf=2``...)."""
+
+
 class ModelNotFoundError(TorchinferError):
     """The model name is neither a torchvision model nor an importable ``pkg.module:factory``."""
 
 
 class WeightsError(TorchinferError):
     """A weights file cannot be read, or is refused (e.g. a pickle without ``trust_pickle``)."""
+
+
+class UntrustedCodeError(WeightsError):
+    """A file would run code (a pickle's callables, a factory it names) the user did not opt in to."""
 
 
 class WeightsMismatchError(WeightsError):

@@ -48,9 +48,16 @@ import torchvision.transforms.functional as F
 from PIL import Image
 from torch import nn
 
-from .backends.onnxruntime import (META_INPUT_SIZE, META_LABELS, META_MODEL_NAME,
-                                   META_PRECISION, META_PREPROCESS, META_TASK, META_VERSION,
-                                   make_session)
+from .backends.onnxruntime import (
+    META_INPUT_SIZE,
+    META_LABELS,
+    META_MODEL_NAME,
+    META_PRECISION,
+    META_PREPROCESS,
+    META_TASK,
+    META_VERSION,
+    make_session,
+)
 from .errors import MissingExtraError, TorchinferError
 from .models import LoadedModel, PreprocessConfig
 from .models.outputs import main_output
@@ -226,8 +233,7 @@ def _export_torchvision_detector(loaded: LoadedModel, path: Path, *, opset: int 
                                  verify_inputs: Sequence[Image.Image] | None) -> ExportReport:
     """torchvision detectors: one image of any size in, boxes/labels/scores out, verified as
     sets of detections (see export_detectors)."""
-    from .export_detectors import BOX_TOLERANCE, export_torchvision_detector, \
-        verify_torchvision_detector
+    from .export_detectors import BOX_TOLERANCE, export_torchvision_detector, verify_torchvision_detector
 
     if half or input_size is not None:
         raise ExportError(f"{loaded.name}: torchvision detectors export in fp32 at free image "

@@ -52,8 +52,7 @@ class _SingleImage(nn.Module):
 
 def export_torchvision_detector(loaded: LoadedModel, staged: Path, opset: int | None) -> tuple[int, list[str], dict[str, str]]:
     """Export to ``staged``; returns (opset used, tracer warnings, metadata)."""
-    from .export import ExportError, _cpu_eval, _finish_file, _first_line, _metadata, \
-        _tracer_warnings
+    from .export import ExportError, _cpu_eval, _finish_file, _first_line, _metadata, _tracer_warnings
 
     raw = staged.parent / "raw" / "model.onnx"
     raw.parent.mkdir(parents=True, exist_ok=True)

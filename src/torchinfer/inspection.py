@@ -41,6 +41,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
+from .errors import OptionError
+
 if TYPE_CHECKING:  # rich is imported lazily so that `import torchinfer.inspection` stays light
     from rich.table import Table
 
@@ -122,6 +124,10 @@ class ModelReport:
     params_total: int
     params_trainable: int
     params_frozen: int
+    # parameters of the modules one eval-mode forward runs: a module that holds parameters but
+    # never runs (GoogLeNet's and Inception's auxiliary heads, built for training) is left out
+    params_in_eval: int
+    unused_modules: tuple[str, ...]  # the outermost modules with parameters that never ran
     buffers_total: int  # elements in registered buffers (BN running stats, ...)
     buffers_bytes: int  # at the buffers' own dtypes
     macs: int
@@ -181,6 +187,12 @@ class ModelReport:
         """Human-readable totals, one fact per line (used as the table caption)."""
         lines = [
             f"Params: {self.params_total:,} (trainable {self.params_trainable:,}, frozen {self.params_frozen:,})",
+        ]
+        if self.unused_modules:
+            lines.append(f"Params run in eval mode: {self.params_in_eval:,} "
+                         f"({', '.join(self.unused_modules)} never run: "
+                         f"{self.params_total - self.params_in_eval:,})")
+        lines += [
             f"Buffers: {self.buffers_total:,} elements, {_bytes_str(self.buffers_bytes)}",
             f"MACs: {self.macs:,} ({self.gmacs:.3f} G)   FLOPs = 2 x MACs: {self.flops:,} ({self.gflops:.3f} G)",
         ]
@@ -258,6 +270,7 @@ def inspect_model(
         counted_on = str(device)
 
     all_rows = _build_rows(model, trace, include_other_ops)
+    unused = _never_run(model, trace)
     total = all_rows[0]
     layers = tuple(row for row in all_rows if depth is None or row.depth <= depth)
     return ModelReport(
@@ -266,6 +279,8 @@ def inspect_model(
         counted_on=counted_on,
         fallback_reason=meta_error,
         **param_stats,
+        params_in_eval=param_stats["params_total"] - _unique_params(model, unused),
+        unused_modules=tuple(unused),
         macs=total.macs,
         flops=2 * total.macs,
         other_ops=total.other_ops,
@@ -303,9 +318,9 @@ def _validate(
         raise TypeError(f"input_shape must be a sequence of ints, got {input_shape!r}")
     shape = tuple(input_shape)
     if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
-        raise ValueError(f"input_shape must be non-empty positive ints, got {input_shape!r}")
+        raise OptionError(f"input_shape must be non-empty positive ints, got {input_shape!r}")
     if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool) or depth < 0):
-        raise ValueError(f"depth must be None or an int >= 0, got {depth!r}")
+        raise OptionError(f"depth must be None or an int >= 0, got {depth!r}")
     if file_path is not None and not Path(file_path).is_file():
         raise FileNotFoundError(f"model file not found: {file_path}")
     if run_on not in ("auto", "meta", "real"):
@@ -329,6 +344,31 @@ def _param_stats(model: nn.Module) -> dict[str, int]:
         "param_bytes_fp16": total * _BYTES_FP16,
         "param_bytes_int8": total * _BYTES_INT8,
     }
+
+
+def _never_run(model: nn.Module, trace: _Trace) -> list[str]:
+    """The outermost modules that hold parameters and that the forward never entered, nor any
+    module inside them."""
+    called = [path for path, n in trace.calls.items() if n]
+    unused: list[str] = []
+    for path, module in model.named_modules():
+        if not path or any(path.startswith(u + ".") for u in unused):
+            continue
+        inside = any(c == path or c.startswith(path + ".") for c in called)
+        if not inside and next(module.parameters(), None) is not None:
+            unused.append(path)
+    return unused
+
+
+def _unique_params(model: nn.Module, paths: list[str]) -> int:
+    """Parameters held only by the modules at ``paths`` (a tensor shared with a module that
+    ran counts as run)."""
+    modules = dict(model.named_modules())
+    inside = {id(p) for path in paths for p in modules[path].parameters()}
+    outside = {id(p) for path, m in model.named_modules() if path and path not in paths
+               and not any(path.startswith(u + ".") for u in paths)
+               for p in m.parameters(recurse=False)}
+    return sum(p.numel() for p in model.parameters() if id(p) in inside - outside)
 
 
 def _model_device(model: nn.Module) -> torch.device:

@@ -6,18 +6,30 @@ This is what ``torchinfer predict`` does, as a library call, so scripts get the 
 
 from __future__ import annotations
 
+import collections
+import itertools
+import json
 import os
+import stat
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .draw import instance_mask_image, mask_image, visualise
-from .io.sinks import JsonlWriter, UniqueNames, read_jsonl, save_image_atomic, \
-    write_json_atomic
-from .io.sources import expand_sources
-from .io.video import AnnotatedVideo, count_frames, is_video, parse_frame_name
+from .errors import InputError, TorchinferError
+from .io.sinks import (
+    JsonlWriter,
+    UniqueNames,
+    check_writable,
+    read_jsonl,
+    remove_outputs,
+    save_image_atomic,
+    write_json_atomic,
+)
+from .io.sources import check_sources, expand_sources, shown, unreadable
+from .io.video import AnnotatedVideo, count_frames, is_video, is_webcam, parse_frame_name
 from .results import STAGES, Detections, Result, Segmentation
 from .tasks import Predictor
 
@@ -33,6 +45,7 @@ class RunSummary:
     draw_ms: float = 0.0  # mean ms per image spent drawing/saving pictures, when asked for
     resumed: int = 0  # inputs already done by an earlier run (--resume), not run again
     interrupted: bool = False
+    fingerprint: dict[str, Any] = field(default_factory=dict)  # what decided the answers
 
     @property
     def succeeded(self) -> int:
@@ -49,7 +62,8 @@ class RunSummary:
                 "stage_ms_per_image": {k: round(v, 3) for k, v in self.stage_ms.items()},
                 "draw_ms_per_image": round(self.draw_ms, 3), "resumed": self.resumed,
                 "interrupted": self.interrupted,
-                "failures": self.failures, "outputs": self.outputs}
+                "failures": self.failures, "outputs": self.outputs,
+                "fingerprint": self.fingerprint}
 
 
 def count_inputs(sources: Iterable[str], out_dir: str | Path | None = None,
@@ -60,111 +74,338 @@ def count_inputs(sources: Iterable[str], out_dir: str | Path | None = None,
                for p in expand_sources(sources, exclude=out_dir))
 
 
+# What a run writes in its output folder, and nothing else: --exist-ok deletes only these
+# (in vis/ and masks/ only the kinds of file a run writes there).
+RUN_FILES = ("run.json", "predictions.jsonl", "predictions.jsonl.partial", "summary.json",
+             "coco_results.json")
+RUN_FOLDERS = {"vis": (".jpg", ".mp4"), "masks": (".png",)}
+
+
 def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
                batch_size: int | None = None,
                on_result: Callable[[Result], None] | None = None,
                run_info: dict[str, Any] | None = None, save_vis: bool = False,
-               save_masks: bool = False, resume: bool = False,
-               video_stride: int = 1) -> RunSummary:
+               save_masks: bool = False, resume: bool = False, video_stride: int = 1,
+               exist_ok: bool = False,
+               fingerprint: Mapping[str, Any] | None = None) -> RunSummary:
     """Run ``predictor`` over ``sources``; write ``predictions.jsonl`` and ``summary.json``.
 
-    Bad inputs become lines with an ``error`` field; the run goes on. ``on_result`` sees each
-    result as it arrives (progress bars, tables). ``save_vis`` writes ``vis/<name>.jpg`` (the
-    result drawn on its image); ``save_masks`` writes segmentation class maps as palette PNGs
-    in ``masks/``. Each line of the JSONL names the files written for it.
+    Bad inputs become lines with an ``error`` field saying why (a file that cannot be decoded,
+    "file not found", "permission denied", "symlink loop", a folder that cannot be listed); the
+    run goes on, and lines come in input order. ``on_result`` sees each result as it arrives
+    (progress bars, tables). ``save_vis`` writes ``vis/<name>.jpg`` (the result drawn on its
+    image); ``save_masks`` writes segmentation class maps as palette PNGs in ``masks/``. Each
+    line of the JSONL names the files written for it. Names that are not UTF-8 are written as
+    ``\\udcXX`` escapes that read back to the same str (``torchinfer.io.sinks.dumps``).
+
+    Before any work, TorchinferError (one line) when: the sources give no input at all ("no
+    inputs: ..."; a missing plain path is an input, recorded as "file not found"), a list file
+    is not UTF-8, ``out_dir`` is a file or cannot be written, or ``out_dir`` already holds a
+    run's outputs (``RUN_FILES``, ``vis/``, ``masks/``) and neither ``exist_ok`` (delete those
+    outputs, and only those, first: nothing stale stays beside the new results) nor ``resume``
+    is set.
+
+    ``fingerprint``: what else decides this run's answers, as JSON values (the predictor's
+    settings: input size, mean, std, top_k, thresholds, backend, precision, labels...). The run
+    adds its task, model, weights, ``video_stride`` and which pictures it saves; a value that
+    names an existing file (weights, a model or labels file) is recorded as its path, size and
+    modification time. It is written to ``run.json`` when the run starts and to
+    ``summary.json``.
 
     ``resume``: keep the lines of an earlier run into the same folder (finished, or killed:
     ``predictions.jsonl.partial``) whose file is unchanged (path, size, mtime) and run only the
     other inputs; failed inputs are tried again, and so are videos (their frames are not files
-    to compare). Every input ends up with exactly one line. ``video_stride``: every Nth frame.
-    An interrupted run (Ctrl-C, a kill) leaves the partial file with every completed line.
+    to compare). Every input ends up with exactly one line. Refused (TorchinferError naming
+    what differs) when the earlier run's fingerprint is not this run's, or is missing, or a
+    line before its last is not a JSON record (a torn last line is a killed run's, dropped).
+    ``video_stride``: every Nth frame. An interrupted run (Ctrl-C, a kill) leaves the partial
+    file with every completed line.
     """
     out = Path(out_dir)
-    summary = RunSummary()
-    names = UniqueNames()
-    draw_s = 0.0
-    totals = dict.fromkeys(STAGES, 0.0)
-    timed = 0
-    # an earlier run's lines whose file is unchanged; a changed file runs again
-    kept = [r for r in _done_records(out)
-            if r.get("file") is not None and _file_stamp(r["source"]) == r["file"]] \
-        if resume else []
+    sources = [os.fsdecode(s) for s in sources]
+    inputs = _start(out, sources, resume=resume, exist_ok=exist_ok)
+    stamp = run_fingerprint(predictor, fingerprint, video_stride=video_stride,
+                            save_vis=save_vis, save_masks=save_masks)
+    if resume:
+        kept = _resumable(out, stamp)
+    else:
+        _clear_outputs(out, exist_ok)
+        kept = []
+    write_json_atomic(out / "run.json", {"fingerprint": stamp})
+    run = _Run(predictor, out, kept, stamp, save_vis=save_vis, save_masks=save_masks,
+               video_stride=video_stride, on_result=on_result)
     done = {r["source"] for r in kept}
-    for record in kept:
-        names(record["source"])  # picture names stay taken
-    next_id = max((r.get("image_id", -1) for r in kept), default=-1) + 1
-    summary.total = summary.resumed = len(kept)
-    records_for_coco = [r for r in kept if "detections" in r]
-    is_detection = bool(records_for_coco)
-    videos = _VideoVis(out, video_stride) if save_vis else None
-    start = time.perf_counter()
+    order = _InputOrder(p for p in inputs if p not in done)
     with JsonlWriter(out / "predictions.jsonl", initial=kept) as writer:
-        inputs = (p for p in expand_sources(sources, exclude=out) if p not in done)
         try:
-            for result in predictor.stream(inputs, batch_size=batch_size,
+            for result in predictor.stream(order.readable(), batch_size=batch_size,
                                            video_stride=video_stride):
-                record = result.to_dict()
-                stamp = _file_stamp(result.source)
-                if stamp is not None:
-                    record["file"] = stamp
-                if isinstance(result, Detections):
-                    # COCO results identify images by id: unique in this output folder
-                    record["image_id"] = next_id
-                    next_id += 1
-                    is_detection = True
-                    if result.ok:
-                        records_for_coco.append(record)
-                if result.ok and (save_vis or save_masks):
-                    t0 = time.perf_counter()
-                    record["files"] = _save_pictures(predictor, result, out,
-                                                     names(result.source), save_vis, save_masks)
-                    if videos is not None:
-                        record["files"].update(videos.add(result, names))
-                    draw_s += time.perf_counter() - t0
-                writer.write(record)
-                summary.total += 1
-                if result.ok:
-                    timed += 1
-                    for stage in STAGES:
-                        totals[stage] += result.speed.get(stage, 0.0)
-                else:
-                    summary.failed += 1
-                    summary.failures.append({"source": result.source, "error": result.error or ""})
-                if on_result is not None:
-                    on_result(result)
+                for source, reason in order.before(result):
+                    run.add(predictor.failed(source, reason), writer)
+                run.add(result, writer)
+            for source, reason in order.rest():
+                run.add(predictor.failed(source, reason), writer)
         except KeyboardInterrupt:
-            if videos is not None:
-                videos.abandon()
-            summary.interrupted = True
-            _finish_summary(summary, predictor, out, writer.partial, run_info, start, totals,
-                            timed, draw_s)
+            run.stop(writer.partial, run_info)
             raise
-    if videos is not None:
-        videos.close()
-    if is_detection:
-        coco = [c for r in records_for_coco for c in coco_records(r)]
-        summary.outputs["coco_results"] = str(write_json_atomic(out / "coco_results.json", coco))
-    _finish_summary(summary, predictor, out, writer.path, run_info, start, totals, timed, draw_s)
-    return summary
+    return run.finish(writer.path, run_info)
 
 
-def _finish_summary(summary: RunSummary, predictor: Predictor, out: Path, predictions: Path,
-                    run_info: dict[str, Any] | None, start: float, totals: dict[str, float],
-                    timed: int, draw_s: float) -> None:
-    summary.seconds = time.perf_counter() - start
-    summary.stage_ms = {k: v / timed for k, v in totals.items()} if timed else {}
-    summary.draw_ms = draw_s * 1000 / timed if timed else 0.0
-    summary.outputs.update(predictions=str(predictions), summary=str(out / "summary.json"))
-    if predictor.backend_report is not None:
-        run_info = {**(run_info or {}), "backend": predictor.backend_report.to_dict()}
-    if getattr(predictor, "jpeg_draft", False):
-        check = predictor.draft_check
-        run_info = {**(run_info or {}), "jpeg_draft": {
-            "verified": check is not None and check.passed,
-            "check": check.describe() if check is not None else None}}
-    if predictor.pipeline is not None:
-        run_info = {**(run_info or {}), "pipeline": predictor.pipeline.to_dict()}
-    write_json_atomic(out / "summary.json", {**(run_info or {}), **summary.to_dict()})
+def _start(out: Path, sources: list[str], *, resume: bool, exist_ok: bool) -> Iterator[str]:
+    """The run's inputs, after the checks that refuse a run before it starts."""
+    if resume and exist_ok:
+        raise TorchinferError("resume and exist_ok contradict each other: --resume keeps the "
+                              "output folder's results, --exist-ok replaces them")
+    if os.path.exists(out) and not os.path.isdir(out):  # Path's raise where a parent is shut
+        raise TorchinferError(f"output folder {shown(str(out))} is a file")
+    check_sources(sources)
+    inputs = expand_sources(sources, exclude=out)
+    first = next(inputs, None)
+    if first is None:
+        named = ", ".join(shown(s) for s in sources) or "the sources (none given)"
+        raise TorchinferError(f"no inputs: {named} matched no image or video files")
+    check_writable(out)
+    return itertools.chain([first], inputs)
+
+
+def _earlier_outputs(out: Path) -> list[str]:
+    return [name for name in (*RUN_FILES, *RUN_FOLDERS) if os.path.lexists(out / name)]
+
+
+def _clear_outputs(out: Path, exist_ok: bool) -> None:
+    """Refuse a folder holding an earlier run's outputs, or (``exist_ok``) delete them."""
+    found = _earlier_outputs(out)
+    if found and not exist_ok:
+        raise TorchinferError(
+            f"output folder {shown(str(out))} already holds a run's results ({', '.join(found)}): "
+            "use --exist-ok to replace them, or --resume to continue that run")
+    remove_outputs(out, RUN_FILES, RUN_FOLDERS)
+
+
+def run_fingerprint(predictor: Predictor, settings: Mapping[str, Any] | None = None, *,
+                    video_stride: int = 1, save_vis: bool = False,
+                    save_masks: bool = False) -> dict[str, Any]:
+    """What decides a run's answers and outputs, as JSON values (see ``run_to_dir``)."""
+    model = getattr(predictor, "model", None)
+    found = {"task": predictor.task, "model": getattr(model, "name", None),
+             "weights": getattr(model, "weights", None), "video_stride": video_stride,
+             "save_vis": save_vis, "save_masks": save_masks, **(settings or {})}
+    # through JSON, so that a fresh fingerprint compares equal to one read back from a file
+    return json.loads(json.dumps({key: _stamp_file(value) for key, value in found.items()},
+                                 default=str))
+
+
+def _stamp_file(value: Any) -> Any:
+    """A value naming an existing file -> its path, size and mtime: a file changed in place
+    (retrained weights under the same name) is a different run."""
+    if not isinstance(value, (str, os.PathLike)):
+        return value
+    try:
+        st = os.stat(value)
+    except (OSError, ValueError):
+        return value
+    if not stat.S_ISREG(st.st_mode):
+        return value
+    return {"path": os.path.realpath(value), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _resumable(out: Path, fingerprint: dict[str, Any]) -> list[dict[str, Any]]:
+    """The lines of the earlier run into ``out`` that a resumed run keeps."""
+    if not _earlier_outputs(out):
+        return []
+    earlier = _earlier_fingerprint(out)
+    where = shown(str(out))
+    if earlier is None:
+        raise TorchinferError(f"cannot resume in {where}: no record of the run that wrote it "
+                              "(run.json); use --exist-ok to start again")
+    differences = _differences(earlier, fingerprint)
+    if differences:
+        raise TorchinferError(f"cannot resume in {where}: this run differs from the one that "
+                              f"wrote it in {'; '.join(differences)}; use the same options, "
+                              "or --exist-ok to start again")
+    try:
+        records = _done_records(out)
+    except TorchinferError as exc:
+        raise TorchinferError(f"cannot resume: {exc}; use --exist-ok to start again") from None
+    # an earlier run's lines whose file is unchanged; a changed file runs again
+    return [r for r in records
+            if isinstance(r.get("file"), dict) and _file_stamp(r["source"]) == r["file"]]
+
+
+def _earlier_fingerprint(out: Path) -> dict[str, Any] | None:
+    """run.json's (written when a run starts, so it is the latest run's even when that one was
+    killed), else summary.json's."""
+    for name in ("run.json", "summary.json"):
+        path = out / name
+        if not path.is_file():
+            continue
+        try:
+            found = json.loads(path.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise TorchinferError(f"cannot resume: {shown(str(path))} is not JSON ({exc}); "
+                                  "use --exist-ok to start again") from None
+        if isinstance(found, dict) and isinstance(found.get("fingerprint"), dict):
+            return found["fingerprint"]
+    return None
+
+
+def _differences(earlier: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    return [f"{key} ({_brief(earlier.get(key))} then, {_brief(now.get(key))} now)"
+            for key in sorted(earlier.keys() | now.keys()) if earlier.get(key) != now.get(key)]
+
+
+def _brief(value: Any) -> str:
+    if isinstance(value, dict) and "path" in value and "mtime_ns" in value:
+        value = f"{value['path']}, {value['size']} bytes, mtime {value['mtime_ns']}"
+    text = value if isinstance(value, str) else json.dumps(value)
+    return shown(text) if len(text) <= 80 else shown(text[:77]) + "..."
+
+
+class _InputOrder:
+    """Feeds the predictor the inputs it can read and holds back the others, with the reason
+    (``unreadable``), until the results reach their place: lines stay in input order, and the
+    predictor never meets a path it cannot open."""
+
+    def __init__(self, paths: Iterable[str]):
+        self._paths = paths
+        # (path, why it cannot be read, or None: given to the predictor) in input order, from
+        # the first input whose line is not written yet to the last one taken
+        self._queue: collections.deque[tuple[str, str | None]] = collections.deque()
+
+    def readable(self) -> Iterator[str]:
+        for path in self._paths:
+            reason = unreadable(path)
+            self._queue.append((path, reason))
+            if reason is None:
+                yield path
+
+    def before(self, result: Result) -> list[tuple[str, str]]:
+        """The held-back inputs whose lines come before ``result``'s."""
+        held = []
+        while self._queue:
+            path, reason = self._queue[0]
+            if reason is not None:
+                held.append((path, reason))
+            elif not _has_frames(path):
+                self._queue.popleft()  # an image has one result, whatever it is named ("-")
+                break
+            elif _frame_of(result.source, path):
+                break  # more frames of this video may follow
+            self._queue.popleft()  # held back, or a video whose frames are over
+        return held
+
+    def rest(self) -> list[tuple[str, str]]:
+        return [(path, reason) for path, reason in self._queue if reason is not None]
+
+
+def _has_frames(path: str) -> bool:
+    return is_video(path) or is_webcam(path)
+
+
+def _frame_of(source: str, path: str) -> bool:
+    parsed = parse_frame_name(source)
+    return source == path or (parsed is not None and parsed[0] == path)
+
+
+class _Run:
+    """What a run gathers as its results arrive: counts, timings, picture names, COCO records."""
+
+    def __init__(self, predictor: Predictor, out: Path, kept: list[dict[str, Any]],
+                 fingerprint: dict[str, Any], *, save_vis: bool, save_masks: bool,
+                 video_stride: int, on_result: Callable[[Result], None] | None):
+        self.predictor, self.out, self.on_result = predictor, out, on_result
+        self.save_vis, self.save_masks = save_vis, save_masks
+        self.summary = RunSummary(total=len(kept), resumed=len(kept), fingerprint=fingerprint)
+        self.names = UniqueNames()
+        for record in kept:
+            self.names(record["source"])  # picture names stay taken
+        self.next_id = max((r["image_id"] for r in kept if isinstance(r.get("image_id"), int)),
+                           default=-1) + 1
+        self.records_for_coco = [r for r in kept if "detections" in r]
+        self.is_detection = bool(self.records_for_coco)
+        self.videos = _VideoVis(out, video_stride) if save_vis else None
+        self.totals = dict.fromkeys(STAGES, 0.0)
+        self.timed = 0
+        self.draw_s = 0.0
+        self.start = time.perf_counter()
+
+    def add(self, result: Result, writer: JsonlWriter) -> None:
+        record = result.to_dict()
+        stamp = _file_stamp(result.source)
+        if stamp is not None:
+            record["file"] = stamp
+        if isinstance(result, Detections):
+            # COCO results identify images by id: unique in this output folder
+            record["image_id"] = self.next_id
+            self.next_id += 1
+            self.is_detection = True
+            if result.ok:
+                self.records_for_coco.append(record)
+        if result.ok and (self.save_vis or self.save_masks):
+            t0 = time.perf_counter()
+            try:
+                record["files"] = self._pictures(result)
+            except (InputError, OSError) as exc:  # the file changed since, a name too long...
+                # the answer stands; only its pictures are missing, and the line says why
+                reason = exc.reason if isinstance(exc, InputError) else exc.strerror or str(exc)
+                record["files_error"] = f"pictures not written: {reason}"
+            self.draw_s += time.perf_counter() - t0
+        writer.write(record)
+        self._count(result)
+        if self.on_result is not None:
+            self.on_result(result)
+
+    def _pictures(self, result: Result) -> dict[str, str]:
+        files = _save_pictures(self.predictor, result, self.out, self.names(result.source),
+                               self.save_vis, self.save_masks)
+        if self.videos is not None:
+            files.update(self.videos.add(result, self.names))
+        return files
+
+    def _count(self, result: Result) -> None:
+        self.summary.total += 1
+        if result.ok:
+            self.timed += 1
+            for stage in STAGES:
+                self.totals[stage] += result.speed.get(stage, 0.0)
+        else:
+            self.summary.failed += 1
+            self.summary.failures.append({"source": result.source, "error": result.error or ""})
+
+    def stop(self, partial: Path, run_info: dict[str, Any] | None) -> None:
+        """Ctrl-C: the summary of the lines written so far."""
+        if self.videos is not None:
+            self.videos.abandon()
+        self.summary.interrupted = True
+        self._write_summary(partial, run_info)
+
+    def finish(self, predictions: Path, run_info: dict[str, Any] | None) -> RunSummary:
+        if self.videos is not None:
+            self.videos.close()
+        if self.is_detection:
+            coco = [c for r in self.records_for_coco for c in coco_records(r)]
+            self.summary.outputs["coco_results"] = str(
+                write_json_atomic(self.out / "coco_results.json", coco))
+        self._write_summary(predictions, run_info)
+        return self.summary
+
+    def _write_summary(self, predictions: Path, run_info: dict[str, Any] | None) -> None:
+        summary, predictor, timed = self.summary, self.predictor, self.timed
+        summary.seconds = time.perf_counter() - self.start
+        summary.stage_ms = {k: v / timed for k, v in self.totals.items()} if timed else {}
+        summary.draw_ms = self.draw_s * 1000 / timed if timed else 0.0
+        summary.outputs.update(predictions=str(predictions),
+                               summary=str(self.out / "summary.json"))
+        info = dict(run_info or {})
+        if predictor.backend_report is not None:
+            info["backend"] = predictor.backend_report.to_dict()
+        if getattr(predictor, "jpeg_draft", False):
+            check = predictor.draft_check
+            info["jpeg_draft"] = {"verified": check is not None and check.passed,
+                                  "check": check.describe() if check is not None else None}
+        if predictor.pipeline is not None:
+            info["pipeline"] = predictor.pipeline.to_dict()
+        write_json_atomic(self.out / "summary.json", {**info, **summary.to_dict()})
 
 
 class _VideoVis:
@@ -215,7 +456,7 @@ def _done_records(out: Path) -> list[dict[str, Any]]:
     records = read_jsonl(partial if partial.is_file() else out / "predictions.jsonl")
     latest: dict[str, dict[str, Any]] = {}
     for record in records:
-        if "error" not in record and "source" in record:
+        if "error" not in record and isinstance(record.get("source"), str):
             latest[record["source"]] = record
     return list(latest.values())
 

@@ -34,8 +34,7 @@ from torch import nn
 from ..errors import TorchinferError
 from ..models import LoadedModel
 from ..models.outputs import main_output
-from ..verify import BF16_TOLERANCE, FP16_TOLERANCE, FP32_TOLERANCE, Comparison, OutputCheck, \
-    Tolerance
+from ..verify import BF16_TOLERANCE, FP16_TOLERANCE, FP32_TOLERANCE, Comparison, OutputCheck, Tolerance
 from .onnxruntime import OrtModule
 
 BACKENDS = ("torch", "torchscript", "onnxruntime")

@@ -11,10 +11,8 @@
 """
 
 from .coco import CategoryMap, CocoScores, coco_evaluate, detection_records, map_categories
-from .datasets import (DatasetError, read_coco, read_image_folder, read_voc_segmentation,
-                       resolve_coco_paths)
-from .evaluators import (evaluate, evaluate_classification, evaluate_detection,
-                         evaluate_segmentation, read_mask)
+from .datasets import DatasetError, read_coco, read_image_folder, read_voc_segmentation, resolve_coco_paths
+from .evaluators import evaluate, evaluate_classification, evaluate_detection, evaluate_segmentation, read_mask
 from .metrics import add_to_confusion, segmentation_scores
 from .report import ClassificationReport, DetectionReport, EvalReport, SegmentationReport
 

@@ -18,12 +18,22 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..errors import OptionError
 from ..io.sources import LIST_FILE_EXTENSIONS
 from ..results import Classification, Detections, Result, Segmentation
 from ..tasks import Predictor
 from .coco import CocoRecords, coco_evaluate, detection_records, map_categories
-from .datasets import (IGNORE_INDEX, DatasetError, ImageFolder, VocSegmentation, normalise_name,
-                       read_coco, read_image_folder, read_voc_segmentation, resolve_coco_paths)
+from .datasets import (
+    IGNORE_INDEX,
+    DatasetError,
+    ImageFolder,
+    VocSegmentation,
+    normalise_name,
+    read_coco,
+    read_image_folder,
+    read_voc_segmentation,
+    resolve_coco_paths,
+)
 from .metrics import add_to_confusion, ratio, segmentation_scores, topk_correct
 from .report import ClassificationReport, DetectionReport, SegmentationReport
 
@@ -64,7 +74,7 @@ def _failure(result: Result) -> dict[str, str]:
 
 def _limited(items: Sequence[Any], limit: int | None) -> Sequence[Any]:
     if limit is not None and limit < 1:
-        raise ValueError(f"limit must be >= 1, got {limit}")
+        raise OptionError(f"limit must be >= 1, got {limit}")
     return items[:limit] if limit is not None else items
 
 

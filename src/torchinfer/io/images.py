@@ -8,9 +8,10 @@ is what makes our inputs equal the reference exactly, not just approximately.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
-import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -19,7 +20,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import InputError
+from ..errors import InputError, OptionError
+from .limits import check_resize
+from .sources import unreadable
 from .video import Unreadable
 
 ImageInput = Union[str, Path, bytes, Image.Image, np.ndarray, torch.Tensor]
@@ -31,19 +34,24 @@ class ImageLoader:
 
     ``max_pixels`` defaults to Pillow's decompression-bomb limit. The check runs on the header,
     before any pixel is decoded, so a file claiming 100,000 x 100,000 pixels costs nothing.
+    ``resize_size``: the task's resize (``PreprocessConfig.resize_size``); images that it would
+    blow up are refused on their header too (``limits.check_resize``).
+
+    Pillow keeps its own, process-wide limit (``PIL.Image.MAX_IMAGE_PIXELS``), which this class
+    never changes: Pillow refuses images over twice that limit whatever ``max_pixels`` says
+    (the reason then says so), and warns (DecompressionBombWarning) between once and twice it.
+    Letting a higher ``max_pixels`` through would take changing that global: Pillow has no
+    per-call limit, and reads the global in some twenty places besides ``Image.open`` (GIF
+    frames, TIFF tiles, ``Image.crop``...), so opening files some other way would not do.
     """
 
     max_pixels: int | None = None
     bgr: bool = False  # numpy inputs are BGR (cv2.imread); ignored for other kinds
+    resize_size: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.max_pixels is not None and self.max_pixels <= 0:
-            raise ValueError(f"max_pixels must be positive, got {self.max_pixels}")
-        limit = self.pixel_limit
-        # Pillow only has a process-wide knob for its own bomb check, which would reject images
-        # that our (explicitly raised) limit allows. Raise it, never lower it.
-        if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
-            Image.MAX_IMAGE_PIXELS = limit
+            raise OptionError(f"max_pixels must be positive, got {self.max_pixels}")
 
     @property
     def pixel_limit(self) -> int:
@@ -65,6 +73,9 @@ class ImageLoader:
             raise InputError(name, item.reason)
         if isinstance(item, (str, Path)):
             path = Path(item)
+            reason = unreadable(str(path))  # permission denied, symlink loop, a named pipe...
+            if reason is not None:
+                raise InputError(name, reason)
             if not path.exists():
                 raise InputError(name, "file not found")
             if path.is_dir():
@@ -78,7 +89,10 @@ class ImageLoader:
             return self._decode(io.BytesIO(item), name, min_short_side)
         if isinstance(item, Image.Image):
             self._check_size(item.size, name)
-            return to_rgb(ImageOps.exif_transpose(item), name)
+            with _decoding_errors(self, name):  # a lazily opened image decodes only now
+                img = to_rgb(ImageOps.exif_transpose(item), name)
+            self._check_size(img.size, name)
+            return img
         if isinstance(item, np.ndarray):
             return self._from_array(item, name, bgr=self.bgr)
         if isinstance(item, torch.Tensor):
@@ -87,36 +101,40 @@ class ImageLoader:
                                "bytes, PIL image, numpy array or tensor")
 
     def _decode(self, fp: Any, name: str, min_short_side: int | None) -> Image.Image:
-        try:
-            with warnings.catch_warnings():
-                # Pillow warns between 1x and 2x its limit; we apply our own limit below.
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(fp) as img:
-                    self._check_size(img.size, name)
-                    if min_short_side and img.format == "JPEG":
-                        img.draft("RGB", draft_request(img.size, min_short_side))
-                    img.load()  # decode now, inside the try, so corrupt data is reported here
-                    # in place: without, an upright image is copied (0.2 ms per megapixel);
-                    # leaving the with block closes the file, not the decoded pixels
-                    ImageOps.exif_transpose(img, in_place=True)
-                    return to_rgb(img, name)
-        except InputError:
-            raise
-        except Image.DecompressionBombError as exc:
-            raise InputError(name, f"image too large: {exc}") from exc
-        except UnidentifiedImageError as exc:
-            raise InputError(name, "not a recognised image format") from exc
-        except (OSError, SyntaxError, ValueError) as exc:
-            # Pillow reports truncated or corrupt data as OSError ("image file is truncated").
-            raise InputError(name, f"corrupt or truncated image ({exc})") from exc
+        # Pillow's DecompressionBombWarning is left alone: silencing it takes
+        # warnings.catch_warnings, which swaps the process-wide filter list and is not
+        # thread-safe (decoding runs on worker threads). Our own limit applies either way.
+        with _decoding_errors(self, name), Image.open(fp) as img:
+            self._check_size(img.size, name)
+            if min_short_side and img.format == "JPEG":
+                img.draft("RGB", draft_request(img.size, min_short_side))
+            img.load()  # decode now, inside the try, so corrupt data is reported here
+            # in place: without, an upright image is copied (0.2 ms per megapixel);
+            # leaving the with block closes the file, not the decoded pixels
+            ImageOps.exif_transpose(img, in_place=True)
+            rgb = to_rgb(img, name)
+        # a few decoders set the size from what they decoded (EPS, ICO entries that disagree
+        # with their directory)
+        self._check_size(rgb.size, name)
+        return rgb
+
+    def _bomb_reason(self, exc: Image.DecompressionBombError) -> str:
+        """Why Pillow's own limit refused an image, and what would let it through."""
+        pillow = Image.MAX_IMAGE_PIXELS
+        if pillow is None or self.pixel_limit <= 2 * pillow:  # ours refuses it as well
+            return f"image too large: {exc}"
+        return (f"image too large for Pillow: {exc} Pillow's limit is PIL.Image.MAX_IMAGE_PIXELS, "
+                "a process-wide setting that torchinfer leaves alone: raise it in your program "
+                f"to decode images up to max_pixels={self.pixel_limit:,}")
 
     def _check_size(self, size: tuple[int, int], name: str) -> None:
         w, h = size
+        if w == 0 or h == 0:
+            raise InputError(name, f"image has no pixels ({w}x{h})")
         if w * h > self.pixel_limit:
             raise InputError(name, f"image is {w}x{h} = {w * h:,} pixels, over the limit of "
                                    f"{self.pixel_limit:,} (raise max_pixels if it is genuine)")
-        if w == 0 or h == 0:
-            raise InputError(name, f"image has no pixels ({w}x{h})")
+        check_resize(size, self.resize_size, name)
 
     def _from_array(self, arr: np.ndarray, name: str, *, bgr: bool) -> Image.Image:
         if arr.ndim == 3 and arr.shape[2] == 1:
@@ -139,6 +157,36 @@ class ImageLoader:
             raise InputError(name, f"tensor of shape {tuple(t.shape)}: expected HxW or CxHxW "
                                    "with C in 1, 3, 4")
         return self._from_array(t.numpy(), name, bgr=False)
+
+
+@contextlib.contextmanager
+def _decoding_errors(loader: ImageLoader, name: str) -> Iterator[None]:
+    """Turn whatever Pillow raises on a bad file into an InputError naming it.
+
+    Its decoders report malformed data with the exception of whichever line tripped over it
+    (struct.error, IndexError, ZeroDivisionError, TypeError, ...): all of them are the file's
+    fault, not the program's. KeyboardInterrupt and SystemExit are not Exceptions and pass.
+    """
+    try:
+        yield
+    except InputError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise InputError(name, loader._bomb_reason(exc)) from exc
+    except UnidentifiedImageError as exc:
+        raise InputError(name, "not a recognised image format") from exc
+    except MemoryError as exc:
+        raise InputError(name, "not enough memory to decode the image") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        # Pillow reports truncated or corrupt data as OSError ("image file is truncated").
+        raise InputError(name, f"corrupt or truncated image ({exc})") from exc
+    except Exception as exc:
+        raise InputError(name, f"corrupt image ({_qualified_name(exc)}: {exc})") from exc
+
+
+def _qualified_name(exc: Exception) -> str:
+    kind = type(exc)
+    return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
 
 
 def draft_request(size: tuple[int, int], min_short_side: int) -> tuple[int, int]:

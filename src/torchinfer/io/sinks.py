@@ -2,30 +2,51 @@
 
 A file is written under a temporary name in the same folder and renamed into place when it is
 complete: rename is atomic on POSIX and Windows, so ``predictions.jsonl`` either does not exist
-yet or is whole.
+yet or is whole. Every file gets the mode a plain open() would give it under the umask.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import secrets
 import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
+
+from ..errors import TorchinferError
+
+
+def dumps(data: Any, indent: int | None = None) -> str:
+    """JSON text that round-trips every str Python can hold, file names included.
+
+    UTF-8 text stays as it is (readable names in any script). A name that is not valid UTF-8
+    comes from ``os.fsdecode`` with its bytes as lone surrogates (U+DC80-U+DCFF), which UTF-8
+    cannot encode: those alone are written as ``\\udcXX`` escapes, which Python's json reads
+    back to the same str (``os.fsencode`` then gives the original bytes; ``--resume`` matches
+    it). Readers that refuse lone surrogates see them only in the lines of such files.
+    """
+    text = json.dumps(data, indent=indent, ensure_ascii=False)
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fh, tmp = _create_temporary(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False)
-            fh.write("\n")
+        with fh:
+            fh.write(dumps(data, indent=2).encode("utf-8") + b"\n")
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
@@ -34,14 +55,77 @@ def save_image_atomic(image: Any, path: str | Path, **save_kwargs: Any) -> Path:
     """Save a PIL image under a temporary name, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    fh, tmp = _create_temporary(path)
     try:
-        image.save(tmp, format=_FORMATS.get(path.suffix.lower(), "PNG"), **save_kwargs)
+        with fh:
+            image.save(fh, format=_FORMATS.get(path.suffix.lower(), "PNG"), **save_kwargs)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _create_temporary(path: Path) -> tuple[IO[bytes], Path]:
+    """A new file beside ``path`` under a random hidden name, open for writing in binary.
+
+    Created with mode 0o666 as a plain open() is, so the umask decides the final file's mode
+    (tempfile.mkstemp would make it 0o600); O_EXCL makes sure the file is new, never a file or
+    link someone put there, and the random name lets two writers never share one.
+    """
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                         0o666)
+        except FileExistsError:
+            continue
+        return os.fdopen(fd, "wb"), tmp
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` and write a file in it, as a run will (os.access would not see a
+    read-only mount the same way, nor root's rights); TorchinferError saying why not."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        reason = "permission denied" if isinstance(exc, PermissionError) \
+            else (exc.strerror or str(exc)).lower()
+        raise TorchinferError(f"cannot write to output folder {folder}: {reason}") from None
+
+
+def remove_outputs(folder: Path, files: Iterable[str],
+                   folders: Mapping[str, tuple[str, ...]]) -> None:
+    """Delete ``files`` in ``folder`` (with what a killed writer left of them) and, in each
+    of ``folders``, the files ending in its suffixes; a folder left empty goes too. Nothing
+    else: someone else's files stay, and a link is removed, never followed."""
+    files = tuple(files)
+    try:
+        for name in (*files, *folders):
+            path = folder / name
+            if name in folders and path.is_dir() and not path.is_symlink():
+                _remove_files(path, folders[name])
+            elif os.path.lexists(path):
+                path.unlink()
+        for leftover in folder.glob(".*.tmp"):
+            if leftover.name.startswith(tuple(f".{name}." for name in files)):
+                leftover.unlink()
+    except OSError as exc:
+        raise TorchinferError(f"cannot delete the earlier results in {folder}: {exc}") from None
+
+
+def _remove_files(folder: Path, suffixes: tuple[str, ...]) -> None:
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            # a picture or video, or one a killed run left half-written under a hidden name
+            ours = entry.name.lower().endswith(suffixes) \
+                or (entry.name.startswith(".") and entry.name.endswith(".tmp"))
+            if ours and not entry.is_dir(follow_symlinks=False):
+                os.unlink(entry.path)
+    with contextlib.suppress(OSError):  # not empty: someone else's files stay
+        folder.rmdir()
 
 
 _FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
@@ -78,19 +162,22 @@ class JsonlWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.partial = self.path.with_name(self.path.name + ".partial")
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.partial.name}.", suffix=".tmp",
-                                   dir=self.path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for record in initial or ():
-                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.partial)
+        fh, tmp = _create_temporary(self.partial)
+        try:
+            with fh:
+                for record in initial or ():
+                    fh.write(dumps(record).encode("utf-8") + b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.partial)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         self._fh = self.partial.open("a", encoding="utf-8")
         self.count = len(initial or ())
 
     def write(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._fh.write(dumps(record) + "\n")
         self._fh.flush()
         self.count += 1
 
@@ -111,23 +198,36 @@ class JsonlWriter:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The whole records of a JSONL file; a last line cut short by a kill is dropped (any
-    other unreadable line is an error: the file is not ours or was edited)."""
+    """The whole records of a JSONL file; a last line cut short by a kill is dropped. Any
+    other line that is not a JSON object (UTF-8) raises TorchinferError naming the file and
+    line: the file is not ours, or was edited."""
     path = Path(path)
     if not path.is_file():
         return []
-    lines = path.read_text(encoding="utf-8").split("\n")
-    last = lines.pop()  # "" after a final newline, else a line whose write was interrupted
+    lines = path.read_bytes().split(b"\n")
+    last = lines.pop()  # b"" after a final newline, else a line whose write was interrupted
     records = []
     for i, line in enumerate(lines):
         if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}: line {i + 1} is not JSON ({exc})") from exc
+            records.append(_record(line, path, i + 1))
     try:
         if last.strip():
-            records.append(json.loads(last))
-    except json.JSONDecodeError:
+            records.append(_record(last, path, len(lines) + 1))
+    except TorchinferError:
         pass  # torn
     return records
+
+
+def _record(line: bytes, path: Path, number: int) -> dict[str, Any]:
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise TorchinferError(f"{path}: line {number} is not a JSON record (not UTF-8 at "
+                              f"column {exc.start + 1})") from None
+    except json.JSONDecodeError as exc:
+        raise TorchinferError(f"{path}: line {number} is not a JSON record ({exc.msg} at "
+                              f"column {exc.colno})") from None
+    if not isinstance(record, dict):
+        raise TorchinferError(f"{path}: line {number} is not a JSON record (a "
+                              f"{type(record).__name__}, not an object)")
+    return record

@@ -1,17 +1,29 @@
 """Expand what a user names on the command line (files, folders, globs, list files) into inputs.
 
 Expansion is lazy (a generator) so a folder of a million images never becomes a list in
-memory. Nothing here opens an image: a path that does not exist is passed on as it is, so the
-predictor records it as a failed input instead of the whole run stopping before it starts.
+memory. Nothing here opens an image: a path that cannot be read (missing, permission denied, a
+symlink loop, a folder that cannot be listed) is passed on as it is, so the run records it as a
+failed input (``unreadable`` says why) instead of the whole run stopping before it starts.
+
+Every path yielded is a leaf: folders are walked, globs matched and list files read here, all
+the way down, so expanding a yielded path again gives the same path back.
+
+Paths are str as Python gives them: on POSIX a file name that is not valid UTF-8 keeps its
+bytes as surrogate escapes (``os.fsdecode``), and ``os.fsencode`` gives the bytes back.
 """
 
 from __future__ import annotations
 
+import codecs
+import errno
 import glob
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
+from ..errors import TorchinferError
 from .video import VIDEO_EXTENSIONS
 
 # Extensions Pillow decodes that people keep photographs in. Folders are filtered by these;
@@ -21,50 +33,189 @@ IMAGE_EXTENSIONS = frozenset({
     ".jp2", ".j2k", ".jfif", ".avif", ".heic", ".heif", ".tga", ".ico",
 })
 LIST_FILE_EXTENSIONS = frozenset({".txt", ".lst"})
+_INPUT_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
 _GLOB_CHARS = set("*?[")
 
 
-def expand_sources(sources: Iterable[str | os.PathLike],
+def expand_sources(sources: Iterable[str | bytes | os.PathLike],
                    exclude: str | os.PathLike | None = None) -> Iterator[str]:
     """Yield image (and video) paths from files, folders (recursive, sorted), glob patterns and
     list files.
 
-    A ``.txt``/``.lst`` file is read as one path per line (blank lines and ``#`` comments
-    skipped; relative paths are taken relative to the list file). Folders are walked without
-    entering ``exclude`` (a run's output folder inside its input folder must not feed the run
-    its own pictures).
+    Folders are walked without entering ``exclude`` (a run's output folder inside its input
+    folder must not feed the run its own pictures), and without following symbolic links to
+    folders (os.walk's default, kept so that a link loop cannot make a walk endless: a linked
+    folder is not walked, a linked file is an input). A folder that cannot be listed is
+    yielded itself, in its place, so the run records it. A glob's matches are expanded like
+    named sources; a glob that matches nothing, like an empty folder, yields nothing.
+
+    A ``.txt``/``.lst`` file is read as one path per line, UTF-8 (a BOM is skipped; blank
+    lines and ``#`` comments too; relative paths are taken relative to the list file); each
+    entry is expanded like a named source. A line that is not UTF-8, or a list file naming
+    itself, raises TorchinferError naming the file and line.
     """
-    skip = Path(exclude).resolve() if exclude is not None else None
+    skip = os.path.realpath(exclude) if exclude is not None else None
     for source in sources:
-        text = os.fspath(source)
-        path = Path(text)
-        if path.is_dir():
-            yield from _walk_images(path, skip)
-        elif path.is_file() and path.suffix.lower() in LIST_FILE_EXTENSIONS:
-            yield from _read_list_file(path)
-        elif not path.exists() and _GLOB_CHARS & set(text):
-            yield from sorted(glob.iglob(text, recursive=True))
-        else:
-            yield text  # a file, or a missing path that becomes an error record downstream
+        yield from _expand(os.fsdecode(source), skip, (), pattern=True)
 
 
-def _walk_images(root: Path, skip: Path | None) -> Iterator[str]:
+def check_sources(sources: Iterable[str | bytes | os.PathLike]) -> None:
+    """Raise TorchinferError for a named list file that is not UTF-8 text before a run starts
+    (``expand_sources`` raises the same, but only when it reaches the file; list files named
+    inside list files are checked then)."""
+    for source in sources:
+        text = os.fsdecode(source)
+        if _kind(text) != "list":
+            continue
+        try:
+            fh = open(text, "rb")
+        except OSError:
+            continue  # the run records it as an input that cannot be read
+        with fh:
+            for _ in _list_entries(fh, text):
+                pass
+
+
+def unreadable(path: str) -> str | None:
+    """Why ``path`` (as ``expand_sources`` yields it) cannot be read as an input, in the words
+    of an error record ("permission denied", "symlink loop", ...), or None when it can be read
+    or is not a file at all (``-``, ``webcam:0``, or a missing path, which the image loader
+    reports as "file not found").
+
+    The file is opened and closed rather than checked with os.access, so the answer is what
+    reading will meet, as root, under ACLs or on a read-only mount alike.
+    """
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return _reason(exc, path)
+    except ValueError as exc:  # a NUL in the name, from a list file
+        return f"invalid path ({exc})"
+    if stat.S_ISDIR(st.st_mode):
+        try:  # only a folder the walk could not list is yielded as a path
+            with os.scandir(path):
+                return None
+        except OSError as exc:
+            return _reason(exc, path)
+    if not stat.S_ISREG(st.st_mode):
+        # a named pipe would block the run on open; a device may never end
+        return f"not a regular file ({_FILE_TYPES.get(stat.S_IFMT(st.st_mode), 'special')})"
+    try:
+        os.close(os.open(path, os.O_RDONLY))
+    except OSError as exc:
+        return _reason(exc, path)
+    return None
+
+
+_FILE_TYPES = {stat.S_IFIFO: "a named pipe", stat.S_IFSOCK: "a socket",
+               stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
+
+
+def _reason(exc: OSError, path: str) -> str | None:
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "file not found (a broken symbolic link)" if os.path.islink(path) else None
+    return (exc.strerror or str(exc)).lower()
+
+
+def shown(path: str) -> str:
+    """A path for a message: a name that is not UTF-8 shows its bytes as ``\\xff`` escapes."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _kind(text: str) -> str:
+    """What ``text`` names: "dir", "list" (a list file), "missing" (nothing there) or "other"
+    (a file, or a path that cannot be read: passed on as an input so its record says why)."""
+    try:
+        st = os.stat(text)
+    except OSError as exc:
+        return "missing" if exc.errno in (errno.ENOENT, errno.ENOTDIR) else "other"
+    except ValueError:  # a NUL in the name
+        return "other"
+    if stat.S_ISDIR(st.st_mode):
+        return "dir"
+    if stat.S_ISREG(st.st_mode) and _is_list_name(text):
+        return "list"
+    return "other"
+
+
+def _is_list_name(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in LIST_FILE_EXTENSIONS
+
+
+def _expand(text: str, skip: str | None, lists: tuple[str, ...], *,
+            pattern: bool) -> Iterator[str]:
+    """``pattern``: a missing path with glob characters is a glob (not for a glob's own
+    matches: a broken link named ``*`` would match itself for ever)."""
+    kind = _kind(text)
+    if kind == "dir":
+        yield from _walk_images(text, skip)
+    elif kind == "list":
+        yield from _read_list_file(text, skip, lists)
+    elif kind == "missing" and pattern and _GLOB_CHARS & set(text):
+        for match in sorted(glob.iglob(text, recursive=True)):
+            yield from _expand(match, skip, lists, pattern=False)
+    else:
+        yield text  # a file, or a path that cannot be read: an error record downstream
+
+
+def _walk_images(root: str, skip: str | None) -> Iterator[str]:
     # os.walk with sorted names: deterministic order, and no full listing held in memory
-    # beyond one directory at a time.
-    for dirpath, dirnames, filenames in os.walk(root):
+    # beyond one directory at a time. It reports a folder it cannot list to onerror just
+    # before moving on, so the failures are yielded at the next step, in walking order.
+    if skip is not None and os.path.realpath(root) == skip:
+        return
+    unlistable: list[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unlistable.append):
+        yield from _drain(unlistable, root)
         dirnames[:] = sorted(d for d in dirnames
-                             if skip is None or Path(dirpath, d).resolve() != skip)
+                             if skip is None or os.path.realpath(os.path.join(dirpath, d)) != skip)
         for name in sorted(filenames):
-            if Path(name).suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS:
+            if os.path.splitext(name)[1].lower() in _INPUT_EXTENSIONS:
                 yield os.path.join(dirpath, name)
+    yield from _drain(unlistable, root)
 
 
-def _read_list_file(list_file: Path) -> Iterator[str]:
-    base = list_file.parent
-    with list_file.open(encoding="utf-8") as fh:
-        for line in fh:
-            entry = line.strip()
-            if not entry or entry.startswith("#"):
-                continue
+def _drain(errors: list[OSError], root: str) -> Iterator[str]:
+    while errors:
+        yield os.fsdecode(errors.pop(0).filename or root)
+
+
+def _read_list_file(list_file: str, skip: str | None, lists: tuple[str, ...]) -> Iterator[str]:
+    try:
+        fh = open(list_file, "rb")
+    except OSError:
+        yield list_file  # unreadable: its record says why
+        return
+    base = Path(list_file).parent
+    lists = (*lists, os.path.realpath(list_file))
+    with fh:
+        for number, entry in _list_entries(fh, list_file):
             p = Path(entry)
-            yield str(p if p.is_absolute() else base / p)
+            path = str(p if p.is_absolute() else base / p)
+            if _is_list_name(path) and _kind(path) == "list" \
+                    and os.path.realpath(path) in lists:
+                raise TorchinferError(f"{shown(list_file)}: line {number}: {shown(entry)} is a "
+                                      "list file already being read (a loop of list files)")
+            yield from _expand(path, skip, lists, pattern=True)
+
+
+def _list_entries(fh: BinaryIO, list_file: str) -> Iterator[tuple[int, str]]:
+    """(line number, entry) for each path in a list file; TorchinferError at a line that is
+    not UTF-8 (a path list is text: the bytes of a name cannot be told from a wrong encoding)."""
+    for number, raw in enumerate(fh, 1):
+        if number == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8):]  # Windows editors start UTF-8 files with one
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise TorchinferError(
+                f"{shown(list_file)}: line {number} is not UTF-8 text (byte "
+                f"{raw[exc.start:exc.start + 1]!r} at column {exc.start + 1}); save the list "
+                "as UTF-8") from None
+        entry = line.strip()
+        if entry and not entry.startswith("#"):
+            yield number, entry

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import OptionError
+
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg",
                               ".mpeg", ".wmv", ".flv", ".ts"})
 
@@ -48,7 +50,7 @@ def iter_frames(path: str, stride: int = 1) -> Iterator[tuple[str, Any]]:
     (``webcam:N``, until interrupted); a video that cannot be opened or decoded yields one
     (name, Unreadable) saying why, and the run goes on."""
     if stride < 1:
-        raise ValueError(f"video stride must be >= 1, got {stride}")
+        raise OptionError(f"video stride must be >= 1, got {stride}")
     try:
         import av
     except ImportError:

@@ -12,8 +12,12 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-BUNDLED = {"shapes_classifier": "classify", "shapes_segmenter": "segment",
-           "shapes_detector": "detect"}
+from . import shapes
+from .registry import ModelEntry, registered_models
+
+# name -> task: the registered factories of the shapes module, each with its trained file
+BUNDLED = {m.name: m.task for m in registered_models()
+           if m.factory.__module__ == shapes.__name__ and m.task is not None}
 
 
 def bundled_path(name: str) -> Path | None:
@@ -22,3 +26,9 @@ def bundled_path(name: str) -> Path | None:
         return None
     path = Path(str(resources.files("torchinfer") / "assets" / f"{name}.safetensors"))
     return path if path.is_file() else None
+
+
+def bundled_entries(task: str | None = None) -> list[ModelEntry]:
+    """The bundled models whose file is present, as ``list_models`` rows."""
+    return [ModelEntry(name, t, ("bundled",), None) for name, t in BUNDLED.items()
+            if (task is None or t == task) and bundled_path(name) is not None]

@@ -115,13 +115,29 @@ class PreprocessConfig:
                 "interpolation": self.interpolation, "antialias": self.antialias}
 
 
+def read_utf8(path: Path, what: str) -> str:
+    """A text file's contents as UTF-8 (a byte-order mark dropped), or one line naming the
+    file, the line and the byte that is not UTF-8."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TorchinferError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise TorchinferError(f"{what} {path}: line {line} is not UTF-8 (byte "
+                              f"{data[exc.start]:#04x} at offset {exc.start}); save it as "
+                              "UTF-8") from exc
+
+
 def read_labels(path: str | Path) -> list[str]:
     """Read class names from a text file (one per line) or JSON (a list, ``{"0": "cat", ...}``,
     or an object with a ``names``/``labels``/``categories`` entry holding either)."""
     path = Path(path)
     if not path.is_file():
         raise TorchinferError(f"labels file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path, "labels file")
     if path.suffix.lower() != ".json":
         return [line.strip() for line in text.splitlines() if line.strip()]
     try:

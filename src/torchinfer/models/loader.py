@@ -17,17 +17,32 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 from torchvision.models import get_model_weights
 from torchvision.transforms._presets import ImageClassification, SemanticSegmentation
 
-from ..errors import ModelNotFoundError, WeightsError
+from ..errors import ModelNotFoundError, TorchinferError, WeightsError
 from . import hub
 from .bundled import bundled_path
 from .config import PreprocessConfig
-from .registry import import_factory, torchvision_builder, torchvision_task, unknown_model_message
-from .weights import KeyReport, WeightsFile, compare_keys, head_class_counts, load_into, \
-    read_weights, strip_common_prefixes
+from .registry import (
+    import_factory,
+    registered_model,
+    resolve_architecture,
+    torchvision_builder,
+    torchvision_task,
+    unknown_model_message,
+)
+from .weights import (
+    KeyReport,
+    WeightsFile,
+    compare_keys,
+    head_class_counts,
+    load_into,
+    read_weights,
+    strip_common_prefixes,
+)
 
 
 @dataclass
@@ -57,7 +72,7 @@ class LoadedModel:
 
 def load_model(model: str | Path | nn.Module, weights: str | Path | None = None, *,
                num_classes: int | None = None, strict: bool = True, trust_pickle: bool = False,
-               **model_kwargs: Any) -> LoadedModel:
+               trust_code: bool = False, **model_kwargs: Any) -> LoadedModel:
     """Build ``model`` and load ``weights`` into it, returning it in eval mode on the CPU.
 
     model: a torchvision name (``mobilenet_v2``), a factory path (``pkg.module:factory``,
@@ -69,9 +84,14 @@ def load_model(model: str | Path | nn.Module, weights: str | Path | None = None,
         ``"MobileNet_V2_Weights.IMAGENET1K_V1"``. None keeps the random initialisation.
     num_classes: the output size; inferred from the checkpoint's head when not given.
     strict: every key must match (the default). Shape mismatches are refused either way.
+    trust_pickle: allow files that hold pickled Python objects (they can run code).
+    trust_code: allow a file's metadata to name an architecture that is neither torchvision's
+        nor registered (``register_model``): building it imports and calls code the file chose.
+        A factory path given here as ``model`` is the caller's own choice and needs no opt-in.
     """
+    trust = _Trust(pickle=trust_pickle, code=trust_code)
     if isinstance(model, nn.Module):
-        return _finish(_load_file_into_module(model, weights, strict, trust_pickle),
+        return _finish(_load_file_into_module(model, weights, strict, trust),
                        type(model).__name__, None, weights)
     name = str(model)
     task = torchvision_task(name)
@@ -79,11 +99,10 @@ def load_model(model: str | Path | nn.Module, weights: str | Path | None = None,
     if bundled is not None:  # a model shipped with torchinfer: its file describes it
         if weights is not None:
             raise WeightsError(f"{name} is a bundled model with its own weights (got {weights})")
-        loaded = _load_whole_model_file(bundled, trust_pickle, num_classes, strict, model_kwargs)
+        loaded = _load_whole_model_file(bundled, trust, num_classes, strict, model_kwargs)
         return replace(loaded, name=name)
     if task is not None:
-        return _load_torchvision(name, task, weights, num_classes, strict, trust_pickle,
-                                 model_kwargs)
+        return _load_torchvision(name, task, weights, num_classes, strict, trust, model_kwargs)
     path = Path(name)
     if path.is_file() and path.suffix.lower() == ".onnx":
         if weights is not None:
@@ -95,12 +114,24 @@ def load_model(model: str | Path | nn.Module, weights: str | Path | None = None,
         if weights is not None:
             raise WeightsError(f"{name} is a whole-model file; it takes no separate weights "
                                f"(got {weights})")
-        return _load_whole_model_file(path, trust_pickle, num_classes, strict, model_kwargs)
-    if ":" in name:
+        return _load_whole_model_file(path, trust, num_classes, strict, model_kwargs)
+    entry = registered_model(name)
+    if entry is not None:
+        built = _build_fitting(entry.factory, model_kwargs, num_classes, weights, strict, trust)
+        return _finish(built, entry.name, entry.task, weights)
+    if ":" in name:  # typed by the caller: their own code
         factory = import_factory(name)
-        built = _build_fitting(factory, model_kwargs, num_classes, weights, strict, trust_pickle)
+        built = _build_fitting(factory, model_kwargs, num_classes, weights, strict, trust)
         return _finish(built, name, None, weights)
     raise ModelNotFoundError(unknown_model_message(name))
+
+
+@dataclass(frozen=True)
+class _Trust:
+    """What the caller allowed files to do: unpickle objects, name code to import."""
+
+    pickle: bool = False
+    code: bool = False
 
 
 @dataclass
@@ -114,7 +145,7 @@ class _Built:
 
 
 def _load_torchvision(name: str, task: str, weights: str | Path | None, num_classes: int | None,
-                      strict: bool, trust_pickle: bool, kwargs: dict[str, Any]) -> LoadedModel:
+                      strict: bool, trust: _Trust, kwargs: dict[str, Any]) -> LoadedModel:
     builder = torchvision_builder(name)
     weights_str = None if weights is None else str(weights)
     if weights_str is not None and not Path(weights_str).exists() and hub.is_named_weights(weights_str):
@@ -129,7 +160,7 @@ def _load_torchvision(name: str, task: str, weights: str | Path | None, num_clas
         # Segmentation/detection builders otherwise download ImageNet backbone weights, which
         # the weights we load (or the random initialisation asked for) replace anyway.
         kwargs = {"weights_backbone": None, **kwargs}
-    built = _build_fitting(builder, kwargs, num_classes, weights, strict, trust_pickle)
+    built = _build_fitting(builder, kwargs, num_classes, weights, strict, trust)
     default = _published_weights_for_file(name, weights_str) or _default_weights(name)
     if default is not None:
         built.preprocess = built.preprocess or _preprocess_from_weights(default)
@@ -141,7 +172,7 @@ def _load_torchvision(name: str, task: str, weights: str | Path | None, num_clas
 
 def _build_fitting(builder: Callable[..., nn.Module], kwargs: dict[str, Any],
                    num_classes: int | None, weights: str | Path | None, strict: bool,
-                   trust_pickle: bool) -> _Built:
+                   trust: _Trust, weights_file: WeightsFile | None = None) -> _Built:
     """Build with ``kwargs``; when weights are given and ``num_classes`` is not, read it off the
     checkpoint's output layer and rebuild if the default head has another size."""
     if num_classes is not None:
@@ -149,7 +180,7 @@ def _build_fitting(builder: Callable[..., nn.Module], kwargs: dict[str, Any],
     module = _call_builder(builder, kwargs)
     if weights is None:
         return _Built(module, num_classes=num_classes)
-    wf = read_weights(weights, trust_pickle=trust_pickle)
+    wf = weights_file or read_weights(weights, trust_pickle=trust.pickle)
     state_dict = wf.tensors()
     if num_classes is None and _accepts(builder, "num_classes"):
         report = compare_keys(strip_common_prefixes(state_dict, set(module.state_dict())), module)
@@ -162,28 +193,33 @@ def _build_fitting(builder: Callable[..., nn.Module], kwargs: dict[str, Any],
 
 
 def _load_file_into_module(module: nn.Module, weights: str | Path | None, strict: bool,
-                           trust_pickle: bool) -> _Built:
+                           trust: _Trust) -> _Built:
     if weights is None:
         return _Built(module)
-    wf = read_weights(weights, trust_pickle=trust_pickle)
+    wf = read_weights(weights, trust_pickle=trust.pickle)
     report = load_into(module, wf.tensors(), strict=strict, source=f"weights {weights}")
     return _Built(module, wf, report, *_config_from_metadata(wf))
 
 
-def _load_whole_model_file(path: Path, trust_pickle: bool, num_classes: int | None = None,
+def _load_whole_model_file(path: Path, trust: _Trust, num_classes: int | None = None,
                            strict: bool = True,
                            model_kwargs: dict[str, Any] | None = None) -> LoadedModel:
     """A file holding a model (TorchScript, a trusted pickle), or weights whose metadata names
-    their architecture (``architecture`` + ``model_kwargs``, as the bundled models have)."""
-    wf = read_weights(path, trust_pickle=trust_pickle)
+    their architecture (``architecture`` + ``model_kwargs``, as the bundled models have).
+
+    The metadata is untrusted: the architecture must be torchvision's or registered unless the
+    caller trusts code (``resolve_architecture``), its keyword arguments are JSON data, and the
+    model they describe is sized on the meta device against the file's tensors before any
+    memory is allocated for it."""
+    wf = read_weights(path, trust_pickle=trust.pickle)
     if wf.module is None and "architecture" in wf.metadata:
-        try:
-            kwargs = json.loads(wf.metadata.get("model_kwargs") or "{}")
-        except json.JSONDecodeError as exc:
-            raise WeightsError(f"{path}: metadata 'model_kwargs' is not JSON ({exc})") from exc
-        factory = import_factory(wf.metadata["architecture"])
-        built = _build_fitting(factory, {**kwargs, **(model_kwargs or {})}, num_classes, path,
-                               strict, trust_pickle)
+        factory = resolve_architecture(str(wf.metadata["architecture"]), trust_code=trust.code,
+                                       source=str(path))
+        kwargs = {**_file_model_kwargs(wf, path), **(model_kwargs or {})}
+        if num_classes is not None:
+            kwargs["num_classes"] = num_classes
+        _check_size_on_meta(factory, kwargs, wf, path)
+        built = _build_fitting(factory, kwargs, num_classes, path, strict, trust, wf)
         return _finish(built, path.stem, wf.metadata.get("task") or None, str(path))
     if wf.module is None:
         raise WeightsError(f"{path} holds only weights (a state dict), not an architecture: "
@@ -191,6 +227,48 @@ def _load_whole_model_file(path: Path, trust_pickle: bool, num_classes: int | No
     built = _Built(wf.module, wf, None, *_config_from_metadata(wf))
     return _finish(built, wf.metadata.get("model_name") or path.name,
                    wf.metadata.get("task") or None, str(path))
+
+
+# Keyword arguments that make a builder fetch weights: a file may not start a download.
+_DOWNLOADING_KWARGS = frozenset({"weights", "weights_backbone", "pretrained",
+                                 "pretrained_backbone", "progress"})
+# How far a model built from a file's metadata may outgrow the tensors the file holds (in
+# elements), beyond this slack: a head or buffer the checkpoint leaves out is fine, a model a
+# thousand times the file's size is a memory bomb.
+_META_SIZE_SLACK = 1_000_000
+
+
+def _file_model_kwargs(wf: WeightsFile, path: Path) -> dict[str, Any]:
+    text = wf.metadata.get("model_kwargs") or "{}"
+    try:
+        kwargs = json.loads(text)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise WeightsError(f"{path}: metadata 'model_kwargs' is not JSON ({exc})") from exc
+    if not isinstance(kwargs, dict):
+        raise WeightsError(f"{path}: metadata 'model_kwargs' must be a JSON object, got "
+                           f"{type(kwargs).__name__}")
+    asked = sorted(_DOWNLOADING_KWARGS & kwargs.keys())
+    if asked:
+        raise WeightsError(f"{path}: metadata 'model_kwargs' asks for {', '.join(asked)}: a "
+                           "file's own weights are loaded, never downloaded ones")
+    return kwargs
+
+
+def _check_size_on_meta(factory: Callable[..., nn.Module], kwargs: dict[str, Any],
+                        wf: WeightsFile, path: Path) -> None:
+    """Build on the meta device (no memory) and refuse a model far larger than the file."""
+    try:
+        with torch.device("meta"):
+            probe = factory(**kwargs)
+    except Exception:  # noqa: BLE001 - a builder meta cannot run; the real build reports errors
+        return
+    if not isinstance(probe, nn.Module):
+        return
+    wanted = sum(t.numel() for t in probe.state_dict().values())
+    held = sum(t.numel() for t in wf.tensors().values())
+    if wanted > 2 * held + _META_SIZE_SLACK:
+        raise WeightsError(f"{path}: its metadata describes a model of {wanted:,} elements, but "
+                           f"the file holds {held:,}: refused before allocating it")
 
 
 def _finish(built: _Built, name: str, task: str | None, weights: str | Path | None) -> LoadedModel:
@@ -206,6 +284,18 @@ def _finish(built: _Built, name: str, task: str | None, weights: str | Path | No
                        labels=built.labels, weights=None if weights is None else str(weights),
                        weights_format=built.weights_file.format if built.weights_file else None,
                        key_report=report, preprocess_from=preprocess_from)
+
+
+def check_input_size(loaded: LoadedModel, size: tuple[int, int]) -> None:
+    """Refuse an input size a model is not built for (ViT-style ``image_size``), naming how to
+    build it at that size instead of failing inside its forward."""
+    built_for = getattr(loaded.module, "image_size", None)
+    if isinstance(built_for, int) and tuple(size) != (built_for, built_for):
+        h, w = size
+        how = (f"--model-kwargs image_size={h} (Python: model_kwargs={{'image_size': {h}}})"
+               if h == w else "a square input size")
+        raise TorchinferError(f"{loaded.name} is built for {built_for}x{built_for} inputs, not "
+                              f"{h}x{w}: build it at that size with {how}")
 
 
 def _config_from_metadata(wf: WeightsFile) -> tuple[PreprocessConfig | None, list[str] | None]:

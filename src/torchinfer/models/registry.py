@@ -1,8 +1,17 @@
 """Which architectures can be built by name, and for which task.
 
-Two kinds of names: torchvision's registry (``mobilenet_v2``, ``deeplabv3_resnet50``,
-``fasterrcnn_resnet50_fpn``...) and a user's own factory as an import path
-``package.module:factory``.
+Three kinds of names:
+
+- torchvision's registry (``mobilenet_v2``, ``deeplabv3_resnet50``, ``fasterrcnn_resnet50_fpn``...);
+- torchinfer's own registry: factories decorated with :func:`register_model` (the bundled
+  shapes models, and a user's own models registered from Python), found by their name or their
+  import path ``package.module:factory``;
+- any factory as an import path ``package.module:factory``, when the user typed it: importing it
+  runs the user's own code.
+
+A name read from a *file* (a safetensors header, ONNX or TorchScript metadata) is untrusted:
+:func:`resolve_architecture` builds it only from the first two registries, which hold code that
+is already imported, and imports anything else only when the caller opted in with ``trust_code``.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import torchvision
 from torch import nn
 from torchvision.models import get_model_builder, get_model_weights
 
-from ..errors import ModelNotFoundError
+from ..errors import ModelNotFoundError, UntrustedCodeError
 
 TASKS = ("classify", "segment", "detect")
 
@@ -58,20 +67,12 @@ def torchvision_task(name: str) -> str | None:
     return None
 
 
-def list_models(task: str | None = None) -> list[ModelEntry]:
+def torchvision_entries(task: str | None = None) -> list[ModelEntry]:
+    """torchvision's models (of ``task``), with their published weights."""
     if task is not None and task not in TASKS:
         raise ModelNotFoundError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
-    entries = []
-    for t, names in _names_by_task().items():
-        if task is not None and t != task:
-            continue
-        for name in names:
-            entries.append(_entry(name, t))
-    from .bundled import BUNDLED, bundled_path
-
-    entries += [ModelEntry(name, t, ("bundled",), None) for name, t in BUNDLED.items()
-                if (task is None or t == task) and bundled_path(name) is not None]
-    return entries
+    return [_entry(name, t) for t, names in _names_by_task().items()
+            if task is None or t == task for name in names]
 
 
 def _entry(name: str, task: str) -> ModelEntry:
@@ -83,6 +84,79 @@ def _entry(name: str, task: str) -> ModelEntry:
     names = [f"{enum.__name__}.{default.name}"] + [
         f"{enum.__name__}.{w.name}" for w in enum if w is not default]
     return ModelEntry(name, task, tuple(names), default.meta.get("num_params"))
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A factory in torchinfer's registry: its name, its task and where it lives."""
+
+    name: str
+    task: str | None
+    factory: Callable[..., nn.Module]
+
+    @property
+    def import_path(self) -> str:
+        return f"{self.factory.__module__}:{self.factory.__qualname__}"
+
+
+# Filled by @register_model as modules that define models are imported; read-only otherwise.
+_REGISTERED: dict[str, RegisteredModel] = {}
+
+
+def register_model(name: str | None = None, *, task: str | None = None
+                   ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: make a model factory buildable by name, and trusted when a file names it.
+
+        @torchinfer.register_model(task="classify")
+        def my_net(num_classes: int = 10) -> nn.Module: ...
+
+    ``load_model("my_net")`` then builds it, and a weights file whose metadata says
+    ``architecture: my_net`` (or ``mypkg.nets:my_net``) loads without ``trust_code``: the code
+    is yours and already imported. Names must be new (torchvision's included).
+    """
+    if task is not None and task not in TASKS:
+        raise ValueError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
+
+    def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or factory.__name__
+        if key in _REGISTERED or torchvision_task(key) is not None:
+            raise ValueError(f"a model named {key!r} is already registered")
+        _REGISTERED[key] = RegisteredModel(key, task, factory)
+        return factory
+
+    return decorate
+
+
+def registered_model(name: str) -> RegisteredModel | None:
+    """The registered model called ``name``, or whose factory's import path is ``name``."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    return next((m for m in _REGISTERED.values() if m.import_path == name), None)
+
+
+def registered_models() -> list[RegisteredModel]:
+    return list(_REGISTERED.values())
+
+
+def resolve_architecture(spec: str, *, trust_code: bool, source: str) -> Callable[..., nn.Module]:
+    """The builder for an architecture named by a file (``source``): a registered model or a
+    torchvision name; any other import path only with ``trust_code``."""
+    entry = registered_model(spec)
+    if entry is not None:
+        return entry.factory
+    module, _, attr = spec.partition(":")
+    # torchvision's builders by import path too (torchvision.models:resnet50): looked up by
+    # name in torchvision's registry, never imported from the path
+    name = attr if module.split(".")[:2] == ["torchvision", "models"] and attr else spec
+    if torchvision_task(name) is not None:
+        return torchvision_builder(name)
+    if not trust_code:
+        raise UntrustedCodeError(
+            f"{source} names architecture {spec!r}, which is neither a torchvision model nor a "
+            f"registered one; building it would import and call {spec}, code the file chose. "
+            "If you trust the file, pass --trust-code (Python: trust_code=True), or register "
+            "the factory with @torchinfer.register_model")
+    return import_factory(spec)
 
 
 def torchvision_builder(name: str) -> Callable[..., nn.Module]:

@@ -25,6 +25,8 @@ from torch import nn
 from torchvision.models.mobilenetv3 import InvertedResidual, InvertedResidualConfig, MobileNetV3
 from torchvision.ops import Conv2dNormActivation
 
+from .registry import register_model
+
 # MobileNetV3's eps; torch's default momentum, since MobileNetV3's 0.01 leaves the running
 # statistics behind in a training run of a few hundred steps
 _BN = partial(nn.BatchNorm2d, eps=0.001, momentum=0.1)
@@ -165,6 +167,7 @@ _CLASSIFIER = (
 )
 
 
+@register_model(task="classify")
 def shapes_classifier(num_classes: int = 4) -> MobileNetV3:
     """Shape classifier: torchvision's MobileNetV3 (small layout, half width, 256-wide head)."""
     setting = [InvertedResidualConfig(cin, k, exp, cout, se, act, s, 1, 1.0)
@@ -172,11 +175,13 @@ def shapes_classifier(num_classes: int = 4) -> MobileNetV3:
     return MobileNetV3(setting, last_channel=256, num_classes=num_classes, norm_layer=_BN)
 
 
+@register_model(task="segment")
 def shapes_segmenter(num_classes: int = 5) -> ShapesSegmenter:
     """Shape segmenter (background + shapes): U-Net, logits at half the input resolution."""
     return ShapesSegmenter(num_classes)
 
 
+@register_model(task="detect")
 def shapes_detector(num_classes: int = 4) -> ShapesDetector:
     """Shape detector: YOLOv8-layout output (B, 4 + C, N), one level at stride 8."""
     return ShapesDetector(num_classes)

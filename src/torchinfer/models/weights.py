@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import WeightsError, WeightsMismatchError
+from ..errors import UntrustedCodeError, WeightsError, WeightsMismatchError
 
 # Where training code usually keeps the weights inside a checkpoint dict, in the order we look.
 # EMA weights come after the raw ones: a file that has both gets the raw model, as in timm.
@@ -81,18 +81,85 @@ def read_weights(path: str | Path, *, trust_pickle: bool = False) -> WeightsFile
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = _UNSUPPORTED_GLOBAL.search(str(exc))
-        if found is None:  # not a pickle of objects, just not a pickle we can read
+        callables = pickle_callables(path)
+        if found is None and not callables:  # not a pickle of objects, just unreadable
             raise WeightsError(f"{path}: not a readable PyTorch weights file "
                                f"({_last_error_line(exc)})") from exc
         if not trust_pickle:
-            raise WeightsError(
-                f"{path} holds pickled Python objects ({found.group(1)}), not just tensors; "
-                f"loading it can run arbitrary code. If you trust where it came from, pass "
-                f"trust_pickle=True (CLI: --trust-pickle).") from exc
+            named = ", ".join(callables[:3]) if callables else found.group(1)  # type: ignore[union-attr]
+            raise UntrustedCodeError(
+                f"{path}: refused: the pickle would call {named}; pickled files can run code. "
+                "If you trust where it came from, pass trust_pickle=True (CLI: "
+                "--trust-pickle).") from exc
         obj = _load_trusted_pickle(path)
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise WeightsError(f"{path}: not a readable PyTorch weights file ({_first_line(exc)})") from exc
     return _interpret(path, obj)
+
+
+# Globals torch's weights-only unpickler rebuilds tensors and containers with: not worth naming.
+_TENSOR_GLOBALS = ("torch.", "collections.OrderedDict", "builtins.", "__builtin__.", "_codecs.encode",
+                   "numpy.core.multiarray._reconstruct", "numpy.dtype", "numpy.ndarray")
+_STRING_OPS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE",
+                         "SHORT_BINSTRING", "BINSTRING", "STRING"})
+
+
+def pickle_callables(path: Path) -> list[str]:
+    """The ``module.name`` globals the pickles in ``path`` would import (and may call), other
+    than torch's own tensor rebuilders, read without unpickling anything (``pickletools``)."""
+    found: list[str] = []
+    for data in _pickle_streams(path):
+        for name in _globals_in(data):
+            if not name.startswith(_TENSOR_GLOBALS) and name not in found:
+                found.append(name)
+    return found
+
+
+def _pickle_streams(path: Path) -> list[bytes]:
+    try:
+        if zipfile.is_zipfile(path):  # torch.save's archive: the object graph is */data.pkl
+            with zipfile.ZipFile(path) as zf:
+                return [zf.read(n) for n in zf.namelist() if n.endswith(".pkl")][:16]
+        with path.open("rb") as fh:
+            return [fh.read(64 << 20)]  # legacy format: pickles one after another
+    except (OSError, zipfile.BadZipFile, RuntimeError):
+        return []
+
+
+def _globals_in(data: bytes) -> list[str]:
+    """GLOBAL and STACK_GLOBAL targets of every pickle in ``data`` (one after another)."""
+    import io
+    import pickletools
+
+    names: list[str] = []
+    stream = io.BytesIO(data)
+    while stream.tell() < len(data):
+        strings: list[str] = []  # strings pushed so far: STACK_GLOBAL takes the last two
+        memo: dict[int, str] = {}  # memo slot -> string, for strings fetched back by GET
+        memo_size, top_is_string = 0, False
+        try:
+            for op, arg, _pos in pickletools.genops(stream):
+                name, pushed_string = op.name, False
+                if name == "GLOBAL":
+                    names.append(str(arg).replace(" ", "."))
+                elif name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(f"{strings[-2]}.{strings[-1]}")
+                elif name in _STRING_OPS:
+                    strings.append(arg.decode("latin-1") if isinstance(arg, bytes) else str(arg))
+                    pushed_string = True
+                elif name in ("MEMOIZE", "BINPUT", "LONG_BINPUT", "PUT"):
+                    slot = memo_size if name == "MEMOIZE" else int(arg)
+                    memo_size = max(memo_size, slot + 1)
+                    if top_is_string:
+                        memo[slot] = strings[-1]
+                    pushed_string = top_is_string  # a PUT leaves the stack as it was
+                elif name in ("BINGET", "LONG_BINGET", "GET") and int(arg) in memo:
+                    strings.append(memo[int(arg)])
+                    pushed_string = True
+                top_is_string = pushed_string
+        except Exception:  # noqa: BLE001 - not (or no longer) a pickle: stop scanning
+            break
+    return names
 
 
 def _load_trusted_pickle(path: Path) -> Any:

@@ -25,13 +25,12 @@ import torch
 from PIL import Image
 
 from ..devices import resolve_device
-from ..errors import InputError
+from ..errors import InputError, OptionError
 from ..io.images import ImageInput, ImageLoader, describe_source
 from ..io.sources import expand_sources
 from ..io.video import is_video, is_webcam, iter_frames
 from ..models import LoadedModel
-from ..pipeline import (PROBE_FULL, PROBE_SPLIT, PipelinePlan, choose, fixed_plan, in_turn,
-                        split_to_try, usable_cpus)
+from ..pipeline import PROBE_FULL, PROBE_SPLIT, PipelinePlan, choose, fixed_plan, in_turn, split_to_try, usable_cpus
 from ..results import Result
 
 if TYPE_CHECKING:
@@ -105,9 +104,9 @@ class Predictor(ABC, Generic[R]):
                  bgr: bool = False, channels_last: bool | None = None,
                  decode_workers: int | None = None):
         if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise OptionError(f"batch_size must be >= 1, got {batch_size}")
         if decode_workers is not None and decode_workers < 0:
-            raise ValueError(f"decode_workers must be >= 0, got {decode_workers}")
+            raise OptionError(f"decode_workers must be >= 0, got {decode_workers}")
         self.model = model
         self.device = resolve_device(device)
         # CPU: small batches keep activations in cache (BENCHMARKS.md: mobilenet_v2 and
@@ -367,9 +366,27 @@ class Predictor(ABC, Generic[R]):
                 images.append(self.loader.load(item, name, min_short_side=self.decode_short_side))
             except InputError as exc:
                 errors[i] = exc.reason
-        ok_sources = [s for i, s in enumerate(sources) if i not in errors]
-        batch = self.preprocess(images, ok_sources) if images else None
+        ok = [i for i in range(len(sources)) if i not in errors]
+        batch = self._preprocess_isolating(images, ok, sources, errors) if images else None
         return _Decoded(sources, batch, errors, time.perf_counter() - t0)
+
+    def _preprocess_isolating(self, images: list[Image.Image], ok: list[int],
+                              sources: list[str], errors: dict[int, str]) -> Batch | None:
+        """The batch of the decoded images; when one image is refused by preprocess (an
+        InputError), it becomes that input's failure and the others still run."""
+        try:
+            return self.preprocess(images, [sources[i] for i in ok])
+        except InputError:
+            pass  # find which one, below
+        kept: list[Image.Image] = []
+        for image, i in zip(images, list(ok)):
+            try:
+                self.preprocess([image], [sources[i]])
+                kept.append(image)
+            except InputError as exc:
+                errors[i] = exc.reason
+                ok.remove(i)
+        return self.preprocess(kept, [sources[i] for i in ok]) if kept else None
 
     def _run(self, decoded: _Decoded, *, wait_s: float = 0.0,
              timings: list[Timing] | None = None) -> list[R]:

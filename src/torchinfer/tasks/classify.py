@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,8 @@ import torch
 import torchvision.transforms.functional as F
 from PIL import Image
 
-from ..errors import TorchinferError
+from ..errors import OptionError, TorchinferError
+from ..io.limits import check_resize
 from ..models import LoadedModel
 from ..models.outputs import main_output
 from ..results import Classification, ClassScore
@@ -37,7 +39,7 @@ class ClassificationPredictor(Predictor[Classification]):
                  jpeg_draft: bool = False, **kwargs: Any):
         super().__init__(model, **kwargs)
         if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
+            raise OptionError(f"top_k must be >= 1, got {top_k}")
         self.top_k = top_k
         self.multi_label = multi_label
         cfg = model.preprocess
@@ -45,6 +47,8 @@ class ClassificationPredictor(Predictor[Classification]):
             raise TorchinferError(f"{model.name}: classification needs a fixed input size "
                                   "(a crop, or a resize to H,W); pass input_size")
         self.config = cfg
+        # images whose resize would blow up are refused on their header (io.limits)
+        self.loader = replace(self.loader, resize_size=cfg.resize_size)
         self.jpeg_draft = jpeg_draft
         self.draft_check: OutputCheck | None = None  # set by check_jpeg_draft
         if jpeg_draft:
@@ -57,7 +61,8 @@ class ClassificationPredictor(Predictor[Classification]):
     def preprocess(self, images: Sequence[Image.Image], sources: Sequence[str]) -> Batch:
         cfg = self.config
         hwc = []
-        for img in images:
+        for img, source in zip(images, sources):
+            check_resize(img.size, cfg.resize_size, source)  # for images that skip the loader
             img = F.resize(img, list(cfg.resize_size), interpolation=cfg.interpolation_mode,
                            antialias=cfg.antialias)
             if cfg.crop_size is not None:

@@ -10,13 +10,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import TorchinferError
+from ..errors import OptionError, TorchinferError
+from ..io.limits import check_resize
 from ..models import LoadedModel
 from ..results import Detections, InstanceMask
 from .base import Batch, Normalise, Predictor
@@ -30,6 +32,22 @@ def _is_torchvision_detector(module: torch.nn.Module) -> bool:
 
     return isinstance(getattr(module, "transform", None), GeneralizedRCNNTransform) or \
         getattr(module, "returns_torchvision_detections", False)  # an exported one
+
+
+def _torchvision_resize(module: torch.nn.Module) -> tuple[int]:
+    """The short side a torchvision detector resizes to (800 unless its transform says)."""
+    min_size = getattr(getattr(module, "transform", None), "min_size", (800,))
+    return (int(min_size[-1]),)
+
+
+def _cut_apart(tensor: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+    """The (3, h, w) images, as views, of a (1, 3, 1, pixels) batch laid end to end."""
+    pixels = tensor[0, :, 0]
+    images, start = [], 0
+    for h, w in sizes:
+        images.append(pixels[:, start:start + h * w].unflatten(1, (h, w)))
+        start += h * w
+    return images
 
 
 class DetectionPredictor(Predictor[Detections]):
@@ -48,9 +66,9 @@ class DetectionPredictor(Predictor[Detections]):
                  mask_threshold: float = 0.5, **kwargs: Any):
         super().__init__(model, **kwargs)
         if not 0.0 <= conf <= 1.0 or not 0.0 <= iou <= 1.0:
-            raise ValueError(f"conf and iou must be in [0, 1], got conf={conf}, iou={iou}")
+            raise OptionError(f"conf and iou must be in [0, 1], got conf={conf}, iou={iou}")
         if max_det < 1:
-            raise ValueError(f"max_det must be >= 1, got {max_det}")
+            raise OptionError(f"max_det must be >= 1, got {max_det}")
         if decoder == "auto":
             decoder = "torchvision" if _is_torchvision_detector(model.module) else "auto"
         elif decoder not in ("torchvision", *DECODERS):
@@ -59,8 +77,19 @@ class DetectionPredictor(Predictor[Detections]):
         self.decoder = decoder
         self.conf, self.iou, self.max_det, self.mask_threshold = conf, iou, max_det, mask_threshold
         self.classes = list(classes) if classes is not None else None
+        labels = model.labels
+        if self.classes is not None and labels:
+            unknown = sorted({c for c in self.classes if not 0 <= c < len(labels)})
+            if unknown:
+                raise OptionError(f"classes {unknown} are not among {model.name}'s "
+                                  f"{len(labels)} classes (ids 0-{len(labels) - 1})")
         self.config = model.preprocess
         self.normalise = Normalise(self.config.mean, self.config.std, self.device)
+        # the letterbox is bounded by its box; a torchvision detector resizes the short side
+        # inside the model, and images it would blow up are refused on their header (io.limits)
+        self.resize_size = (_torchvision_resize(model.module) if self.decoder == "torchvision"
+                            else None)
+        self.loader = replace(self.loader, resize_size=self.resize_size)
 
     @property
     def supports_backends(self) -> bool:  # type: ignore[override]
@@ -81,19 +110,21 @@ class DetectionPredictor(Predictor[Detections]):
             arrays, boxes = zip(*(letterbox(img, self.input_size) for img in images))
             return Batch(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2), list(sources),
                          list(boxes))
-        # torchvision detectors take each image at its own size: one padded uint8 container,
-        # sliced back apart in forward
+        # torchvision detectors take each image at its own size. Padded to the tallest and the
+        # widest, a 10,000 x 100 and a 100 x 10,000 image would take 100 megapixels each, so
+        # the images lie end to end instead, as one (1, 3, 1, pixels) uint8 tensor whose memory
+        # is RGB RGB ... (channels_last), cut apart again in forward
+        for img, source in zip(images, sources):
+            check_resize(img.size, self.resize_size, source)  # for images that skip the loader
         sizes = [(img.height, img.width) for img in images]
-        h, w = max(s[0] for s in sizes), max(s[1] for s in sizes)
-        container = np.zeros((len(images), h, w, 3), dtype=np.uint8)
-        for i, img in enumerate(images):
-            container[i, : img.height, : img.width] = np.asarray(img)
-        return Batch(torch.from_numpy(container).permute(0, 3, 1, 2), list(sources), sizes)
+        flat = np.concatenate([np.asarray(img).reshape(-1, 3) for img in images])
+        return Batch(torch.from_numpy(flat).T[None, :, None, :], list(sources), sizes)
 
     def forward(self, tensor: torch.Tensor, batch: Batch | None = None) -> Any:
         if self.decoder == "torchvision":
-            sizes = batch.meta if batch is not None else [tuple(tensor.shape[2:])] * len(tensor)
-            return self.module([tensor[i, :, :h, :w] for i, (h, w) in enumerate(sizes)])
+            if batch is None:  # a plain (N, 3, H, W) batch
+                return self.module(list(tensor))
+            return self.module(_cut_apart(tensor, batch.meta))
         raw = self.module(tensor)
         # Ultralytics' torch models return (predictions, feature maps) in eval mode
         return raw[0] if isinstance(raw, (tuple, list)) else raw

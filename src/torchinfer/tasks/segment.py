@@ -9,8 +9,8 @@ to half a model pixel.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ import torchvision.transforms.functional as F
 from PIL import Image
 
 from ..errors import TorchinferError
+from ..io.limits import check_resize
 from ..models import LoadedModel
 from ..models.outputs import main_output
 from ..results import Segmentation
@@ -30,6 +31,7 @@ from .base import Batch, Normalise, Predictor
 class _Geometry:
     original: tuple[int, int]  # (h, w) of the decoded image
     resized: tuple[int, int]  # (h, w) fed to the model
+    transposed: bool = False  # stored lying down in the batch container (_pad_together)
 
 
 class SegmentationPredictor(Predictor[Segmentation]):
@@ -43,26 +45,25 @@ class SegmentationPredictor(Predictor[Segmentation]):
     def __init__(self, model: LoadedModel, *, return_probabilities: bool = False, **kwargs: Any):
         super().__init__(model, **kwargs)
         self.config = model.preprocess
+        # images whose resize would blow up are refused on their header (io.limits)
+        self.loader = replace(self.loader, resize_size=self.config.resize_size)
         self.return_probabilities = return_probabilities
         self.normalise = Normalise(self.config.mean, self.config.std, self.device)
 
     def preprocess(self, images: Sequence[Image.Image], sources: Sequence[str]) -> Batch:
         cfg = self.config
-        arrays, geometry = [], []
-        for img in images:
-            original = (img.height, img.width)
+        arrays, originals = [], []
+        for img, source in zip(images, sources):
+            check_resize(img.size, cfg.resize_size, source)  # for images that skip the loader
+            originals.append((img.height, img.width))
             img = F.resize(img, list(cfg.resize_size), interpolation=cfg.interpolation_mode,
                            antialias=cfg.antialias)
             if cfg.crop_size is not None:
                 img = F.center_crop(img, list(cfg.crop_size))
             arrays.append(np.asarray(img))
-            geometry.append(_Geometry(original, (img.height, img.width)))
-        # one uint8 NHWC container padded to the largest image; forward slices each group back out
-        h = max(g.resized[0] for g in geometry)
-        w = max(g.resized[1] for g in geometry)
-        container = np.zeros((len(arrays), h, w, 3), dtype=np.uint8)
-        for i, arr in enumerate(arrays):
-            container[i, : arr.shape[0], : arr.shape[1]] = arr
+        container, transposed = _pad_together(arrays)
+        geometry = [_Geometry(original, arr.shape[:2], t)
+                    for original, arr, t in zip(originals, arrays, transposed)]
         return Batch(torch.from_numpy(container).permute(0, 3, 1, 2), list(sources), geometry)
 
     def forward(self, tensor: torch.Tensor, batch: Batch | None = None) -> list[torch.Tensor]:
@@ -74,7 +75,13 @@ class SegmentationPredictor(Predictor[Segmentation]):
             groups[g.resized].append(i)
         logits: list[torch.Tensor | None] = [None] * len(batch.meta)
         for (h, w), idx in groups.items():
-            out = main_output(self.module(tensor[idx, :, :h, :w]), ndim=4, what="the segmenter")
+            if batch.meta[idx[0]].transposed:  # one shape, one orientation in the container
+                images = tensor[idx, :, :w, :h].transpose(2, 3).contiguous(
+                    memory_format=torch.channels_last if self.channels_last
+                    else torch.contiguous_format)
+            else:
+                images = tensor[idx, :, :h, :w]
+            out = main_output(self.module(images), ndim=4, what="the segmenter")
             for j, i in enumerate(idx):
                 logits[i] = out[j]
         return logits  # type: ignore[return-value]
@@ -84,17 +91,15 @@ class SegmentationPredictor(Predictor[Segmentation]):
         if len(labels) != raw[0].shape[0]:
             raise TorchinferError(f"{len(labels)} labels for a model with {raw[0].shape[0]} "
                                   "classes: check --labels / num_classes")
+        dtype = torch.uint8 if len(labels) <= 256 else torch.int32
         results = []
         for source, logits, geom in zip(batch.sources, raw, batch.meta):
             probs = None
             if self.return_probabilities:
-                full = TF.interpolate(logits[None].float(), size=geom.original, mode="bilinear",
-                                      align_corners=False)[0]
-                mask = full.argmax(0)
-                probs = full.softmax(0).half().cpu().numpy()
+                mask, full = upsampled_softmax(logits.float(), geom.original, dtype)
+                probs = full.cpu().numpy()
             else:
-                mask = upsampled_argmax(logits.float(), geom.original)
-            mask = mask.to(torch.uint8 if len(labels) <= 256 else torch.int32)
+                mask = upsampled_argmax(logits.float(), geom.original, dtype)
             results.append(Segmentation(source=source, mask=mask.cpu().numpy(),
                                         labels=tuple(labels), probabilities=probs))
         return results
@@ -103,40 +108,119 @@ class SegmentationPredictor(Predictor[Segmentation]):
         return Segmentation(source=source, error=reason)
 
 
+def _pad_together(arrays: list[np.ndarray]) -> tuple[np.ndarray, list[bool]]:
+    """One uint8 NHWC container padded to the largest image (forward slices each group back
+    out), and which images it holds transposed.
+
+    Padded to both the tallest and the widest, a 256 x 25,600 and a 25,600 x 256 image would
+    take a 25,600 x 25,600 slot each (2 GB); when the batch mixes orientations and lying the
+    tall ones down makes the container smaller, they lie down and share a 256 x 25,600 slot.
+    """
+    tall = [a.shape[0] > a.shape[1] for a in arrays]
+    upright = (max(a.shape[0] for a in arrays), max(a.shape[1] for a in arrays))
+    lying = (max(min(a.shape[:2]) for a in arrays), max(max(a.shape[:2]) for a in arrays))
+    transposed = tall if lying[0] * lying[1] < upright[0] * upright[1] else [False] * len(arrays)
+    h, w = lying if any(transposed) else upright
+    container = np.zeros((len(arrays), h, w, 3), dtype=np.uint8)
+    for i, (arr, t) in enumerate(zip(arrays, transposed)):
+        arr = arr.transpose(1, 0, 2) if t else arr
+        container[i, : arr.shape[0], : arr.shape[1]] = arr
+    return container, transposed
+
+
 # Below this share of source cells with one class at all 4 corners, interpolating only the
 # boundary pixels (gathered one by one) costs more than interpolating everything (measured:
 # 1/3 boundary cells, 254 vs 185 ms for 21 classes at 1600x1067; large regions, 52 vs 187).
 MIN_AGREEING_CELLS = 0.85
+# Floats (64 MB) that upsampling may hold per temporary: a bigger output is computed in tiles,
+# so an image at the pixel limit does not need classes x pixels floats at once (21 classes at
+# 89 megapixels: 7.5 GB for each of interpolate, softmax, ...).
+MAX_UPSAMPLED_ELEMENTS = 1 << 24
 
 
-def upsampled_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def upsampled_argmax(logits: torch.Tensor, size: tuple[int, int],
+                     dtype: torch.dtype = torch.int64) -> torch.Tensor:
     """``interpolate(logits, size, "bilinear").argmax(0)`` without interpolating every class at
     every pixel. Bilinear interpolation is a convex combination of the 4 source pixels around
     a point, so where one class is the (first) argmax at all 4, it is the argmax everywhere
     between them: those pixels take it directly, and only pixels near a class boundary are
     interpolated, with torch's sample positions and weights (align_corners=False). The answer
-    is the full computation's, up to float rounding at exact ties."""
+    is the full computation's, up to float rounding at exact ties. Memory: the (H, W) answer
+    in ``dtype``, plus temporaries of at most MAX_UPSAMPLED_ELEMENTS."""
     c, h, w = logits.shape
     H, W = size
-    y0, y1, wy = _sample_positions(h, H, logits.device)
-    x0, x1, wx = _sample_positions(w, W, logits.device)
     low = logits.argmax(0)  # (h, w)
     down = torch.clamp(torch.arange(h, device=low.device) + 1, max=h - 1)
     right = torch.clamp(torch.arange(w, device=low.device) + 1, max=w - 1)
     agree = (low == low[down]) & (low == low[:, right]) & (low == low[down][:, right])
-    if agree.float().mean() < MIN_AGREEING_CELLS:  # boundaries everywhere: interpolate it all
+    small = c * H * W <= MAX_UPSAMPLED_ELEMENTS
+    if small and agree.float().mean() < MIN_AGREEING_CELLS:  # boundaries everywhere: all of it
         return TF.interpolate(logits[None], size=size, mode="bilinear",
-                              align_corners=False)[0].argmax(0)
-    mask = low[y0][:, x0]  # (H, W): the class of each pixel's top-left source pixel
-    ys, xs = torch.nonzero(~agree[y0][:, x0], as_tuple=True)
-    if len(ys):
-        per_pixel = logits.permute(1, 2, 0).contiguous()  # (h, w, C): a pixel's classes together
-        top, bottom, left, right_ = y0[ys], y1[ys], x0[xs], x1[xs]
-        ly, lx = wy[ys, None], wx[xs, None]
-        mixed = ((1 - ly) * ((1 - lx) * per_pixel[top, left] + lx * per_pixel[top, right_])
-                 + ly * ((1 - lx) * per_pixel[bottom, left] + lx * per_pixel[bottom, right_]))
-        mask[ys, xs] = mixed.argmax(1)
+                              align_corners=False)[0].argmax(0).to(dtype)
+    sampler = _Bilinear(logits, size)
+    mask = torch.empty(size, dtype=dtype, device=logits.device)
+    for rows, cols in _tiles(H, W, MAX_UPSAMPLED_ELEMENTS // c):
+        top, left = sampler.y0[rows], sampler.x0[cols]
+        tile = low[top][:, left]  # the class of each pixel's top-left source pixel
+        ys, xs = torch.nonzero(~agree[top][:, left], as_tuple=True)
+        if len(ys):
+            tile[ys, xs] = sampler.at(ys + rows.start, xs + cols.start).argmax(1)
+        mask[rows, cols] = tile
     return mask
+
+
+def upsampled_softmax(logits: torch.Tensor, size: tuple[int, int],
+                      dtype: torch.dtype = torch.int64) -> tuple[torch.Tensor, torch.Tensor]:
+    """The argmax (in ``dtype``) and float16 softmax of ``interpolate(logits, size,
+    "bilinear")``; beyond MAX_UPSAMPLED_ELEMENTS computed in tiles, so that only the float16
+    answer is ever whole (float32 interpolation and softmax would be 4 times its size)."""
+    c = logits.shape[0]
+    H, W = size
+    if c * H * W <= MAX_UPSAMPLED_ELEMENTS:
+        full = TF.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
+        return full.argmax(0).to(dtype), full.softmax(0).half()
+    sampler = _Bilinear(logits, size)
+    mask = torch.empty(size, dtype=dtype, device=logits.device)
+    probs = torch.empty((c, H, W), dtype=torch.float16, device=logits.device)
+    for rows, cols in _tiles(H, W, MAX_UPSAMPLED_ELEMENTS // c):
+        ys, xs = torch.meshgrid(torch.arange(rows.start, rows.stop, device=logits.device),
+                                torch.arange(cols.start, cols.stop, device=logits.device),
+                                indexing="ij")
+        values = sampler.at(ys.flatten(), xs.flatten())  # (pixels, C)
+        shape = (rows.stop - rows.start, cols.stop - cols.start)
+        mask[rows, cols] = values.argmax(1).view(shape).to(dtype)
+        probs[:, rows, cols] = values.softmax(1).T.reshape(c, *shape).half()
+    return mask, probs
+
+
+def _tiles(height: int, width: int, pixels: int) -> Iterator[tuple[slice, slice]]:
+    """(rows, columns) covering a height x width image, each tile at most ``pixels`` pixels
+    (but at least one): bands of whole rows, or pieces of one row when a row is too long."""
+    pixels = max(1, pixels)
+    cols = min(width, pixels)
+    rows = max(1, pixels // width) if cols == width else 1
+    for r in range(0, height, rows):
+        for c in range(0, width, cols):
+            yield slice(r, min(r + rows, height)), slice(c, min(c + cols, width))
+
+
+class _Bilinear:
+    """Bilinear interpolation of (C, h, w) logits to (H, W) at chosen output pixels, with
+    torch's sample positions and weights (align_corners=False)."""
+
+    def __init__(self, logits: torch.Tensor, size: tuple[int, int]):
+        _, h, w = logits.shape
+        self.y0, self.y1, self.wy = _sample_positions(h, size[0], logits.device)
+        self.x0, self.x1, self.wx = _sample_positions(w, size[1], logits.device)
+        self.per_pixel = logits.permute(1, 2, 0).contiguous()  # (h, w, C): a pixel's classes together
+
+    def at(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        """(n, C): the interpolated classes at output pixels (ys[i], xs[i])."""
+        p = self.per_pixel
+        top, bottom, left, right = self.y0[ys], self.y1[ys], self.x0[xs], self.x1[xs]
+        ly, lx = self.wy[ys, None], self.wx[xs, None]
+        return ((1 - ly) * ((1 - lx) * p[top, left] + lx * p[top, right])
+                + ly * ((1 - lx) * p[bottom, left] + lx * p[bottom, right]))
 
 
 def _sample_positions(n_in: int, n_out: int, device: torch.device
@@ -148,4 +232,3 @@ def _sample_positions(n_in: int, n_out: int, device: torch.device
     i0 = src.floor().long().clamp(max=n_in - 1)
     i1 = torch.clamp(i0 + 1, max=n_in - 1)
     return i0, i1, src - i0
-

@@ -56,7 +56,8 @@ def letterbox(img: Image.Image, size: tuple[int, int]) -> tuple[np.ndarray, Lett
     h, w = img.height, img.width
     th, tw = size
     scale = min(th / h, tw / w)
-    nw, nh = round(w * scale), round(h * scale)
+    # at least 1: a 1,000,000 x 1 image fitted into 640 x 640 would be 0.00064 pixels high
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
     dw, dh = (tw - nw) / 2, (th - nh) / 2
     left, top = round(dw - 0.1), round(dh - 0.1)
     canvas = np.full((th, tw, 3), PAD_VALUE, dtype=np.uint8)

@@ -1,0 +1,44 @@
+"""How large a task's resize may make an image: one rule, checked before anything is resampled.
+
+The pixel limit (``ImageLoader.max_pixels``) bounds what is decoded, not what a resize makes of
+it. Resizing the short side scales the long side by the same factor, so a 1,000,000 x 1 PNG (1 %
+of the default limit) resized to a short side of 256 would become 256,000,000 x 256 pixels:
+196 GB of RGB. The rule, for every task:
+
+- A task that resizes the short side to S (classification and segmentation with a one-number
+  ``resize_size``, torchvision detectors inside the model) refuses an image whose long side is
+  more than ``MAX_ASPECT_RATIO`` (100) times its short side, with an InputError naming the
+  aspect ratio and the limit. The header is checked, so nothing is decoded or resampled. The
+  resized image then has at most 100 x S x S pixels, 100 times what a square image costs:
+  6.6 megapixels for classification's 256 (cropped to 224 x 224 afterwards), 27 for
+  segmentation's 520, which the segmenter runs on whole. (torchvision's detectors also cap
+  the long side, at 1333 pixels; beyond about 1333:1 their short side would round to 0 pixels
+  and the model would fail.)
+- A task that fits the image into a fixed box (the YOLO letterbox, a ``resize_size`` of (H, W))
+  is bounded by its box and takes any shape; a side that would round to 0 pixels gets 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..errors import InputError
+
+MAX_ASPECT_RATIO = 100
+
+
+def check_resize(size: tuple[int, int], resize_size: Sequence[int] | None, name: str) -> None:
+    """Raise InputError if resizing an image of ``size`` (w, h) to ``resize_size`` (a
+    ``PreprocessConfig.resize_size``; None: no resize or a fixed box) breaks the rule above."""
+    if resize_size is None or len(resize_size) != 1:
+        return
+    w, h = size
+    short, long = min(w, h), max(w, h)
+    if short > 0 and long > MAX_ASPECT_RATIO * short:
+        raise InputError(name, f"aspect ratio {_ratio(long, short)}:1 ({w}x{h} pixels) is beyond "
+                               f"the limit of {MAX_ASPECT_RATIO}:1 for a model that resizes the "
+                               f"short side to {resize_size[0]} pixels")
+
+
+def _ratio(long: int, short: int) -> str:
+    return f"{long / short:,.2f}".rstrip("0").rstrip(".")
