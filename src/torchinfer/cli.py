@@ -555,7 +555,7 @@ def _finish(summary, out: Path, allow_failures: bool, quiet: bool) -> None:
                           f"ms/img: {stages or '-'}) -> {escape(str(out))}", highlight=False)
         for failure in summary.failures[:10]:
             err_console.print(f"  [red]failed[/] {escape(failure['source'])}: "
-                              f"{escape(failure['error'])}", highlight=False)
+                              f"{escape(failure['error'])}", highlight=False, soft_wrap=True)
     if summary.failed and not allow_failures:
         raise typer.Exit(EXIT_INPUT_FAILED)
 
