@@ -40,7 +40,7 @@ import torch
 import torchvision
 
 import torchinfer as ti
-from torchinfer.run import run_to_dir
+from torchinfer.runner.run import run_to_dir
 from torchinfer.testing import calibrate, load_photographs, write_sample_jpegs
 
 

@@ -32,7 +32,7 @@ from torchvision.ops import box_iou
 
 import torchinfer as ti
 from torchinfer.datasets import write_detection
-from torchinfer.run import run_to_dir
+from torchinfer.runner.run import run_to_dir
 from torchinfer.testing import write_sample_jpegs
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,7 +24,7 @@ from PIL import Image
 
 import torchinfer as ti
 from torchinfer.datasets import write_classification
-from torchinfer.io.images import ImageLoader
+from torchinfer.runner.images import ImageLoader
 from torchinfer.testing import load_photographs
 
 

@@ -33,7 +33,7 @@ import torch.nn.functional as TF
 from torch import nn
 
 import torchinfer as ti
-from torchinfer.run import run_to_dir
+from torchinfer.runner.run import run_to_dir
 from torchinfer.testing import write_sample_jpegs
 
 

@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 pytest.importorskip("onnxruntime")
 
 import torchinfer as ti  # noqa: E402
-from torchinfer.backends import runtime  # noqa: E402
-from torchinfer.bench import bench  # noqa: E402
-from torchinfer.cli import app  # noqa: E402
+from torchinfer.cli.app import app  # noqa: E402
 from torchinfer.errors import MissingExtraError  # noqa: E402
+from torchinfer.runtime import backends as runtime  # noqa: E402
+from torchinfer.tools.bench import bench  # noqa: E402
 
 
 def top1(results):
@@ -180,7 +180,7 @@ def test_view_serves_an_export_in_netron(tiny_classifier_weights, monkeypatch):
     fake = types.SimpleNamespace(start=lambda file, address, browse: calls.append(
         (file, address, browse)) or address)
     monkeypatch.setitem(sys.modules, "netron", fake)
-    from torchinfer.viewer import serve
+    from torchinfer.tools.viewer import serve
 
     url = serve("mobilenet_v3_small", str(path), port=8123, browse=False)
     assert url == "http://localhost:8123"

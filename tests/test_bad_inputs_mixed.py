@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import torchinfer as ti
-from torchinfer.cli import run
+from torchinfer.cli.app import run
 
 
 def _png_header(width: int, height: int) -> bytes:

@@ -10,7 +10,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from torchinfer.cli import app
+from torchinfer.cli.app import app
 from torchinfer.results import STAGES
 
 runner = CliRunner()

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from torchinfer.cli import run
+from torchinfer.cli.app import run
 
 PHOTO = "src/torchinfer/assets/photos/chelsea.jpg"
 

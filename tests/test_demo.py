@@ -7,7 +7,7 @@ import json
 from PIL import Image
 from typer.testing import CliRunner
 
-from torchinfer.cli import app
+from torchinfer.cli.app import app
 
 
 def test_demo_gives_right_answers_and_pictures(tmp_path):

@@ -17,7 +17,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from typer.testing import CliRunner
 
 import torchinfer as ti
-from torchinfer.cli import app
+from torchinfer.cli.app import app
 from torchinfer.draw import class_colour, draw_detections
 from torchinfer.results import Detections, InstanceMask
 from torchinfer.tasks.yolo import letterbox

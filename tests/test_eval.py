@@ -13,7 +13,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 import torchinfer as ti
-from torchinfer.cli import app
+from torchinfer.cli.app import app
 from torchinfer.draw import voc_palette
 from torchinfer.evaluation import (
     DatasetError,

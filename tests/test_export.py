@@ -27,8 +27,7 @@ from torchinfer.testing import calibrate
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from torchinfer.backends.onnxruntime import OrtModule, load_onnx_model, make_session  # noqa: E402
-from torchinfer.export import (  # noqa: E402
+from torchinfer.exporters.onnx import (  # noqa: E402
     FP16_TOLERANCE,
     FP32_TOLERANCE,
     ExportError,
@@ -36,6 +35,7 @@ from torchinfer.export import (  # noqa: E402
     ExportVerificationError,
     export_onnx,
 )
+from torchinfer.runtime.onnxruntime import OrtModule, load_onnx_model, make_session  # noqa: E402
 
 FAST_CLASSIFIERS = ("mobilenet_v3_small", "resnet18", "efficientnet_b0")
 
@@ -443,7 +443,7 @@ def test_torchvision_detector_exports_verifies_and_predicts_the_same(arch, kwarg
     on_pth = ti.load("detect", arch, tmp_path / "det.pth", device="cpu", conf=0.0,
                      model_kwargs=kwargs, batch_size=1)(images)
     on_onnx = ti.load("detect", str(tmp_path / "det.onnx"), device="cpu", conf=0.0)(images)
-    from torchinfer.export_detectors import _match
+    from torchinfer.exporters.detectors import _match
 
     for a, b in zip(on_pth, on_onnx):  # as sets: random weights tie scores, order is free
         assert len(a) == len(b) > 0
@@ -453,7 +453,7 @@ def test_torchvision_detector_exports_verifies_and_predicts_the_same(arch, kwarg
 
 
 def test_a_detector_export_that_drops_boxes_fails_verification(tmp_path, photographs):
-    from torchinfer.export_detectors import _match
+    from torchinfer.exporters.detectors import _match
 
     ref = [np.array([[0, 0, 10, 10], [20, 20, 40, 40]], np.float32), np.array([1, 2]),
            np.array([0.9, 0.8], np.float32)]
@@ -481,7 +481,7 @@ def test_torchscript_export_verifies_and_runs_by_path(calibrated, tmp_path, phot
 def test_torchscript_export_that_froze_the_batch_fails(tmp_path, photographs):
     loaded = LoadedModel(module=FrozenBatch().eval(), name="frozen_batch", task="classify",
                          preprocess=ti.PreprocessConfig.default(), labels=None, weights=None)
-    from torchinfer.export import export_torchscript
+    from torchinfer.exporters.onnx import export_torchscript
 
     with pytest.raises(ExportVerificationError, match="TorchScript file failed on input shape"):
         export_torchscript(loaded, tmp_path / "f.pt", verify_inputs=list(photographs.values())[:4])

@@ -22,8 +22,8 @@ from PIL import Image, features
 from torch import nn
 
 import torchinfer as ti
-from torchinfer.io.images import ImageLoader
-from torchinfer.io.limits import MAX_ASPECT_RATIO, check_resize
+from torchinfer.runner.images import ImageLoader
+from torchinfer.runner.limits import MAX_ASPECT_RATIO, check_resize
 from torchinfer.tasks import segment
 from torchinfer.tasks.yolo import letterbox
 

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 import torchinfer as ti
-from torchinfer.io.images import ImageLoader
+from torchinfer.runner.images import ImageLoader
 
 loader = ImageLoader()
 

@@ -11,10 +11,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import torchinfer as ti
-from torchinfer.cli import app
+from torchinfer.cli.app import app
 from torchinfer.datasets import generate_single, scene_rng
 from torchinfer.errors import TorchinferError
-from torchinfer.io.images import ImageLoader
+from torchinfer.runner.images import ImageLoader
 from torchinfer.verify import Tolerance
 
 

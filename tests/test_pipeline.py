@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import torchinfer as ti
-from torchinfer.pipeline import PROBE_FULL, PROBE_SPLIT, PipelinePlan, choose, fixed_plan, split_to_try
+from torchinfer.runner.plan import PROBE_FULL, PROBE_SPLIT, PipelinePlan, choose, fixed_plan, split_to_try
 
 
 def test_split_tried_where_linear_scaling_says_it_may_pay():
@@ -35,14 +35,14 @@ def test_choice_follows_the_measured_costs():
 
 
 def test_fixed_plans(monkeypatch):
-    monkeypatch.setattr("torchinfer.pipeline.usable_cpus", lambda: 4)
+    monkeypatch.setattr("torchinfer.runner.plan.usable_cpus", lambda: 4)
     assert fixed_plan(torch.device("cpu"), None) is None  # measured by the first batches
     assert fixed_plan(torch.device("cpu"), 0).decode_workers == 0  # on the calling thread
     given = fixed_plan(torch.device("cpu"), 1)
     assert given.overlapped and given.model_threads == 3  # the model gets the rest
     assert fixed_plan(torch.device("cuda"), None).decode_workers == 3
     assert fixed_plan(torch.device("cuda"), None).overlapped
-    monkeypatch.setattr("torchinfer.pipeline.usable_cpus", lambda: 1)
+    monkeypatch.setattr("torchinfer.runner.plan.usable_cpus", lambda: 1)
     assert fixed_plan(torch.device("cpu"), None).decode_workers == 0
 
 
@@ -55,7 +55,7 @@ def test_cpu_stream_measures_its_plan_and_keeps_answers(tiny_classifier_weights,
                                                         monkeypatch):
     _, path = tiny_classifier_weights
     monkeypatch.setattr("torchinfer.tasks.base.usable_cpus", lambda: 2)
-    monkeypatch.setattr("torchinfer.pipeline.usable_cpus", lambda: 2)
+    monkeypatch.setattr("torchinfer.runner.plan.usable_cpus", lambda: 2)
     measured = ti.load("classify", "mobilenet_v3_small", path, device="cpu", batch_size=4)
     assert measured.pipeline is None  # decided by the first batches
     reference = ti.load("classify", "mobilenet_v3_small", path, device="cpu", batch_size=4,

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 import torchinfer as ti
-from torchinfer.io.sinks import read_jsonl
-from torchinfer.run import run_to_dir
+from torchinfer.runner.run import run_to_dir
+from torchinfer.runner.sinks import read_jsonl
 
 TESTS = Path(__file__).parent
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]

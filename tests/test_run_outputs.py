@@ -19,9 +19,9 @@ from torch import nn
 
 import torchinfer as ti
 from torchinfer.errors import TorchinferError
-from torchinfer.io.sinks import save_image_atomic, write_json_atomic
-from torchinfer.io.sources import expand_sources
-from torchinfer.run import run_to_dir
+from torchinfer.runner.run import run_to_dir
+from torchinfer.runner.sinks import save_image_atomic, write_json_atomic
+from torchinfer.runner.sources import expand_sources
 
 TESTS = Path(__file__).parent
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
@@ -117,7 +117,7 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 from test_run_outputs import classifier
 from torchinfer.errors import TorchinferError
-from torchinfer.run import run_to_dir
+from torchinfer.runner.run import run_to_dir
 
 root = sys.argv[2]
 try:
@@ -253,7 +253,7 @@ def test_no_inputs_is_an_error_and_a_missing_path_a_record(tmp_path, monkeypatch
         "torchinfer", "predict", "classify", str(empty), "-m", "slow_models:slow_classifier",
         "--labels", str(tmp_path / "labels.txt"), "--input-size", "16", "--device", "cpu",
         "--out", str(tmp_path / "cli")])
-    from torchinfer.cli import main
+    from torchinfer.cli.app import main
 
     with pytest.raises(SystemExit) as exit_:
         main()
@@ -380,7 +380,7 @@ def test_held_back_inputs_keep_their_place_between_video_frames(tmp_path):
 def test_a_picture_that_cannot_be_redrawn_keeps_its_answer(tmp_path):
     """--save-vis redraws each input after its answer: an input that changed (or vanished)
     meanwhile gets its answer and a reason for the missing picture, and the run goes on."""
-    from torchinfer.run import run_to_dir
+    from torchinfer.runner.run import run_to_dir
     from torchinfer.testing import photograph_paths
 
     images = tmp_path / "in"

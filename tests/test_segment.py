@@ -16,7 +16,7 @@ from torchvision.models import get_model_weights
 from typer.testing import CliRunner
 
 import torchinfer as ti
-from torchinfer.cli import app
+from torchinfer.cli.app import app
 from torchinfer.draw import mask_image, overlay_segmentation, voc_palette
 from torchinfer.results import Segmentation
 from torchinfer.tasks.segment import upsampled_argmax

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 av = pytest.importorskip("av")
 
 import torchinfer as ti  # noqa: E402
-from torchinfer.cli import app  # noqa: E402
-from torchinfer.run import count_inputs  # noqa: E402
+from torchinfer.cli.app import app  # noqa: E402
+from torchinfer.runner.run import count_inputs  # noqa: E402
 
 COLOURS = [(220, 20, 20), (20, 220, 20), (20, 20, 220)]
 

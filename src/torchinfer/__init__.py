@@ -4,34 +4,69 @@
     clf = ti.load("classify", "mobilenet_v2", weights="mobilenet_v2-b0353104.pth")
     result = clf("cat.jpg")
     print(result.top1.label, result.top1.score)
+
+The names below are imported on first use (PEP 562), so ``import torchinfer`` and the
+command line's ``--help`` do not import torch.
 """
 
-from .api import export, inspect, load
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from . import errors
 from .errors import (
-                     DeviceError,
-                     InputError,
-                     ModelNotFoundError,
-                     TorchinferError,
-                     UntrustedCodeError,
-                     WeightsError,
-                     WeightsMismatchError,
-                     WeightsUnavailableError,
+    DeviceError,
+    InputError,
+    ModelNotFoundError,
+    OptionError,
+    TorchinferError,
+    UntrustedCodeError,
+    WeightsError,
+    WeightsMismatchError,
+    WeightsUnavailableError,
 )
-from .evaluation import evaluate  # ti.evaluate(task, model, data): see torchinfer.evaluation
-from .export import ExportError, ExportReport, ExportVerificationError
-from .inspection import LayerStats, ModelReport
-from .models import LoadedModel, PreprocessConfig, list_models, load_model, read_weights, register_model
-from .results import ClassArea, Classification, ClassScore, Detections, InstanceMask, Result, Segmentation
-from .tasks import ClassificationPredictor, DetectionPredictor, Predictor, SegmentationPredictor
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ExportError", "ExportReport", "ExportVerificationError", "export", "evaluate",
-    "ClassArea", "Segmentation", "SegmentationPredictor", "Detections", "DetectionPredictor",
-    "InstanceMask",
-    "ClassScore", "Classification", "LayerStats", "ModelReport", "inspect", "ClassificationPredictor", "DeviceError", "InputError",
-    "LoadedModel", "ModelNotFoundError", "Predictor", "PreprocessConfig", "Result",
-    "TorchinferError", "UntrustedCodeError", "WeightsError", "WeightsMismatchError", "WeightsUnavailableError",
-    "__version__", "list_models", "load", "load_model", "read_weights", "register_model",
-]
+# public name -> the module that defines it
+_LAZY = {
+    "load": "api", "inspect": "api", "export": "api",
+    "evaluate": "evaluation",
+    "ExportError": "exporters.onnx", "ExportReport": "exporters.onnx",
+    "ExportVerificationError": "exporters.onnx",
+    "LayerStats": "tools.inspection", "ModelReport": "tools.inspection",
+    "LoadedModel": "models", "PreprocessConfig": "models", "list_models": "models",
+    "load_model": "models", "read_weights": "models", "register_model": "models",
+    "ClassArea": "results", "Classification": "results", "ClassScore": "results",
+    "Detections": "results", "InstanceMask": "results", "Result": "results",
+    "Segmentation": "results",
+    "ClassificationPredictor": "tasks", "DetectionPredictor": "tasks", "Predictor": "tasks",
+    "SegmentationPredictor": "tasks",
+}
+
+__all__ = ["DeviceError", "InputError", "ModelNotFoundError", "OptionError", "TorchinferError",
+           "UntrustedCodeError", "WeightsError", "WeightsMismatchError",
+           "WeightsUnavailableError", "__version__", "errors", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'torchinfer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value  # the next access is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see
+    from .api import export, inspect, load
+    from .evaluation import evaluate
+    from .exporters.onnx import ExportError, ExportReport, ExportVerificationError
+    from .models import LoadedModel, PreprocessConfig, list_models, load_model, read_weights, register_model
+    from .results import ClassArea, Classification, ClassScore, Detections, InstanceMask, Result, Segmentation
+    from .tasks import ClassificationPredictor, DetectionPredictor, Predictor, SegmentationPredictor
+    from .tools.inspection import LayerStats, ModelReport

@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 from .errors import TorchinferError
-from .export import ExportReport, export_onnx, export_torchscript
-from .inspection import ModelReport, inspect_model
+from .exporters.onnx import ExportReport, export_onnx, export_torchscript
 from .models import LoadedModel, PreprocessConfig, check_input_size, load_model, read_labels, torchvision_task
 from .tasks import PREDICTORS, Predictor
 from .tasks.classify import DRAFT_TOLERANCE
+from .tools.inspection import ModelReport, inspect_model
 
 
 def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = None, *,
@@ -79,7 +79,7 @@ def inspect(model: str | Path | nn.Module, weights: str | Path | None = None, *,
             include_other_ops: bool = False, num_classes: int | None = None,
             trust_pickle: bool = False, trust_code: bool = False,
             model_kwargs: dict[str, Any] | None = None) -> ModelReport:
-    """Parameters, MACs/FLOPs, shapes and memory per layer (see torchinfer.inspection).
+    """Parameters, MACs/FLOPs, shapes and memory per layer (see torchinfer.tools.inspection).
 
     The input defaults to the size the model's weights are used at (their crop size for
     classification, their resize size for segmentation; 224 for detectors, which resize
@@ -128,7 +128,7 @@ def export(model: str | Path | nn.Module, path: str | Path, weights: str | Path 
            **options: Any) -> ExportReport:
     """Export to ONNX (or ``format="torchscript"``) with the labels and preprocessing
     embedded, and (by default) prove the file gives PyTorch's outputs on real photographs; see
-    ``torchinfer.export.export_onnx`` for ``input_size``, ``opset``, ``dynamic_batch``,
+    ``torchinfer.exporters.onnx.export_onnx`` for ``input_size``, ``opset``, ``dynamic_batch``,
     ``half``, ``simplify``, ``verify`` and tolerances, ``export_torchscript`` for TorchScript."""
     if format not in ("onnx", "torchscript"):
         raise TorchinferError(f"unknown export format {format!r}: use onnx or torchscript")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TorchinferError
-from ..io.sources import IMAGE_EXTENSIONS, expand_sources
+from ..runner.sources import IMAGE_EXTENSIONS, expand_sources
 
 IGNORE_INDEX = 255  # VOC's "void" label: boundaries and difficult regions, not scored
 ANNOTATIONS_FILE = "annotations.json"

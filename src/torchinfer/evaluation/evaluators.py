@@ -19,8 +19,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import OptionError
-from ..io.sources import LIST_FILE_EXTENSIONS
 from ..results import Classification, Detections, Result, Segmentation
+from ..runner.sources import LIST_FILE_EXTENSIONS
 from ..tasks import Predictor
 from .coco import CocoRecords, coco_evaluate, detection_records, map_categories
 from .datasets import (

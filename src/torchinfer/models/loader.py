@@ -107,7 +107,7 @@ def load_model(model: str | Path | nn.Module, weights: str | Path | None = None,
     if path.is_file() and path.suffix.lower() == ".onnx":
         if weights is not None:
             raise WeightsError(f"{name} is an ONNX file; it takes no separate weights (got {weights})")
-        from ..backends.onnxruntime import load_onnx_model  # onnxruntime is an optional extra
+        from ..runtime.onnxruntime import load_onnx_model  # onnxruntime is an optional extra
 
         return load_onnx_model(path)
     if path.is_file():

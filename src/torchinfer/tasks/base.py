@@ -26,15 +26,15 @@ from PIL import Image
 
 from ..devices import resolve_device
 from ..errors import InputError, OptionError
-from ..io.images import ImageInput, ImageLoader, describe_source
-from ..io.sources import expand_sources
-from ..io.video import is_video, is_webcam, iter_frames
 from ..models import LoadedModel
-from ..pipeline import PROBE_FULL, PROBE_SPLIT, PipelinePlan, choose, fixed_plan, in_turn, split_to_try, usable_cpus
 from ..results import Result
+from ..runner.images import ImageInput, ImageLoader, describe_source
+from ..runner.plan import PROBE_FULL, PROBE_SPLIT, PipelinePlan, choose, fixed_plan, in_turn, split_to_try, usable_cpus
+from ..runner.sources import expand_sources
+from ..runner.video import is_video, is_webcam, iter_frames
 
 if TYPE_CHECKING:
-    from ..backends.runtime import BackendReport, Candidate
+    from ..runtime.backends import BackendReport, Candidate
 
 R = TypeVar("R", bound=Result)
 
@@ -122,7 +122,7 @@ class Predictor(ABC, Generic[R]):
             self.module = self.module.to(memory_format=torch.channels_last)
         self.loader = ImageLoader(max_pixels=max_pixels, bgr=bgr)
         # Threads decoding + preprocessing batches ahead of the model, and the model's own threads
-        # meanwhile (torchinfer.pipeline). None on the CPU: chosen from the first batches.
+        # meanwhile (torchinfer.runner.plan). None on the CPU: chosen from the first batches.
         self.decode_workers = decode_workers
         self.pipeline: PipelinePlan | None = fixed_plan(self.device, decode_workers)
         # What runs the model (set_backend); eager float32 unless asked otherwise.
@@ -163,7 +163,7 @@ class Predictor(ABC, Generic[R]):
         eager model on photographs preprocessed by this predictor and refused (BackendError)
         beyond its precision's tolerance; "auto" times the verified ones on the first real batch
         and keeps the fastest. ``backend_report`` says what runs and why."""
-        from ..backends import runtime
+        from ..runtime import backends as runtime
 
         runtime.check_choice(backend, precision)
         if (backend, precision) == ("torch", "fp32"):
@@ -210,7 +210,7 @@ class Predictor(ABC, Generic[R]):
         return [self.prepare(self._to_device(torch.cat(group))) for group in groups.values()]
 
     def _choose_backend(self, tensor: torch.Tensor, batch: Batch) -> None:
-        from ..backends import runtime
+        from ..runtime import backends as runtime
 
         candidates, self._auto_candidates = self._auto_candidates or [], None
         reference = self.module
@@ -261,7 +261,7 @@ class Predictor(ABC, Generic[R]):
         ``decode_workers + 1`` batches) while the model runs on the other cores. Results come
         in input order either way. By default an accelerator decodes on up to 8 threads, and
         the CPU times its first batches in turn, then overlapped, and keeps the faster
-        (``torchinfer.pipeline``; the choice is kept in ``self.pipeline``)."""
+        (``torchinfer.runner.plan``; the choice is kept in ``self.pipeline``)."""
         size = batch_size or self.batch_size
         chunks = _chunks(_iter_inputs(source, video_stride), size)
         if self.pipeline is None:
@@ -308,7 +308,7 @@ class Predictor(ABC, Generic[R]):
 
     def _probe(self, chunks: Iterator[list[tuple[str, Any]]]) -> Generator[R, None, PipelinePlan | None]:
         """Run the first batches in turn, then (if it may pay) overlapped, timed, and choose
-        the plan (torchinfer.pipeline). The first batch of each way is warm-up, not counted."""
+        the plan (torchinfer.runner.plan). The first batch of each way is warm-up, not counted."""
         cores = usable_cpus()
         turns: list[Timing] = []
         with self._model_threads(None):

@@ -13,10 +13,10 @@ import torchvision.transforms.functional as F
 from PIL import Image
 
 from ..errors import OptionError, TorchinferError
-from ..io.limits import check_resize
 from ..models import LoadedModel
 from ..models.outputs import main_output
 from ..results import Classification, ClassScore
+from ..runner.limits import check_resize
 from ..verify import BF16_TOLERANCE, Comparison, OutputCheck
 from .base import Batch, Normalise, Predictor
 

@@ -18,9 +18,9 @@ import torch
 from PIL import Image
 
 from ..errors import OptionError, TorchinferError
-from ..io.limits import check_resize
 from ..models import LoadedModel
 from ..results import Detections, InstanceMask
+from ..runner.limits import check_resize
 from .base import Batch, Normalise, Predictor
 from .yolo import DECODERS, RawDetections, decode, guess_decoder, letterbox
 

@@ -20,10 +20,10 @@ import torchvision.transforms.functional as F
 from PIL import Image
 
 from ..errors import TorchinferError
-from ..io.limits import check_resize
 from ..models import LoadedModel
 from ..models.outputs import main_output
 from ..results import Segmentation
+from ..runner.limits import check_resize
 from .base import Batch, Normalise, Predictor
 
 

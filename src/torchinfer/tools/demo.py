@@ -19,13 +19,13 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from .api import export, inspect, load
-from .datasets import write_classification, write_detection, write_segmentation
-from .draw import annotate_classification, contact_sheet, visualise
-from .evaluation import evaluate_classification, evaluate_detection, evaluate_segmentation
-from .io.sinks import save_image_atomic, write_json_atomic
-from .models.bundled import BUNDLED, bundled_path
-from .run import RunSummary, run_to_dir
+from ..api import export, inspect, load
+from ..datasets import write_classification, write_detection, write_segmentation
+from ..draw import annotate_classification, contact_sheet, visualise
+from ..evaluation import evaluate_classification, evaluate_detection, evaluate_segmentation
+from ..models.bundled import BUNDLED, bundled_path
+from ..runner.run import RunSummary, run_to_dir
+from ..runner.sinks import save_image_atomic, write_json_atomic
 
 # Not a training seed (scripts/train_shapes.py trains on seeds 0..), so these are new pictures.
 DEMO_SEED = 20_261_126

@@ -17,7 +17,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .cli_options import (
+from ..errors import TorchinferError
+from .options import (
     EXIT_CONFIG_ERROR,
     EXIT_INPUT_FAILED,
     AllowFailuresOpt,
@@ -53,7 +54,6 @@ from .cli_options import (
     parse_model_kwargs,
     parse_size,
 )
-from .errors import TorchinferError
 
 app = typer.Typer(help="PyTorch inference: preprocess -> model -> postprocess.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -108,7 +108,7 @@ def _report_usage_error(exc: Exception) -> int:
 @app.command()
 def env(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Versions, devices and backends: can this machine run inference, and on what?"""
-    from .env import environment
+    from ..tools.env import environment
 
     info = environment()
     if as_json:
@@ -131,7 +131,7 @@ def models(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List the model names that can be built (torchvision's registry)."""
-    from .models import list_models
+    from ..models import list_models
 
     entries = list_models(task)
     if as_json:
@@ -162,7 +162,7 @@ def inspect_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Parameters, MACs (FLOPs = 2 x MACs), output shapes and memory, per layer."""
-    from .api import inspect
+    from ..api import inspect
 
     if input_size is not None and input_shape is not None:
         raise typer.BadParameter("give --input-size or --input-shape, not both")
@@ -211,9 +211,9 @@ def export_cmd(
 
     Exits 1 when verification fails (the file is then kept as <name>.unverified.<ext>).
     """
-    from .api import export
-    from .export import ExportVerificationError
-    from .models.bundled import BUNDLED
+    from ..api import export
+    from ..exporters.onnx import ExportVerificationError
+    from ..models.bundled import BUNDLED
 
     size = parse_size(input_size)
     trust = dict(trust_pickle=trust_pickle, trust_code=trust_code,
@@ -262,7 +262,7 @@ def bench_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Images/s of one model per backend x precision x batch, with the ratio to eager fp32."""
-    from .bench import bench, format_report
+    from ..tools.bench import bench, format_report
 
     task = task or _task_of_name(model)
     try:
@@ -290,11 +290,11 @@ def bench_cmd(
 
 
 def _task_of_name(model: str) -> str:
-    from .models import torchvision_task
+    from ..models import torchvision_task
 
     task = torchvision_task(model)
     if task is None and model.endswith(".onnx") and Path(model).is_file():
-        from .backends.onnxruntime import load_onnx_model
+        from ..runtime.onnxruntime import load_onnx_model
 
         task = load_onnx_model(model, device="cpu").task
     if task is None:
@@ -311,7 +311,7 @@ def view(
     browser: Annotated[bool, typer.Option(help="Open a browser tab.")] = True,
 ) -> None:
     """Show the network graph in Netron (pip install 'torchinfer[view]'), on localhost."""
-    from .viewer import serve
+    from ..tools.viewer import serve
 
     url = serve(model, weights, port=port, browse=browser, console=err_console)
     console.print(f"Netron: {url}  (Ctrl-C to stop)", highlight=False, markup=False)
@@ -325,7 +325,7 @@ def view(
 @app.command()
 def demo(out: Annotated[Path, typer.Option(help="Where the results go.")] = Path("runs/demo")) -> None:
     """Run the main job on the bundled images and write results you can look at."""
-    from .demo import run_demo
+    from ..tools.demo import run_demo
 
     summaries = run_demo(out, console=console)
     if any(s.failed for s in summaries):
@@ -449,7 +449,7 @@ def predict_detect(
 def _predict(task: str, sources: list[str], out: Path, quiet: bool, allow_failures: bool,
              columns: tuple[str, str], describe, load_args: dict, **save) -> None:
     """Load, run over the sources with a progress bar, print a table, exit with the code."""
-    from .api import load
+    from ..api import load
 
     model, weights = load_args.pop("model"), load_args.pop("weights")
     fingerprint = _fingerprint(load_args)
@@ -507,7 +507,7 @@ def _fingerprint(load_args: dict) -> dict:
 def _run_with_progress(predictor, sources, out, quiet, on_result, run_info, **save):
     """run_to_dir with a progress bar on a terminal, JSON progress lines on stderr otherwise
     (logs, pipes: every 2 s), nothing with --quiet."""
-    from .run import count_inputs, run_to_dir
+    from ..runner.run import count_inputs, run_to_dir
 
     total = count_inputs(sources, out, save.get("video_stride", 1))
     if quiet or total <= predictor.batch_size:
@@ -560,7 +560,7 @@ def _finish(summary, out: Path, allow_failures: bool, quiet: bool) -> None:
         raise typer.Exit(EXIT_INPUT_FAILED)
 
 
-from .cli_eval import eval_app  # noqa: E402  (torchinfer eval classify|segment|detect)
+from .evaluate import eval_app  # noqa: E402  (torchinfer eval classify|segment|detect)
 
 app.add_typer(eval_app, name="eval")
 

@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .draw import instance_mask_image, mask_image, visualise
-from .errors import InputError, TorchinferError
-from .io.sinks import (
+from ..draw import instance_mask_image, mask_image, visualise
+from ..errors import InputError, TorchinferError
+from ..results import STAGES, Detections, Result, Segmentation
+from ..tasks import Predictor
+from .sinks import (
     JsonlWriter,
     UniqueNames,
     check_writable,
@@ -28,10 +30,8 @@ from .io.sinks import (
     save_image_atomic,
     write_json_atomic,
 )
-from .io.sources import check_sources, expand_sources, shown, unreadable
-from .io.video import AnnotatedVideo, count_frames, is_video, is_webcam, parse_frame_name
-from .results import STAGES, Detections, Result, Segmentation
-from .tasks import Predictor
+from .sources import check_sources, expand_sources, shown, unreadable
+from .video import AnnotatedVideo, count_frames, is_video, is_webcam, parse_frame_name
 
 
 @dataclass
@@ -96,7 +96,7 @@ def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
     (progress bars, tables). ``save_vis`` writes ``vis/<name>.jpg`` (the result drawn on its
     image); ``save_masks`` writes segmentation class maps as palette PNGs in ``masks/``. Each
     line of the JSONL names the files written for it. Names that are not UTF-8 are written as
-    ``\\udcXX`` escapes that read back to the same str (``torchinfer.io.sinks.dumps``).
+    ``\\udcXX`` escapes that read back to the same str (``torchinfer.runner.sinks.dumps``).
 
     Before any work, TorchinferError (one line) when: the sources give no input at all ("no
     inputs: ..."; a missing plain path is an input, recorded as "file not found"), a list file

@@ -17,7 +17,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .cli_options import (
+from ..errors import TorchinferError
+from .options import (
     EXIT_CONFIG_ERROR,
     EXIT_INPUT_FAILED,
     AllowFailuresOpt,
@@ -41,7 +42,6 @@ from .cli_options import (
     err_console,
     load_options,
 )
-from .errors import TorchinferError
 
 eval_app = typer.Typer(help="Evaluate a model on labelled data: accuracy, mIoU, COCO mAP.",
                        no_args_is_help=True)
@@ -149,7 +149,7 @@ def eval_detect(
 def _evaluate(task: str, model: str, weights: Optional[str], data_args: dict[str, Any],
               limit: Optional[int], as_json: bool, out: Optional[Path], quiet: bool,
               allow_failures: bool, load_args: dict[str, Any]) -> None:
-    from .evaluation import evaluate
+    from ..evaluation import evaluate
 
     try:
         with _progress(quiet) as progress:
@@ -164,7 +164,7 @@ def _evaluate(task: str, model: str, weights: Optional[str], data_args: dict[str
                           "its scores are meaningless (pass --weights)")
     record = report.to_dict()
     if out is not None:
-        from .io.sinks import write_json_atomic
+        from ..runner.sinks import write_json_atomic
 
         try:
             write_json_atomic(out / "eval.json", record)

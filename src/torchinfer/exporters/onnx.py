@@ -4,7 +4,7 @@
     print(report.summary())
 
 The file carries the model's task, labels and preprocessing (``metadata_props``), so
-``torchinfer.backends.onnxruntime.load_onnx_model(path)`` runs it with identical preprocessing.
+``torchinfer.runtime.onnxruntime.load_onnx_model(path)`` runs it with identical preprocessing.
 
 Verification (on by default) feeds the SAME real inputs, photographs preprocessed the way the
 predictors preprocess them, to the PyTorch model and to ONNX Runtime, at batch 1 and, when the
@@ -48,7 +48,11 @@ import torchvision.transforms.functional as F
 from PIL import Image
 from torch import nn
 
-from .backends.onnxruntime import (
+from ..errors import MissingExtraError, TorchinferError
+from ..models import LoadedModel, PreprocessConfig
+from ..models.outputs import main_output
+from ..models.weights import TORCHSCRIPT_METADATA
+from ..runtime.onnxruntime import (
     META_INPUT_SIZE,
     META_LABELS,
     META_MODEL_NAME,
@@ -58,11 +62,7 @@ from .backends.onnxruntime import (
     META_VERSION,
     make_session,
 )
-from .errors import MissingExtraError, TorchinferError
-from .models import LoadedModel, PreprocessConfig
-from .models.outputs import main_output
-from .models.weights import TORCHSCRIPT_METADATA
-from .verify import FP16_TOLERANCE, FP32_TOLERANCE, Comparison, OutputCheck, Tolerance
+from ..verify import FP16_TOLERANCE, FP32_TOLERANCE, Comparison, OutputCheck, Tolerance
 
 __all__ = ["FP16_TOLERANCE", "FP32_TOLERANCE", "ExportError", "ExportReport",
            "ExportVerificationError", "OutputCheck", "Tolerance", "export_onnx"]
@@ -233,7 +233,7 @@ def _export_torchvision_detector(loaded: LoadedModel, path: Path, *, opset: int 
                                  verify_inputs: Sequence[Image.Image] | None) -> ExportReport:
     """torchvision detectors: one image of any size in, boxes/labels/scores out, verified as
     sets of detections (see export_detectors)."""
-    from .export_detectors import BOX_TOLERANCE, export_torchvision_detector, verify_torchvision_detector
+    from .detectors import BOX_TOLERANCE, export_torchvision_detector, verify_torchvision_detector
 
     if half or input_size is not None:
         raise ExportError(f"{loaded.name}: torchvision detectors export in fp32 at free image "
@@ -302,7 +302,7 @@ def export_torchscript(loaded: LoadedModel, path: str | Path, *,
         if verify:
             t1 = time.perf_counter()
             if verify_inputs is None:
-                from .testing import load_photographs
+                from ..testing import load_photographs
 
                 verify_inputs = list(load_photographs().values())
             inputs = preprocess_images(preprocess, verify_inputs)
@@ -480,7 +480,7 @@ def _first_line(obj: object) -> str:
 
 def _metadata(loaded: LoadedModel, task: str, preprocess: PreprocessConfig,
               static_hw: tuple[int, int] | None, half: bool) -> dict[str, str]:
-    from . import __version__  # at call time: torchinfer/__init__ may import this module
+    from .. import __version__  # at call time: torchinfer/__init__ may import this module
 
     return {
         META_VERSION: __version__,
@@ -587,7 +587,7 @@ def _verify(report: ExportReport, file: Path, reference: nn.Module, cfg: Preproc
             batch_size: int) -> ExportReport:
     t0 = time.perf_counter()
     if images is None:
-        from .testing import load_photographs
+        from ..testing import load_photographs
 
         images = list(load_photographs().values())
     if not images:

@@ -41,9 +41,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
-from .errors import OptionError
+from ..errors import OptionError
 
-if TYPE_CHECKING:  # rich is imported lazily so that `import torchinfer.inspection` stays light
+if TYPE_CHECKING:  # rich is imported lazily so that `import torchinfer.tools.inspection` stays light
     from rich.table import Table
 
 __all__ = [

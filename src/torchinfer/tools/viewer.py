@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .errors import MissingExtraError
+from ..errors import MissingExtraError
 
 
 def serve(model: str, weights: str | None = None, *, port: int = 8080, browse: bool = True,
@@ -30,8 +30,8 @@ def serve(model: str, weights: str | None = None, *, port: int = 8080, browse: b
 
 
 def _export_for_viewing(model: str, weights: str | None, console: Any) -> Path:
-    from .api import export
-    from .backends.runtime import cache_dir
+    from ..api import export
+    from ..runtime.backends import cache_dir
 
     # the weights file's size and mtime in the name: a changed file is exported again
     stamp = "random"

@@ -20,7 +20,7 @@ from typing import Any
 from PIL import Image
 from torch import nn
 
-from .errors import TorchinferError
+from ..errors import TorchinferError
 
 
 @dataclass
@@ -62,8 +62,8 @@ def bench(task: str, model: str | Path | nn.Module, weights: str | Path | None =
     sample: the images to stream, repeated up to ``images`` (default: the photographs).
     A configuration that cannot run (or fails verification) gets a row with ``error``.
     """
-    from .api import load
-    from .testing import load_photographs
+    from ..api import load
+    from ..testing import load_photographs
 
     pictures = list(sample) if sample is not None else list(load_photographs().values())
     if not pictures:

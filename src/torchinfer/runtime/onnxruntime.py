@@ -2,7 +2,7 @@
 
 ``load_onnx_model("model.onnx")`` gives a ``LoadedModel`` whose module is an ``OrtModule``: a
 parameter-free ``nn.Module`` whose ``forward`` feeds the tensor to an ``InferenceSession``. The
-labels, task and preprocessing come from the metadata ``torchinfer.export.export_onnx`` embeds,
+labels, task and preprocessing come from the metadata ``torchinfer.exporters.onnx.export_onnx`` embeds,
 so a file exported by torchinfer runs by its path alone with the preprocessing it was made for.
 
 Session options are chosen on purpose (see ``make_session``) and shared by every caller: export
@@ -22,7 +22,7 @@ from torch import nn
 
 from ..errors import DeviceError, MissingExtraError, TorchinferError, WeightsError
 from ..models import LoadedModel, PreprocessConfig
-from ..pipeline import usable_cpus
+from ..runner.plan import usable_cpus
 
 if TYPE_CHECKING:
     import onnxruntime

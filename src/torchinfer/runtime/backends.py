@@ -198,7 +198,7 @@ def _onnxruntime(loaded: LoadedModel, task: str, precision: str,
                  device: torch.device) -> nn.Module:
     """Export once per model + weights + settings (the file name is their hash), verified by
     export_onnx on photographs; later runs load the cached file."""
-    from ..export import export_onnx
+    from ..exporters.onnx import export_onnx
     from .onnxruntime import PREDICTOR_SESSION, make_session
 
     if precision == "bf16":

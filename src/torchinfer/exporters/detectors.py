@@ -28,8 +28,8 @@ from PIL import Image
 from torch import nn
 from torchvision.ops import box_iou
 
-from .models import LoadedModel, PreprocessConfig
-from .verify import OutputCheck, Tolerance
+from ..models import LoadedModel, PreprocessConfig
+from ..verify import OutputCheck, Tolerance
 
 OUTPUTS = ("boxes", "labels", "scores")
 INPUT_NAME = "image"
@@ -52,7 +52,7 @@ class _SingleImage(nn.Module):
 
 def export_torchvision_detector(loaded: LoadedModel, staged: Path, opset: int | None) -> tuple[int, list[str], dict[str, str]]:
     """Export to ``staged``; returns (opset used, tracer warnings, metadata)."""
-    from .export import ExportError, _cpu_eval, _finish_file, _first_line, _metadata, _tracer_warnings
+    from .onnx import ExportError, _cpu_eval, _finish_file, _first_line, _metadata, _tracer_warnings
 
     raw = staged.parent / "raw" / "model.onnx"
     raw.parent.mkdir(parents=True, exist_ok=True)
@@ -78,13 +78,13 @@ def export_torchvision_detector(loaded: LoadedModel, staged: Path, opset: int | 
 def verify_torchvision_detector(loaded: LoadedModel, file: Path,
                                 images: Sequence[Image.Image] | None) -> tuple[OutputCheck, int]:
     """(the box comparison over every image, number of images)."""
-    from .backends.onnxruntime import make_session
+    from ..runtime.onnxruntime import make_session
 
     if images is None:
-        from .testing import load_photographs
+        from ..testing import load_photographs
 
         images = list(load_photographs().values())
-    from .export import _cpu_eval
+    from .onnx import _cpu_eval
 
     session = make_session(file, device="cpu")
     model = _SingleImage(_cpu_eval(loaded.module))

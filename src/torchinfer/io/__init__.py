@@ -1,1 +1,0 @@
-"""Getting inputs in (images, sources) and results out (sinks)."""

@@ -1,0 +1,139 @@
+"""The layers stay visible: no import cycle (counting imports inside functions), no private
+name imported across modules, small modules, and a command line that starts without torch."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "torchinfer"
+MAX_MODULE_LINES = 500
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def _imports(name: str, path: Path, known: set[str]) -> list[tuple[str, str]]:
+    """(imported module, imported name or '') for every import of torchinfer, at any depth."""
+    is_package = path.name == "__init__.py"
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(a.name, "") for a in node.names if a.name.split(".")[0] == "torchinfer"]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".") if is_package else name.split(".")[:-1]
+                base = base[:len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "torchinfer":
+                continue
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                found.append((sub, "") if sub in known else (target, alias.name))
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    known = set(modules)
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for name, path in modules.items():
+        for target, _ in _imports(name, path, known):
+            # importing a.b.c runs a/__init__ and a/b/__init__ first, except the packages
+            # that hold the importing module (they are being imported already)
+            parts = target.split(".")
+            for i in range(2, len(parts) + 1):
+                prefix = ".".join(parts[:i])
+                if prefix in known and prefix != name and not name.startswith(prefix + "."):
+                    graph[name].add(prefix)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    sys.setrecursionlimit(10_000)
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles_even_inside_functions():
+    assert _cycles(_graph()) == []
+
+
+def test_no_private_names_imported_across_modules():
+    modules = _modules()
+    known = set(modules)
+    private = [f"{name}: {target}.{imported}" for name, path in modules.items()
+               for target, imported in _imports(name, path, known)
+               if imported.startswith("_") and not imported.startswith("__")]
+    assert private == []
+
+
+def test_modules_stay_small():
+    big = {name: n for name, path in _modules().items()
+           if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
+    assert big == {}
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys, io, contextlib\n"
+            "from torchinfer.cli.app import run\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    run(['--help'])\n"
+            "print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["predict", "--help"]])
+def test_help_is_quick(args):
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "torchinfer", *args], capture_output=True,
+                   timeout=60, check=True)
+    elapsed = time.perf_counter() - start
+    # a budget of its own for a loaded 2-core machine; the README's figure is measured alone
+    assert elapsed < 3.0
