@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all install clean bench
+.PHONY: demo test test-all lint install clean bench
 
 install: $(STAMP)
 
@@ -25,8 +25,13 @@ $(STAMP): $(BIN)/python pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/torchinfer demo --out runs/demo
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(BIN)/python -m pytest
+
+# ruff on everything, mypy on the core packages (pyproject.toml says which)
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/mypy
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m ""

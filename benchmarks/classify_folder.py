@@ -41,6 +41,7 @@ import torchvision
 
 import torchinfer as ti
 from torchinfer.runner.run import run_to_dir
+from torchinfer.runner.streamer import size_session, torch_threads
 from torchinfer.testing import calibrate, load_photographs, write_sample_jpegs
 
 
@@ -110,7 +111,8 @@ def main() -> None:
                  for _ in range(-(-len(paths) // bs))]
 
         def run():
-            with torch.inference_mode(), predictor._model_threads(None):
+            threads = size_session(predictor.module, None)
+            with torch.inference_mode(), torch_threads(threads):
                 for batch in ready:
                     predictor.module(batch)
         return run

@@ -1,4 +1,4 @@
-"""Params and GMACs: torchinfer.tools.inspection vs thop vs torchvision's published numbers.
+"""Params and GMACs: torchinfer.inspection vs thop vs torchvision's published numbers.
 
 Run from the repository root:
 
@@ -23,7 +23,7 @@ import torch
 import torchvision
 from torchvision.models import get_model, get_model_weights
 
-from torchinfer.tools.inspection import inspect_model
+from torchinfer.inspection import inspect_model
 
 DEFAULT_MODELS = (
     "resnet50",

@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import copy
 import io
-import json
 import os
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from torchvision.ops import box_iou, generalized_box_iou_loss
 
 import torchinfer
 from torchinfer.datasets import shapes as ds
-from torchinfer.models import PreprocessConfig
+from torchinfer.models import ModelCard, PreprocessConfig
 from torchinfer.models import shapes as arch
 from torchinfer.tasks.yolo import letterbox
 
@@ -329,25 +328,19 @@ def train(task: str, recipe: Recipe, seed: int, device: torch.device, workers: i
 def save(model: torch.nn.Module, task: str, recipe: Recipe, path: Path, *, seed: int,
          epochs: int, n: int) -> None:
     labels = list(ds.CLASSES) if task != "segment" else ["background", *ds.CLASSES]
-    metadata = {
-        "format": "pt",
-        "task": task,
-        "architecture": f"torchinfer.models.shapes:{recipe.factory}",
-        "model_kwargs": json.dumps({"num_classes": recipe.num_classes}),
-        "labels": json.dumps(labels),
-        "preprocess": json.dumps(recipe.preprocess.to_dict()),
-        "trained_by": "scripts/train_shapes.py",
-        "dataset": f"torchinfer.datasets.shapes, seed {seed + TASKS.index(task)}, "
-                   f"{n} images of {recipe.size} px",
-        "seed": str(seed),
-        "epochs": str(epochs),
-        "dataset_size": str(n),
-        "torch": torch.__version__,
-    }
+    card = ModelCard(
+        architecture=f"torchinfer.models.shapes:{recipe.factory}",
+        model_kwargs={"num_classes": recipe.num_classes}, task=task, labels=tuple(labels),
+        preprocess=recipe.preprocess,
+        versions={"torch": torch.__version__, "torchinfer": torchinfer.__version__},
+        extra={"trained_by": "scripts/train_shapes.py",
+               "dataset": f"torchinfer.datasets.shapes, seed {seed + TASKS.index(task)}, "
+                          f"{n} images of {recipe.size} px",
+               "seed": str(seed), "epochs": str(epochs), "dataset_size": str(n)})
     tensors = {k: (v.half() if v.dtype.is_floating_point else v).contiguous()
                for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=metadata)
+    save_file(tensors, str(path), metadata=card.to_safetensors_metadata())
     path.chmod(0o644)  # safetensors writes 0600; package data must be readable by all
 
 

@@ -102,6 +102,44 @@ def test_no_import_cycles_even_inside_functions():
     assert _cycles(_graph()) == []
 
 
+# The layers, top to bottom: a module may import its own layer and those below it, never one
+# above (DESIGN.md; docs/design-notes.md, "Architecture").
+LAYERS = (
+    ("torchinfer.cli", "torchinfer.__main__"),
+    ("torchinfer.tools", "torchinfer.testing"),
+    ("torchinfer.api",),
+    ("torchinfer.runtime",),
+    ("torchinfer.exporters",),
+    ("torchinfer.inspection",),
+    ("torchinfer.tasks",),
+    ("torchinfer.evaluation",),
+    ("torchinfer.runner",),
+    ("torchinfer.models",),
+    ("torchinfer.datasets",),
+    ("torchinfer.results", "torchinfer.draw", "torchinfer.verify", "torchinfer.errors",
+     "torchinfer.devices", "torchinfer.assets"),
+)
+
+
+def _layer(module: str) -> int | None:
+    for rank, prefixes in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return rank
+    return None
+
+
+def test_every_module_has_a_layer():
+    assert [m for m in _modules() if m != "torchinfer" and _layer(m) is None] == []
+
+
+def test_layers_import_only_downwards():
+    upward = sorted(f"{source} -> {target}" for source, targets in _graph().items()
+                    for target in targets
+                    if source != "torchinfer" and _layer(target) is not None
+                    and _layer(source) is not None and _layer(target) < _layer(source))
+    assert upward == []
+
+
 def test_no_private_names_imported_across_modules():
     modules = _modules()
     known = set(modules)

@@ -20,6 +20,7 @@ import torchinfer as ti  # noqa: E402
 from torchinfer.cli.app import app  # noqa: E402
 from torchinfer.errors import MissingExtraError  # noqa: E402
 from torchinfer.runtime import backends as runtime  # noqa: E402
+from torchinfer.runtime.select import verification_batches  # noqa: E402
 from torchinfer.tools.bench import bench  # noqa: E402
 
 
@@ -76,7 +77,7 @@ class _Wrong(nn.Module):
 def test_a_candidate_that_differs_is_refused_with_what_differs(tiny_classifier_weights):
     model, path = tiny_classifier_weights
     predictor = ti.load("classify", "mobilenet_v3_small", path, device="cpu")
-    batches = predictor.verification_batches()
+    batches = verification_batches(predictor)
     candidate = runtime.Candidate("torchscript", "bf16", _Wrong(predictor.module))
     runtime.verify(candidate, predictor.module, batches, "classify")
     assert not candidate.usable

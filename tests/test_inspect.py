@@ -1,4 +1,4 @@
-"""Tests for torchinfer.tools.inspection: exact params/MACs against hand counts and
+"""Tests for torchinfer.inspection: exact params/MACs against hand counts and
 torchvision's published ``meta["num_params"]`` / ``meta["_ops"]``.
 
 No test downloads anything: models are built by torchvision's own builders for
@@ -42,7 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import get_model, get_model_weights, list_models
 from torchvision.models._api import WeightsEnum
 
-from torchinfer.tools.inspection import LayerStats, ModelReport, inspect_model
+from torchinfer.inspection import LayerStats, ModelReport, inspect_model
 
 # --------------------------------------------------------------------------------------
 # Building models exactly as torchvision does for published weights, offline

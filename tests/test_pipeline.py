@@ -54,7 +54,7 @@ def inputs(photo_paths):
 def test_cpu_stream_measures_its_plan_and_keeps_answers(tiny_classifier_weights, inputs,
                                                         monkeypatch):
     _, path = tiny_classifier_weights
-    monkeypatch.setattr("torchinfer.tasks.base.usable_cpus", lambda: 2)
+    monkeypatch.setattr("torchinfer.runner.streamer.usable_cpus", lambda: 2)
     monkeypatch.setattr("torchinfer.runner.plan.usable_cpus", lambda: 2)
     measured = ti.load("classify", "mobilenet_v3_small", path, device="cpu", batch_size=4)
     assert measured.pipeline is None  # decided by the first batches

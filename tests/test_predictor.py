@@ -56,7 +56,7 @@ def test_list_gives_list_in_order_with_failures_recorded(clf, photo_paths, tmp_p
     assert results[1].source.endswith("nope.jpg") and results[1].error == "file not found"
     assert results[4].error == "not a recognised image format"
     with pytest.raises(ti.TorchinferError, match="no prediction"):
-        results[1].top1
+        _ = results[1].top1
     # the same image alone or inside a batch gives the same answer
     assert results[0].top1.index == clf(photo_paths[0]).top1.index
     assert results[0].top1.score == pytest.approx(clf(photo_paths[0]).top1.score, abs=1e-5)

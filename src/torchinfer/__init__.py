@@ -32,10 +32,10 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _LAZY = {
     "load": "api", "inspect": "api", "export": "api",
-    "evaluate": "evaluation",
+    "evaluate": "api",
     "ExportError": "exporters.onnx", "ExportReport": "exporters.onnx",
     "ExportVerificationError": "exporters.onnx",
-    "LayerStats": "tools.inspection", "ModelReport": "tools.inspection",
+    "LayerStats": "inspection", "ModelReport": "inspection",
     "LoadedModel": "models", "PreprocessConfig": "models", "list_models": "models",
     "load_model": "models", "read_weights": "models", "register_model": "models",
     "ClassArea": "results", "Classification": "results", "ClassScore": "results",
@@ -63,10 +63,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
-    from .api import export, inspect, load
-    from .evaluation import evaluate
-    from .exporters.onnx import ExportError, ExportReport, ExportVerificationError
-    from .models import LoadedModel, PreprocessConfig, list_models, load_model, read_weights, register_model
-    from .results import ClassArea, Classification, ClassScore, Detections, InstanceMask, Result, Segmentation
-    from .tasks import ClassificationPredictor, DetectionPredictor, Predictor, SegmentationPredictor
-    from .tools.inspection import LayerStats, ModelReport
+    from .api import evaluate, export, inspect, load  # noqa: F401
+    from .exporters.onnx import ExportError, ExportReport, ExportVerificationError  # noqa: F401
+    from .inspection import LayerStats, ModelReport  # noqa: F401
+    from .models import LoadedModel, PreprocessConfig, list_models, load_model, read_weights, register_model  # noqa: F401
+    from .results import ClassArea, Classification, ClassScore, Detections, InstanceMask, Result, Segmentation  # noqa: F401
+    from .tasks import ClassificationPredictor, DetectionPredictor, Predictor, SegmentationPredictor  # noqa: F401

@@ -1,9 +1,10 @@
-"""The library's front door: ``load`` (task + model -> predictor), ``inspect``, ``export``."""
+"""The library's front door: ``load`` (task + model -> predictor), ``inspect``, ``export``,
+``evaluate``."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,15 @@ import torch
 from torch import nn
 
 from .errors import TorchinferError
-from .exporters.onnx import ExportReport, export_onnx, export_torchscript
-from .models import LoadedModel, PreprocessConfig, check_input_size, load_model, read_labels, torchvision_task
-from .tasks import PREDICTORS, Predictor
-from .tasks.classify import DRAFT_TOLERANCE
-from .tools.inspection import ModelReport, inspect_model
+from .evaluation import EvalReport
+from .exporters.onnx import ExportReport, export_onnx
+from .exporters.torchscript import export_torchscript
+from .inspection import ModelReport, inspect_model
+from .models import LoadedModel, check_input_size, load_model, read_labels, torchvision_task
+from .runtime.select import apply_backend
+from .tasks import Predictor
+from .tasks.classify import DRAFT_TOLERANCE, ClassificationPredictor
+from .tasks.registry import task_spec
 
 
 def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = None, *,
@@ -32,13 +37,12 @@ def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = 
     Preprocessing and labels come with the weights; ``labels`` (a list or a .txt/.json file),
     ``input_size``, ``mean`` and ``std`` override them. ``backend`` ("torch", "torchscript",
     "onnxruntime", "auto") and ``precision`` ("fp32", "bf16", "fp16") choose what runs the
-    model, verified against float32 PyTorch on photographs (see ``Predictor.set_backend``).
+    model, verified against float32 PyTorch on photographs (see ``runtime.select.apply_backend``).
     Other keyword arguments go to the task's predictor (e.g. ``top_k``, ``batch_size``,
     ``max_pixels``, ``bgr``). ``trust_pickle`` / ``trust_code``: see ``load_model`` (files
     run no code unless you opt in; SECURITY.md).
     """
-    if task not in PREDICTORS:
-        raise TorchinferError(f"unknown task {task!r}: use one of {', '.join(PREDICTORS)}")
+    spec = task_spec(task)
     known = torchvision_task(str(model)) if isinstance(model, (str, Path)) else None
     if known is not None and known != task:  # refuse before spending time building it
         raise TorchinferError(f"{model} is a {known} model, not {task}: use task {known!r}")
@@ -49,7 +53,7 @@ def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = 
                               f"{loaded.task!r}")
     base = loaded.preprocess
     if loaded.preprocess_from == "default":
-        base = PreprocessConfig.default(task)  # nothing came with the weights: the task's defaults
+        base = spec.preprocess  # nothing came with the weights: the task's defaults
     if input_size is not None:
         check_input_size(loaded, _pair(input_size))
     preprocess = base.with_overrides(
@@ -59,8 +63,8 @@ def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = 
     if labels is not None:
         names = read_labels(labels) if isinstance(labels, (str, Path)) else list(labels)
     loaded = replace(loaded, preprocess=preprocess, labels=names)
-    predictor = PREDICTORS[task](loaded, device=device, **options)
-    if getattr(predictor, "jpeg_draft", False) and verify_backend:
+    predictor = spec.predictor_for(loaded, device=device, **options)
+    if isinstance(predictor, ClassificationPredictor) and predictor.jpeg_draft and verify_backend:
         check = predictor.check_jpeg_draft()
         if not check.passed:
             raise TorchinferError(f"JPEG draft decoding changes this model's answers beyond "
@@ -69,7 +73,7 @@ def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = 
                                   "verify_backend=False / --no-verify to use it anyway)")
     if loaded.weights_format != "onnx" or backend == "torchscript" or precision != "fp32":
         # (an .onnx file already runs on onnxruntime; other choices are refused there)
-        predictor.set_backend(backend, precision, verify=verify_backend)
+        apply_backend(predictor, backend, precision, verify_outputs=verify_backend)
     return predictor
 
 
@@ -79,7 +83,7 @@ def inspect(model: str | Path | nn.Module, weights: str | Path | None = None, *,
             include_other_ops: bool = False, num_classes: int | None = None,
             trust_pickle: bool = False, trust_code: bool = False,
             model_kwargs: dict[str, Any] | None = None) -> ModelReport:
-    """Parameters, MACs/FLOPs, shapes and memory per layer (see torchinfer.tools.inspection).
+    """Parameters, MACs/FLOPs, shapes and memory per layer (see torchinfer.inspection).
 
     The input defaults to the size the model's weights are used at (their crop size for
     classification, their resize size for segmentation; 224 for detectors, which resize
@@ -119,7 +123,8 @@ def _published_input_size(loaded: LoadedModel) -> tuple[int, int]:
     cfg = loaded.preprocess
     if cfg.crop_size is not None:
         return cfg.crop_size
-    return _pair(cfg.resize_size[0]) if len(cfg.resize_size) == 1 else _pair(cfg.resize_size)
+    size = cfg.resize_size
+    return _pair(size[0]) if len(size) == 1 else (size[0], size[1])
 
 
 def export(model: str | Path | nn.Module, path: str | Path, weights: str | Path | None = None, *,
@@ -140,3 +145,20 @@ def export(model: str | Path | nn.Module, path: str | Path, weights: str | Path 
     if format == "torchscript":
         return export_torchscript(loaded, path, **options)
     return export_onnx(loaded, path, **options)
+
+
+def evaluate(task: str, model: str | Path | nn.Module, data: str | Path | None = None,
+             weights: str | Path | None = None, *, split: str | None = None,
+             annotations: str | Path | None = None, images: str | Path | None = None,
+             limit: int | None = None, progress: Callable[[int, int], None] | None = None,
+             **options: Any) -> EvalReport:
+    """Load ``model`` for ``task`` with ``load(task, model, weights, **options)`` and evaluate
+    it on ``data``: an ImageFolder (classify), a VOC folder (segment, ``split`` optional) or a
+    COCO folder / annotations file (detect; or ``annotations`` + ``images``). Each task runs
+    with ``task_spec(task).evaluation_options`` (detect conf=0.001, max_det=100, iou=0.6;
+    classify top_k=5); pass them to override."""
+    spec = task_spec(task)
+    # read the layout first: a wrong path fails in a moment, before the model is built
+    dataset = spec.read_dataset(data, split=split, annotations=annotations, images=images)
+    predictor = load(task, model, weights, **{**spec.evaluation_options, **options})
+    return spec.evaluator(predictor, dataset, limit=limit, progress=progress)

@@ -1,6 +1,9 @@
-"""Turn a device string ("auto", "cpu", "cuda", "cuda:1", "mps") into a checked torch.device."""
+"""Turn a device string ("auto", "cpu", "cuda", "cuda:1", "mps") into a checked torch.device,
+and count the cores this process may use."""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -47,3 +50,11 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def _mps_available() -> bool:
     mps = getattr(torch.backends, "mps", None)
     return bool(mps and mps.is_available())
+
+
+def usable_cpus() -> int:
+    """The cores this process may run on (a container or taskset can allow fewer than
+    os.cpu_count() reports): ONNX Runtime sessions and the runner's plan count the same."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1

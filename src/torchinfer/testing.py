@@ -1,4 +1,5 @@
-"""Helpers for tests, demos and benchmarks: real photographs and test weights that see them.
+"""Helpers for tests and benchmarks (never imported by the library itself): real photographs
+(from ``torchinfer.assets``) and test weights that see them.
 
 A randomly initialised classifier gives a near-uniform softmax with tiny logits, which hides
 preprocessing bugs (a channel swap or a different resize still "matches"). ``calibrate`` makes
@@ -9,7 +10,6 @@ photographs and the output layer is scaled until the logits spread.
 from __future__ import annotations
 
 import random
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -17,36 +17,8 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
 
-from .errors import MissingExtraError
+from .assets import PHOTOGRAPHS, load_photographs, photograph_dir, photograph_paths
 from .models.outputs import main_output
-
-# Photographs shipped inside scikit-image's wheel (no download). camera.png is grayscale.
-PHOTOGRAPHS = ("chelsea.png", "astronaut.png", "coffee.png", "rocket.jpg", "camera.png",
-               "motorcycle_left.png", "hubble_deep_field.jpg", "retina.jpg")
-
-
-def photograph_dir() -> Path:
-    try:
-        import skimage.data
-    except ImportError as exc:
-        raise MissingExtraError("scikit-image", "dev") from exc
-    return Path(skimage.data.__file__).parent
-
-
-def photograph_paths(names: tuple[str, ...] = PHOTOGRAPHS) -> list[Path]:
-    base = photograph_dir()
-    return [base / n for n in names]
-
-
-def load_photographs(names: tuple[str, ...] = PHOTOGRAPHS) -> dict[str, Image.Image]:
-    """The photographs by name, as RGB images. Without scikit-image (it is a dev extra), the
-    four that ship inside torchinfer (assets/photos): verifying an export or a backend must
-    not need a test dependency."""
-    try:
-        paths = photograph_paths(names)
-    except MissingExtraError:
-        paths = sorted(Path(str(resources.files("torchinfer") / "assets" / "photos")).glob("*.jpg"))
-    return {p.name: Image.open(p).convert("RGB") for p in paths}
 
 
 @torch.no_grad()
@@ -108,3 +80,7 @@ def write_sample_jpegs(folder: Path, count: int, seed: int = 0) -> list[Path]:
         crop.save(path, quality=90)
         paths.append(path)
     return paths
+
+
+__all__ = ["PHOTOGRAPHS", "calibrate", "load_photographs", "main_output", "photograph_dir",
+           "photograph_paths", "write_sample_jpegs"]

@@ -1,8 +1,9 @@
 """``torchinfer eval classify|segment|detect MODEL --data ...``: score a model on labelled data.
 
-A thin layer over ``torchinfer.evaluation``. Exit codes: 0 evaluated; 1 some images could not
-be processed (they are listed; ``--allow-failures`` makes that 0); 2 a usage, model or data
-error (the message names the file and the problem).
+A thin layer over ``torchinfer.evaluation``: each command builds one :class:`EvalOptions`.
+Exit codes: 0 evaluated; 1 some images could not be processed (they are listed;
+``--allow-failures`` makes that 0); 2 a usage, model or data error (the message names the file
+and the problem).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..errors import TorchinferError
-from .options import (
+from .options import EvalOptions
+from .params import (
     EXIT_CONFIG_ERROR,
     EXIT_INPUT_FAILED,
     AllowFailuresOpt,
@@ -40,7 +42,7 @@ from .options import (
     WeightsOpt,
     console,
     err_console,
-    load_options,
+    parsed,
 )
 
 eval_app = typer.Typer(help="Evaluate a model on labelled data: accuracy, mIoU, COCO mAP.",
@@ -71,14 +73,7 @@ def eval_classify(
     model_kwargs: ModelKwargsOpt = None,
 ) -> None:
     """Top-1/top-5 accuracy, per-class accuracy and the confusion matrix."""
-    _evaluate("classify", model, weights, dict(data=data), limit, as_json, out, quiet,
-              allow_failures,
-              load_options(device=device, num_classes=num_classes, labels=labels,
-                           input_size=input_size, mean=mean,
-                           std=std, strict=strict, trust_pickle=trust_pickle,
-                           trust_code=trust_code, model_kwargs=model_kwargs,
-                           batch_size=batch_size, backend=backend, precision=precision,
-                           verify_backend=verify_backend))
+    evaluate(parsed(EvalOptions.from_cli, task="classify", **locals()))
 
 
 @eval_app.command("segment")
@@ -98,14 +93,7 @@ def eval_segment(
     model_kwargs: ModelKwargsOpt = None,
 ) -> None:
     """mIoU, pixel accuracy and per-class IoU, at the original image resolution."""
-    _evaluate("segment", model, weights, dict(data=data, split=split), limit, as_json, out,
-              quiet, allow_failures,
-              load_options(device=device, num_classes=num_classes, labels=labels,
-                           input_size=input_size, mean=mean,
-                           std=std, strict=strict, trust_pickle=trust_pickle,
-                           trust_code=trust_code, model_kwargs=model_kwargs,
-                           batch_size=batch_size, backend=backend, precision=precision,
-                           verify_backend=verify_backend))
+    evaluate(parsed(EvalOptions.from_cli, task="segment", **locals()))
 
 
 @eval_app.command("detect")
@@ -134,27 +122,19 @@ def eval_detect(
     model_kwargs: ModelKwargsOpt = None,
 ) -> None:
     """COCO mAP@[.5:.95], mAP@.5, mAP@.75 and per-category AP (pycocotools)."""
-    if data is None and (annotations is None or images is None):
-        raise typer.BadParameter("give --data, or both --annotations and --images")
-    _evaluate("detect", model, weights,
-              dict(data=data, annotations=annotations, images=images), limit, as_json, out,
-              quiet, allow_failures,
-              load_options(device=device, num_classes=num_classes, labels=labels,
-                           input_size=input_size, strict=strict, trust_pickle=trust_pickle,
-                           trust_code=trust_code, model_kwargs=model_kwargs,
-                           conf=conf, iou=iou, max_det=max_det, decoder=decoder, batch_size=batch_size,
-                           backend=backend, precision=precision, verify_backend=verify_backend))
+    evaluate(parsed(EvalOptions.from_cli, task="detect", **locals()))
 
 
-def _evaluate(task: str, model: str, weights: Optional[str], data_args: dict[str, Any],
-              limit: Optional[int], as_json: bool, out: Optional[Path], quiet: bool,
-              allow_failures: bool, load_args: dict[str, Any]) -> None:
-    from ..evaluation import evaluate
+def evaluate(options: EvalOptions) -> None:
+    """Evaluate with a progress bar, print the report (tables or JSON), write it with --out,
+    exit with the code."""
+    from ..api import evaluate as evaluate_model
 
+    model, weights, out, quiet = options.model, options.weights, options.out, options.quiet
     try:
         with _progress(quiet) as progress:
-            report = evaluate(task, model, weights=weights, limit=limit, progress=progress,
-                              **data_args, **{k: v for k, v in load_args.items() if v is not None})
+            report = evaluate_model(options.task, model, progress=progress,
+                                    **options.evaluate_kwargs())
     except TorchinferError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False,
                           soft_wrap=True)
@@ -172,7 +152,7 @@ def _evaluate(task: str, model: str, weights: Optional[str], data_args: dict[str
             err_console.print(f"[bold red]error:[/] cannot write {escape(str(out / 'eval.json'))}: "
                               f"{escape(exc.strerror or str(exc))}", highlight=False)
             raise typer.Exit(EXIT_CONFIG_ERROR) from None
-    if as_json:
+    if options.as_json:
         typer.echo(json.dumps(record, indent=2, ensure_ascii=False))
     elif not quiet:
         _print_tables(report, out)
@@ -192,7 +172,7 @@ def _evaluate(task: str, model: str, weights: Optional[str], data_args: dict[str
         if report.failed > 10:
             err_console.print(f"  ... {report.failed - 10} more failures in the report",
                               highlight=False)
-    if report.failed and not allow_failures:
+    if report.failed and not options.allow_failures:
         raise typer.Exit(EXIT_INPUT_FAILED)
 
 

@@ -1,20 +1,26 @@
-"""What the ``torchinfer`` commands share: consoles, exit codes, options, argument parsing."""
+"""Each command's options as one frozen object: parsed from text once, checked once, and turned
+into the keyword arguments of the library call it makes.
+
+Nothing here needs typer, rich or torch, so a server or a script can build the same objects
+(``PredictOptions(task="classify", model="resnet18", sources=("a.jpg",), out=Path("runs"))``)
+and get the command line's checks. A mistake raises :class:`~torchinfer.errors.OptionError`;
+its message names the command-line option, because that is where most of them come from.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Any, Optional
 
-import typer
-from rich.console import Console
+from ..errors import OptionError
 
-console = Console()
-err_console = Console(stderr=True)
+Size = int | tuple[int, int]
 
-EXIT_INPUT_FAILED = 1  # some inputs could not be processed
-EXIT_CONFIG_ERROR = 2  # bad usage, model, weights or data
 
+# --- text -> values (what a command line or a form gives) -----------------------------------
 
 def parse_floats(text: Optional[str], what: str) -> Optional[tuple[float, ...]]:
     if text is None:
@@ -22,23 +28,23 @@ def parse_floats(text: Optional[str], what: str) -> Optional[tuple[float, ...]]:
     try:
         return tuple(float(x) for x in text.split(","))
     except ValueError:
-        raise typer.BadParameter(f"{what} must be comma-separated numbers, got {text!r}") from None
+        raise OptionError(f"{what} must be comma-separated numbers, got {text!r}") from None
 
 
-def parse_size(text: Optional[str]) -> Optional[int | tuple[int, int]]:
+def parse_size(text: Optional[str]) -> Optional[Size]:
     if text is None:
         return None
     try:
         parts = [int(x) for x in text.replace("x", ",").split(",")]
     except ValueError:
-        raise typer.BadParameter(f"--input-size must be N or H,W, got {text!r}") from None
+        raise OptionError(f"--input-size must be N or H,W, got {text!r}") from None
     if min(parts) < 1:
-        raise typer.BadParameter(f"--input-size must be positive, got {text!r}")
+        raise OptionError(f"--input-size must be positive, got {text!r}")
     if len(parts) == 1:
         return parts[0]
     if len(parts) == 2:
         return (parts[0], parts[1])
-    raise typer.BadParameter(f"--input-size must be N or H,W, got {text!r}")
+    raise OptionError(f"--input-size must be N or H,W, got {text!r}")
 
 
 def parse_model_kwargs(text: Optional[str]) -> Optional[dict[str, Any]]:
@@ -51,15 +57,15 @@ def parse_model_kwargs(text: Optional[str]) -> Optional[dict[str, Any]]:
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise typer.BadParameter(f"--model-kwargs is not a JSON object ({exc})") from None
+            raise OptionError(f"--model-kwargs is not a JSON object ({exc})") from None
         if not isinstance(value, dict):
-            raise typer.BadParameter("--model-kwargs must be a JSON object or k=v,k=v")
+            raise OptionError("--model-kwargs must be a JSON object or k=v,k=v")
         return value
     kwargs: dict[str, Any] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, raw = item.partition("=")
         if not sep or not key.strip().isidentifier():
-            raise typer.BadParameter(f"--model-kwargs must be k=v,k=v, got {item!r}")
+            raise OptionError(f"--model-kwargs must be k=v,k=v, got {item!r}")
         try:
             kwargs[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
@@ -67,74 +73,308 @@ def parse_model_kwargs(text: Optional[str]) -> Optional[dict[str, Any]]:
     return kwargs
 
 
-def parse_class_ids(text: Optional[str]) -> Optional[list[int]]:
+def parse_class_ids(text: Optional[str]) -> Optional[tuple[int, ...]]:
     if text is None:
         return None
     try:
-        ids = [int(x) for x in text.split(",")]
+        ids = tuple(int(x) for x in text.split(","))
     except ValueError:
-        raise typer.BadParameter(f"--classes must be comma-separated class ids, got {text!r}") \
-            from None
+        raise OptionError(f"--classes must be comma-separated class ids, got {text!r}") from None
     if min(ids) < 0:
-        raise typer.BadParameter(f"--classes must be class ids >= 0, got {text!r}")
+        raise OptionError(f"--classes must be class ids >= 0, got {text!r}")
     return ids
 
 
-def load_options(*, input_size: Optional[str] = None, mean: Optional[str] = None,
+def parse_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(","))
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    try:
+        batches = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise OptionError(f"--batch must be comma-separated ints, got {text!r}") from None
+    if min(batches) < 1:
+        raise OptionError(f"--batch sizes must be >= 1, got {text!r}")
+    return batches
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: what a run's fingerprint and the library's keyword arguments hold."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return dict(value)
+    return str(value) if isinstance(value, Path) else value
+
+
+def _pick(obj: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    # None means "the library's default", which a keyword left out gives as well
+    return {name: getattr(obj, name) for name in names if getattr(obj, name) is not None}
+
+
+# --- the options objects ---------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class ModelOptions:
+    """Which model to build, and from what: what every command that builds one shares."""
+
+    model: str
+    weights: Optional[str] = None
+    num_classes: Optional[int] = None
+    trust_pickle: bool = False
+    trust_code: bool = False
+    model_kwargs: Optional[Mapping[str, Any]] = None
+
+    def model_args(self) -> dict[str, Any]:
+        """The keyword arguments of ``ti.inspect`` / ``ti.export`` that build the model."""
+        return dict(num_classes=self.num_classes, trust_pickle=self.trust_pickle,
+                    trust_code=self.trust_code,
+                    model_kwargs=None if self.model_kwargs is None else dict(self.model_kwargs))
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadOptions(ModelOptions):
+    """What ``ti.load(task, model, weights, **kwargs)`` takes: preprocessing overrides, the
+    device and backend, and the task's own options (None: the predictor's default)."""
+
+    task: str
+    labels: Optional[Path] = None
+    input_size: Optional[Size] = None
+    mean: Optional[tuple[float, ...]] = None
+    std: Optional[tuple[float, ...]] = None
+    device: str = "auto"
+    batch_size: Optional[int] = None
+    strict: bool = True
+    backend: str = "torch"
+    precision: str = "fp32"
+    verify_backend: bool = True
+    # the task's own: classify
+    top_k: Optional[int] = None
+    multi_label: Optional[bool] = None
+    jpeg_draft: Optional[bool] = None
+    # detect
+    conf: Optional[float] = None
+    iou: Optional[float] = None
+    max_det: Optional[int] = None
+    classes: Optional[tuple[int, ...]] = None
+    decoder: Optional[str] = None
+    # streaming (predict)
+    max_pixels: Optional[int] = None
+    decode_workers: Optional[int] = None
+
+    _LOAD_ARGS = ("device", "num_classes", "labels", "input_size", "mean", "std", "strict",
+                  "trust_pickle", "trust_code", "model_kwargs", "top_k", "multi_label", "conf",
+                  "iou", "max_det", "classes", "decoder", "batch_size", "max_pixels", "backend",
+                  "precision", "verify_backend", "decode_workers", "jpeg_draft")
+    # the options only one task's predictor takes: given for another, load() would fail deep
+    # inside with a TypeError instead of a message (per-task, like predict.RESULT_TABLES: for
+    # the task registry to provide)
+    _TASK_ONLY = {"top_k": "classify", "multi_label": "classify", "jpeg_draft": "classify",
+                  "conf": "detect", "iou": "detect", "max_det": "detect", "classes": "detect",
+                  "decoder": "detect"}
+
+    def __post_init__(self) -> None:
+        for name, task in self._TASK_ONLY.items():
+            if getattr(self, name) is not None and self.task != task:
+                raise OptionError(f"{name} is an option of {task}, not of {self.task}")
+
+    def load_kwargs(self) -> dict[str, Any]:
+        """``ti.load(self.task, self.model, self.weights, **load_kwargs())``."""
+        kwargs = _pick(self, self._LOAD_ARGS)
+        for name in ("model_kwargs", "classes"):  # the types the library has always had
+            if name in kwargs:
+                kwargs[name] = _plain(kwargs[name])
+        return kwargs
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictOptions(LoadOptions):
+    """``torchinfer predict <task>``: the model, the inputs and what the run writes."""
+
+    sources: tuple[str, ...]
+    out: Path
+    save_vis: bool = False
+    save_masks: bool = False
+    resume: bool = False
+    exist_ok: bool = False
+    video_stride: int = 1
+    quiet: bool = False
+    allow_failures: bool = False
+
+    # options that change how fast a run goes, not its answers: a resumed run may change them
+    _SPEED_ONLY = frozenset({"device", "batch_size", "decode_workers", "verify_backend"})
+
+    @classmethod
+    def from_cli(cls, *, sources: list[str], input_size: Optional[str] = None,
+                 mean: Optional[str] = None, std: Optional[str] = None,
+                 model_kwargs: Optional[str] = None, classes: Optional[str] = None,
+                 **options: Any) -> PredictOptions:
+        """From the command's parameters, the text ones still text."""
+        return cls(sources=tuple(sources), input_size=parse_size(input_size),
+                   mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"),
+                   model_kwargs=parse_model_kwargs(model_kwargs),
+                   classes=parse_class_ids(classes), **options)
+
+    def run_kwargs(self) -> dict[str, Any]:
+        """``runner.run.run_to_dir(predictor, sources, out, **run_kwargs())``, less the
+        progress callback and run information the caller adds."""
+        return dict(save_vis=self.save_vis, save_masks=self.save_masks, resume=self.resume,
+                    exist_ok=self.exist_ok, video_stride=self.video_stride,
+                    fingerprint=self.fingerprint())
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The options that decide a run's answers, as JSON: what --resume must find unchanged."""
+        return {k: _plain(v) for k, v in sorted(self.load_kwargs().items())
+                if k not in self._SPEED_ONLY}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalOptions(LoadOptions):
+    """``torchinfer eval <task>``: the model, the labelled data and where the report goes."""
+
+    data: Optional[Path] = None
+    split: Optional[str] = None  # segment
+    annotations: Optional[Path] = None  # detect
+    images: Optional[Path] = None  # detect
+    limit: Optional[int] = None
+    as_json: bool = False
+    out: Optional[Path] = None
+    quiet: bool = False
+    allow_failures: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.task == "detect":
+            if self.data is None and (self.annotations is None or self.images is None):
+                raise OptionError("give --data, or both --annotations and --images")
+        elif self.data is None:
+            raise OptionError(f"eval {self.task} needs --data")
+        if self.task != "segment" and self.split is not None:
+            raise OptionError("--split is an option of segment")
+        if self.task != "detect" and (self.annotations is not None or self.images is not None):
+            raise OptionError("--annotations and --images are options of detect")
+
+    @classmethod
+    def from_cli(cls, *, input_size: Optional[str] = None, mean: Optional[str] = None,
                  std: Optional[str] = None, model_kwargs: Optional[str] = None,
-                 **options: Any) -> dict[str, Any]:
-    """``ti.load`` keyword arguments from a command's options: the text ones parsed (size,
-    mean, std, model kwargs), the others as they are."""
-    return dict(input_size=parse_size(input_size), mean=parse_floats(mean, "--mean"),
-                std=parse_floats(std, "--std"), model_kwargs=parse_model_kwargs(model_kwargs),
-                **options)
+                 **options: Any) -> EvalOptions:
+        return cls(input_size=parse_size(input_size), mean=parse_floats(mean, "--mean"),
+                   std=parse_floats(std, "--std"),
+                   model_kwargs=parse_model_kwargs(model_kwargs), **options)
+
+    def evaluate_kwargs(self) -> dict[str, Any]:
+        """``evaluation.evaluate(self.task, self.model, **evaluate_kwargs(), progress=...)``."""
+        data = {"classify": ("data",), "segment": ("data", "split"),
+                "detect": ("data", "annotations", "images")}[self.task]
+        return dict(weights=self.weights, limit=self.limit,
+                    **{name: getattr(self, name) for name in data}, **self.load_kwargs())
 
 
-# Options the `predict` and `eval` commands share, declared once.
-Sources = Annotated[list[str], typer.Argument(help="Images, videos, folders, globs or .txt lists.")]
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="torchvision name, "
-                     "pkg.module:factory, or a TorchScript file.")]
-WeightsOpt = Annotated[Optional[str], typer.Option("--weights", "-w", help="Local file "
-                       "(.pth/.pt/.safetensors/TorchScript) or DEFAULT / a torchvision weights "
-                       "name. Omitted: random initialisation.")]
-NumClassesOpt = Annotated[Optional[int], typer.Option(min=1, help="Output classes (inferred from the "
-                          "weights when omitted).")]
-LabelsOpt = Annotated[Optional[Path], typer.Option(help="Class names: .txt (one per line) or .json.")]
-InputSizeOpt = Annotated[Optional[str], typer.Option(help="Model input size: N or H,W (the crop "
-                         "for classification, the resize for segmentation, the letterbox for "
-                         "raw-tensor detectors).")]
-MeanOpt = Annotated[Optional[str], typer.Option(help="Normalisation mean, e.g. 0.5,0.5,0.5.")]
-StdOpt = Annotated[Optional[str], typer.Option(help="Normalisation std.")]
-DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
-BatchOpt = Annotated[Optional[int], typer.Option(help="Images per forward pass "
-                     "(default: 4 on CPU, 32 on a GPU).", min=1)]
-TrustOpt = Annotated[bool, typer.Option(help="Allow weights files that hold pickled Python "
-                     "objects (can run code: only for files you trust).")]
-TrustCodeOpt = Annotated[bool, typer.Option(help="Allow a model file's metadata to name an "
-                         "architecture that is neither torchvision's nor registered (importing "
-                         "it runs code: only for files you trust).")]
-ModelKwargsOpt = Annotated[Optional[str], typer.Option(help="Keyword arguments for the model's "
-                           "builder: k=v,k=v or JSON, e.g. image_size=518.")]
-StrictOpt = Annotated[bool, typer.Option(help="Require every weight key to match.")]
-MaxPixelsOpt = Annotated[Optional[int], typer.Option(help="Refuse images with more pixels "
-                         "(default: Pillow's decompression-bomb limit).", min=1)]
-SaveVisOpt = Annotated[bool, typer.Option(help="Write vis/<name>.jpg: the result drawn on the image.")]
-AllowFailuresOpt = Annotated[bool, typer.Option(help="Exit 0 even if some inputs failed.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No table, no progress.")]
-ExistOkOpt = Annotated[bool, typer.Option(help="Reuse an --out folder that holds an earlier "
-                       "run: its results are removed first, so nothing stale stays beside the "
-                       "new ones (without it, such a folder is refused).")]
-ResumeOpt = Annotated[bool, typer.Option(help="Keep the lines of an earlier (or interrupted) "
-                      "run into --out whose file is unchanged; run only the rest.")]
-BackendOpt = Annotated[str, typer.Option(help="What runs the model: torch, torchscript (frozen), "
-                       "onnxruntime (exported once, cached) or auto (the fastest, measured on "
-                       "the first batch).")]
-PrecisionOpt = Annotated[str, typer.Option(help="fp32, bf16 or fp16; reduced precision is "
-                         "verified against fp32 on photographs.")]
-VerifyBackendOpt = Annotated[bool, typer.Option(help="Check a backend/precision (and JPEG draft "
-                             "decoding) against fp32 PyTorch on photographs before using it.")]
-VideoStrideOpt = Annotated[int, typer.Option(help="Video inputs: every Nth frame.", min=1)]
-DecodeWorkersOpt = Annotated[Optional[int], typer.Option(help="Threads decoding ahead of the "
-                             "model, which gets the other cores; 0: decode on the calling thread "
-                             "(default: on a CPU measured on the first batches, on a GPU up to "
-                             "8).", min=0)]
+@dataclass(frozen=True, kw_only=True)
+class InspectOptions(ModelOptions):
+    """``torchinfer inspect``: the input to count for and how much of the tree to show."""
+
+    input_size: Optional[Size] = None
+    input_shape: Optional[tuple[int, ...]] = None
+    per_layer: bool = False
+    depth: Optional[int] = None  # None: 2 with per_layer
+    other_ops: bool = False
+    as_json: bool = False
+
+    def __post_init__(self) -> None:
+        if self.input_size is not None and self.input_shape is not None:
+            raise OptionError("give --input-size or --input-shape, not both")
+
+    @classmethod
+    def from_cli(cls, *, input_size: Optional[str] = None, input_shape: Optional[str] = None,
+                 model_kwargs: Optional[str] = None, **options: Any) -> InspectOptions:
+        shape = None
+        if input_shape is not None:
+            shape = tuple(int(v) for v in parse_floats(input_shape, "--input-shape") or ())
+        return cls(input_size=parse_size(input_size), input_shape=shape,
+                   model_kwargs=parse_model_kwargs(model_kwargs), **options)
+
+    def inspect_kwargs(self) -> dict[str, Any]:
+        """``ti.inspect(self.model, self.weights, **inspect_kwargs())``: the per-layer rows
+        are counted only when they are shown (the table, or JSON)."""
+        depth = 2 if self.depth is None and self.per_layer else self.depth
+        return dict(input_size=self.input_size, input_shape=self.input_shape,
+                    depth=depth if (self.per_layer or self.as_json) else 0,
+                    include_other_ops=self.other_ops, **self.model_args())
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportOptions(ModelOptions):
+    """``torchinfer export``: the file to write, its format and how it is checked."""
+
+    output: Path
+    input_size: Optional[Size] = None
+    opset: Optional[int] = None
+    dynamic_batch: bool = True
+    half: bool = False
+    export_format: str = "onnx"
+    simplify: bool = False
+    verify: bool = True
+    as_json: bool = False
+
+    def __post_init__(self) -> None:
+        if self.export_format == "torchscript" and (self.half or self.simplify or self.opset is not None
+                                                    or not self.dynamic_batch):
+            raise OptionError("--half, --simplify, --opset and --no-dynamic-batch are ONNX options")
+
+    @classmethod
+    def from_cli(cls, *, input_size: Optional[str] = None, model_kwargs: Optional[str] = None,
+                 **options: Any) -> ExportOptions:
+        return cls(input_size=parse_size(input_size),
+                   model_kwargs=parse_model_kwargs(model_kwargs), **options)
+
+    def export_kwargs(self) -> dict[str, Any]:
+        """``ti.export(self.model, self.output, self.weights, **export_kwargs())``."""
+        size = self.input_size
+        kwargs = dict(format=self.export_format, input_size=(size, size) if isinstance(size, int) else size,
+                      verify=self.verify, **self.model_args())
+        if self.export_format != "torchscript":
+            kwargs.update(opset=self.opset, dynamic_batch=self.dynamic_batch, half=self.half,
+                          simplify=self.simplify)
+        return kwargs
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchOptions:
+    """``torchinfer bench``: one model over backends x precisions x batch sizes."""
+
+    model: str
+    weights: Optional[str] = None
+    task: Optional[str] = None  # None: told by the model's name (the command does that)
+    backends: tuple[str, ...] = ("torch", "torchscript", "onnxruntime")
+    precisions: tuple[str, ...] = ("fp32",)
+    batches: tuple[int, ...] = (1, 16)
+    device: str = "auto"
+    images: int = 64
+    rounds: int = 3
+    input_size: Optional[Size] = None
+    verify: bool = True
+    as_json: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.batches or min(self.batches) < 1:
+            raise OptionError(f"--batch sizes must be >= 1, got {','.join(map(str, self.batches))!r}")
+        for name in ("images", "rounds"):
+            if getattr(self, name) < 1:
+                raise OptionError(f"--{name} must be >= 1, got {getattr(self, name)}")
+
+    @classmethod
+    def from_cli(cls, *, backend: str, precision: str, batch: str,
+                 input_size: Optional[str] = None, **options: Any) -> BenchOptions:
+        return cls(backends=parse_list(backend), precisions=parse_list(precision),
+                   batches=parse_batches(batch), input_size=parse_size(input_size), **options)
+
+    def bench_kwargs(self) -> dict[str, Any]:
+        """``tools.bench.bench(**bench_kwargs())``; the task must be known by now."""
+        if self.task is None:
+            raise OptionError(f"cannot tell the task of {self.model}: pass --task")
+        return dict(task=self.task, model=self.model, weights=self.weights,
+                    backends=list(self.backends), precisions=list(self.precisions),
+                    batches=list(self.batches), device=self.device, images=self.images,
+                    rounds=self.rounds, verify=self.verify, input_size=self.input_size)

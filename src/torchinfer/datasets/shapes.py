@@ -38,7 +38,6 @@ from PIL import Image, ImageDraw
 
 # Alphabetical, so torchvision's ImageFolder (which sorts class folders) gives the same indices.
 CLASSES: tuple[str, ...] = ("circle", "square", "star", "triangle")
-TASKS = ("classify", "segment", "detect")
 
 SUPERSAMPLE = 4  # sub-pixels per pixel side when rasterising a shape
 MIN_CONTRAST = 90.0  # least RGB distance between a shape and what it is drawn on
@@ -379,7 +378,9 @@ def iter_scenes(seed: int, n: int, *, start: int = 0, **kwargs) -> Iterator[Scen
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m torchinfer.datasets",
                                      description="Write a procedural shapes dataset.")
-    parser.add_argument("--task", choices=TASKS, required=True)
+    # the tasks this generator writes a layout for (WRITERS), not torchinfer's task registry:
+    # writing pictures needs neither torch nor the predictors
+    parser.add_argument("--task", choices=list(WRITERS), required=True)
     parser.add_argument("--n", type=int, default=500, help="number of images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True, help="folder to write")

@@ -57,6 +57,11 @@ class ImageFolder:
     def __len__(self) -> int:
         return len(self.samples)
 
+    @property
+    def paths(self) -> list[str]:
+        """The image files, in evaluation order."""
+        return [path for path, _ in self.samples]
+
     def counts(self) -> dict[str, int]:
         out = dict.fromkeys(self.classes, 0)
         for _, name in self.samples:
@@ -92,6 +97,11 @@ class VocSegmentation:
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    @property
+    def paths(self) -> list[str]:
+        """The image files, in evaluation order."""
+        return [image for _, image, _ in self.samples]
 
 
 def read_voc_segmentation(root: str | Path, split: str | None = None) -> VocSegmentation:
@@ -163,6 +173,11 @@ class CocoDataset:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    @property
+    def paths(self) -> list[str]:
+        """The image files, in evaluation order."""
+        return [path for _, path in self.images]
 
     @property
     def categories(self) -> list[dict[str, Any]]:

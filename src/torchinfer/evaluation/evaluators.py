@@ -11,20 +11,21 @@ evaluation goes on.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 
 from ..errors import OptionError
-from ..results import Classification, Detections, Result, Segmentation
+from ..results import Result
 from ..runner.sources import LIST_FILE_EXTENSIONS
-from ..tasks import Predictor
 from .coco import CocoRecords, coco_evaluate, detection_records, map_categories
 from .datasets import (
     IGNORE_INDEX,
+    CocoDataset,
     DatasetError,
     ImageFolder,
     VocSegmentation,
@@ -45,8 +46,28 @@ EVAL_CONF = 0.001  # the customary detection-evaluation threshold: let the PR cu
 EVAL_MAX_DET = 100  # COCO scores at most 100 detections per image
 EVAL_IOU = 0.6  # NMS IoU for raw-tensor (YOLO) models during evaluation, as YOLOv5's val.py
 
+# The predictor options each evaluation is customarily run with (``torchinfer.load`` them in;
+# what the caller passes wins): every class ranked for top-5, every box down to a low score.
+CLASSIFICATION_OPTIONS: Mapping[str, Any] = MappingProxyType({"top_k": TOP_K})
+SEGMENTATION_OPTIONS: Mapping[str, Any] = MappingProxyType({})
+DETECTION_OPTIONS: Mapping[str, Any] = MappingProxyType(
+    {"conf": EVAL_CONF, "max_det": EVAL_MAX_DET, "iou": EVAL_IOU})
 
-def _predict(predictor: Predictor, paths: Sequence[str], *, batch_size: int | None,
+
+class EvaluatedPredictor(Protocol):
+    """What an evaluator uses of a predictor (the task predictors of ``torchinfer.tasks``):
+    a Protocol rather than their base class, so evaluation does not depend on tasks."""
+
+    model: Any  # a LoadedModel: name, weights, labels, preprocess
+    device: Any
+    batch_size: int
+
+    def stream(self, source: Any, *, batch_size: int | None = None) -> Iterator[Any]: ...
+
+    def failed(self, source: str, reason: str) -> Any: ...
+
+
+def _predict(predictor: EvaluatedPredictor, paths: Sequence[str], *, batch_size: int | None,
              progress: Progress | None) -> Iterator[tuple[int, Result]]:
     """(position, result) for every path, in order. Files that are missing (or would be read
     as a list of paths) become failed results without reaching the predictor, so its stream
@@ -119,7 +140,7 @@ def _class_targets(classes: Sequence[str], labels: Sequence[str] | None,
     return targets
 
 
-def evaluate_classification(predictor: Predictor[Classification], root: str | Path | ImageFolder, *,
+def evaluate_classification(predictor: EvaluatedPredictor, root: str | Path | ImageFolder, *,
                             limit: int | None = None, batch_size: int | None = None,
                             progress: Progress | None = None) -> ClassificationReport:
     """Top-1 and top-5 accuracy, per-class accuracy and the confusion matrix of ``predictor``
@@ -214,7 +235,7 @@ def read_mask(path: str | Path) -> np.ndarray:
         raise ValueError(f"cannot read mask ({exc})") from None
 
 
-def evaluate_segmentation(predictor: Predictor[Segmentation], root: str | Path | VocSegmentation, *,
+def evaluate_segmentation(predictor: EvaluatedPredictor, root: str | Path | VocSegmentation, *,
                           split: str | None = None, limit: int | None = None,
                           batch_size: int | None = None,
                           progress: Progress | None = None) -> SegmentationReport:
@@ -301,7 +322,7 @@ def _compare_labels(dataset: tuple[str, ...] | None, model: tuple[str, ...],
 # --- detection --------------------------------------------------------------------------------
 
 
-def evaluate_detection(predictor: Predictor[Detections], data: str | Path | None = None, *,
+def evaluate_detection(predictor: EvaluatedPredictor, data: str | Path | CocoDataset | None = None, *,
                        annotations: str | Path | None = None, images: str | Path | None = None,
                        limit: int | None = None, batch_size: int | None = None,
                        progress: Progress | None = None) -> DetectionReport:
@@ -309,15 +330,19 @@ def evaluate_detection(predictor: Predictor[Detections], data: str | Path | None
     COCOeval; also mask AP when the model gives masks and the annotations have them).
 
     ``data`` is a folder holding ``annotations.json`` and ``images/`` (or the annotations file
-    itself); ``annotations`` / ``images`` name them explicitly. Model classes map to dataset
-    categories by NAME; detections of model classes with no category are dropped (counted in
-    the report), and categories no model class matches are left out of the mean (listed).
-    Create the predictor with a low ``conf`` (0.001) and ``max_det=100``, as ``evaluate`` does:
-    a higher threshold cuts the precision-recall curve short and underestimates mAP.
+    itself, or a CocoDataset already read); ``annotations`` / ``images`` name them explicitly.
+    Model classes map to dataset categories by NAME; detections of model classes with no
+    category are dropped (counted in the report), and categories no model class matches are
+    left out of the mean (listed). Create the predictor with DETECTION_OPTIONS (``conf=0.001``,
+    ``max_det=100``), as ``torchinfer.evaluate`` does: a higher threshold cuts the
+    precision-recall curve short and underestimates mAP.
     """
     start = time.perf_counter()
-    ann_path, images_dir = resolve_coco_paths(data, annotations, images)
-    coco = read_coco(ann_path, images_dir)
+    if isinstance(data, CocoDataset):
+        coco = data
+    else:
+        coco = read_coco(*resolve_coco_paths(data, annotations, images))
+    ann_path = coco.annotations_file
     labels = predictor.model.labels
     if labels is None:
         raise DatasetError(f"{ann_path}: the model has no class names to match the categories "
@@ -400,7 +425,7 @@ def evaluate_detection(predictor: Predictor[Detections], data: str | Path | None
         categories_without_class=list(cmap.categories_without_class))
 
 
-def _detection_warnings(predictor: Predictor, cmap: Any, ann_path: Path) -> list[str]:
+def _detection_warnings(predictor: EvaluatedPredictor, cmap: Any, ann_path: Path) -> list[str]:
     warnings = []
     conf = getattr(predictor, "conf", None)
     if conf is not None and conf > 0.01:
@@ -433,60 +458,17 @@ def _has_mask_truth(dataset: dict[str, Any], image_ids: set[Any]) -> bool:
     return bool(anns) and sized and all(a.get("segmentation") for a in anns)
 
 
-def _options(predictor: Predictor) -> dict[str, Any]:
+def _options(predictor: EvaluatedPredictor) -> dict[str, Any]:
     out: dict[str, Any] = {"device": str(predictor.device), "batch_size": predictor.batch_size}
-    torchvision_detector = getattr(predictor, "decoder", None) == "torchvision"
-    if not torchvision_detector:  # those resize and normalise inside the model
+    # a model that resizes and normalises inside (torchvision's detectors) is given neither
+    # the preprocessing nor an NMS threshold, so they are not the settings that made its scores
+    inside = getattr(predictor, "preprocesses_inside", False)
+    if not inside:
         cfg = predictor.model.preprocess
         out["preprocess"] = {"resize_size": list(cfg.resize_size),
                              "crop_size": list(cfg.crop_size) if cfg.crop_size else None,
                              "mean": list(cfg.mean), "std": list(cfg.std)}
     for name in ("conf", "iou", "max_det", "decoder"):
-        if hasattr(predictor, name) and not (name == "iou" and torchvision_detector):
+        if hasattr(predictor, name) and not (name == "iou" and inside):
             out[name] = getattr(predictor, name)
     return out
-
-
-# --- one call ---------------------------------------------------------------------------------
-
-EVALUATORS = {"classify": evaluate_classification, "segment": evaluate_segmentation,
-              "detect": evaluate_detection}
-
-
-def evaluate(task: str, model: Any, data: str | Path | None = None,
-             weights: str | Path | None = None, *,
-             split: str | None = None, annotations: str | Path | None = None,
-             images: str | Path | None = None, limit: int | None = None,
-             progress: Progress | None = None, **options: Any
-             ) -> ClassificationReport | SegmentationReport | DetectionReport:
-    """Load ``model`` for ``task`` with ``torchinfer.load(task, model, weights, **options)`` and
-    evaluate it on ``data``: an ImageFolder (classify), a VOC folder (segment, ``split``
-    optional) or a COCO folder / annotations file (detect; or ``annotations`` + ``images``).
-
-    Detection defaults to the customary evaluation settings ``conf=0.001``, ``max_det=100``,
-    ``iou=0.6`` (NMS of raw-tensor models); pass them to override.
-    """
-    from ..api import load
-
-    if task not in EVALUATORS:
-        raise DatasetError(f"unknown task {task!r}: use one of {', '.join(EVALUATORS)}")
-    if task == "detect":
-        options = {"conf": EVAL_CONF, "max_det": EVAL_MAX_DET, "iou": EVAL_IOU, **options}
-    elif task == "classify":
-        options = {"top_k": TOP_K, **options}
-    if data is None and task != "detect":
-        raise DatasetError(f"evaluate {task}: give the dataset folder (data=...)")
-    # read the layout first: a wrong path fails in a moment, before the model is built
-    if task == "classify":
-        dataset: Any = read_image_folder(data)  # type: ignore[arg-type]
-    elif task == "segment":
-        dataset = read_voc_segmentation(data, split)  # type: ignore[arg-type]
-    else:
-        annotations, images = resolve_coco_paths(data, annotations, images)
-    predictor = load(task, model, weights, **options)
-    if task == "classify":
-        return evaluate_classification(predictor, dataset, limit=limit, progress=progress)
-    if task == "segment":
-        return evaluate_segmentation(predictor, dataset, limit=limit, progress=progress)
-    return evaluate_detection(predictor, annotations=annotations, images=images, limit=limit,
-                              progress=progress)

@@ -20,6 +20,10 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
+def _pct1(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
 @dataclass(kw_only=True)
 class EvalReport:
     task: ClassVar[str] = ""
@@ -59,6 +63,10 @@ class EvalReport:
         """(column names, rows) of the per-class table, formatted."""
         raise NotImplementedError
 
+    def headline(self) -> tuple[str, float | None]:
+        """The one number a task is judged by, in words and as a fraction (None: undefined)."""
+        raise NotImplementedError
+
     def _tail(self) -> dict[str, Any]:
         return {"warnings": self.warnings, "failures": self.failures}
 
@@ -96,6 +104,9 @@ class ClassificationReport(EvalReport):
         return [("top-1 accuracy (%)", _pct(self.top1)),
                 (f"top-{self.top5_k} accuracy (%)", _pct(self.top5)),
                 ("mean class accuracy (%)", _pct(self.mean_class_accuracy))]
+
+    def headline(self) -> tuple[str, float | None]:
+        return f"top-1 {_pct1(self.top1)}", self.top1
 
     def per_class(self) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
         rows = [(c["name"], str(c["images"]), str(c["top1_correct"]), _pct(c["accuracy"]),
@@ -140,6 +151,9 @@ class SegmentationReport(EvalReport):
                 ("pixel accuracy (%)", _pct(self.pixel_accuracy)),
                 ("mean class accuracy (%)", _pct(self.mean_accuracy)),
                 ("pixels scored / ignored", f"{self.pixels:,} / {self.ignored_pixels:,}")]
+
+    def headline(self) -> tuple[str, float | None]:
+        return f"mIoU {_pct1(self.miou)}", self.miou
 
     def per_class(self) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
         rows = [(str(c["index"]), c["name"], _pct(c["iou"]), _pct(c["accuracy"]),
@@ -200,6 +214,9 @@ class DetectionReport(EvalReport):
         rows.append(("detections (dropped: no category)",
                      f"{self.detections:,} ({self.dropped_detections:,})"))
         return rows
+
+    def headline(self) -> tuple[str, float | None]:
+        return f"mAP@.5 {_pct1(self.map50)}, mAP@[.5:.95] {_pct1(self.map)}", self.map50
 
     def per_class(self) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
         mask = self.segm is not None

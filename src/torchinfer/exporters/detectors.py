@@ -11,11 +11,14 @@ and which of two equal scores survives the top-k cut, are not defined, and rando
 weights produce many near-equal scores. A detection PyTorch returns counts as matched when ONNX
 Runtime returns one with the same label, IoU >= 0.99 and a score within 1e-3; an unmatched
 detection scored within 1e-3 of the lowest score kept is not counted when the other runtime cut
-its list at the same place (the cut may fall either way between equal scores). Every counted detection must match (BOX_TOLERANCE), on every photograph.
+its list at the same place (the cut may fall either way between equal scores). Every counted
+detection must match (BOX_TOLERANCE), on every photograph.
 """
 
 from __future__ import annotations
 
+import tempfile
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import replace
@@ -28,8 +31,13 @@ from PIL import Image
 from torch import nn
 from torchvision.ops import box_iou
 
-from ..models import LoadedModel, PreprocessConfig
+from ..models import LoadedModel
+from ..models.onnx_session import make_session
+from ..tasks import task_spec
 from ..verify import OutputCheck, Tolerance
+from .common import ExportError, ExportReport, cpu_eval, export_card, first_line, tracer_warnings
+from .files import fail_verification, files_of, move, write_onnx
+from .verification import verification_images
 
 OUTPUTS = ("boxes", "labels", "scores")
 INPUT_NAME = "image"
@@ -50,13 +58,48 @@ class _SingleImage(nn.Module):
         return out["boxes"], out["labels"], out["scores"]
 
 
-def export_torchvision_detector(loaded: LoadedModel, staged: Path, opset: int | None) -> tuple[int, list[str], dict[str, str]]:
-    """Export to ``staged``; returns (opset used, tracer warnings, metadata)."""
-    from .onnx import ExportError, _cpu_eval, _finish_file, _first_line, _metadata, _tracer_warnings
+def export_torchvision_detector(loaded: LoadedModel, path: Path, *, opset: int | None,
+                                half: bool, input_size: tuple[int, int] | None, verify: bool,
+                                verify_inputs: Sequence[Image.Image] | None) -> ExportReport:
+    """Export to ``path`` and (by default) verify, as ``export_onnx`` does for the other
+    models: one image of any size in, boxes/labels/scores out, compared as sets of detections
+    (see the module doc)."""
+    if half or input_size is not None:
+        raise ExportError(f"{loaded.name}: torchvision detectors export in fp32 at free image "
+                          "sizes (their transform resizes inside); drop --half/--input-size")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".torchinfer-export-", dir=path.parent) as tmp:
+        staged = Path(tmp) / path.name
+        t0 = time.perf_counter()
+        opset_used, warned, metadata = _export_graph(loaded, staged, opset)
+        report = ExportReport(
+            path=str(path), model_name=loaded.name, task="detect", precision="fp32",
+            opset=opset_used, input_shape=(3, "height", "width"), tolerance=BOX_TOLERANCE,
+            verified=False, export_warnings=tuple(warned),
+            export_seconds=time.perf_counter() - t0,
+            file_bytes=sum(f.stat().st_size for f in files_of(staged)), metadata=metadata)
+        if verify:
+            t1 = time.perf_counter()
+            check, images = verify_torchvision_detector(loaded, staged, verify_inputs)
+            notes = () if check.decisions or check.error else (
+                "verification compared no detections: the model found nothing on the "
+                "verification images (random weights?), so only that the file runs is shown",)
+            report = replace(report, verified=True, inputs=images, checks=(check,),
+                             providers=("CPUExecutionProvider",),
+                             export_warnings=report.export_warnings + notes,
+                             verify_seconds=time.perf_counter() - t1)
+            if not report.passed:
+                fail_verification(report, staged, path)
+        move(staged, path)
+    return report
 
+
+def _export_graph(loaded: LoadedModel, staged: Path,
+                  opset: int | None) -> tuple[int, list[str], dict[str, str]]:
+    """Export to ``staged``; returns (opset used, tracer warnings, metadata written)."""
     raw = staged.parent / "raw" / "model.onnx"
     raw.parent.mkdir(parents=True, exist_ok=True)
-    model = _SingleImage(_cpu_eval(loaded.module))
+    model = _SingleImage(cpu_eval(loaded.module))
     # a fixed, image-like dummy of a typical size; H and W stay free
     dummy = torch.rand(3, 480, 640, generator=torch.Generator().manual_seed(0))
     axes = {INPUT_NAME: {1: "height", 2: "width"}, **{o: {0: "detections"} for o in OUTPUTS}}
@@ -67,27 +110,20 @@ def export_torchvision_detector(loaded: LoadedModel, staged: Path, opset: int | 
                               output_names=list(OUTPUTS), dynamic_axes=axes,
                               opset_version=opset or 17, do_constant_folding=True)
         except Exception as exc:
-            raise ExportError(f"{loaded.name}: torch.onnx.export failed: {_first_line(exc)}") from exc
-    preprocess = PreprocessConfig.default("detect")
-    metadata = _metadata(replace(loaded, preprocess=preprocess), "detect", preprocess, None,
-                         False)
-    metadata["detector_format"] = "torchvision"
-    return _finish_file(raw, staged, metadata), _tracer_warnings(caught), metadata
+            raise ExportError(f"{loaded.name}: torch.onnx.export failed: {first_line(exc)}") from exc
+    preprocess = task_spec("detect").preprocess  # what the predictor feeds: [0, 1] pixels
+    card = replace(export_card(loaded, "detect", preprocess, None, False),
+                   detector_format="torchvision")
+    opset_used, metadata = write_onnx(raw, staged, card)
+    return opset_used, tracer_warnings(caught), metadata
 
 
 def verify_torchvision_detector(loaded: LoadedModel, file: Path,
                                 images: Sequence[Image.Image] | None) -> tuple[OutputCheck, int]:
     """(the box comparison over every image, number of images)."""
-    from ..runtime.onnxruntime import make_session
-
-    if images is None:
-        from ..testing import load_photographs
-
-        images = list(load_photographs().values())
-    from .onnx import _cpu_eval
-
+    images = verification_images(images)
     session = make_session(file, device="cpu")
-    model = _SingleImage(_cpu_eval(loaded.module))
+    model = _SingleImage(cpu_eval(loaded.module))
     matched = counted = 0
     max_box_err = max_score_err = 0.0
     worst: str | None = None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from torchvision.transforms import InterpolationMode
-from torchvision.transforms._presets import ImageClassification, SemanticSegmentation
+from torchvision.transforms._presets import ImageClassification
 
 from ..errors import TorchinferError
 
@@ -30,8 +30,8 @@ class PreprocessConfig:
 
     resize_size: tuple[int, ...]
     crop_size: tuple[int, int] | None
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]  # 3 values, R G B (checked below)
+    std: tuple[float, ...]
     interpolation: str = "bilinear"
     antialias: bool = True
 
@@ -69,16 +69,10 @@ class PreprocessConfig:
         )
 
     @classmethod
-    def default(cls, task: str = "classify") -> PreprocessConfig:
-        """torchvision's defaults for the task: classification resizes to 256 and crops 224;
-        segmentation resizes the short side to 520 and does not crop. ImageNet mean/std."""
-        if task == "segment":
-            return cls.from_transforms(SemanticSegmentation(resize_size=520))
-        if task == "detect":
-            # YOLO-style raw detectors: a 640x640 letterbox, inputs in [0, 1] (no mean/std);
-            # torchvision detectors normalise inside and ignore the size
-            return cls(resize_size=(640, 640), crop_size=None, mean=(0.0, 0.0, 0.0),
-                       std=(1.0, 1.0, 1.0))
+    def default(cls) -> PreprocessConfig:
+        """torchvision's classification defaults (resize 256, crop 224, ImageNet mean/std): the
+        start of a model that brings no preprocessing. Each task's own default is in its spec
+        (``torchinfer.tasks.task_spec(name).preprocess``)."""
         return cls.from_transforms(ImageClassification(crop_size=224))
 
     def with_overrides(self, *, input_size: int | tuple[int, int] | None = None,
@@ -91,7 +85,7 @@ class PreprocessConfig:
         if input_size is not None and self.crop_size is None:
             size = (input_size,) if isinstance(input_size, int) else tuple(input_size)
             cfg = replace(cfg, resize_size=tuple(int(v) for v in size))
-        elif input_size is not None:
+        elif input_size is not None and self.crop_size is not None:
             h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
             # keep the weights' resize-to-crop ratio (e.g. 256/224) so the field of view matches
             ratio = self.resize_size[0] / self.crop_size[0]

@@ -101,7 +101,7 @@ def _serve_state_dict(weights: WeightsEnum, state_dict: dict[str, torch.Tensor])
     # Builders call weights.get_state_dict(); shadow it on this enum member for the duration of
     # one build (under a lock: enum members are shared by every thread).
     with _builder_lock:
-        weights.get_state_dict = lambda *args, **kw: state_dict  # type: ignore[method-assign]
+        weights.get_state_dict = lambda *args, **kw: state_dict
         try:
             yield
         finally:

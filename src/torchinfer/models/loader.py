@@ -11,7 +11,6 @@ that belong to the weights.
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +25,8 @@ from ..errors import ModelNotFoundError, TorchinferError, WeightsError
 from . import hub
 from .bundled import bundled_path
 from .config import PreprocessConfig
+from .loaded import LoadedModel
+from .onnx import load_onnx_model
 from .registry import (
     import_factory,
     registered_model,
@@ -43,31 +44,6 @@ from .weights import (
     read_weights,
     strip_common_prefixes,
 )
-
-
-@dataclass
-class LoadedModel:
-    """A model in eval mode plus what is needed to feed it and read its output."""
-
-    module: nn.Module
-    name: str
-    task: str | None  # classify | segment | detect, when known from the registry
-    preprocess: PreprocessConfig
-    labels: list[str] | None
-    weights: str | None  # where the weights came from; None means random initialisation
-    weights_format: str | None = None
-    key_report: KeyReport | None = None  # set when strict=False let keys through
-    # "weights" when the preprocessing came with the weights/architecture, "default" when
-    # nothing said and torchvision's generic defaults were taken (the task may pick others)
-    preprocess_from: str = "weights"
-
-    @property
-    def random_init(self) -> bool:
-        return self.weights is None
-
-    @property
-    def num_classes(self) -> int | None:
-        return len(self.labels) if self.labels is not None else None
 
 
 def load_model(model: str | Path | nn.Module, weights: str | Path | None = None, *,
@@ -107,9 +83,7 @@ def load_model(model: str | Path | nn.Module, weights: str | Path | None = None,
     if path.is_file() and path.suffix.lower() == ".onnx":
         if weights is not None:
             raise WeightsError(f"{name} is an ONNX file; it takes no separate weights (got {weights})")
-        from ..runtime.onnxruntime import load_onnx_model  # onnxruntime is an optional extra
-
-        return load_onnx_model(path)
+        return load_onnx_model(path)  # onnxruntime (an optional extra) is imported when called
     if path.is_file():
         if weights is not None:
             raise WeightsError(f"{name} is a whole-model file; it takes no separate weights "
@@ -189,7 +163,7 @@ def _build_fitting(builder: Callable[..., nn.Module], kwargs: dict[str, Any],
             num_classes = next(iter(heads))
             module = _call_builder(builder, {**kwargs, "num_classes": num_classes})
     key_report = load_into(module, state_dict, strict=strict, source=f"weights {weights}")
-    return _Built(module, wf, key_report, *_config_from_metadata(wf), num_classes=num_classes)
+    return _Built(module, wf, key_report, *_config_from_card(wf), num_classes=num_classes)
 
 
 def _load_file_into_module(module: nn.Module, weights: str | Path | None, strict: bool,
@@ -198,7 +172,7 @@ def _load_file_into_module(module: nn.Module, weights: str | Path | None, strict
         return _Built(module)
     wf = read_weights(weights, trust_pickle=trust.pickle)
     report = load_into(module, wf.tensors(), strict=strict, source=f"weights {weights}")
-    return _Built(module, wf, report, *_config_from_metadata(wf))
+    return _Built(module, wf, report, *_config_from_card(wf))
 
 
 def _load_whole_model_file(path: Path, trust: _Trust, num_classes: int | None = None,
@@ -212,46 +186,26 @@ def _load_whole_model_file(path: Path, trust: _Trust, num_classes: int | None = 
     model they describe is sized on the meta device against the file's tensors before any
     memory is allocated for it."""
     wf = read_weights(path, trust_pickle=trust.pickle)
-    if wf.module is None and "architecture" in wf.metadata:
-        factory = resolve_architecture(str(wf.metadata["architecture"]), trust_code=trust.code,
-                                       source=str(path))
-        kwargs = {**_file_model_kwargs(wf, path), **(model_kwargs or {})}
+    card = wf.card
+    if wf.module is None and card.architecture is not None:
+        factory = resolve_architecture(card.architecture, trust_code=trust.code, source=str(path))
+        kwargs = {**card.model_kwargs, **(model_kwargs or {})}  # the card refused download keys
         if num_classes is not None:
             kwargs["num_classes"] = num_classes
         _check_size_on_meta(factory, kwargs, wf, path)
         built = _build_fitting(factory, kwargs, num_classes, path, strict, trust, wf)
-        return _finish(built, path.stem, wf.metadata.get("task") or None, str(path))
+        return _finish(built, path.stem, card.task, str(path))
     if wf.module is None:
         raise WeightsError(f"{path} holds only weights (a state dict), not an architecture: "
                            f"name the architecture, e.g. --model mobilenet_v2 --weights {path}")
-    built = _Built(wf.module, wf, None, *_config_from_metadata(wf))
-    return _finish(built, wf.metadata.get("model_name") or path.name,
-                   wf.metadata.get("task") or None, str(path))
+    built = _Built(wf.module, wf, None, *_config_from_card(wf))
+    return _finish(built, card.model_name or path.name, card.task, str(path))
 
 
-# Keyword arguments that make a builder fetch weights: a file may not start a download.
-_DOWNLOADING_KWARGS = frozenset({"weights", "weights_backbone", "pretrained",
-                                 "pretrained_backbone", "progress"})
 # How far a model built from a file's metadata may outgrow the tensors the file holds (in
 # elements), beyond this slack: a head or buffer the checkpoint leaves out is fine, a model a
 # thousand times the file's size is a memory bomb.
 _META_SIZE_SLACK = 1_000_000
-
-
-def _file_model_kwargs(wf: WeightsFile, path: Path) -> dict[str, Any]:
-    text = wf.metadata.get("model_kwargs") or "{}"
-    try:
-        kwargs = json.loads(text)
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise WeightsError(f"{path}: metadata 'model_kwargs' is not JSON ({exc})") from exc
-    if not isinstance(kwargs, dict):
-        raise WeightsError(f"{path}: metadata 'model_kwargs' must be a JSON object, got "
-                           f"{type(kwargs).__name__}")
-    asked = sorted(_DOWNLOADING_KWARGS & kwargs.keys())
-    if asked:
-        raise WeightsError(f"{path}: metadata 'model_kwargs' asks for {', '.join(asked)}: a "
-                           "file's own weights are loaded, never downloaded ones")
-    return kwargs
 
 
 def _check_size_on_meta(factory: Callable[..., nn.Module], kwargs: dict[str, Any],
@@ -298,21 +252,10 @@ def check_input_size(loaded: LoadedModel, size: tuple[int, int]) -> None:
                               f"{h}x{w}: build it at that size with {how}")
 
 
-def _config_from_metadata(wf: WeightsFile) -> tuple[PreprocessConfig | None, list[str] | None]:
-    """Labels and preprocessing stored in a safetensors header (keys ``labels``, ``preprocess``,
-    JSON-encoded) travel with the file."""
-    meta = wf.metadata
-    try:
-        labels = json.loads(meta["labels"]) if "labels" in meta else None
-        preprocess = meta.get("preprocess")
-        cfg = None
-        if preprocess:
-            fields = json.loads(preprocess)
-            cfg = PreprocessConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                      for k, v in fields.items()})
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise WeightsError(f"{wf.path}: unreadable torchinfer metadata ({exc})") from exc
-    return cfg, labels
+def _config_from_card(wf: WeightsFile) -> tuple[PreprocessConfig | None, list[str] | None]:
+    """The preprocessing and labels the file's card carries (None where it says nothing)."""
+    card = wf.card
+    return card.preprocess, list(card.labels) if card.labels is not None else None
 
 
 def _published_weights_for_file(name: str, path: str | None) -> Any:

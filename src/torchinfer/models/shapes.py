@@ -125,6 +125,7 @@ class ShapesDetector(nn.Module):
         self.tower = nn.Sequential(_conv(neck, head), _conv(head, head))
         self.cls = nn.Conv2d(head, num_classes, 1)
         self.box = nn.Conv2d(head, 4, 1)
+        assert self.cls.bias is not None and self.box.bias is not None  # Conv2d's default bias
         nn.init.constant_(self.cls.bias, -4.6)  # every score starts near 0.01 (focal-loss prior)
         nn.init.constant_(self.box.bias, 1.0)
 

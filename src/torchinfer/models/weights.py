@@ -8,7 +8,6 @@ checkpoint) can run arbitrary code when loaded, so it is refused unless the call
 
 from __future__ import annotations
 
-import json
 import pickle
 import re
 import zipfile
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import UntrustedCodeError, WeightsError, WeightsMismatchError
+from .card import TORCHSCRIPT_EXTRA_FILE, ModelCard
 
 # Where training code usually keeps the weights inside a checkpoint dict, in the order we look.
 # EMA weights come after the raw ones: a file that has both gets the raw model, as in timm.
@@ -42,16 +42,13 @@ class WeightsFile:
     state_dict: TensorDict | None = None
     module: nn.Module | None = None
     format: str = "state_dict"  # state_dict | checkpoint:<key> | safetensors | torchscript | pickle
-    metadata: dict[str, str] = field(default_factory=dict)
+    card: ModelCard = field(default_factory=ModelCard)  # what the file says about its model
 
     def tensors(self) -> TensorDict:
         if self.state_dict is not None:
             return self.state_dict
         assert self.module is not None  # one of the two is always set by read_weights
         return dict(self.module.state_dict())
-
-
-TORCHSCRIPT_METADATA = "torchinfer.json"
 
 
 def read_weights(path: str | Path, *, trust_pickle: bool = False) -> WeightsFile:
@@ -67,16 +64,13 @@ def read_weights(path: str | Path, *, trust_pickle: bool = False) -> WeightsFile
     if path.suffix.lower() == ".safetensors":
         return _read_safetensors(path)
     if _is_torchscript(path):
-        extra = {TORCHSCRIPT_METADATA: ""}  # torchinfer's export writes its metadata here
+        extra = {TORCHSCRIPT_EXTRA_FILE: ""}  # torchinfer's export writes the card here
         try:
             module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
         except RuntimeError as exc:
             raise WeightsError(f"{path}: cannot load TorchScript archive ({exc})") from exc
-        try:
-            metadata = json.loads(extra[TORCHSCRIPT_METADATA]) if extra[TORCHSCRIPT_METADATA] else {}
-        except json.JSONDecodeError as exc:
-            raise WeightsError(f"{path}: unreadable {TORCHSCRIPT_METADATA} ({exc})") from exc
-        return WeightsFile(path, module=module, format="torchscript", metadata=metadata)
+        card = ModelCard.from_torchscript_json(extra[TORCHSCRIPT_EXTRA_FILE], str(path))
+        return WeightsFile(path, module=module, format="torchscript", card=card)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -138,6 +132,7 @@ def _globals_in(data: bytes) -> list[str]:
         memo: dict[int, str] = {}  # memo slot -> string, for strings fetched back by GET
         memo_size, top_is_string = 0, False
         try:
+            arg: Any
             for op, arg, _pos in pickletools.genops(stream):
                 name, pushed_string = op.name, False
                 if name == "GLOBAL":
@@ -181,7 +176,7 @@ def _interpret(path: Path, obj: Any) -> WeightsFile:
             inner = obj.get(key)
             if isinstance(inner, nn.Module):
                 return WeightsFile(path, module=inner, format=f"pickle:{key}")
-            if _is_tensor_dict(inner):
+            if isinstance(inner, Mapping) and _is_tensor_dict(inner):
                 return WeightsFile(path, state_dict=dict(inner), format=f"checkpoint:{key}")
         keys = ", ".join(map(str, list(obj)[:8]))
         raise WeightsError(f"{path}: a dict without model weights; looked for one of "
@@ -198,7 +193,8 @@ def _read_safetensors(path: Path) -> WeightsFile:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{path}: not a valid safetensors file ({exc})") from exc
-    return WeightsFile(path, state_dict=tensors, format="safetensors", metadata=metadata)
+    card = ModelCard.from_safetensors_metadata(metadata, str(path))
+    return WeightsFile(path, state_dict=tensors, format="safetensors", card=card)
 
 
 def _is_torchscript(path: Path) -> bool:

@@ -14,11 +14,12 @@ OpenMP pool wait for each other (BENCHMARKS.md).
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+
+from ..devices import usable_cpus
 
 # Overlap only when measured faster than in turn by more than the noise of a few batches.
 OVERLAP_MARGIN = 0.95
@@ -46,14 +47,6 @@ class PipelinePlan:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def usable_cpus() -> int:
-    """The cores this process may run on (a container or taskset can allow fewer than
-    os.cpu_count() reports)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
 
 
 def fixed_plan(device: torch.device, decode_workers: int | None) -> PipelinePlan | None:

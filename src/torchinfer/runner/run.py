@@ -6,7 +6,6 @@ This is what ``torchinfer predict`` does, as a library call, so scripts get the 
 
 from __future__ import annotations
 
-import collections
 import itertools
 import json
 import os
@@ -15,12 +14,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..draw import instance_mask_image, mask_image, visualise
 from ..errors import InputError, TorchinferError
 from ..results import STAGES, Detections, Result, Segmentation
-from ..tasks import Predictor
+from .images import ImageLoader
+from .inputs import Source, iter_sources
+from .plan import PipelinePlan
 from .sinks import (
     JsonlWriter,
     UniqueNames,
@@ -30,8 +31,22 @@ from .sinks import (
     save_image_atomic,
     write_json_atomic,
 )
-from .sources import check_sources, expand_sources, shown, unreadable
-from .video import AnnotatedVideo, count_frames, is_video, is_webcam, parse_frame_name
+from .sources import check_sources, expand_sources, shown
+from .video import AnnotatedVideo, count_frames, is_video
+
+
+class Predictor(Protocol):
+    """What a run needs of a predictor (``torchinfer.tasks`` has them; the runner sits below
+    the tasks and knows none of them)."""
+
+    task: str
+    model: Any  # its name and weights go into the run's fingerprint
+    loader: ImageLoader  # redraws a file for --save-vis
+    pipeline: PipelinePlan | None
+    backend_report: Any
+
+    def stream_sources(self, sources: Iterable[Source], *, batch_size: int | None = None
+                       ) -> Iterator[tuple[Source, Result]]: ...
 
 
 @dataclass
@@ -123,7 +138,7 @@ def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
     """
     out = Path(out_dir)
     sources = [os.fsdecode(s) for s in sources]
-    inputs = _start(out, sources, resume=resume, exist_ok=exist_ok)
+    inputs = _start(out, sources, resume=resume, exist_ok=exist_ok, video_stride=video_stride)
     stamp = run_fingerprint(predictor, fingerprint, video_stride=video_stride,
                             save_vis=save_vis, save_masks=save_masks)
     if resume:
@@ -134,24 +149,20 @@ def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
     write_json_atomic(out / "run.json", {"fingerprint": stamp})
     run = _Run(predictor, out, kept, stamp, save_vis=save_vis, save_masks=save_masks,
                video_stride=video_stride, on_result=on_result)
-    done = {r["source"] for r in kept}
-    order = _InputOrder(p for p in inputs if p not in done)
+    done = {r["source"] for r in kept}  # files only: a resumed run reads videos again
+    todo = (s for s in inputs if not (s.is_file and s.name in done))
     with JsonlWriter(out / "predictions.jsonl", initial=kept) as writer:
         try:
-            for result in predictor.stream(order.readable(), batch_size=batch_size,
-                                           video_stride=video_stride):
-                for source, reason in order.before(result):
-                    run.add(predictor.failed(source, reason), writer)
-                run.add(result, writer)
-            for source, reason in order.rest():
-                run.add(predictor.failed(source, reason), writer)
+            for source, result in predictor.stream_sources(todo, batch_size=batch_size):
+                run.add(source, result, writer)
         except KeyboardInterrupt:
             run.stop(writer.partial, run_info)
             raise
     return run.finish(writer.path, run_info)
 
 
-def _start(out: Path, sources: list[str], *, resume: bool, exist_ok: bool) -> Iterator[str]:
+def _start(out: Path, sources: list[str], *, resume: bool, exist_ok: bool,
+           video_stride: int) -> Iterator[Source]:
     """The run's inputs, after the checks that refuse a run before it starts."""
     if resume and exist_ok:
         raise TorchinferError("resume and exist_ok contradict each other: --resume keeps the "
@@ -159,7 +170,7 @@ def _start(out: Path, sources: list[str], *, resume: bool, exist_ok: bool) -> It
     if os.path.exists(out) and not os.path.isdir(out):  # Path's raise where a parent is shut
         raise TorchinferError(f"output folder {shown(str(out))} is a file")
     check_sources(sources)
-    inputs = expand_sources(sources, exclude=out)
+    inputs = iter_sources(sources, video_stride=video_stride, exclude=out)  # expanded once
     first = next(inputs, None)
     if first is None:
         named = ", ".join(shown(s) for s in sources) or "the sources (none given)"
@@ -261,52 +272,6 @@ def _brief(value: Any) -> str:
     return shown(text) if len(text) <= 80 else shown(text[:77]) + "..."
 
 
-class _InputOrder:
-    """Feeds the predictor the inputs it can read and holds back the others, with the reason
-    (``unreadable``), until the results reach their place: lines stay in input order, and the
-    predictor never meets a path it cannot open."""
-
-    def __init__(self, paths: Iterable[str]):
-        self._paths = paths
-        # (path, why it cannot be read, or None: given to the predictor) in input order, from
-        # the first input whose line is not written yet to the last one taken
-        self._queue: collections.deque[tuple[str, str | None]] = collections.deque()
-
-    def readable(self) -> Iterator[str]:
-        for path in self._paths:
-            reason = unreadable(path)
-            self._queue.append((path, reason))
-            if reason is None:
-                yield path
-
-    def before(self, result: Result) -> list[tuple[str, str]]:
-        """The held-back inputs whose lines come before ``result``'s."""
-        held = []
-        while self._queue:
-            path, reason = self._queue[0]
-            if reason is not None:
-                held.append((path, reason))
-            elif not _has_frames(path):
-                self._queue.popleft()  # an image has one result, whatever it is named ("-")
-                break
-            elif _frame_of(result.source, path):
-                break  # more frames of this video may follow
-            self._queue.popleft()  # held back, or a video whose frames are over
-        return held
-
-    def rest(self) -> list[tuple[str, str]]:
-        return [(path, reason) for path, reason in self._queue if reason is not None]
-
-
-def _has_frames(path: str) -> bool:
-    return is_video(path) or is_webcam(path)
-
-
-def _frame_of(source: str, path: str) -> bool:
-    parsed = parse_frame_name(source)
-    return source == path or (parsed is not None and parsed[0] == path)
-
-
 class _Run:
     """What a run gathers as its results arrive: counts, timings, picture names, COCO records."""
 
@@ -329,9 +294,9 @@ class _Run:
         self.draw_s = 0.0
         self.start = time.perf_counter()
 
-    def add(self, result: Result, writer: JsonlWriter) -> None:
+    def add(self, source: Source, result: Result, writer: JsonlWriter) -> None:
         record = result.to_dict()
-        stamp = _file_stamp(result.source)
+        stamp = _file_stamp(source.path) if source.is_file and source.path else None
         if stamp is not None:
             record["file"] = stamp
         if isinstance(result, Detections):
@@ -344,7 +309,7 @@ class _Run:
         if result.ok and (self.save_vis or self.save_masks):
             t0 = time.perf_counter()
             try:
-                record["files"] = self._pictures(result)
+                record["files"] = self._pictures(source, result)
             except (InputError, OSError) as exc:  # the file changed since, a name too long...
                 # the answer stands; only its pictures are missing, and the line says why
                 reason = exc.reason if isinstance(exc, InputError) else exc.strerror or str(exc)
@@ -355,11 +320,11 @@ class _Run:
         if self.on_result is not None:
             self.on_result(result)
 
-    def _pictures(self, result: Result) -> dict[str, str]:
-        files = _save_pictures(self.predictor, result, self.out, self.names(result.source),
-                               self.save_vis, self.save_masks)
-        if self.videos is not None:
-            files.update(self.videos.add(result, self.names))
+    def _pictures(self, source: Source, result: Result) -> dict[str, str]:
+        files = _save_pictures(self.predictor, source, result, self.out,
+                               self.names(result.source), self.save_vis, self.save_masks)
+        if self.videos is not None and source.kind == "frame":
+            files.update(self.videos.add(source, result, self.names))
         return files
 
     def _count(self, result: Result) -> None:
@@ -400,7 +365,7 @@ class _Run:
         if predictor.backend_report is not None:
             info["backend"] = predictor.backend_report.to_dict()
         if getattr(predictor, "jpeg_draft", False):
-            check = predictor.draft_check
+            check = getattr(predictor, "draft_check", None)  # a classifier's, when drafting
             info["jpeg_draft"] = {"verified": check is not None and check.passed,
                                   "check": check.describe() if check is not None else None}
         if predictor.pipeline is not None:
@@ -416,11 +381,9 @@ class _VideoVis:
         self.out, self.stride = out, stride
         self.current: AnnotatedVideo | None = None
 
-    def add(self, result: Result, names: UniqueNames) -> dict[str, str]:
-        parsed = parse_frame_name(result.source)
-        if parsed is None:
-            return {}
-        path, index = parsed
+    def add(self, source: Source, result: Result, names: UniqueNames) -> dict[str, str]:
+        path, index = source.path, source.frame
+        assert path is not None and index is not None  # a frame knows its video and place
         if self.current is None or self.current.source != path:
             self.close()
             self.current = AnnotatedVideo(path, self.out / "vis" / f"{names(path)}.mp4",
@@ -477,8 +440,8 @@ def coco_records(record: dict[str, Any]) -> list[dict[str, Any]]:
     return entries
 
 
-def _save_pictures(predictor: Predictor, result: Result, out: Path, name: str, save_vis: bool,
-                   save_masks: bool) -> dict[str, str]:
+def _save_pictures(predictor: Predictor, source: Source, result: Result, out: Path, name: str,
+                   save_vis: bool, save_masks: bool) -> dict[str, str]:
     files = {}
     if save_masks and isinstance(result, Segmentation):
         files["mask"] = str(save_image_atomic(mask_image(result), out / "masks" / f"{name}.png"))
@@ -486,8 +449,8 @@ def _save_pictures(predictor: Predictor, result: Result, out: Path, name: str, s
         files["mask"] = str(save_image_atomic(instance_mask_image(result),
                                               out / "masks" / f"{name}.png"))
     # in-memory inputs and video frames have no image file to redraw
-    if save_vis and not result.source.startswith("<") and "#frame=" not in result.source:
-        image = predictor.loader.load(result.source)
+    if save_vis and source.is_file:
+        image = predictor.loader.load(source.item, source.name)
         files["vis"] = str(save_image_atomic(visualise(result, image), out / "vis" / f"{name}.jpg",
                                              quality=90))
     return files

@@ -45,37 +45,38 @@ def is_webcam(source: str) -> bool:
     return source.startswith(WEBCAM_PREFIX) and source[len(WEBCAM_PREFIX):].isdigit()
 
 
-def iter_frames(path: str, stride: int = 1) -> Iterator[tuple[str, Any]]:
-    """(name, PIL image) for every ``stride``-th frame of the video at ``path``, or of a webcam
-    (``webcam:N``, until interrupted); a video that cannot be opened or decoded yields one
-    (name, Unreadable) saying why, and the run goes on."""
+def iter_frames(path: str, stride: int = 1) -> Iterator[tuple[int | None, str, Any]]:
+    """(index, name, PIL image) for every ``stride``-th frame of the video at ``path``, or of a
+    webcam (``webcam:N``, until interrupted); a video that cannot be opened or decoded yields
+    one (index or None, name, Unreadable) saying why, and the run goes on."""
     if stride < 1:
         raise OptionError(f"video stride must be >= 1, got {stride}")
     try:
         import av
     except ImportError:
-        yield path, Unreadable("reading video needs PyAV: pip install 'torchinfer[video]'")
+        yield None, path, Unreadable("reading video needs PyAV: pip install 'torchinfer[video]'")
         return
     webcam = is_webcam(path)
     target, options = (f"/dev/video{path[len(WEBCAM_PREFIX):]}", {"format": "v4l2"}) \
         if webcam else (path, {})
     if not Path(target).exists():
-        yield path, Unreadable("no such camera" if webcam else "file not found")
+        yield None, path, Unreadable("no such camera" if webcam else "file not found")
         return
     index = -1
     try:
         with av.open(target, **options) as container:
             if not container.streams.video:
-                yield path, Unreadable("no video stream in the file")
+                yield None, path, Unreadable("no video stream in the file")
                 return
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"  # frame-parallel decoding inside FFmpeg
             for index, frame in enumerate(container.decode(stream)):
                 if index % stride == 0:
-                    yield frame_name(path, index, frame.time), frame.to_image()
+                    yield index, frame_name(path, index, frame.time), frame.to_image()
     except av.error.FFmpegError as exc:  # a file that is not a video, or breaks part-way
         where = f" after frame {index}" if index >= 0 else ""
-        yield (frame_name(path, index + 1, None) if index >= 0 else path,
+        broken = index + 1 if index >= 0 else None
+        yield (broken, frame_name(path, broken, None) if broken is not None else path,
                Unreadable(f"unreadable video{where}: {exc}"))
 
 
@@ -137,6 +138,8 @@ class AnnotatedVideo:
             self._next += 1
             if frame is None:
                 return
+        if frame is None:  # this frame was written already
+            return
         image = draw(result, frame.to_image()).convert("RGB")
         image = image.crop((0, 0, self._stream.width, self._stream.height))
         for packet in self._stream.encode(av.VideoFrame.from_image(image)):

@@ -33,15 +33,15 @@ from torch import nn
 
 from ..errors import TorchinferError
 from ..models import LoadedModel
+from ..models.onnx import OrtModule
 from ..models.outputs import main_output
+from ..tasks.registry import task_spec
 from ..verify import BF16_TOLERANCE, FP16_TOLERANCE, FP32_TOLERANCE, Comparison, OutputCheck, Tolerance
-from .onnxruntime import OrtModule
 
 BACKENDS = ("torch", "torchscript", "onnxruntime")
 PRECISIONS = ("fp32", "bf16", "fp16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TOLERANCES = {"fp32": FP32_TOLERANCE, "bf16": BF16_TOLERANCE, "fp16": FP16_TOLERANCE}
-AGREEMENT_KINDS = {"classify": "top-1", "segment": "pixel", "detect": None}
 
 
 class BackendError(TorchinferError):
@@ -199,7 +199,7 @@ def _onnxruntime(loaded: LoadedModel, task: str, precision: str,
     """Export once per model + weights + settings (the file name is their hash), verified by
     export_onnx on photographs; later runs load the cached file."""
     from ..exporters.onnx import export_onnx
-    from .onnxruntime import PREDICTOR_SESSION, make_session
+    from ..models.onnx_session import PREDICTOR_SESSION, make_session
 
     if precision == "bf16":
         raise BackendError("onnxruntime runs fp32 or fp16, not bf16")
@@ -235,7 +235,7 @@ def verify(candidate: Candidate, reference: nn.Module, batches: Sequence[torch.T
     if candidate.module is None or (candidate.backend, candidate.precision) == ("torch", "fp32"):
         return candidate
     tolerance: Tolerance = TOLERANCES[candidate.precision]
-    comparison = Comparison("output", tolerance, AGREEMENT_KINDS.get(task),
+    comparison = Comparison("output", tolerance, task_spec(task).agreement,
                             candidate=candidate.label)
     acc = comparison.start(len(batches[0]) if batches else 0)
     for batch in batches:

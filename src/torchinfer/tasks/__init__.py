@@ -1,15 +1,13 @@
-"""One predictor per task; ``PREDICTORS`` maps the task name to its class."""
+"""One predictor per task (two for detection); ``task_spec(name)`` says everything about a task."""
 
 from .base import Batch, Predictor
 from .classify import ClassificationPredictor
 from .detect import DetectionPredictor
+from .detect_torchvision import TorchvisionDetectionPredictor
+from .detect_yolo import YoloDetectionPredictor
+from .registry import TASK_NAMES, TaskSpec, task_spec
 from .segment import SegmentationPredictor
 
-PREDICTORS: dict[str, type[Predictor]] = {
-    ClassificationPredictor.task: ClassificationPredictor,
-    SegmentationPredictor.task: SegmentationPredictor,
-    DetectionPredictor.task: DetectionPredictor,
-}
-
-__all__ = ["PREDICTORS", "Batch", "ClassificationPredictor", "DetectionPredictor", "Predictor",
-           "SegmentationPredictor"]
+__all__ = ["TASK_NAMES", "Batch", "ClassificationPredictor", "DetectionPredictor",
+           "Predictor", "SegmentationPredictor", "TaskSpec", "TorchvisionDetectionPredictor",
+           "YoloDetectionPredictor", "task_spec"]

@@ -79,8 +79,8 @@ class ClassificationPredictor(Predictor[Classification]):
                                   "outputs: check --labels / num_classes")
         probs = logits.sigmoid() if self.multi_label else logits.softmax(dim=1)
         k = min(self.top_k, probs.shape[1])
-        scores, indices = probs.topk(k, dim=1)
-        scores, indices = scores.cpu().tolist(), indices.cpu().tolist()
+        top_scores, top_indices = probs.topk(k, dim=1)
+        scores, indices = top_scores.cpu().tolist(), top_indices.cpu().tolist()
         results = []
         for source, row_scores, row_idx in zip(batch.sources, scores, indices):
             topk = tuple(ClassScore(i, labels[i] if labels else str(i), min(max(s, 0.0), 1.0))
@@ -93,7 +93,7 @@ class ClassificationPredictor(Predictor[Classification]):
         JPEGs large enough to be drafted (short side 2.5x the smallest drafted size, so 1/2
         scale), compared with bf16's tolerance, the loss we already accept for speed. Sets and
         returns ``draft_check`` (``ti.load`` refuses a predictor whose check failed)."""
-        from ..testing import load_photographs
+        from ..assets import load_photographs
 
         if not self.decode_short_side:
             raise TorchinferError("check_jpeg_draft: this predictor was built without jpeg_draft")
@@ -105,14 +105,14 @@ class ClassificationPredictor(Predictor[Classification]):
             scale = short / min(img.size)
             buffer = io.BytesIO()
             img.resize((round(img.width * scale), round(img.height * scale)),
-                       Image.BICUBIC).save(buffer, "JPEG", quality=90)
+                       Image.Resampling.BICUBIC).save(buffer, "JPEG", quality=90)
             data = buffer.getvalue()
             full = self.loader.load(data, "photograph")
             drafted = self.loader.load(data, "photograph", min_short_side=self.decode_short_side)
             logits = []
             with torch.inference_mode():
                 for image in (full, drafted):
-                    tensor = self.prepare(self._to_device(self.preprocess([image], [""]).tensor))
+                    tensor = self.prepare(self.to_device(self.preprocess([image], [""]).tensor))
                     logits.append(main_output(self.forward(tensor), ndim=2,
                                               what="the classifier").float().cpu().numpy())
             acc.add(*logits)

@@ -63,7 +63,7 @@ def bench(task: str, model: str | Path | nn.Module, weights: str | Path | None =
     A configuration that cannot run (or fails verification) gets a row with ``error``.
     """
     from ..api import load
-    from ..testing import load_photographs
+    from ..assets import load_photographs
 
     pictures = list(sample) if sample is not None else list(load_photographs().values())
     if not pictures:
@@ -114,7 +114,7 @@ def bench(task: str, model: str | Path | nn.Module, weights: str | Path | None =
             preprocess_ms=stages["preprocess"], inference_ms=stages["inference"],
             postprocess_ms=stages["postprocess"],
             chosen=chosen.chosen.label if chosen is not None else "torch/fp32")
-    for (backend, precision, b), row in rows.items():
+    for (_backend, _precision, b), row in rows.items():
         base = rows.get(("torch", "fp32", b))
         if row.images_per_second and base is not None and base.images_per_second:
             row.vs_torch_fp32 = row.images_per_second / base.images_per_second

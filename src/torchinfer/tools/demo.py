@@ -15,17 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
 from ..api import export, inspect, load
-from ..datasets import write_classification, write_detection, write_segmentation
-from ..draw import annotate_classification, contact_sheet, visualise
-from ..evaluation import evaluate_classification, evaluate_detection, evaluate_segmentation
+from ..datasets.shapes import WRITERS
+from ..draw import contact_sheet
 from ..models.bundled import BUNDLED, bundled_path
 from ..runner.run import RunSummary, run_to_dir
 from ..runner.sinks import save_image_atomic, write_json_atomic
+from ..tasks.registry import task_spec
 
 # Not a training seed (scripts/train_shapes.py trains on seeds 0..), so these are new pictures.
 DEMO_SEED = 20_261_126
@@ -64,59 +63,41 @@ def run_demo(out: str | Path = "runs/demo", *, console: Console | None = None,
 
 def _write_data(root: Path) -> dict[str, Path]:
     """Freshly generated pictures with their truth, in the layouts `torchinfer eval` reads."""
-    return {"classify": write_classification(root / "classify", DEMO_IMAGES["classify"], DEMO_SEED),
-            "segment": write_segmentation(root / "segment", DEMO_IMAGES["segment"], DEMO_SEED),
-            "detect": write_detection(root / "detect", DEMO_IMAGES["detect"], DEMO_SEED)}
-
-
-def _images_of(task: str, data: Path) -> Path:
-    return {"classify": data, "segment": data / "JPEGImages", "detect": data / "images"}[task]
+    return {task: WRITERS[task](root / task, DEMO_IMAGES[task], DEMO_SEED) for task in MODELS}
 
 
 def _run_task(task: str, model: str, data: Path, out: Path, device: str,
               console: Console) -> tuple[RunSummary, DemoRow]:
+    spec = task_spec(task)
+    dataset = spec.read_dataset(data)
     predictor = load(task, model, device=device)
     results: list[Any] = []
-    summary = run_to_dir(predictor, [str(_images_of(task, data))], out / task,
+    # the images the evaluation scores, in its order, wherever the task's layout keeps them
+    summary = run_to_dir(predictor, dataset.paths, out / task,
                          on_result=results.append, save_masks=True, exist_ok=True,
                          run_info={"task": task, "model": model})
     # drawn here rather than with save_vis: each picture is drawn once, for vis/ and the sheet
     pictures = []
     for r in results:
         if r.ok:
-            img = predictor.loader.load(r.source)
-            if task == "classify" and max(img.size) < 256:  # room for the label text
-                img = img.resize((img.width * 2, img.height * 2), Image.Resampling.LANCZOS)
-            picture = annotate_classification(img, r) if task == "classify" else visualise(r, img)
+            picture = spec.draw(predictor.loader.load(r.source), r)
             save_image_atomic(picture, out / task / "vis" / f"{Path(r.source).stem}.jpg",
                               quality=90)
             pictures.append(picture)
     contact_sheet(pictures, title=f"{task}: {model} on new shapes pictures").save(
         out / f"{task}.jpg", quality=90)
-    metric, score = _score(task, model, data, device)
+    # scored the way `torchinfer eval` scores (detection: every box down to a low score)
+    report = spec.evaluator(load(task, model, device=device, **spec.evaluation_options), dataset)
+    metric, score = report.headline()
     console.print(f"[bold]{task}[/] {model}: {summary.total} images, {metric} "
                   f"-> {out / f'{task}.jpg'}, {out / task}/", highlight=False)
     return summary, DemoRow(task, model, summary.total, metric, score,
                             summary.images_per_second, summary.failed)
 
 
-def _score(task: str, model: str, data: Path, device: str) -> tuple[str, float]:
-    """The task's metric against the generator's truth (what `torchinfer eval` reports)."""
-    if task == "classify":
-        report = evaluate_classification(load(task, model, device=device), data)
-        return f"top-1 {100 * report.top1:.1f}%", report.top1
-    if task == "segment":
-        seg = evaluate_segmentation(load(task, model, device=device), data)
-        return f"mIoU {100 * seg.miou:.1f}%", seg.miou
-    # detection is scored the COCO way: every box down to a low score
-    det = evaluate_detection(load(task, model, device=device, conf=0.001, max_det=100), data)
-    return (f"mAP@.5 {100 * det.bbox['map50']:.1f}%, mAP@[.5:.95] {100 * det.bbox['map']:.1f}%",
-            det.bbox["map50"])
-
-
 def _inspect_table(console: Console) -> None:
     table = Table("model", "parameters", "MMACs", "input", "file", title="inspect")
-    for task, model in MODELS.items():
+    for model in MODELS.values():
         report = inspect(model)
         path = bundled_path(model)
         table.add_row(model, f"{report.params_total:,}", f"{report.macs / 1e6:.1f}",
@@ -130,10 +111,12 @@ def _export_and_rescore(out: Path, data: Path, console: Console) -> DemoRow:
     path = out / "export" / "shapes_classifier.onnx"
     report = export("shapes_classifier", path)
     console.print(report.summary(), highlight=False)
-    predictor = load("classify", str(path))
-    scored = evaluate_classification(predictor, data)
-    return DemoRow("classify (ONNX file)", path.name, scored.images,
-                   f"top-1 {100 * scored.top1:.1f}%", scored.top1, 0.0, scored.failed)
+    spec = task_spec("classify")
+    scored = spec.evaluator(load(spec.name, str(path), **spec.evaluation_options),
+                            spec.read_dataset(data))
+    metric, score = scored.headline()
+    return DemoRow("classify (ONNX file)", path.name, scored.images, metric, score, 0.0,
+                   scored.failed)
 
 
 def _summary_table(console: Console, rows: list[DemoRow], seconds: float, out: Path) -> None:

@@ -1,0 +1,237 @@
+"""``torchinfer predict classify|segment|detect``: run a model over images, write the results,
+show progress and a table of the first results."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .options import PredictOptions
+from .params import (
+    EXIT_INPUT_FAILED,
+    AllowFailuresOpt,
+    BackendOpt,
+    BatchOpt,
+    DecodeWorkersOpt,
+    DeviceOpt,
+    ExistOkOpt,
+    InputSizeOpt,
+    LabelsOpt,
+    MaxPixelsOpt,
+    MeanOpt,
+    ModelKwargsOpt,
+    ModelOpt,
+    NumClassesOpt,
+    PrecisionOpt,
+    QuietOpt,
+    ResumeOpt,
+    SaveVisOpt,
+    Sources,
+    StdOpt,
+    StrictOpt,
+    TrustCodeOpt,
+    TrustOpt,
+    VerifyBackendOpt,
+    VideoStrideOpt,
+    WeightsOpt,
+    console,
+    err_console,
+    parsed,
+)
+
+predict_app = typer.Typer(help="Run a model over images and write the results.",
+                          no_args_is_help=True)
+
+TABLE_ROWS = 50  # results shown in the table; all of them are in predictions.jsonl
+
+
+# --- the commands ----------------------------------------------------------------------------
+# Each builds its PredictOptions from its own parameters (locals() at the top holds exactly
+# them) and hands it to predict().
+
+@predict_app.command("classify")
+def predict_classify(
+    sources: Sources, model: ModelOpt, weights: WeightsOpt = None,
+    num_classes: NumClassesOpt = None, labels: LabelsOpt = None,
+    input_size: InputSizeOpt = None, mean: MeanOpt = None, std: StdOpt = None,
+    top_k: Annotated[int, typer.Option(help="Classes per image.", min=1)] = 5,
+    multi_label: Annotated[bool, typer.Option(help="Sigmoid per class instead of softmax.")] = False,
+    device: DeviceOpt = "auto", batch_size: BatchOpt = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/classify"),
+    save_vis: SaveVisOpt = False, trust_pickle: TrustOpt = False, strict: StrictOpt = True,
+    max_pixels: MaxPixelsOpt = None, allow_failures: AllowFailuresOpt = False,
+    quiet: QuietOpt = False, backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
+    verify_backend: VerifyBackendOpt = True, resume: ResumeOpt = False,
+    video_stride: VideoStrideOpt = 1, decode_workers: DecodeWorkersOpt = None,
+    exist_ok: ExistOkOpt = False, trust_code: TrustCodeOpt = False,
+    model_kwargs: ModelKwargsOpt = None,
+    jpeg_draft: Annotated[bool, typer.Option(help="Decode big JPEGs at 1/2-1/8 scale (libjpeg "
+                          "DCT scaling), verified against a full decode on photographs: "
+                          "faster, pixels not identical to torchvision's.")] = False,
+) -> None:
+    """Classify images: top-k labels and scores per image, one JSONL line per input."""
+    predict(parsed(PredictOptions.from_cli, task="classify", **locals()))
+
+
+@predict_app.command("segment")
+def predict_segment(
+    sources: Sources, model: ModelOpt, weights: WeightsOpt = None,
+    num_classes: NumClassesOpt = None, labels: LabelsOpt = None,
+    input_size: InputSizeOpt = None, mean: MeanOpt = None, std: StdOpt = None,
+    device: DeviceOpt = "auto", batch_size: BatchOpt = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/segment"),
+    save_vis: SaveVisOpt = False,
+    save_masks: Annotated[bool, typer.Option(help="Write masks/<name>.png: class indices as a "
+                          "palette PNG (VOC colours).")] = False,
+    trust_pickle: TrustOpt = False, strict: StrictOpt = True, max_pixels: MaxPixelsOpt = None,
+    allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
+    backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
+    verify_backend: VerifyBackendOpt = True, resume: ResumeOpt = False,
+    video_stride: VideoStrideOpt = 1, decode_workers: DecodeWorkersOpt = None,
+    exist_ok: ExistOkOpt = False, trust_code: TrustCodeOpt = False,
+    model_kwargs: ModelKwargsOpt = None,
+) -> None:
+    """Segment images: a class per pixel at the original size; class areas in the JSONL."""
+    predict(parsed(PredictOptions.from_cli, task="segment", **locals()))
+
+
+@predict_app.command("detect")
+def predict_detect(
+    sources: Sources, model: ModelOpt, weights: WeightsOpt = None,
+    num_classes: NumClassesOpt = None, labels: LabelsOpt = None,
+    input_size: Annotated[Optional[str], typer.Option(help="Raw-tensor (YOLO) models: the "
+                          "letterbox size, N or H,W (default 640).")] = None,
+    conf: Annotated[float, typer.Option(help="Minimum score kept.", min=0.0, max=1.0)] = 0.25,
+    iou: Annotated[float, typer.Option(help="NMS IoU threshold (raw-tensor models).", min=0.0,
+                                       max=1.0)] = 0.45,
+    max_det: Annotated[int, typer.Option(help="Most detections per image.", min=1)] = 300,
+    classes: Annotated[Optional[str], typer.Option(help="Keep only these class ids, e.g. 0,2.")] = None,
+    decoder: Annotated[str, typer.Option(help="auto, torchvision, yolov5 or yolov8.")] = "auto",
+    device: DeviceOpt = "auto", batch_size: BatchOpt = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/detect"),
+    save_vis: SaveVisOpt = False,
+    save_masks: Annotated[bool, typer.Option(help="Write masks/<name>.png: instance i as "
+                          "value i + 1 (models with masks).")] = False,
+    trust_pickle: TrustOpt = False, strict: StrictOpt = True, max_pixels: MaxPixelsOpt = None,
+    allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
+    backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
+    verify_backend: VerifyBackendOpt = True, resume: ResumeOpt = False,
+    video_stride: VideoStrideOpt = 1, decode_workers: DecodeWorkersOpt = None,
+    exist_ok: ExistOkOpt = False, trust_code: TrustCodeOpt = False,
+    model_kwargs: ModelKwargsOpt = None,
+) -> None:
+    """Detect objects: boxes in original pixels, JSONL plus coco_results.json."""
+    predict(parsed(PredictOptions.from_cli, task="detect", **locals()))
+
+
+# --- running -------------------------------------------------------------------------------
+
+def predict(options: PredictOptions) -> None:
+    """Load, run over the sources with a progress bar, print a table, exit with the code."""
+    from ..api import load
+    from ..tasks.registry import task_spec
+
+    task, out, quiet = options.task, options.out, options.quiet
+    predictor = load(task, options.model, options.weights, **options.load_kwargs())
+    if predictor.model.random_init and not quiet:
+        err_console.print(f"[yellow]warning:[/] {escape(options.model)} has no weights: randomly "
+                          "initialised, its predictions are meaningless (pass --weights)")
+    spec = task_spec(task)  # its table: the columns and how one result fills them
+    columns, describe = spec.columns, spec.describe
+    rows: list[tuple[str, ...]] = []
+
+    def show(result: Any) -> None:
+        if len(rows) < TABLE_ROWS:
+            ms = f"{sum(result.speed.values()):.1f}"
+            rows.append((escape(result.source), *map(escape, describe(result)), ms) if result.ok
+                        else (escape(result.source), "[red]failed[/]", "",
+                              escape(result.error or "")))
+
+    run_info = {"task": task, "model": options.model, "weights": options.weights,
+                "device": str(predictor.device)}
+    try:
+        summary = _run_with_progress(predictor, list(options.sources), out, quiet, show,
+                                     run_info=run_info, **options.run_kwargs())
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: every finished input is in {escape(str(out))}/predictions.jsonl."
+                          "partial; the same command with --resume runs only the rest",
+                          highlight=False)
+        raise typer.Exit(130) from None
+    if predictor.backend_report is not None and not quiet:
+        err_console.print(predictor.backend_report.summary(), highlight=False, markup=False)
+    if not quiet:
+        table = Table("source", *columns, "ms/img", title=task)
+        for r in rows:
+            table.add_row(*r)
+        if summary.total > len(rows):
+            table.caption = escape(f"first {len(rows)} of {summary.total} rows; all in "
+                                   f"{out}/predictions.jsonl")
+        console.print(table)
+    _finish(summary, out, options.allow_failures, quiet)
+
+
+def _run_with_progress(predictor: Any, sources: list[str], out: Path, quiet: bool,
+                       on_result: Callable[[Any], None], run_info: dict[str, Any],
+                       **save: Any) -> Any:
+    """run_to_dir with a progress bar on a terminal, JSON progress lines on stderr otherwise
+    (logs, pipes: every 2 s), nothing with --quiet."""
+    from ..runner.run import count_inputs, run_to_dir
+
+    total = count_inputs(sources, out, save.get("video_stride", 1))
+    if quiet or total <= predictor.batch_size:
+        return run_to_dir(predictor, sources, out, on_result=on_result, run_info=run_info, **save)
+    start = time.perf_counter()
+    done = 0
+    if not err_console.is_terminal:
+        last = [start]
+
+        def line(result: Any) -> None:
+            nonlocal done
+            on_result(result)
+            done += 1
+            now = time.perf_counter()
+            if now - last[0] >= 2.0 or done == total:
+                last[0] = now
+                rate = done / max(now - start, 1e-9)
+                print(json.dumps({"progress": done, "total": total,
+                                  "images_per_second": round(rate, 2),
+                                  "eta_s": round((total - done) / rate, 1) if rate else None}),
+                      file=sys.stderr, flush=True)
+
+        return run_to_dir(predictor, sources, out, on_result=line, run_info=run_info, **save)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]:.1f} img/s"), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        bar = progress.add_task("predicting", total=total, rate=0.0)
+
+        def tick(result: Any) -> None:
+            nonlocal done
+            on_result(result)
+            done += 1
+            progress.update(bar, advance=1, rate=done / max(time.perf_counter() - start, 1e-9))
+
+        return run_to_dir(predictor, sources, out, on_result=tick, run_info=run_info, **save)
+
+
+def _finish(summary: Any, out: Path, allow_failures: bool, quiet: bool) -> None:
+    if not quiet:
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in summary.stage_ms.items())
+        if summary.draw_ms:
+            stages += f", drawing {summary.draw_ms:.1f}"
+        err_console.print(f"{summary.total} inputs, {summary.succeeded} ok, {summary.failed} failed "
+                          f"in {summary.seconds:.2f} s ({summary.images_per_second:.1f} img/s; "
+                          f"ms/img: {stages or '-'}) -> {escape(str(out))}", highlight=False)
+        for failure in summary.failures[:10]:
+            err_console.print(f"  [red]failed[/] {escape(failure['source'])}: "
+                              f"{escape(failure['error'])}", highlight=False, soft_wrap=True)
+    if summary.failed and not allow_failures:
+        raise typer.Exit(EXIT_INPUT_FAILED)
