@@ -62,6 +62,7 @@ def _prepare(root: Path) -> dict[str, tuple[Path, Path]]:
     from torchinfer.testing import calibrate, load_photographs, write_sample_jpegs
 
     photos = root / "photos"
+    photos.mkdir()
     write_sample_jpegs(photos, 256)
     torch.manual_seed(0)
     model = torchvision.models.mobilenet_v2()
