@@ -66,7 +66,7 @@ def export_torchscript(loaded: LoadedModel, path: str | Path, *,
             metadata=metadata, format="torchscript")
         if verify:
             t1 = time.perf_counter()
-            inputs = preprocess_images(preprocess, verification_images(verify_inputs))
+            inputs = preprocess_images(preprocess, verification_images(verify_inputs), task)
             written = torch.jit.load(str(staged), map_location="cpu").eval()
             comparison = Comparison(output_name(task), FP32_TOLERANCE, agreement_kind(task),
                                     candidate="torchscript")

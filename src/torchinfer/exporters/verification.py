@@ -19,25 +19,26 @@ from torch import nn
 
 from ..assets import load_photographs
 from ..errors import TorchinferError
-from ..models import PreprocessConfig
+from ..models import LoadedModel, PreprocessConfig
 from ..models.onnx_session import make_session
+from ..tasks.registry import task_spec
 from ..verify import Comparison, OutputCheck
 from .common import ExportError, ExportReport, agreement_kind, first_line, output_name
 
 
-def preprocess_images(cfg: PreprocessConfig, images: Sequence[Image.Image]) -> list[torch.Tensor]:
-    """(3, H, W) float32 tensors exactly as the predictors make them: resize (PIL, antialiased
-    as configured), centre crop if the config has one, /255, normalise in float32."""
-    mean = torch.tensor(cfg.mean, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(cfg.std, dtype=torch.float32).view(3, 1, 1)
+def preprocess_images(cfg: PreprocessConfig, images: Sequence[Image.Image],
+                      task: str) -> list[torch.Tensor]:
+    """(3, H, W) float32 tensors made by the task's own predictor (its preprocess and
+    prepare: resize and crop, or the letterbox, then normalisation), so the file is verified
+    on exactly what it will be fed. The predictor gets a stand-in module: only its
+    preprocessing runs, and the model being exported is left as it is."""
+    stand_in = LoadedModel(module=nn.Identity(), name="verification", task=task,
+                           preprocess=cfg, labels=None, weights=None)
+    predictor = task_spec(task).predictor_for(stand_in, device="cpu", channels_last=False)
     out = []
-    for img in images:
-        img = F.resize(img.convert("RGB"), list(cfg.resize_size),
-                       interpolation=cfg.interpolation_mode, antialias=cfg.antialias)
-        if cfg.crop_size is not None:
-            img = F.center_crop(img, list(cfg.crop_size))
-        chw = torch.from_numpy(np.array(img)).permute(2, 0, 1)
-        out.append((chw.float().div_(255.0) - mean).div_(std))
+    for i, img in enumerate(images):
+        batch = predictor.preprocess([img.convert("RGB")], [f"photograph {i}"])
+        out.append(predictor.prepare(batch.tensor)[0].contiguous())
     return out
 
 
@@ -47,7 +48,7 @@ def verify_onnx(report: ExportReport, file: Path, reference: nn.Module, cfg: Pre
     """``report`` with the comparison of ``file`` in ONNX Runtime against ``reference`` on
     ``images`` (default: the bundled photographs), at batch 1 and ``batch_size``."""
     t0 = time.perf_counter()
-    inputs = preprocess_images(cfg, verification_images(images))
+    inputs = preprocess_images(cfg, verification_images(images), report.task)
     comparison = Comparison(output_name(report.task), report.tolerance,
                             agreement_kind(report.task))
     try:
