@@ -111,3 +111,11 @@ def test_detection_picks_the_yolo_predictor_for_the_bundled_shapes_detector():
         spec.predictor_class(loaded, decoder="yolov9")
     with pytest.raises(ti.TorchinferError, match="cannot use decoder 'torchvision'"):
         YoloDetectionPredictor(loaded, device="cpu", decoder="torchvision")
+
+
+def test_the_model_registry_knows_the_same_tasks():
+    """models/ sits below tasks/ and keeps its own tuple of task names (for torchvision's
+    model families and @register_model): it must name the same tasks as the registry."""
+    from torchinfer.models import TASKS
+
+    assert tuple(TASKS) == tuple(TASK_NAMES)
