@@ -174,3 +174,40 @@ def test_registered_models_are_trusted_by_name_and_path(tmp_path):
 def test_a_factory_the_user_types_stays_allowed():
     loaded = load_model("torchinfer.models.shapes:shapes_classifier")
     assert isinstance(loaded.module, nn.Module)
+
+
+def test_a_file_naming_a_torchvision_detector_downloads_nothing(tmp_path, monkeypatch):
+    """Segmentation and detection builders download a backbone by default: built from a file,
+    they are asked for none."""
+    asked = []
+    monkeypatch.setattr("torchvision.models._api.WeightsEnum.get_state_dict",
+                        lambda self, *a, **k: asked.append(str(self)) or {})
+    path = tmp_path / "m.safetensors"
+    save_file({"x": torch.zeros(1)}, path, metadata={"architecture": "lraspp_mobilenet_v3_large"})
+    with pytest.raises(ti.WeightsError):  # its tensors do not fit: refused, nothing fetched
+        load_model(path)
+    assert asked == []
+
+
+def test_an_architecture_that_cannot_be_sized_first_is_not_built(tmp_path):
+    """torchvision's RegNets do not build on the meta device: from a file, without trust_code,
+    they are refused before any memory is taken."""
+    path = tmp_path / "m.safetensors"
+    save_file({"x": torch.zeros(1)}, path, metadata={"architecture": "regnet_y_128gf"})
+    with pytest.raises(ti.WeightsError, match="cannot be sized before it is built.*--trust-code"):
+        load_model(path)
+
+
+def test_sizes_a_file_asks_for_are_bounded(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_file({"x": torch.zeros(1)}, path, metadata={
+        "architecture": "fasterrcnn_mobilenet_v3_large_320_fpn",
+        "model_kwargs": json.dumps({"min_size": 50_000, "max_size": 50_000})})
+    with pytest.raises(ti.WeightsError, match="image sizes .*at most 8192"):
+        load_model(path)
+    save_file(_Tiny().state_dict(), path, metadata={
+        "architecture": "mobilenet_v3_small",
+        "preprocess": json.dumps({"resize_size": [60000, 60000], "crop_size": None,
+                                  "mean": [0.5] * 3, "std": [0.2] * 3})})
+    with pytest.raises(ti.TorchinferError, match="up to 8192 pixels"):
+        load_model(path)

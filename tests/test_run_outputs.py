@@ -267,6 +267,7 @@ def test_an_output_folder_is_reused_only_with_exist_ok_or_resume(tmp_path):
     run_to_dir(classifier(), [str(folder(tmp_path, 3))], out, save_vis=True)
     (out / "notes.md").write_text("mine")
     (out / "vis" / "mine.txt").write_text("mine too")
+    Image.new("RGB", (4, 4)).save(out / "vis" / "my_own.jpg")  # a picture no run recorded
     before = (out / "predictions.jsonl").read_bytes()
     with pytest.raises(TorchinferError, match="holds a run's results .*--exist-ok.*--resume"):
         run_to_dir(classifier(), [str(folder(tmp_path, 1, "other"))], out)
@@ -274,7 +275,8 @@ def test_an_output_folder_is_reused_only_with_exist_ok_or_resume(tmp_path):
     run_to_dir(classifier(), [str(tmp_path / "other")], out, exist_ok=True)
     assert [x["source"] for x in lines_of(out)] == [str(tmp_path / "other" / "img_000.png")]
     assert sorted(p.name for p in out.rglob("*")) == [
-        "mine.txt", "notes.md", "predictions.jsonl", "run.json", "summary.json", "vis"]
+        "mine.txt", "my_own.jpg", "notes.md", "predictions.jsonl", "run.json", "summary.json",
+        "vis"]
     with pytest.raises(TorchinferError, match="contradict"):
         run_to_dir(classifier(), [str(tmp_path / "other")], out, exist_ok=True, resume=True)
     (tmp_path / "file").write_text("not a folder")

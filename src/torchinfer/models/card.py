@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..errors import TorchinferError, WeightsError
-from .config import PreprocessConfig
+from .config import MAX_INPUT_SIDE, PreprocessConfig
 
 # The TorchScript archive's extra file that holds the card (``torch.jit.save(_extra_files=)``).
 TORCHSCRIPT_EXTRA_FILE = "torchinfer.json"
@@ -122,6 +122,13 @@ class ModelCard:
         if asked:
             raise WeightsError(f"{where} 'model_kwargs' asks for {', '.join(asked)}: a "
                                "file's own weights are loaded, never downloaded ones")
+        # image sizes a builder resizes to inside the model (a detector's min_size/max_size,
+        # ViT's image_size): bounded like the preprocessing, since every image pays for them
+        sizes = {k: v for k, v in kwargs.items() if "size" in k and isinstance(v, (int, float))
+                 and not isinstance(v, bool) and v > MAX_INPUT_SIDE}
+        if sizes:
+            raise WeightsError(f"{where} 'model_kwargs' asks for image sizes {sizes}: at most "
+                               f"{MAX_INPUT_SIDE} pixels a side")
 
     # --- encoders ----------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from torchvision.transforms._presets import ImageClassification
 from ..errors import TorchinferError
 
 _INTERPOLATIONS = {m.value: m for m in InterpolationMode}
+MAX_INPUT_SIDE = 8192  # pixels: 4x the largest resize torchvision's published weights use
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,13 @@ class PreprocessConfig:
             raise TorchinferError(f"resize_size must be 1 or 2 positive ints, got {self.resize_size}")
         if self.crop_size is not None and (len(self.crop_size) != 2 or min(self.crop_size) <= 0):
             raise TorchinferError(f"crop_size must be 2 positive ints, got {self.crop_size}")
+        sides = (*self.resize_size, *(self.crop_size or ()))
+        if max(sides) > MAX_INPUT_SIDE:
+            # every image is resampled to this size before the model runs: a file (or a typo)
+            # asking for 60,000 pixels would allocate gigabytes per image
+            raise TorchinferError(f"input sizes up to {MAX_INPUT_SIDE} pixels a side are "
+                                  f"supported, got resize {self.resize_size}, crop "
+                                  f"{self.crop_size}")
 
     @property
     def interpolation_mode(self) -> InterpolationMode:

@@ -190,9 +190,16 @@ def _load_whole_model_file(path: Path, trust: _Trust, num_classes: int | None = 
     if wf.module is None and card.architecture is not None:
         factory = resolve_architecture(card.architecture, trust_code=trust.code, source=str(path))
         kwargs = {**card.model_kwargs, **(model_kwargs or {})}  # the card refused download keys
+        if _accepts(factory, "weights_backbone", explicitly=True):
+            # segmentation/detection builders download a backbone by default: a file's
+            # weights are loaded, never downloaded ones
+            kwargs = {"weights_backbone": None, **kwargs}
         if num_classes is not None:
             kwargs["num_classes"] = num_classes
-        _check_size_on_meta(factory, kwargs, wf, path)
+        # a torchvision builder is sized first or not built: the file chose its arguments; a
+        # registered factory or one trusted by the caller is the caller's own code
+        must_size = registered_model(card.architecture) is None and not trust.code
+        _check_size_on_meta(factory, kwargs, wf, path, required=must_size)
         built = _build_fitting(factory, kwargs, num_classes, path, strict, trust, wf)
         return _finish(built, path.stem, card.task, str(path))
     if wf.module is None:
@@ -209,12 +216,19 @@ _META_SIZE_SLACK = 1_000_000
 
 
 def _check_size_on_meta(factory: Callable[..., nn.Module], kwargs: dict[str, Any],
-                        wf: WeightsFile, path: Path) -> None:
-    """Build on the meta device (no memory) and refuse a model far larger than the file."""
+                        wf: WeightsFile, path: Path, *, required: bool) -> None:
+    """Build on the meta device (no memory) and refuse a model far larger than the file.
+    ``required``: a model that cannot be built on meta (torchvision's RegNets) is refused too,
+    since its size cannot be told before the memory is taken."""
     try:
         with torch.device("meta"):
             probe = factory(**kwargs)
-    except Exception:  # noqa: BLE001 - a builder meta cannot run; the real build reports errors
+    except Exception as exc:  # noqa: BLE001 - any builder failure: meta cannot size it
+        if required:
+            raise WeightsError(f"{path}: the architecture its metadata names cannot be sized "
+                               f"before it is built ({type(exc).__name__}); load it with "
+                               "--trust-code (trust_code=True) if you trust the file, or name "
+                               "the architecture yourself with --model") from exc
         return
     if not isinstance(probe, nn.Module):
         return

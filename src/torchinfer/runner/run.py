@@ -93,7 +93,7 @@ def count_inputs(sources: Iterable[str], out_dir: str | Path | None = None,
 # (in vis/ and masks/ only the kinds of file a run writes there).
 RUN_FILES = ("run.json", "predictions.jsonl", "predictions.jsonl.partial", "summary.json",
              "coco_results.json")
-RUN_FOLDERS = {"vis": (".jpg", ".mp4"), "masks": (".png",)}
+RUN_FOLDERS = ("vis", "masks")
 
 
 def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
@@ -190,7 +190,25 @@ def _clear_outputs(out: Path, exist_ok: bool) -> None:
         raise TorchinferError(
             f"output folder {shown(str(out))} already holds a run's results ({', '.join(found)}): "
             "use --exist-ok to replace them, or --resume to continue that run")
-    remove_outputs(out, RUN_FILES, RUN_FOLDERS)
+    remove_outputs(out, RUN_FILES, RUN_FOLDERS, _recorded_pictures(out))
+
+
+def _recorded_pictures(out: Path) -> list[Path]:
+    """The pictures an earlier run into ``out`` wrote, as its lines record them: --exist-ok
+    deletes those, never a picture of someone else's that happens to sit in vis/ or masks/."""
+    pictures = []
+    for name in ("predictions.jsonl", "predictions.jsonl.partial"):
+        try:
+            records = read_jsonl(out / name)
+        except TorchinferError:  # a file that is not ours: nothing in it is trusted
+            continue
+        for record in records:
+            files = record.get("files")
+            if isinstance(files, dict):
+                # by folder and name: the line holds the path as the earlier run spelled it
+                pictures += [out / Path(str(f)).parent.name / Path(str(f)).name
+                             for f in files.values()]
+    return pictures
 
 
 def run_fingerprint(predictor: Predictor, settings: Mapping[str, Any] | None = None, *,

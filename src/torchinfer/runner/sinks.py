@@ -96,33 +96,37 @@ def check_writable(folder: Path) -> None:
         raise TorchinferError(f"cannot write to output folder {folder}: {reason}") from None
 
 
-def remove_outputs(folder: Path, files: Iterable[str],
-                   folders: Mapping[str, tuple[str, ...]]) -> None:
-    """Delete ``files`` in ``folder`` (with what a killed writer left of them) and, in each
-    of ``folders``, the files ending in its suffixes; a folder left empty goes too. Nothing
-    else: someone else's files stay, and a link is removed, never followed."""
-    files = tuple(files)
+def remove_outputs(folder: Path, files: Iterable[str], folders: Iterable[str],
+                   pictures: Iterable[Path]) -> None:
+    """Delete ``files`` in ``folder`` (with what a killed writer left of them) and the
+    ``pictures`` an earlier run recorded, if they lie in one of ``folders`` (with the
+    half-written pictures a killed run left there under hidden names); a folder left empty
+    goes too. Nothing else: someone else's files stay, and a link is removed, never followed."""
+    files, folders = tuple(files), tuple(folders)
+    inside = {(folder / name).resolve() for name in folders
+              if (folder / name).is_dir() and not (folder / name).is_symlink()}
     try:
-        for name in (*files, *folders):
-            path = folder / name
-            if name in folders and path.is_dir() and not path.is_symlink():
-                _remove_files(path, folders[name])
-            elif os.path.lexists(path):
-                path.unlink()
+        for name in files:
+            if os.path.lexists(folder / name) and not (folder / name).is_dir():
+                (folder / name).unlink()
+        for picture in pictures:
+            if picture.parent.resolve() in inside and os.path.lexists(picture):
+                picture.unlink()
         for leftover in folder.glob(".*.tmp"):
             if leftover.name.startswith(tuple(f".{name}." for name in files)):
                 leftover.unlink()
+        for path in inside:
+            _remove_leftovers(path)
     except OSError as exc:
         raise TorchinferError(f"cannot delete the earlier results in {folder}: {exc}") from None
 
 
-def _remove_files(folder: Path, suffixes: tuple[str, ...]) -> None:
+def _remove_leftovers(folder: Path) -> None:
     with os.scandir(folder) as entries:
         for entry in entries:
-            # a picture or video, or one a killed run left half-written under a hidden name
-            ours = entry.name.lower().endswith(suffixes) \
-                or (entry.name.startswith(".") and entry.name.endswith(".tmp"))
-            if ours and not entry.is_dir(follow_symlinks=False):
+            # what a killed run left half-written under a hidden name
+            if entry.name.startswith(".") and entry.name.endswith(".tmp") \
+                    and not entry.is_dir(follow_symlinks=False):
                 os.unlink(entry.path)
     with contextlib.suppress(OSError):  # not empty: someone else's files stay
         folder.rmdir()
