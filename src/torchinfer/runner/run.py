@@ -122,7 +122,8 @@ def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
 
     ``fingerprint``: what else decides this run's answers, as JSON values (the predictor's
     settings: input size, mean, std, top_k, thresholds, backend, precision, labels...). The run
-    adds its task, model, weights, ``video_stride`` and which pictures it saves; a value that
+    adds the sources as named, its task, model, weights, ``video_stride`` and which pictures it
+    saves; a value that
     names an existing file (weights, a model or labels file) is recorded as its path, size and
     modification time. It is written to ``run.json`` when the run starts and to
     ``summary.json``.
@@ -139,8 +140,10 @@ def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
     out = Path(out_dir)
     sources = [os.fsdecode(s) for s in sources]
     inputs = _start(out, sources, resume=resume, exist_ok=exist_ok, video_stride=video_stride)
-    stamp = run_fingerprint(predictor, fingerprint, video_stride=video_stride,
-                            save_vis=save_vis, save_masks=save_masks)
+    # the sources as named belong to the run too: resuming with other inputs would keep lines
+    # for inputs this run was not asked for
+    stamp = run_fingerprint(predictor, {"sources": sources, **(fingerprint or {})},
+                            video_stride=video_stride, save_vis=save_vis, save_masks=save_masks)
     if resume:
         kept = _resumable(out, stamp)
     else:
