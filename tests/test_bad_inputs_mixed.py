@@ -77,12 +77,12 @@ def test_every_good_image_gets_its_answer_and_every_bad_one_its_reason(mixed, tm
     assert any(label in captured.out for label in ("[/]", "[red]square", "star]", "[triangle"))
 
 
-def test_install_hint_keeps_its_brackets(capsys, monkeypatch):
+def test_install_hint_keeps_its_brackets(capsys, monkeypatch, tmp_path):
     def missing(*args, **kwargs):
         raise ti.errors.MissingExtraError("onnxruntime", "onnx")
 
     monkeypatch.setattr("torchinfer.api.load", missing)
-    assert run(["predict", "classify", "x.png", "-m", "shapes_classifier", "--out", "/tmp/x"]) == 2
+    assert run(["predict", "classify", "x.png", "-m", "shapes_classifier", "--out", str(tmp_path / "x")]) == 2
     assert "pip install 'torchinfer[onnx]'" in capsys.readouterr().err
 
 
