@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InputError, OptionError
 from .limits import check_resize
-from .sources import unreadable
+from .sources import open_error, unreadable
 from .video import Unreadable
 
 ImageInput = Union[str, Path, bytes, Image.Image, np.ndarray, torch.Tensor]
@@ -72,17 +73,16 @@ class ImageLoader:
         if isinstance(item, Unreadable):
             raise InputError(name, item.reason)
         if isinstance(item, (str, Path)):
-            path = Path(item)
-            reason = unreadable(str(path))  # permission denied, symlink loop, a named pipe...
+            path = os.fspath(item)
+            reason = unreadable(path)  # not found, a folder, empty, a named pipe... (one stat)
             if reason is not None:
                 raise InputError(name, reason)
-            if not path.exists():
-                raise InputError(name, "file not found")
-            if path.is_dir():
-                raise InputError(name, "is a directory, not an image file")
-            if path.stat().st_size == 0:
-                raise InputError(name, "empty file (0 bytes)")
-            return self._decode(path, name, min_short_side)
+            try:
+                file = open(path, "rb")  # closed below, after decoding
+            except OSError as exc:  # permission denied, under ACLs or a read-only mount too
+                raise InputError(name, open_error(exc, path)) from None
+            with file:
+                return self._decode(file, name, min_short_side)
         if isinstance(item, (bytes, bytearray, memoryview)):
             if len(item) == 0:
                 raise InputError(name, "empty bytes")

@@ -77,33 +77,27 @@ def check_sources(sources: Iterable[str | bytes | os.PathLike]) -> None:
 
 
 def unreadable(path: str) -> str | None:
-    """Why ``path`` (as ``expand_sources`` yields it) cannot be read as an input, in the words
-    of an error record ("permission denied", "symlink loop", ...), or None when it can be read
-    or is not a file at all (``-``, ``webcam:0``, or a missing path, which the image loader
-    reports as "file not found").
-
-    The file is opened and closed rather than checked with os.access, so the answer is what
-    reading will meet, as root, under ACLs or on a read-only mount alike.
-    """
+    """Why the file at ``path`` cannot be read as an image, in the words of an error record
+    ("file not found", "permission denied", "symlink loop", "is a directory...", "empty
+    file...", "not a regular file..."), from one ``stat``; None when it may be opened. Opening
+    it can still fail (permission denied): ``open_error`` words that."""
     try:
         st = os.stat(path)
     except OSError as exc:
-        return _reason(exc, path)
+        return open_error(exc, path)
     except ValueError as exc:  # a NUL in the name, from a list file
         return f"invalid path ({exc})"
     if stat.S_ISDIR(st.st_mode):
-        try:  # only a folder the walk could not list is yielded as a path
+        try:  # a folder the walk could not list is yielded as a path: say why
             with os.scandir(path):
-                return None
+                return "is a directory, not an image file"
         except OSError as exc:
-            return _reason(exc, path)
+            return open_error(exc, path)
     if not stat.S_ISREG(st.st_mode):
         # a named pipe would block the run on open; a device may never end
         return f"not a regular file ({_FILE_TYPES.get(stat.S_IFMT(st.st_mode), 'special')})"
-    try:
-        os.close(os.open(path, os.O_RDONLY))
-    except OSError as exc:
-        return _reason(exc, path)
+    if st.st_size == 0:
+        return "empty file (0 bytes)"
     return None
 
 
@@ -111,13 +105,15 @@ _FILE_TYPES = {stat.S_IFIFO: "a named pipe", stat.S_IFSOCK: "a socket",
                stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
 
 
-def _reason(exc: OSError, path: str) -> str | None:
+def open_error(exc: OSError, path: str) -> str:
+    """The error record's words for an OSError met while reading ``path``."""
     if exc.errno in (errno.EACCES, errno.EPERM):
         return "permission denied"
     if exc.errno == errno.ELOOP:
         return "symlink loop"
     if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-        return "file not found (a broken symbolic link)" if os.path.islink(path) else None
+        return "file not found (a broken symbolic link)" if os.path.islink(path) \
+            else "file not found"
     return (exc.strerror or str(exc)).lower()
 
 

@@ -93,15 +93,6 @@ def count_frames(path: str, stride: int = 1) -> int:
     return max(1, -(-n // stride)) if n else 0
 
 
-def parse_frame_name(name: str) -> tuple[str, int] | None:
-    """(video path, frame index) of a name made by ``frame_name``; None for other inputs."""
-    path, sep, fragment = name.rpartition("#frame=")
-    if not sep:
-        return None
-    index = fragment.split("&", 1)[0]
-    return (path, int(index)) if index.isdigit() else None
-
-
 class AnnotatedVideo:
     """Writes the annotated frames of one input video as ``<out>.mp4`` at the input's frame
     rate (divided by the stride), under a temporary name renamed into place by ``close``.
