@@ -1,18 +1,21 @@
 """Object detection against the leading peer: the same ONNX files, the same folders, Ultralytics'
 own ``YOLO(file).predict(folder, stream=True)`` against ``predict detect``, in one run.
 
-  speed: YOLOv8n built from Ultralytics' yaml (random weights: nothing to download) and
-         exported by Ultralytics' exporter (fixed batch 1, as it exports by default), on JPEGs
-         of mixed sizes cut from scikit-image's photographs
-  boxes: random weights find nothing at conf 0.25, so the boxes are compared on a trained
-         YOLOv8-layout network: the bundled shapes detector, exported to ONNX with the
-         metadata Ultralytics' exporter writes, on new pictures of shapes
+  speed: YOLOv8n, YOLOv8n-seg and YOLOv8n-pose built from Ultralytics' yaml (random weights:
+         nothing to download) and exported by Ultralytics' exporter (fixed batch 1, as it
+         exports by default), on JPEGs of mixed sizes cut from scikit-image's photographs
+  boxes: random weights find nothing at conf 0.25, so the boxes are compared on trained
+         networks: the bundled shapes detector, exported to ONNX with the metadata
+         Ultralytics' exporter writes, and the segment and pose models Ultralytics trained on
+         the shapes (tests/fixtures/ultralytics), on new pictures of shapes; with detections
+         to decode, these rows also time the masks and keypoints
 
 Both sides use conf 0.25, IoU 0.7 (Ultralytics' predict defaults), max_det 300, the CPU.
 Ultralytics runs in its own environment (bash benchmarks/peer_env.sh); it is never a
 dependency of torchinfer. Best of --rounds, the two tools alternating.
 
     python benchmarks/detect_vs_ultralytics.py [--images 128] [--imgsz 320] [--rounds 2]
+        [--tasks detect segment pose]
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ from torchinfer.testing import write_sample_jpegs
 ROOT = Path(__file__).resolve().parent.parent
 PEER = ROOT / ".venv-peer" / "bin" / "python"
 SIDE = Path(__file__).resolve().parent / "ultralytics_side.py"
+FIXTURES = ROOT / "tests" / "fixtures" / "ultralytics"
 CONF, IOU = 0.25, 0.7
+YAMLS = {"detect": "yolov8n.yaml", "segment": "yolov8n-seg.yaml", "pose": "yolov8n-pose.yaml"}
 
 
 def peer(*args: object) -> None:
@@ -89,6 +94,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=128)
     parser.add_argument("--imgsz", type=int, default=320)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--tasks", nargs="+", default=list(YAMLS), choices=list(YAMLS))
     args = parser.parse_args()
     if not PEER.exists():
         sys.exit("Ultralytics' environment is missing: bash benchmarks/peer_env.sh")
@@ -97,26 +103,34 @@ def main() -> None:
     photos = tmp / "photos"
     photos.mkdir()
     write_sample_jpegs(photos, args.images)
-    yolo = tmp / f"yolov8n-{args.imgsz}.onnx"
-    peer("export", yolo, args.imgsz)
-
     shapes = tmp / "shapes"
-    write_detection(shapes, 64, seed=777, size=416)  # letterboxed down to 256
-    detector = tmp / "shapes_detector.onnx"
-    ti.export("shapes_detector", detector)
-    labels = ti.load("detect", "shapes_detector", device="cpu").model.labels
-    ultralytics_style(detector, labels, 256)
-
-    cases = {"speed: YOLOv8n (Ultralytics' export), photographs": (yolo, photos, args.imgsz),
-             "boxes: shapes detector (trained), shapes": (detector, shapes / "images", 256)}
-    for title, (model, folder, imgsz) in cases.items():
+    write_detection(shapes, 64, seed=777, size=416)  # letterboxed down to 256 (or 320)
+    cases = {}
+    for task in args.tasks:
+        yolo = tmp / f"{YAMLS[task].removesuffix('.yaml')}-{args.imgsz}.onnx"
+        peer("export", yolo, args.imgsz, YAMLS[task])
+        name = YAMLS[task].removesuffix(".yaml").replace("yolov8n", "YOLOv8n")
+        cases[f"speed: {name} (Ultralytics' export), photographs"] = (yolo, photos, args.imgsz,
+                                                                     task)
+    if "detect" in args.tasks:
+        detector = tmp / "shapes_detector.onnx"
+        ti.export("shapes_detector", detector)
+        labels = ti.load("detect", "shapes_detector", device="cpu").model.labels
+        ultralytics_style(detector, labels, 256)
+        cases["boxes: shapes detector (trained), shapes"] = (detector, shapes / "images", 256,
+                                                             "detect")
+    for task, fixture in (("segment", "yolov8n-seg"), ("pose", "yolov8n-pose")):
+        if task in args.tasks:
+            cases[f"boxes: {fixture} (trained by Ultralytics), shapes"] = (
+                FIXTURES / f"{fixture}.onnx", shapes / "images", 320, task)
+    for title, (model, folder, imgsz, task) in cases.items():
         predictor = ti.load("detect", model, device="cpu", conf=CONF, iou=IOU, max_det=300)
         out = tmp / f"out-{model.stem}"
         run_to_dir(predictor, [str(folder)], out, exist_ok=True)  # warm-up, and the pipeline plan
         best = {"ultralytics": float("inf"), "torchinfer": float("inf")}
         theirs_file = tmp / f"ultralytics-{model.stem}.json"
         for _ in range(args.rounds):
-            peer("predict", model, folder, imgsz, CONF, IOU, 1, theirs_file)
+            peer("predict", model, folder, imgsz, CONF, IOU, 1, theirs_file, task)
             theirs = json.loads(theirs_file.read_text())
             best["ultralytics"] = min(best["ultralytics"], theirs["images"] / theirs["images_per_second"])
             start = time.perf_counter()
@@ -127,7 +141,7 @@ def main() -> None:
         rate = {k: n / v for k, v in best.items()}
         print(f"{title}, {n} JPEGs, CPU {torch.get_num_threads()} cores, best of {args.rounds}")
         print(f"  Ultralytics predict(stream=True)  {rate['ultralytics']:7.1f} img/s")
-        print(f"  torchinfer predict detect         {rate['torchinfer']:7.1f} img/s   "
+        print(f"  torchinfer predict detect ({task:7}) {rate['torchinfer']:7.1f} img/s   "
               f"{rate['torchinfer'] / rate['ultralytics']:.2f}x  (batch {predictor.batch_size}; "
               f"ms/img {', '.join(f'{k} {v:.2f}' for k, v in summary.stage_ms.items())}; "
               f"{predictor.pipeline.reason if predictor.pipeline else 'in turn'})")

@@ -246,6 +246,6 @@ def test_ultralytics_onnx_runs_by_path_alone(tmp_path):
 
 
 def test_ultralytics_onnx_of_another_task_is_refused_clearly(tmp_path):
-    path = _ultralytics_style_onnx(tmp_path / "seg.onnx", task="pose")
-    with pytest.raises(ti.TorchinferError, match="Ultralytics 'pose' model"):
+    path = _ultralytics_style_onnx(tmp_path / "seg.onnx", task="depth")
+    with pytest.raises(ti.TorchinferError, match="Ultralytics 'depth' model"):
         ti.load("detect", str(path), device="cpu")

@@ -159,8 +159,8 @@ def test_ultralytics_metadata_decodes():
     classify = ModelCard.from_ultralytics_metadata({**meta, "task": "classify", "imgsz": "224"},
                                                    "cls.onnx")
     assert classify.preprocess.crop_size == (224, 224) and classify.task == "classify"
-    with pytest.raises(ti.TorchinferError, match=r"pose\.onnx: an Ultralytics 'pose' model"):
-        ModelCard.from_onnx_metadata({**meta, "task": "pose"}, "pose.onnx")
+    with pytest.raises(ti.TorchinferError, match=r"depth\.onnx: an Ultralytics 'depth' model"):
+        ModelCard.from_onnx_metadata({**meta, "task": "depth"}, "depth.onnx")
     with pytest.raises(ti.WeightsError, match=r"bad\.onnx: Ultralytics 'names' ids"):
         ModelCard.from_onnx_metadata({**meta, "names": "{1: 'a'}"}, "bad.onnx")
 

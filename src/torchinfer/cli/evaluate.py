@@ -113,7 +113,8 @@ def eval_detect(
                                        min=0.0, max=1.0)] = 0.6,
     max_det: Annotated[int, typer.Option(help="Most detections per image (COCO scores 100).",
                                            min=1)] = 100,
-    decoder: Annotated[str, typer.Option(help="auto, torchvision, yolov5 or yolov8.")] = "auto",
+    decoder: Annotated[str, typer.Option(help="auto, torchvision, yolov5, yolov8, yolov8-seg, "
+                       "yolov5-seg, yolov8-pose or yolov8-obb.")] = "auto",
     device: DeviceOpt = "auto", batch_size: BatchOpt = None, limit: LimitOpt = None,
     as_json: JsonOpt = False, out: OutOpt = None, trust_pickle: TrustOpt = False,
     strict: StrictOpt = True, allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,

@@ -28,6 +28,9 @@ PLACEHOLDER_LABELS = frozenset({"__background__", "n/a", "background", ""})
 # COCOeval.summarize()'s twelve numbers, in its order
 STAT_NAMES = ("map", "map50", "map75", "map_small", "map_medium", "map_large",
               "mar1", "mar10", "mar100", "mar_small", "mar_medium", "mar_large")
+# its ten for keypoints (no small objects, 20 detections per image)
+KEYPOINT_STAT_NAMES = ("map", "map50", "map75", "map_medium", "map_large",
+                       "mar", "mar50", "mar75", "mar_medium", "mar_large")
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class CocoRecords:
 
     bbox: list[dict[str, Any]] = field(default_factory=list)
     segm: list[dict[str, Any]] = field(default_factory=list)
+    keypoints: list[dict[str, Any]] = field(default_factory=list)
     dropped: int = 0  # detections of model classes that have no dataset category
 
 
@@ -97,9 +101,12 @@ def detection_records(dets: Detections, image_id: Any, to_category: Mapping[int,
     kept = dets[keep] if len(dets) else dets
     records = kept.to_coco(image_id, dict(to_category)) if len(kept) else []
     for i, rec in enumerate(records):
-        rec.pop("keypoints", None)
+        points = rec.pop("keypoints", None)
         rle = rec.pop("segmentation", None)
         out.bbox.append(rec)
+        if points is not None:  # x, y, score per keypoint; OKS reads x and y
+            out.keypoints.append({"image_id": rec["image_id"], "category_id": rec["category_id"],
+                                  "score": rec["score"], "keypoints": points})
         if rle is not None and kept.masks is not None:
             out.segm.append({"image_id": rec["image_id"], "category_id": rec["category_id"],
                              "score": rec["score"],
@@ -139,11 +146,13 @@ class CocoScores:
 
 def coco_evaluate(dataset: Mapping[str, Any], records: Sequence[Mapping[str, Any]], *,
                   iou_type: str = "bbox", image_ids: Sequence[Any] | None = None,
-                  category_ids: Sequence[Any] | None = None) -> CocoScores:
+                  category_ids: Sequence[Any] | None = None,
+                  sigmas: Sequence[float] | None = None) -> CocoScores:
     """Run pycocotools' COCOeval on ``records`` against the ground truth ``dataset`` (a COCO
     dict with images, annotations, categories), restricted to ``image_ids`` and
     ``category_ids`` when given. An empty ``records`` list scores 0 wherever there is ground
-    truth (pycocotools' own ``loadRes`` cannot take an empty list)."""
+    truth (pycocotools' own ``loadRes`` cannot take an empty list). ``sigmas``: the OKS
+    falloff per keypoint ("keypoints"; COCO's person sigmas by default)."""
     coco_cls, coco_eval_cls = _pycocotools()
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints as it goes
         gt = coco_cls()
@@ -159,22 +168,25 @@ def coco_evaluate(dataset: Mapping[str, Any], records: Sequence[Mapping[str, Any
                           "categories": copy.deepcopy(gt.dataset["categories"])}
             dt.createIndex()
         evaluator = coco_eval_cls(gt, dt, iou_type)
+        if sigmas is not None:
+            evaluator.params.kpt_oks_sigmas = np.asarray(sigmas, dtype=np.float64)
         if image_ids is not None:
             evaluator.params.imgIds = list(image_ids)
         if category_ids is not None:
             evaluator.params.catIds = list(category_ids)
+        names = KEYPOINT_STAT_NAMES if iou_type == "keypoints" else STAT_NAMES
         if not evaluator.params.imgIds or not evaluator.params.catIds:
-            return CocoScores(iou_type, dict.fromkeys(STAT_NAMES), {})
+            return CocoScores(iou_type, dict.fromkeys(names), {})
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    stats = {name: _defined(v) for name, v in zip(STAT_NAMES, evaluator.stats)}
+    stats = {name: _defined(v) for name, v in zip(names, evaluator.stats)}
     precision = evaluator.eval["precision"]  # (iou thresholds, recall points, K, areas, max dets)
     iou_thresholds = list(np.round(evaluator.params.iouThrs, 2))
     per_category = {}
     for k, cid in enumerate(evaluator.params.catIds):
         cid = cid.item() if isinstance(cid, np.generic) else cid  # COCOeval np.unique()s the ids
-        p = precision[:, :, k, 0, -1]  # all areas, 100 detections
+        p = precision[:, :, k, 0, -1]  # all areas, the most detections (100; keypoints 20)
         per_category[cid] = {"ap": _mean_defined(p),
                              "ap50": _mean_defined(p[iou_thresholds.index(0.5)]),
                              "ap75": _mean_defined(p[iou_thresholds.index(0.75)])}

@@ -35,6 +35,7 @@ from .datasets import (
     read_voc_segmentation,
     resolve_coco_paths,
 )
+from .keypoints import has_keypoint_truth, score_keypoints
 from .metrics import add_to_confusion, ratio, segmentation_scores, topk_correct
 from .report import ClassificationReport, DetectionReport, SegmentationReport
 
@@ -359,7 +360,7 @@ def evaluate_detection(predictor: EvaluatedPredictor, data: str | Path | CocoDat
     records = CocoRecords()
     failures: list[dict[str, str]] = []
     scored: list[Any] = []
-    any_masks = False
+    any_masks, keypoint_count = False, 0
     size_mismatch = []
     for i, result in _predict(predictor, [p for _, p in items], batch_size=batch_size,
                               progress=progress):
@@ -369,6 +370,8 @@ def evaluate_detection(predictor: EvaluatedPredictor, data: str | Path | CocoDat
             continue
         scored.append(image_id)
         any_masks |= result.masks is not None
+        if result.keypoints is not None:
+            keypoint_count = result.keypoints.shape[1]
         h, w = sizes[image_id]
         if h is not None and w is not None and (int(h), int(w)) != tuple(result.image_size):
             size_mismatch.append(f"{result.source} ({result.image_size[1]}x"
@@ -392,6 +395,15 @@ def evaluate_detection(predictor: EvaluatedPredictor, data: str | Path | CocoDat
         else:
             warnings.append(f"the model gives masks but {ann_path.name} has no 'segmentation' "
                             "(or image height/width) for every annotation: mask AP not computed")
+    points = None
+    if keypoint_count:
+        if has_keypoint_truth(coco.dataset, set(scored), keypoint_count):
+            points = score_keypoints(coco.dataset, records.keypoints, scored, cat_ids,
+                                     keypoint_count)
+        else:
+            warnings.append(f"the model gives {keypoint_count} keypoints but {ann_path.name} "
+                            "has no 'keypoints' of that many for every annotation: keypoint AP "
+                            "not computed")
     if bbox.map is None and scored:
         warnings.append("no ground-truth objects of the matched categories in the scored "
                         "images: mAP is undefined")
@@ -414,12 +426,15 @@ def evaluate_detection(predictor: EvaluatedPredictor, data: str | Path | CocoDat
                  "detections": made[cid]}
         if segm is not None:
             entry["mask_ap"] = segm.per_category.get(cid, {}).get("ap")
+        if points is not None:
+            entry["keypoint_ap"] = points.per_category.get(cid, {}).get("ap")
         classes.append(entry)
     return DetectionReport(
         data=str(ann_path), model=predictor.model.name, weights=predictor.model.weights,
         images=len(items), failures=failures, warnings=warnings,
         seconds=time.perf_counter() - start, options=_options(predictor),
-        bbox=bbox.stats, segm=segm.stats if segm is not None else None, classes=classes,
+        bbox=bbox.stats, segm=segm.stats if segm is not None else None,
+        keypoints=points.stats if points is not None else None, classes=classes,
         detections=len(records.bbox), dropped_detections=records.dropped,
         model_classes_without_category=list(cmap.model_without_category),
         categories_without_class=list(cmap.categories_without_class))

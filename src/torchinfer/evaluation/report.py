@@ -175,6 +175,8 @@ class DetectionReport(EvalReport):
 
     bbox: dict[str, float | None] = field(default_factory=dict)
     segm: dict[str, float | None] | None = None
+    # COCO keypoint AP (OKS) when the model gives keypoints and the annotations have them
+    keypoints: dict[str, float | None] | None = None
     classes: list[dict[str, Any]] = field(default_factory=list)
     detections: int = 0
     dropped_detections: int = 0  # of model classes that no dataset category matches
@@ -197,8 +199,11 @@ class DetectionReport(EvalReport):
         metrics: dict[str, Any] = {"bbox": {k: _r(v) for k, v in self.bbox.items()}}
         if self.segm is not None:
             metrics["segm"] = {k: _r(v) for k, v in self.segm.items()}
+        if self.keypoints is not None:
+            metrics["keypoints"] = {k: _r(v) for k, v in self.keypoints.items()}
         return {**self._common(), "metrics": metrics,
-                "classes": [{**c, **{k: _r(c.get(k)) for k in ("ap", "ap50", "ap75", "mask_ap")
+                "classes": [{**c, **{k: _r(c.get(k)) for k in ("ap", "ap50", "ap75", "mask_ap",
+                                                               "keypoint_ap")
                                      if k in c}} for c in self.classes],
                 "detections": self.detections, "dropped_detections": self.dropped_detections,
                 "model_classes_without_category": self.model_classes_without_category,

@@ -235,3 +235,34 @@ def _record(line: bytes, path: Path, number: int) -> dict[str, Any]:
         raise TorchinferError(f"{path}: line {number} is not a JSON record (a "
                               f"{type(record).__name__}, not an object)")
     return record
+
+
+def write_dota(records: Iterable[dict[str, Any]], folder: str | Path) -> list[Path]:
+    """Rotated boxes as DOTA's Task 1 result files: ``Task1_<class>.txt`` per class, one line
+    per box, ``<image> <score> x1 y1 x2 y2 x3 y3 x4 y4`` (the four corners in original
+    pixels; the image named by its file stem, as DOTA's evaluation expects). ``records`` are
+    predictions.jsonl records; those without rotated boxes ("corners") add nothing."""
+    lines: dict[str, list[str]] = {}
+    for record in records:
+        image = Path(str(record.get("source", ""))).stem
+        for obj in record.get("detections") or ():
+            if "corners" in obj:
+                points = " ".join(f"{float(v):.2f}" for corner in obj["corners"] for v in corner)
+                lines.setdefault(str(obj["label"]), []).append(
+                    f"{image} {float(obj['score']):.5f} {points}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for label, rows in sorted(lines.items()):
+        safe = re.sub(r"[^\w.-]+", "_", label) or "_"  # a label is no path
+        path = folder / f"Task1_{safe}.txt"
+        fh, tmp = _create_temporary(path)
+        try:
+            with fh:
+                fh.write(("\n".join(rows) + "\n").encode("utf-8"))
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        written.append(path)
+    return written

@@ -4,7 +4,8 @@ Two kinds of model read images in unrelated ways, so each has its own predictor:
 
 - torchvision detectors (detect_torchvision.py): they resize and normalise inside and take a
   list of images of any sizes;
-- raw-tensor detectors, YOLOv5/YOLOv8 exports (detect_yolo.py): letterbox, decode, NMS.
+- raw-tensor detectors, YOLOv5/YOLOv8/YOLO11 exports (detect_yolo.py): letterbox, decode,
+  NMS; with segment, pose and OBB heads also masks, keypoints and rotated boxes.
 
 ``DetectionPredictor`` is their common base: the options (conf, max_det, classes) and the
 ``Detections`` they return are the same. Called itself, ``DetectionPredictor(model, ...)``
@@ -43,9 +44,10 @@ class DetectionPredictor(Predictor[Detections]):
     """Boxes (and masks, keypoints) in original image pixels.
 
     conf: minimum score kept; max_det: most detections per image; classes: keep only these
-    class ids; decoder: "auto" (torchvision for its detectors, else yolov5/yolov8 guessed from
-    the output layout), or one of "torchvision", "yolov5", "yolov8"; iou: NMS overlap threshold
-    of raw-tensor models (torchvision models run their own NMS).
+    class ids; decoder: "auto" (torchvision for its detectors, else an Ultralytics file's
+    metadata, else yolov5/yolov8 guessed from the output layout), or one of "torchvision",
+    "yolov5", "yolov8", "yolov8-seg", "yolov5-seg", "yolov8-pose", "yolov8-obb"; iou: NMS
+    overlap threshold of raw-tensor models (torchvision models run their own NMS).
     """
 
     task = "detect"
@@ -104,7 +106,10 @@ class DetectionPredictor(Predictor[Detections]):
 
     def to_detections(self, source: str, size: tuple[int, int], found: RawDetections,
                       masks: tuple[InstanceMask, ...] | None = None,
-                      keypoints: np.ndarray | None = None) -> Detections:
+                      keypoints: np.ndarray | None = None,
+                      keypoint_names: tuple[str, ...] | None = None,
+                      skeleton: tuple[tuple[int, int], ...] | None = None,
+                      rotated: np.ndarray | None = None) -> Detections:
         """The result for one image: boxes already in its pixels (``size`` is (h, w))."""
         names = self.model.labels
         ids = found.class_ids.cpu().numpy().astype(np.int64)
@@ -115,7 +120,8 @@ class DetectionPredictor(Predictor[Detections]):
                           scores=found.scores.float().clamp(0, 1).cpu().numpy().astype(np.float32),
                           class_ids=ids,
                           labels=tuple(names[i] if names else str(i) for i in ids),
-                          image_size=size, masks=masks, keypoints=keypoints)
+                          image_size=size, masks=masks, keypoints=keypoints,
+                          keypoint_names=keypoint_names, skeleton=skeleton, rotated=rotated)
 
     def failed(self, source: str, reason: str) -> Detections:
         return Detections(source=source, error=reason)

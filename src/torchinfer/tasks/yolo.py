@@ -1,14 +1,16 @@
 """Raw-tensor detectors (what YOLO training exports): letterbox in, decode + NMS out.
 
 The model's output is one tensor per image holding boxes (centre x, centre y, width, height in
-letterboxed pixels) and class scores, plus an objectness score in YOLOv5's layout:
+letterboxed pixels) and class scores, plus an objectness score in YOLOv5's layout, and after
+the classes the extra rows of a segment, pose or OBB head (``extra``: mask coefficients,
+keypoints, the angle; see yolo_heads.py):
 
-    yolov5: (B, N, 5 + C)   x, y, w, h, objectness, C class scores   (score = obj * class)
-    yolov8: (B, 4 + C, N)   x, y, w, h, C class scores
+    yolov5: (B, N, 5 + C + E)   x, y, w, h, objectness, C class scores   (score = obj * class)
+    yolov8: (B, 4 + C + E, N)   x, y, w, h, C class scores               (also YOLO11)
 
 Postprocessing keeps boxes above the confidence threshold, runs class-aware NMS
-(torchvision.ops.batched_nms), keeps the best ``max_det`` and maps boxes back through the
-letterbox to the original image.
+(torchvision.ops.batched_nms; rotated boxes: yolo_obb.py), keeps the best ``max_det`` and maps
+boxes back through the letterbox to the original image, as Ultralytics' ``scale_boxes`` does.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from PIL import Image
 from torchvision.ops import batched_nms, box_convert
 
 from ..errors import TorchinferError
+from .yolo_obb import rotated_nms
 
 DECODERS = ("yolov5", "yolov8")
 PAD_VALUE = 114  # Ultralytics' grey, so a model trained with its letterbox sees what it knows
@@ -34,16 +37,38 @@ class Letterbox:
     original: tuple[int, int]  # (h, w)
     scale: float
     pad: tuple[int, int]  # (left, top) in model pixels
+    resized: tuple[int, int]  # (h, w) of the image inside the letterbox, rounded
+
+    @property
+    def gains(self) -> tuple[float, float]:
+        """(x, y) model pixels per original pixel: each side was rounded on its own, so the
+        two differ slightly from ``scale`` (Ultralytics' ``scale_boxes`` divides by these)."""
+        return self.resized[1] / self.original[1], self.resized[0] / self.original[0]
 
     def to_original(self, boxes: torch.Tensor) -> torch.Tensor:
         """xyxy boxes in model pixels -> original image pixels, clipped to the image."""
-        left, top = self.pad
-        out = boxes.clone()
-        out[:, [0, 2]] = (out[:, [0, 2]] - left) / self.scale
-        out[:, [1, 3]] = (out[:, [1, 3]] - top) / self.scale
+        out = self.points_to_original(boxes.reshape(-1, 2, 2)).reshape(boxes.shape)
+        return out
+
+    def points_to_original(self, points: torch.Tensor) -> torch.Tensor:
+        """(..., 2+) points (x, y first) in model pixels -> original pixels, clipped to the
+        image (Ultralytics' ``scale_coords``); columns after x, y are left as they are."""
+        (left, top), (gx, gy) = self.pad, self.gains
         h, w = self.original
-        out[:, [0, 2]] = out[:, [0, 2]].clamp(0, w)
-        out[:, [1, 3]] = out[:, [1, 3]].clamp(0, h)
+        out = points.clone()
+        out[..., 0] = ((out[..., 0] - left) / gx).clamp(0, w)
+        out[..., 1] = ((out[..., 1] - top) / gy).clamp(0, h)
+        return out
+
+    def rotated_to_original(self, xywhr: torch.Tensor) -> torch.Tensor:
+        """(n, 5) rotated boxes (cx, cy, w, h, angle) in model pixels -> original pixels, not
+        clipped (a rotated box may reach past the image), as Ultralytics' OBB predictor."""
+        (left, top), (gx, gy) = self.pad, self.gains
+        out = xywhr.clone()
+        out[:, 0] = (out[:, 0] - left) / gx
+        out[:, 1] = (out[:, 1] - top) / gy
+        out[:, 2] /= gx
+        out[:, 3] /= gy
         return out
 
 
@@ -66,7 +91,7 @@ def letterbox(img: Image.Image, size: tuple[int, int]) -> tuple[np.ndarray, Lett
         pixels = F.interpolate(pixels.permute(2, 0, 1)[None], size=(nh, nw), mode="bilinear",
                                align_corners=False, antialias=False)[0].permute(1, 2, 0)
     canvas[top:top + nh, left:left + nw] = pixels.numpy()
-    return canvas, Letterbox((h, w), scale, (left, top))
+    return canvas, Letterbox((h, w), scale, (left, top), (nh, nw))
 
 
 def guess_decoder(raw: torch.Tensor) -> str:
@@ -79,34 +104,50 @@ def guess_decoder(raw: torch.Tensor) -> str:
 
 @dataclass(frozen=True)
 class RawDetections:
-    boxes: torch.Tensor  # (n, 4) xyxy in model pixels
+    boxes: torch.Tensor  # (n, 4) xyxy in model pixels (rotated: (n, 5) cx, cy, w, h, angle)
     scores: torch.Tensor  # (n,)
     class_ids: torch.Tensor  # (n,) int64
+    extra: torch.Tensor | None = None  # (n, E) the head's rows after the classes
 
 
 def decode(raw: torch.Tensor, decoder: str, *, conf: float, iou: float, max_det: int,
-           classes: list[int] | None = None) -> list[RawDetections]:
-    """One RawDetections per image of the batch, best first."""
+           classes: list[int] | None = None, num_classes: int | None = None,
+           rotated: bool = False) -> list[RawDetections]:
+    """One RawDetections per image of the batch, best first.
+
+    num_classes: C when rows follow the classes (``extra``); None: every row after the box
+    (and objectness) is a class. rotated: the extra row is an angle and NMS is rotated
+    (yolo_obb.rotated_nms), as in Ultralytics' OBB predictor."""
     if decoder not in DECODERS:
         raise TorchinferError(f"unknown decoder {decoder!r}: use one of {', '.join(DECODERS)}")
     raw = raw.float()
+    first = 4 if decoder == "yolov8" else 5  # the first class row
     if decoder == "yolov8":
-        raw = raw.transpose(1, 2)  # -> (B, N, 4 + C)
-        if raw.shape[2] < 5:
-            raise TorchinferError(f"yolov8 output needs 4 + C >= 5 rows, got {raw.shape[2]}")
-        class_scores = raw[..., 4:]
-    else:
-        if raw.shape[2] < 6:
-            raise TorchinferError(f"yolov5 output needs 5 + C >= 6 columns, got {raw.shape[2]}")
-        class_scores = raw[..., 5:] * raw[..., 4:5]
+        raw = raw.transpose(1, 2)  # -> (B, N, 4 + C + E)
+    rows = raw.shape[2]
+    end = rows if num_classes is None else first + num_classes
+    if end - first < 1 or end > rows:
+        expected = f"{first} + C" + ("" if num_classes is None else f" (C = {num_classes}) + extra")
+        raise TorchinferError(f"{decoder} output needs {expected} >= {max(first + 1, end)} "
+                              f"{'rows' if decoder == 'yolov8' else 'columns'}, got {rows}")
+    class_scores = raw[..., first:end]
+    if decoder == "yolov5":
+        class_scores = class_scores * raw[..., 4:5]
     scores, class_ids = class_scores.max(dim=2)
     out = []
     for b in range(raw.shape[0]):
         keep = scores[b] > conf
         if classes is not None:
             keep &= torch.isin(class_ids[b], torch.tensor(classes, device=raw.device))
-        boxes = box_convert(raw[b, keep, :4], "cxcywh", "xyxy")
         s, c = scores[b, keep], class_ids[b, keep]
-        kept = batched_nms(boxes, s, c, iou)[:max_det]  # sorted by score, class-aware
-        out.append(RawDetections(boxes[kept], s[kept], c[kept]))
+        extra = raw[b, keep, end:] if end < rows else None
+        if rotated:
+            assert extra is not None  # the angle
+            boxes = torch.cat([raw[b, keep, :4], extra[:, :1]], 1)
+            kept = rotated_nms(boxes, s, c, iou)[:max_det]
+        else:
+            boxes = box_convert(raw[b, keep, :4], "cxcywh", "xyxy")
+            kept = batched_nms(boxes, s, c, iou)[:max_det]  # sorted by score, class-aware
+        out.append(RawDetections(boxes[kept], s[kept], c[kept],
+                                 None if extra is None else extra[kept]))
     return out
