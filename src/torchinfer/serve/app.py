@@ -1,0 +1,254 @@
+"""The HTTP app: ``build_app(config)`` -> a FastAPI app serving the models of ``config``.
+
+    POST /v1/models/{name}/predict     an image (multipart "file" or the raw body) -> the JSON
+                                       record ``predict`` writes; options as query or form
+                                       fields; ``?visualize=1`` adds the annotated PNG
+    GET  /v1/models                    what is loaded: task, labels, preprocessing, backend
+    GET  /v2, /v2/health/live, /v2/health/ready, /v2/models/{name}, /v2/models/{name}/ready
+    POST /v2/models/{name}/infer       the Open Inference Protocol v2 (oip.py)
+    GET  /metrics                      Prometheus text (metrics.py)
+    GET  /                             the web page (static/)
+
+Every error is JSON, ``{"error": "..."}``: 400 protocol, 401 key, 404 unknown model, 413 body
+over the cap, 415 not an accepted image type, 422 an image that cannot be decoded (the
+CLI record, whose ``error`` is the CLI's reason) or a bad option, 503 queue full or not ready
+(with Retry-After), 504 past the request timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import InputError, OptionError, TorchinferError
+from ..runner.sinks import dumps
+from .batcher import QueueFull, ShuttingDown
+from .config import ServeConfig
+from .decoding import UnsupportedType
+from .guard import BodyTooLarge, Guard
+from .holder import ModelHolder
+from .metrics import CONTENT_TYPE
+from .oip import ProtocolError, model_metadata, read_request, response, server_metadata
+from .server import NotReady, Server, UnknownModel
+
+log = logging.getLogger("torchinfer.serve")
+RETRY_AFTER_S = 1
+MAX_FILENAME = 255
+
+
+def static_dir() -> Path:
+    return Path(str(resources.files(__package__) / "static"))
+
+
+def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
+    """The app for ``config`` (or for an existing ``server``). Its lifespan starts loading the
+    models in the background and, at shutdown, drains them; ``app.state.server`` is the
+    Server."""
+    server = server or Server(config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        server.start()
+        yield
+        # uvicorn has already waited for the requests in flight; this answers anything still
+        # queued and stops the worker threads
+        await asyncio.get_running_loop().run_in_executor(None, server.stop)
+
+    app = FastAPI(title="torchinfer", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.server = server
+    app.add_middleware(Guard, api_key=config.api_key,
+                       max_body_bytes=config.max_body_bytes)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return _json({"error": str(exc.detail)}, exc.status_code)
+
+    # our errors (an unknown model...) are answers; anything else is a 500, logged
+    @app.exception_handler(TorchinferError)
+    async def known_error(request: Request, exc: Exception) -> Response:
+        status, body, headers = _error(exc)
+        return _json(body, status, headers)
+
+    @app.exception_handler(Exception)
+    async def any_error(request: Request, exc: Exception) -> Response:
+        status, body, headers = _error(exc)
+        return _json(body, status, headers)
+
+    app.mount("/static", StaticFiles(directory=static_dir()), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> Response:
+        return FileResponse(static_dir() / "index.html", media_type="text/html")
+
+    @app.get("/v1/models")
+    async def list_models() -> Response:
+        return _json({"ready": server.ready, "auth": config.api_key is not None,
+                      "max_body_bytes": config.max_body_bytes,
+                      "models": [h.describe() for h in server.holders.values()]})
+
+    @app.post("/v1/models/{name}/predict")
+    async def predict(name: str, request: Request) -> Response:
+        return await _answered(server, name, "predict", lambda h: _predict(h, request))
+
+    @app.get("/v2")
+    async def v2_metadata() -> Response:
+        return _json(server_metadata(_version()))
+
+    @app.get("/v2/health/live")
+    async def live() -> Response:
+        return _json({"live": True})
+
+    @app.get("/v2/health/ready")
+    async def ready() -> Response:
+        return _json({"ready": server.ready}, 200 if server.ready else 503)
+
+    @app.get("/v2/models/{name}")
+    async def v2_model(name: str) -> Response:
+        holder = server.holder(name)
+        platform = "torchinfer_" + str((holder.describe().get("backend") or {})
+                                       .get("backend", "torch"))
+        return _json(model_metadata(name, holder.task or "", platform))
+
+    @app.get("/v2/models/{name}/ready")
+    async def v2_model_ready(name: str) -> Response:
+        holder = server.holder(name)
+        ok = holder.ready and not server.stopping
+        return _json({"name": name, "ready": ok}, 200 if ok else 503)
+
+    @app.post("/v2/models/{name}/infer")
+    async def infer(name: str, request: Request) -> Response:
+        return await _answered(server, name, "infer", lambda h: _infer(h, request))
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(server.metrics.render(), media_type=CONTENT_TYPE)
+
+    return app
+
+
+async def _answered(server: Server, name: str, endpoint: str,
+                    handle: Callable[[ModelHolder], Awaitable[Response]]) -> Response:
+    """Run ``handle`` for model ``name`` and count its answer (status, latency)."""
+    t0 = time.perf_counter()
+    label = name if name in server.holders else "(unknown)"  # no label per made-up name
+    try:
+        holder = server.ready_holder(name)
+        holder.admit()
+        try:
+            answer = await asyncio.wait_for(handle(holder), server.config.timeout_s)
+        finally:
+            holder.release()
+    except Exception as exc:
+        status, body, headers = _error(exc, server)
+        answer = _json(body, status, headers)
+    server.metrics.answered(label, endpoint, answer.status_code, time.perf_counter() - t0)
+    return answer
+
+
+async def _predict(holder: ModelHolder, request: Request) -> Response:
+    t0 = time.perf_counter()
+    query = dict(request.query_params)
+    visualize = query.pop("visualize", "0").lower() in ("1", "true", "yes", "on")
+    fields: dict[str, str] = {}
+    source = "<request body>"
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_fields=16)
+        upload = next((v for v in form.values() if isinstance(v, UploadFile)), None)
+        if upload is None:
+            raise OptionError("multipart request without a file: send the image as field "
+                              "'file'")
+        data = await upload.read()
+        source = (upload.filename or "<upload>")[:MAX_FILENAME]
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        await form.close()
+    else:
+        data = await request.body()
+    options = holder.request_options({**fields, **query})
+    result, job = await holder.predict_bytes(data, source, options)
+    record = result.to_dict()
+    if visualize:
+        png = await holder.draw_png(data, source, result)
+        record["visualization"] = "data:image/png;base64," + base64.b64encode(png).decode()
+    total_ms = (time.perf_counter() - t0) * 1000
+    timing = (f"queue;dur={job.queue_wait_s * 1000:.2f}, compute;dur={job.compute_s * 1000:.2f}, "
+              f"total;dur={total_ms:.2f}")
+    return Response(dumps(record), media_type="application/json",
+                    headers={"Server-Timing": timing, "X-Batch-Size": str(job.batch_size)})
+
+
+async def _infer(holder: ModelHolder, request: Request) -> Response:
+    try:
+        body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"the request body is not JSON: {exc}") from None
+    images, params, wanted, request_id = read_request(body)
+    options = holder.request_options(params)
+    answers = await asyncio.gather(
+        *(holder.predict_bytes(data, f"{request_id or 'input'}[{i}]", options)
+          for i, data in enumerate(images)), return_exceptions=True)
+    results = []
+    for i, answer in enumerate(answers):
+        if isinstance(answer, (InputError, UnsupportedType)):
+            reason = answer.reason if isinstance(answer, InputError) else str(answer)
+            raise ProtocolError(f"input element {i}: {reason}")
+        if isinstance(answer, BaseException):
+            raise answer
+        results.append(answer[0])
+    return _json(response(holder.name, holder.task or "", results, wanted, request_id))
+
+
+def _error(exc: BaseException, server: Server | None = None
+           ) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """(status, JSON body, headers) answering ``exc``."""
+    retry = {"Retry-After": str(RETRY_AFTER_S)}
+    if isinstance(exc, (QueueFull, ShuttingDown, NotReady)):
+        return 503, {"error": str(exc)}, retry
+    if isinstance(exc, UnknownModel):
+        return 404, {"error": str(exc)}, {}
+    if isinstance(exc, BodyTooLarge):
+        return 413, {"error": str(exc)}, {"Connection": "close"}
+    if isinstance(exc, UnsupportedType):
+        return 415, {"error": str(exc)}, {}
+    if isinstance(exc, InputError):
+        # the record predict writes for this input: source, error (the same reason), speed
+        return 422, {"source": exc.source, "error": exc.reason, "speed": {}}, {}
+    if isinstance(exc, ProtocolError):
+        return 400, {"error": str(exc)}, {}
+    if isinstance(exc, (OptionError, TorchinferError)):
+        return 422, {"error": str(exc)}, {}
+    if isinstance(exc, StarletteHTTPException):  # e.g. a malformed multipart body
+        return exc.status_code, {"error": str(exc.detail)}, {}
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        limit = server.config.timeout_s if server is not None else None
+        return 504, {"error": f"no answer within the request timeout ({limit} s)"}, {}
+    log.error("internal error", exc_info=exc)
+    return 500, {"error": f"internal error: {type(exc).__name__}: {exc}"}, {}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("torchinfer")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(dumps(body), status_code=status, media_type="application/json",
+                    headers=headers)

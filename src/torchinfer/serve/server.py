@@ -1,0 +1,100 @@
+"""The served models together: loading them in the background, readiness, metrics, draining.
+
+``Server.start()`` returns at once and loads the models on a thread, so the socket answers
+(liveness yes, readiness no) while weights load and warm up; ``ready`` turns true when every
+model is. ``stop()`` refuses new requests, answers everything queued, and stops the workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from ..errors import TorchinferError
+from .config import ServeConfig
+from .holder import ModelHolder
+from .metrics import ServerMetrics
+
+log = logging.getLogger("torchinfer.serve")
+
+
+class UnknownModel(TorchinferError):
+    """No model of that name is served (HTTP 404)."""
+
+
+class NotReady(TorchinferError):
+    """The model is loading, failed to load, or the server is stopping (HTTP 503)."""
+
+
+class Server:
+    def __init__(self, config: ServeConfig, *,
+                 on_load_failure: Callable[[str], None] | None = None):
+        self.config = config.check()
+        self.metrics = ServerMetrics(self._depths)
+        self.holders = {spec.name: ModelHolder(spec, config, self.metrics)
+                        for spec in config.models}
+        self.on_load_failure = on_load_failure
+        self.stopping = False
+        self._loader: threading.Thread | None = None
+
+    @property
+    def ready(self) -> bool:
+        return not self.stopping and all(h.ready for h in self.holders.values())
+
+    def holder(self, name: str) -> ModelHolder:
+        try:
+            return self.holders[name]
+        except KeyError:
+            raise UnknownModel(f"unknown model {name!r}: this server has "
+                               f"{', '.join(self.holders)}") from None
+
+    def ready_holder(self, name: str) -> ModelHolder:
+        holder = self.holder(name)
+        if self.stopping:
+            raise NotReady("the server is shutting down")
+        if not holder.ready:
+            detail = f": {holder.error}" if holder.error else ""
+            raise NotReady(f"model {name} is {holder.state}{detail}")
+        return holder
+
+    def start(self) -> None:
+        """Load every model on a background thread."""
+        self._loader = threading.Thread(target=self.load_all, name="torchinfer-load",
+                                        daemon=True)
+        self._loader.start()
+
+    def load_all(self) -> None:
+        for holder in self.holders.values():
+            if self.stopping:
+                return
+            try:
+                holder.load()
+            except Exception as exc:  # reported; the other models still load
+                message = f"model {holder.name} ({holder.spec.model}) failed to load: {exc}"
+                log.error(message)
+                if self.on_load_failure is not None:
+                    self.on_load_failure(message)
+                if not isinstance(exc, TorchinferError):
+                    log.exception("loading %s", holder.name)
+            else:
+                log.info("model %s ready (%s, %.1f s)", holder.name, holder.task,
+                         holder.load_seconds or 0.0)
+
+    def wait_loaded(self, timeout: float | None = None) -> bool:
+        """Wait for the loading thread; True when every model is ready."""
+        if self._loader is not None:
+            self._loader.join(timeout)
+        return self.ready
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Refuse new requests, answer the queued ones, stop the workers."""
+        self.stopping = True
+        if self._loader is not None:
+            self._loader.join(timeout)
+        for holder in self.holders.values():
+            holder.close(timeout)
+
+    def _depths(self) -> list[tuple[str, int, bool]]:
+        return [(name, h.batcher.depth if h.batcher else 0, h.ready)
+                for name, h in self.holders.items()]
