@@ -5,7 +5,7 @@ from this command alone: nothing is downloaded. Each model is saved as fp16 safe
 its labels, preprocessing, architecture and provenance in the header, which is all
 ``torchinfer.load`` needs.
 
-    python scripts/train_shapes.py                         # all three, into src/torchinfer/assets
+    python scripts/train_shapes.py                         # all four, into src/torchinfer/assets
     python scripts/train_shapes.py --task detect --out weights/
     python scripts/train_shapes.py --evaluate-only         # the bundled files on unseen seeds
 
@@ -13,6 +13,20 @@ Evaluation writes 500 images per task with a seed no training run uses (the writ
 files: PNG for classification, JPEG for segmentation and detection), runs them through
 torchinfer's predictors and prints top-1, mIoU (background included) and COCO box mAP
 (pycocotools, conf 0.001).
+
+The multi-task model (``--task multi``, ``shapes_multitask``) learns all three from one scene:
+the dominant shape class, the semantic mask and the boxes. Its scenes, for training and for
+evaluation alike, are the ``generate_scene`` scenes whose largest visible class area (summed
+over the shapes of that class) is at least ``DOMINANCE`` times the next class's, so that the
+dominant class is well defined; the scene indices are tried in order and the rejected ones
+skipped, so the same seed always gives the same scenes. Its encoder is the segmenter's (the
+file in ``--out``, else the bundled one), kept frozen; a first stage trains the detection head
+on its features, a second fine-tunes the segmenter's decoder on letterboxed scenes (the
+segmenter only saw square ones). Its shape head has no weights (it reads the mask's areas).
+On a shared 2-core CPU that takes about 40 minutes; ``--joint`` trains the encoder in the
+first stage too, with all three losses summed (for a GPU). Evaluation scores each head on
+500 square JPEG scenes, saved as the writers save theirs, through torchinfer's multi-head
+predictor.
 """
 
 from __future__ import annotations
@@ -26,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -39,14 +53,23 @@ from torchvision.ops import box_iou, generalized_box_iou_loss
 
 import torchinfer
 from torchinfer.datasets import shapes as ds
-from torchinfer.models import ModelCard, PreprocessConfig
+from torchinfer.models import ModelCard, PreprocessConfig, load_model
 from torchinfer.models import shapes as arch
 from torchinfer.tasks.yolo import letterbox
 
 ROOT = Path(__file__).resolve().parents[1]
-TASKS = ("classify", "segment", "detect")
+TASKS = ("classify", "segment", "detect", "multi")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-EVAL_SEED = 20_240_601  # never a training seed: training uses --seed + 0, 1, 2
+EVAL_SEED = 20_240_601  # never a training seed: training uses --seed + 0, 1, 2, 3
+# multi-task scenes: the largest visible class area is at least this times the next one
+DOMINANCE = 1.5
+MULTI_HEADS = (
+    {"name": "shape", "task": "classify", "output": "shape", "labels": list(ds.CLASSES)},
+    {"name": "mask", "task": "segment", "output": "mask", "labels": ["background", *ds.CLASSES]},
+    {"name": "objects", "task": "detect", "output": "objects", "labels": list(ds.CLASSES),
+     "options": {"decoder": "yolov8"}},
+)
+IGNORE = 255  # segmentation label of the letterbox padding: no loss is computed there
 
 
 @dataclass(frozen=True)
@@ -59,6 +82,9 @@ class Recipe:
     batch: int
     lr: float
     preprocess: PreprocessConfig
+    init: str | None = None  # bundled model whose matching weights start the training
+    frozen: tuple[str, ...] = ()  # submodules kept as they start (not trained)
+    then: Recipe | None = None  # a second stage on the same data, from this one's result
 
     @property
     def file(self) -> str:
@@ -72,6 +98,14 @@ RECIPES = {
                       PreprocessConfig((256,), None, IMAGENET_MEAN, IMAGENET_STD)),
     "detect": Recipe("shapes_detector", len(ds.CLASSES), 256, 4000, 10, 32, 3e-3,
                      PreprocessConfig((256, 256), None, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))),
+    "multi": Recipe("shapes_multitask", len(ds.CLASSES), 256, 2400, 3, 16, 3e-3,
+                    PreprocessConfig((256, 256), None, IMAGENET_MEAN, IMAGENET_STD),
+                    init="shapes_segmenter", frozen=("encoder", "decoder", "head"),
+                    # then the mask decoder, which the segmenter's square pictures never showed
+                    # a letterbox: untaught, it sees shapes along the padding's edge
+                    then=Recipe("shapes_multitask", len(ds.CLASSES), 256, 2400, 1, 16, 1e-3,
+                                PreprocessConfig((256, 256), None, IMAGENET_MEAN, IMAGENET_STD),
+                                frozen=("encoder", "up16", "up8", "tower", "cls", "box"))),
 }
 
 
@@ -99,15 +133,27 @@ def _segment_item(job: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(_jpeg(scene.image, seed, i)), scene.label_map()
 
 
-def _detect_item(job: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Image letterboxed to ``size`` (a third of the scenes are not square, so the padding
-    torchinfer adds to real photographs is seen in training) and its per-cell targets."""
-    seed, i, size = job
+def _scene_shape(seed: int, i: int, size: int) -> tuple[int, int]:
+    """(h, w) of training scene ``i``: a third are not square, so the padding torchinfer's
+    letterbox adds to real photographs is seen in training."""
     extra = np.random.default_rng([seed, i, 2])
     hw = [size, size]
     if extra.random() < 1 / 3:
         hw[int(extra.integers(2))] = int(extra.integers(size * 5 // 8, size))
-    scene = ds.generate_scene(ds.scene_rng(seed, i), tuple(hw))
+    return hw[0], hw[1]
+
+
+def _detect_item(job: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image letterboxed to ``size`` and its per-cell targets."""
+    seed, i, size = job
+    scene = ds.generate_scene(ds.scene_rng(seed, i), _scene_shape(seed, i, size))
+    return _letterboxed_targets(scene, seed, i, size)[:3]
+
+
+def _letterboxed_targets(scene: ds.Scene, seed: int, i: int, size: int
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+    """The scene letterboxed to ``size``, its detection targets, and the (left, top) pad."""
+    hw = scene.image.height, scene.image.width
     canvas, lb = letterbox(_jpeg(scene.image, seed, i), (size, size))
     left, top = lb.pad
     owner = np.full((size, size), -1, dtype=np.int16)
@@ -119,7 +165,33 @@ def _detect_item(job: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.
         classes.append(inst.class_id)
     cls_t, box_t = detection_targets(owner, np.array(boxes, dtype=np.float32).reshape(-1, 4),
                                      classes, size)
-    return canvas, cls_t, box_t
+    return canvas, cls_t, box_t, (left, top)
+
+
+def dominant_class(scene: ds.Scene, ratio: float = DOMINANCE) -> int | None:
+    """The class with the largest visible area (summed over its shapes), or None when the
+    next class covers more than 1/``ratio`` of it (or there is no shape)."""
+    areas = np.zeros(len(ds.CLASSES), dtype=np.int64)
+    for inst in scene.instances:
+        areas[inst.class_id] += inst.area
+    first, second = np.sort(areas)[::-1][:2]
+    return int(areas.argmax()) if first > 0 and first >= ratio * second else None
+
+
+def _multi_item(job: tuple[int, int, int]) -> tuple[np.ndarray, ...] | None:
+    """One scene's image letterboxed to ``size`` and all three labels: the dominant class,
+    the label map (the padding marked IGNORE), the detection targets; None when the scene
+    has no dominant class (the index is skipped)."""
+    seed, i, size = job
+    scene = ds.generate_scene(ds.scene_rng(seed, i), _scene_shape(seed, i, size))
+    dominant = dominant_class(scene)
+    if dominant is None:
+        return None
+    canvas, cls_t, box_t, (left, top) = _letterboxed_targets(scene, seed, i, size)
+    h, w = scene.image.height, scene.image.width
+    labels = np.full((size, size), IGNORE, dtype=np.uint8)
+    labels[top:top + h, left:left + w] = scene.label_map()
+    return canvas, np.int64(dominant), labels, cls_t, box_t
 
 
 def detection_targets(owner: np.ndarray, boxes: np.ndarray, classes: list[int], size: int,
@@ -156,14 +228,21 @@ def detection_targets(owner: np.ndarray, boxes: np.ndarray, classes: list[int], 
     return cls_t, box_t
 
 
+ITEMS: dict[str, Callable] = {"classify": _classify_item, "segment": _segment_item,
+                              "detect": _detect_item, "multi": _multi_item}
+
+
 def generate(task: str, seed: int, n: int, size: int, workers: int) -> list[torch.Tensor]:
-    item = {"classify": _classify_item, "segment": _segment_item, "detect": _detect_item}[task]
-    jobs = [(seed, i, size) for i in range(n)]
-    if workers > 1:
-        with get_context("fork").Pool(workers) as pool:
-            items = pool.map(item, jobs, chunksize=32)
-    else:
-        items = list(map(item, jobs))
+    """The first ``n`` items of ``task``'s dataset ``seed``: indices 0, 1, 2... in order,
+    skipping those whose item is None (a scene the task rejects)."""
+    item, items, start = ITEMS[task], [], 0
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(get_context("fork").Pool(workers)) if workers > 1 else None
+        while len(items) < n:
+            jobs = [(seed, i, size) for i in range(start, start + n - len(items))]
+            made = pool.map(item, jobs, chunksize=32) if pool else list(map(item, jobs))
+            items += [x for x in made if x is not None]
+            start += len(jobs)
     return [torch.from_numpy(np.stack(column)) for column in zip(*items)]
 
 
@@ -238,12 +317,19 @@ def segment_loss(model, batch, flips, cfg):
     background covers most pixels, but mIoU counts it once."""
     images, labels = batch
     x = inputs(images, flips, cfg)
-    y = dihedral(labels.long(), flips)
-    logits = F.interpolate(model(x), size=y.shape[-2:], mode="bilinear", align_corners=False)
-    loss = F.cross_entropy(logits, y)
+    return segment_terms(model(x), dihedral(labels.long(), flips))
+
+
+def segment_terms(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """segment_loss on the model's logits and (B, H, W) labels; pixels labelled IGNORE (the
+    letterbox padding) count in neither term."""
+    logits = F.interpolate(logits, size=y.shape[-2:], mode="bilinear", align_corners=False)
+    loss = F.cross_entropy(logits, y, ignore_index=IGNORE)
     if DICE_WEIGHT:
-        p = logits.softmax(1)
-        onehot = F.one_hot(y, p.shape[1]).permute(0, 3, 1, 2).to(p.dtype)
+        valid = (y != IGNORE).unsqueeze(1)
+        p = logits.softmax(1) * valid
+        onehot = F.one_hot(y.masked_fill(~valid[:, 0], 0), p.shape[1]).permute(0, 3, 1, 2)
+        onehot = onehot.to(p.dtype) * valid
         inter = (p * onehot).sum((0, 2, 3))
         dice = (2 * inter + 1) / (p.sum((0, 2, 3)) + onehot.sum((0, 2, 3)) + 1)
         loss = loss + DICE_WEIGHT * (1 - dice.mean())
@@ -254,16 +340,22 @@ def detect_loss(model, batch, flips, cfg):
     """Quality focal loss on the class scores (a positive's target is the IoU of its predicted
     box, so the score ranks boxes by how well they fit), GIoU + L1 on the positives' boxes."""
     images, cls_t, box_t = batch
-    size = images.shape[1]
     x = inputs(images, flips, cfg)
+    logits, dist = model.raw(x)
+    return detect_terms(model, logits, dist, cls_t, box_t, flips, images.shape[1])
+
+
+def detect_terms(model, logits: torch.Tensor, dist: torch.Tensor, cls_t: torch.Tensor,
+                 box_t: torch.Tensor, flips: tuple[bool, bool, bool], size: int) -> torch.Tensor:
+    """detect_loss on the model's raw class logits and side distances; the targets are
+    the untransformed ones, given the symmetry here."""
     cls_t = dihedral(cls_t, flips).flatten(1)  # (B, N)
     box_t = dihedral_boxes(dihedral(box_t.permute(0, 3, 1, 2), flips).permute(0, 2, 3, 1),
                            flips, size).flatten(1, 2)  # (B, N, 4)
-    logits, dist = model.raw(x)
     b, c, h, w = logits.shape
     logits = logits.flatten(2).transpose(1, 2)  # (B, N, C)
     dist = dist.flatten(2).transpose(1, 2)  # (B, N, 4)
-    centres = model.centres(h, w, x.device).T  # (N, 2)
+    centres = model.centres(h, w, logits.device).T  # (N, 2)
     pos = cls_t >= 0
     n_pos = max(int(pos.sum()), 1)
     ctr = centres.expand(b, -1, -1)[pos]
@@ -282,12 +374,55 @@ def detect_loss(model, batch, flips, cfg):
     return loss_cls + 2.0 * loss_giou + 0.25 * loss_l1
 
 
+# multi-task: each head's single-task loss, weighted (the detection loss sums three terms
+# of its own, the others one or two)
+MULTI_WEIGHTS = {"shape": 1.0, "mask": 1.0, "objects": 1.0}
+
+
+def multi_loss(model, batch, flips, cfg):
+    """One pass of the encoder, the single-task losses on its heads; a frozen mask decoder
+    (the shape head reads the mask) is not even run."""
+    images, dominant, labels, cls_t, box_t = batch
+    feats = model.encoder(inputs(images, flips, cfg))
+    loss = torch.zeros((), device=images.device)
+    if _trains(model.tower, model.cls, model.box):
+        logits, distances = model.object_maps(feats)
+        loss = loss + MULTI_WEIGHTS["objects"] * detect_terms(model, logits, distances, cls_t,
+                                                              box_t, flips, images.shape[1])
+    if _trains(model.decoder, model.head):
+        mask = model.mask_logits(feats)
+        loss = loss + MULTI_WEIGHTS["mask"] * segment_terms(mask, dihedral(labels.long(), flips))
+        loss = loss + MULTI_WEIGHTS["shape"] * F.cross_entropy(model.shape_logits(mask),
+                                                               dominant, label_smoothing=0.05)
+    return loss
+
+
+def _trains(*modules: torch.nn.Module) -> bool:
+    return any(p.requires_grad for m in modules for p in m.parameters())
+
+
+
 LOSSES: dict[str, Callable] = {"classify": classify_loss, "segment": segment_loss,
-                               "detect": detect_loss}
+                               "detect": detect_loss, "multi": multi_loss}
+
+
+def initial_weights(model: torch.nn.Module, name: str, out: Path,
+                    log: Callable[[str], None]) -> None:
+    """Copy the weights of the model ``name`` (its file in ``out`` if there is one, as when
+    this run just trained it, else the bundled one) into ``model`` wherever name and shape
+    match (the multi-task model shares the segmenter's encoder and decoder)."""
+    path = out / f"{name}.safetensors"
+    loaded = load_model(path if path.is_file() else name).module
+    own = model.state_dict()
+    same = {k: v.float() for k, v in loaded.state_dict().items()
+            if k in own and own[k].shape == v.shape}
+    model.load_state_dict(same, strict=False)
+    log(f"started {len(same)} of {len(own)} tensors from {path if path.is_file() else name}")
 
 
 def train(task: str, recipe: Recipe, seed: int, device: torch.device, workers: int,
-          epochs: int, n: int, log: Callable[[str], None]) -> tuple[torch.nn.Module, dict]:
+          epochs: int, n: int, log: Callable[[str], None],
+          out: Path = ROOT / "src" / "torchinfer" / "assets") -> tuple[torch.nn.Module, dict]:
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     data = generate(task, seed + TASKS.index(task), n, recipe.size, workers)
@@ -295,10 +430,29 @@ def train(task: str, recipe: Recipe, seed: int, device: torch.device, workers: i
     log(f"[{task}] generated {n} images in {t_data:.0f} s")
     data = [t.to(device) for t in data]
     model = getattr(arch, recipe.factory)(num_classes=recipe.num_classes).to(device)
+    if recipe.init:
+        initial_weights(model, recipe.init, out, log)
+    model = fit(task, recipe, model, data, seed, epochs, log, t0)
+    if recipe.then is not None:
+        torch.manual_seed(seed + 1)  # the second stage depends on the first's result only
+        model = fit(task, recipe.then, model, data, seed + 1, recipe.then.epochs, log, t0)
+    info = {"seconds": time.perf_counter() - t0, "data_seconds": t_data}
+    return model.cpu().to(memory_format=torch.contiguous_format), info
+
+
+def fit(task: str, recipe: Recipe, model: torch.nn.Module, data: list[torch.Tensor], seed: int,
+        epochs: int, log: Callable[[str], None], t0: float) -> torch.nn.Module:
+    """Train ``model`` (all but the recipe's frozen parts) on ``data``; its EMA."""
+    n = len(data[0])
+    model.requires_grad_(True)
+    frozen = [getattr(model, name).requires_grad_(False) for name in recipe.frozen]
+    if frozen:
+        log(f"[{task}] {', '.join(recipe.frozen)} frozen")
     model = model.to(memory_format=torch.channels_last)
     steps_per_epoch = n // recipe.batch
     total = steps_per_epoch * epochs
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=recipe.lr,
+                            weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=total,
                                                 pct_start=0.15)
     ema = EMA(model)
@@ -307,9 +461,11 @@ def train(task: str, recipe: Recipe, seed: int, device: torch.device, workers: i
     step, running = 0, 0.0
     for epoch in range(epochs):
         model.train()
+        for module in frozen:  # BatchNorm keeps the statistics it came with
+            module.eval()
         order = torch.randperm(n, generator=gen)
         for s in range(steps_per_epoch):
-            idx = order[s * recipe.batch:(s + 1) * recipe.batch].to(device)
+            idx = order[s * recipe.batch:(s + 1) * recipe.batch].to(data[0].device)
             flips = tuple(bool(v) for v in torch.randint(0, 2, (3,), generator=gen))
             loss = loss_fn(model, [t[idx] for t in data], flips, recipe.preprocess)
             opt.zero_grad(set_to_none=True)
@@ -319,24 +475,34 @@ def train(task: str, recipe: Recipe, seed: int, device: torch.device, workers: i
             ema.update(model)
             running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
             step += 1
+            if step % 50 == 0:
+                log(f"[{task}] step {step}/{total} loss {running:.4f} "
+                    f"({time.perf_counter() - t0:.0f} s)")
         log(f"[{task}] epoch {epoch + 1}/{epochs} loss {running:.4f} "
             f"({time.perf_counter() - t0:.0f} s)")
-    info = {"seconds": time.perf_counter() - t0, "data_seconds": t_data}
-    return ema.model.cpu().to(memory_format=torch.contiguous_format), info
+    return ema.model
 
 
 def save(model: torch.nn.Module, task: str, recipe: Recipe, path: Path, *, seed: int,
          epochs: int, n: int) -> None:
     labels = list(ds.CLASSES) if task != "segment" else ["background", *ds.CLASSES]
+    extra = {"initialised_from": recipe.init} if recipe.init else {}
+    if recipe.frozen:
+        extra["frozen"] = ", ".join(recipe.frozen)
+    if recipe.then is not None:
+        extra["then"] = (f"{recipe.then.epochs} epochs, batch {recipe.then.batch}, with "
+                         f"{', '.join(recipe.then.frozen)} frozen")
     card = ModelCard(
         architecture=f"torchinfer.models.shapes:{recipe.factory}",
-        model_kwargs={"num_classes": recipe.num_classes}, task=task, labels=tuple(labels),
+        model_kwargs={"num_classes": recipe.num_classes}, task=task,
+        labels=tuple(labels) if task != "multi" else None,
+        heads=MULTI_HEADS if task == "multi" else None,
         preprocess=recipe.preprocess,
         versions={"torch": torch.__version__, "torchinfer": torchinfer.__version__},
         extra={"trained_by": "scripts/train_shapes.py",
                "dataset": f"torchinfer.datasets.shapes, seed {seed + TASKS.index(task)}, "
                           f"{n} images of {recipe.size} px",
-               "seed": str(seed), "epochs": str(epochs), "dataset_size": str(n)})
+               "seed": str(seed), "epochs": str(epochs), "dataset_size": str(n), **extra})
     tensors = {k: (v.half() if v.dtype.is_floating_point else v).contiguous()
                for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -402,8 +568,70 @@ def evaluate_detect(weights: Path, root: Path, n: int, seed: int, *, conf: float
             "AR100": float(ev.stats[8])}
 
 
+def write_multitask(root: Path, n: int, seed: int, *, size: int = 256) -> dict:
+    """The first ``n`` scenes of dataset ``seed`` that have a dominant class (DOMINANCE),
+    as the writers save them (``images/<index>.jpg``, quality JPEG_QUALITY), with their three
+    truths: ``dominant`` class ids, ``labels`` (label maps) and ``coco`` (a COCO dataset)."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    images, annotations, dominant, labels = [], [], [], []
+    i = 0
+    while len(images) < n:
+        scene = ds.generate_scene(ds.scene_rng(seed, i), size)
+        cls = dominant_class(scene)
+        if cls is not None:
+            name = f"{i:05d}.jpg"
+            scene.image.save(root / "images" / name, quality=ds.JPEG_QUALITY)
+            images.append({"id": len(images) + 1, "file_name": name, "width": size,
+                           "height": size})
+            annotations += ds.coco_annotations(scene, len(images), len(annotations) + 1)
+            dominant.append(cls)
+            labels.append(scene.label_map())
+        i += 1
+    coco = {"images": images, "annotations": annotations,
+            "categories": [{"id": k + 1, "name": name} for k, name in enumerate(ds.CLASSES)]}
+    return {"dominant": dominant, "labels": labels, "coco": coco}
+
+
+def evaluate_multi(weights: Path, root: Path, n: int, seed: int, *, conf: float = 0.001,
+                   iou: float = 0.6) -> dict[str, float]:
+    """Each head of torchinfer's multi-head predictor scored as its single-task model is:
+    top-1 of the dominant class, mIoU (background included), COCO box mAP (conf 0.001)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    truth = write_multitask(root, n, seed)
+    coco = truth["coco"]
+    paths = [root / "images" / img["file_name"] for img in coco["images"]]
+    multi = torchinfer.load("multi", weights, batch_size=25,
+                            head_options={"objects": {"conf": conf, "iou": iou, "max_det": 100}})
+    results = list(multi(paths))
+    heads = {h["name"]: [r.heads[h["name"]] for r in results] for h in MULTI_HEADS}
+    top1 = np.mean([r.top1.label == ds.CLASSES[c]
+                    for r, c in zip(heads["shape"], truth["dominant"])])
+    k = len(ds.CLASSES) + 1
+    confusion = np.zeros((k, k), dtype=np.int64)
+    for r, labels in zip(heads["mask"], truth["labels"]):
+        confusion += np.bincount(labels.ravel().astype(np.int64) * k + r.mask.ravel(),
+                                 minlength=k * k).reshape(k, k)
+    ious = np.diag(confusion) / (confusion.sum(0) + confusion.sum(1) - np.diag(confusion))
+    categories = {c: c + 1 for c in range(len(ds.CLASSES))}
+    records = []
+    for img, r in zip(coco["images"], heads["objects"]):
+        records += r.to_coco(img["id"], categories)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = coco
+        gt.createIndex()
+        ev = COCOeval(gt, gt.loadRes(records), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {"top1": float(top1), "mIoU": float(ious.mean()), "mAP50": float(ev.stats[1]),
+            "mAP50_95": float(ev.stats[0]), "file_MB": weights.stat().st_size / 1e6}
+
+
 EVALUATORS = {"classify": evaluate_classify, "segment": evaluate_segment,
-              "detect": evaluate_detect}
+              "detect": evaluate_detect, "multi": evaluate_multi}
 
 
 # --------------------------------------------------------------------------- command line
@@ -421,6 +649,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="processes generating the training images")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's")
     parser.add_argument("--n", type=int, default=None, help="training images (override)")
+    parser.add_argument("--joint", action="store_true",
+                        help="multi: train the encoder and mask decoder in the first stage "
+                             "too, all three losses summed (the recipe keeps the segmenter's "
+                             "frozen there: 3x cheaper a step, for a CPU)")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="evaluate the files in --out, train nothing")
     parser.add_argument("--no-evaluate", action="store_true", help="train only")
@@ -440,8 +672,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"training {', '.join(tasks)} on {device} ({torch.get_num_threads()} threads)")
         for task in tasks:
             recipe = RECIPES[task]
+            if args.joint:
+                recipe = replace(recipe, frozen=())
             epochs, n = args.epochs or recipe.epochs, args.n or recipe.n
-            model, info = train(task, recipe, args.seed, device, args.workers, epochs, n, log)
+            model, info = train(task, recipe, args.seed, device, args.workers, epochs, n, log,
+                                args.out)
             path = args.out / recipe.file
             save(model, task, recipe, path, seed=args.seed, epochs=epochs, n=n)
             params = sum(p.numel() for p in model.parameters())

@@ -53,3 +53,12 @@ def tiny_classifier_weights(calibrated):
     """A small real architecture (mobilenet_v3_small, 10 classes, calibrated) and its .pth."""
     model, path = calibrated("mobilenet_v3_small", num_classes=10)
     return model.eval(), path
+
+
+@pytest.fixture(scope="session")
+def shapes_images():
+    """Six procedural scenes (two not square), as the bundled shapes models see them."""
+    from torchinfer.datasets import shapes as ds
+
+    return [ds.generate_scene(ds.scene_rng(4242, i), (256, 200) if i % 3 == 0 else 256).image
+            for i in range(6)]

@@ -107,6 +107,7 @@ def test_no_import_cycles_even_inside_functions():
 LAYERS = (
     ("torchinfer.cli", "torchinfer.__main__"),
     ("torchinfer.tools", "torchinfer.testing"),
+    ("torchinfer.serve", "torchinfer.distributed"),
     ("torchinfer.api",),
     ("torchinfer.runtime",),
     ("torchinfer.exporters",),

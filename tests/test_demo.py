@@ -26,3 +26,11 @@ def test_demo_gives_right_answers_and_pictures(tmp_path):
     assert list((out / "segment" / "masks").glob("*.png"))
     assert (out / "detect" / "coco_results.json").is_file()
     assert (out / "export" / "shapes_classifier.onnx").is_file()
+    # shapes_multitask beside them: each head as good as the bars of its single-task model
+    assert rows["classify (multitask head)"]["score"] >= 0.9
+    assert rows["segment (multitask head)"]["score"] >= 0.85
+    assert rows["detect (multitask head)"]["score"] >= 0.9
+    records = (out / "multi" / "predictions.jsonl").read_text().splitlines()
+    assert all(set(json.loads(r)["heads"]) == {"shape", "mask", "objects"} for r in records)
+    assert list((out / "multi" / "vis").glob("*.jpg"))
+    assert "three models over one decode" in result.output

@@ -13,7 +13,7 @@ from PIL import Image
 
 import torchinfer as ti
 from torchinfer.models import load_model
-from torchinfer.results import Classification, ClassScore, Detections, Segmentation
+from torchinfer.results import Classification, ClassScore, Detections, MultiTask, Segmentation
 from torchinfer.tasks import (
     TASK_NAMES,
     DetectionPredictor,
@@ -32,10 +32,12 @@ SAMPLES = {
                          scores=np.array([0.5], np.float32), class_ids=np.array([0]),
                          labels=("cat",), image_size=(8, 8)),
 }
+SAMPLES["multi"] = MultiTask(source="a.jpg", heads={"cls": SAMPLES["classify"],
+                                                   "det": SAMPLES["detect"]})
 
 
-def test_the_three_tasks_in_order():
-    assert TASK_NAMES == ("classify", "segment", "detect")
+def test_the_tasks_in_order():
+    assert TASK_NAMES == ("classify", "segment", "detect", "multi")
     assert [task_spec(name).name for name in TASK_NAMES] == list(TASK_NAMES)
 
 
@@ -62,7 +64,7 @@ def test_every_spec_is_complete(name):
 
 
 def test_lookups_hold_what_the_old_tables_held():
-    classify, segment, detect = (task_spec(n) for n in TASK_NAMES)
+    classify, segment, detect = (task_spec(n) for n in TASK_NAMES[:3])
     assert (classify.output_name, segment.output_name, detect.output_name) == ("logits", "out", "output0")
     assert (classify.agreement, segment.agreement, detect.agreement) == ("top-1", "pixel", None)
     assert classify.preprocess == ti.PreprocessConfig.default()

@@ -31,7 +31,7 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _LAZY = {
-    "load": "api", "inspect": "api", "export": "api",
+    "load": "api", "load_group": "api", "inspect": "api", "export": "api",
     "evaluate": "api",
     "ExportError": "exporters.onnx", "ExportReport": "exporters.onnx",
     "ExportVerificationError": "exporters.onnx",
@@ -39,7 +39,7 @@ _LAZY = {
     "LoadedModel": "models", "PreprocessConfig": "models", "list_models": "models",
     "load_model": "models", "read_weights": "models", "register_model": "models",
     "ClassArea": "results", "Classification": "results", "ClassScore": "results",
-    "Detections": "results", "InstanceMask": "results", "Result": "results",
+    "Detections": "results", "InstanceMask": "results", "MultiTask": "results", "Result": "results",
     "Segmentation": "results",
     "ClassificationPredictor": "tasks", "DetectionPredictor": "tasks", "Predictor": "tasks",
     "SegmentationPredictor": "tasks",
@@ -63,9 +63,18 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
-    from .api import evaluate, export, inspect, load  # noqa: F401
+    from .api import evaluate, export, inspect, load, load_group  # noqa: F401
     from .exporters.onnx import ExportError, ExportReport, ExportVerificationError  # noqa: F401
     from .inspection import LayerStats, ModelReport  # noqa: F401
     from .models import LoadedModel, PreprocessConfig, list_models, load_model, read_weights, register_model  # noqa: F401
-    from .results import ClassArea, Classification, ClassScore, Detections, InstanceMask, Result, Segmentation  # noqa: F401
+    from .results import (  # noqa: F401
+        ClassArea,
+        Classification,
+        ClassScore,
+        Detections,
+        InstanceMask,
+        MultiTask,
+        Result,
+        Segmentation,
+    )
     from .tasks import ClassificationPredictor, DetectionPredictor, Predictor, SegmentationPredictor  # noqa: F401

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,12 +16,22 @@ from .errors import TorchinferError
 from .evaluation import EvalReport
 from .exporters.onnx import ExportReport, export_onnx
 from .exporters.torchscript import export_torchscript
-from .inspection import ModelReport, inspect_model
-from .models import LoadedModel, check_input_size, load_model, read_labels, torchvision_task
+from .inspection import ModelReport, inspect_model, macs_by_head
+from .models import (
+    LoadedModel,
+    check_input_size,
+    load_model,
+    read_labels,
+    read_weights,
+    registered_model,
+    torchvision_task,
+)
 from .runtime.select import apply_backend
 from .tasks import Predictor
 from .tasks.classify import DRAFT_TOLERANCE, ClassificationPredictor
-from .tasks.registry import task_spec
+from .tasks.group import PredictorGroup
+from .tasks.heads import make_heads
+from .tasks.registry import task_options, task_spec
 
 
 def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = None, *,
@@ -77,6 +87,62 @@ def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = 
     return predictor
 
 
+# A member of a group: a model (its task known from its name or its file), or (task, model)
+# or (task, model, weights)
+GroupMember = str | Path | tuple[Any, ...]
+
+
+def load_group(models: Mapping[str, GroupMember] | Sequence[GroupMember], *,
+               device: str | torch.device = "auto", batch_size: int | None = None,
+               max_pixels: int | None = None, decode_workers: int | None = None,
+               **options: Any) -> PredictorGroup:
+    """Several single-task models over one decode (``tasks.group.PredictorGroup``): one
+    ``MultiTask`` per input, a head per model, named by the mapping's keys (or after each
+    model). ``options`` go to every member whose task takes them (``top_k``, ``conf``...)."""
+    items = models.items() if isinstance(models, Mapping) else \
+        [(None, m) for m in models]
+    members: dict[str, Predictor] = {}
+    for name, member in items:
+        task, model, weights = _group_member(member)
+        head = name or Path(str(model)).stem
+        if head in members:
+            raise TorchinferError(f"two models of the group are called {head!r}: name them "
+                                  "(NAME=MODEL on the command line, a dict in Python)")
+        taken = {k: v for k, v in options.items() if k in task_options(task)}
+        members[head] = load(task, model, weights, device=device, batch_size=batch_size,
+                             max_pixels=max_pixels, **taken)
+    return PredictorGroup(members, batch_size=batch_size, max_pixels=max_pixels,
+                          decode_workers=decode_workers)
+
+
+def _group_member(member: GroupMember) -> tuple[str, Any, Any]:
+    if isinstance(member, tuple):
+        if len(member) not in (2, 3):
+            raise TorchinferError(f"a group member is (task, model) or (task, model, weights), "
+                                  f"got {member!r}")
+        return member[0], member[1], member[2] if len(member) == 3 else None
+    task = model_task(member)
+    if task is None:
+        raise TorchinferError(f"the task of {member} is not known from its name or file: give "
+                              "it as TASK:MODEL (or (task, model) in Python)")
+    return task, member, None
+
+
+def model_task(model: str | Path) -> str | None:
+    """The task a model name or file says it has (torchvision's names, registered models, a
+    file's card), or None."""
+    name = str(model)
+    known = torchvision_task(name)
+    if known is None and (entry := registered_model(name)) is not None:
+        known = entry.task
+    if known is None and Path(name).is_file() and Path(name).suffix.lower() != ".onnx":
+        try:
+            known = read_weights(name).card.task
+        except TorchinferError:
+            return None  # its own error comes when it is loaded
+    return known
+
+
 def inspect(model: str | Path | nn.Module, weights: str | Path | None = None, *,
             input_size: int | tuple[int, int] | None = None,
             input_shape: Sequence[int] | None = None, depth: int | None = None,
@@ -98,8 +164,14 @@ def inspect(model: str | Path | nn.Module, weights: str | Path | None = None, *,
     weights_file = Path(weights) if weights is not None and Path(weights).is_file() else None
     if weights_file is None and isinstance(model, (str, Path)) and Path(model).is_file():
         weights_file = Path(model)
-    return inspect_model(loaded.module, input_shape=tuple(input_shape), depth=depth,
-                         include_other_ops=include_other_ops, file_path=weights_file)
+    report = inspect_model(loaded.module, input_shape=tuple(input_shape), depth=depth,
+                           include_other_ops=include_other_ops, file_path=weights_file)
+    if loaded.heads is not None:  # what the trunk and each head cost
+        rows = report.layers if depth is None else inspect_model(
+            loaded.module, input_shape=tuple(input_shape)).layers
+        heads = {h.name: h.output for h in make_heads(loaded.heads, loaded.name)}
+        report = replace(report, head_macs=macs_by_head(loaded.module, input_shape, heads, rows))
+    return report
 
 
 def _check_output_file(path: Path) -> None:
@@ -130,16 +202,29 @@ def _published_input_size(loaded: LoadedModel) -> tuple[int, int]:
 def export(model: str | Path | nn.Module, path: str | Path, weights: str | Path | None = None, *,
            format: str = "onnx", num_classes: int | None = None, trust_pickle: bool = False,
            trust_code: bool = False, model_kwargs: dict[str, Any] | None = None,
-           **options: Any) -> ExportReport:
+           heads: Sequence[Any] | None = None, **options: Any) -> ExportReport:
     """Export to ONNX (or ``format="torchscript"``) with the labels and preprocessing
     embedded, and (by default) prove the file gives PyTorch's outputs on real photographs; see
     ``torchinfer.exporters.onnx.export_onnx`` for ``input_size``, ``opset``, ``dynamic_batch``,
-    ``half``, ``simplify``, ``verify`` and tolerances, ``export_torchscript`` for TorchScript."""
+    ``half``, ``simplify``, ``verify`` and tolerances, ``export_torchscript`` for TorchScript.
+    ``heads``: a multi-head model's heads (``tasks.heads``), when its file does not name them:
+    one output per head, verified head by head, the heads in the file's card."""
     if format not in ("onnx", "torchscript"):
         raise TorchinferError(f"unknown export format {format!r}: use onnx or torchscript")
     _check_output_file(Path(path))  # before the minutes an export can take
     loaded = load_model(model, weights, num_classes=num_classes, trust_pickle=trust_pickle,
                         trust_code=trust_code, **(model_kwargs or {}))
+    if heads is not None:  # a model of the caller's own, its heads written into the file
+        loaded = replace(loaded, task="multi",
+                         heads=tuple(h.to_dict() for h in make_heads(heads, loaded.name)))
+    if loaded.heads is not None:
+        # exported with the preprocessing ``load("multi", ...)`` gives it: the task's
+        # letterbox unless its weights said otherwise, at the size asked for
+        if loaded.preprocess_from == "default":
+            loaded = replace(loaded, preprocess=task_spec("multi").preprocess)
+        size = options.pop("input_size", None)
+        if size is not None:
+            loaded = replace(loaded, preprocess=loaded.preprocess.with_overrides(input_size=size))
     if options.get("input_size") is not None:
         check_input_size(loaded, _pair(options["input_size"]))
     if format == "torchscript":

@@ -7,7 +7,7 @@ from functools import cache, singledispatch
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .results import Classification, Detections, Segmentation
+from .results import Classification, Detections, MultiTask, Segmentation
 
 
 @cache
@@ -180,10 +180,17 @@ def draw_detections(image: Image.Image, dets: Detections, *, mask_alpha: float =
     draw = ImageDraw.Draw(img)
     width = max(2, round(min(img.size) / 250))
     font = _font(max(11, min(img.size) // 40))
+    rotated = dets.corners
     for i in range(len(dets)):
         colour = class_colour(int(dets.class_ids[i]))
         x0, y0, x1, y1 = (float(v) for v in dets.boxes[i])
-        draw.rectangle((x0, y0, x1, y1), outline=colour, width=width)
+        if rotated is not None:  # the rotated box; its tag at its top corner
+            points = [(float(x), float(y)) for x, y in rotated[i]]
+            draw.polygon(points, outline=colour, width=width)
+            x0, y0 = min(points, key=lambda p: (p[1], p[0]))
+            x0, y0 = min(max(x0, 0.0), img.width - 1.0), max(y0, 0.0)
+        else:
+            draw.rectangle((x0, y0, x1, y1), outline=colour, width=width)
         tag = f"{dets.labels[i]} {dets.scores[i]:.2f}"
         tx0, ty0, tx1, ty1 = draw.textbbox((0, 0), tag, font=font)
         th = ty1 - ty0 + 2 * width
@@ -193,21 +200,24 @@ def draw_detections(image: Image.Image, dets: Detections, *, mask_alpha: float =
         draw.text((x0 + width, top + width - ty0), tag, font=font,
                   fill=(0, 0, 0) if luminance > 140 else (255, 255, 255))
     if dets.keypoints is not None:
-        _draw_keypoints(draw, dets.keypoints, keypoint_threshold, width)
+        _draw_keypoints(draw, dets.keypoints, keypoint_threshold, width, dets.skeleton)
     return img
 
 
 def _draw_keypoints(draw: ImageDraw.ImageDraw, keypoints: np.ndarray, threshold: float,
-                    width: int) -> None:
-    names = coco_keypoint_names()
-    index = {name: i for i, name in enumerate(names)}
+                    width: int, skeleton: tuple[tuple[int, int], ...] | None = None) -> None:
+    """Points, and the limbs between visible ones: the detections' own skeleton (index
+    pairs) when they carry one, else COCO's person skeleton for 17 keypoints."""
+    limbs: tuple[tuple[int, int], ...] = skeleton or ()
+    if skeleton is None and keypoints.shape[1:2] == (17,):
+        names = coco_keypoint_names()
+        index = {name: i for i, name in enumerate(names)}
+        limbs = tuple((index[a], index[b]) for a, b in COCO_SKELETON)
     for person in keypoints:
         visible = person[:, 2] >= threshold
-        if len(person) == len(names):
-            for a, b in COCO_SKELETON:
-                i, j = index[a], index[b]
-                if visible[i] and visible[j]:
-                    draw.line((*person[i, :2], *person[j, :2]), fill=(0, 255, 255), width=width)
+        for i, j in limbs:
+            if visible[i] and visible[j]:
+                draw.line((*person[i, :2], *person[j, :2]), fill=(0, 255, 255), width=width)
         r = width + 1
         for x, y, _ in person[visible]:
             draw.ellipse((x - r, y - r, x + r, y + r), fill=(255, 0, 255))
@@ -232,3 +242,12 @@ def _(result: Segmentation, image: Image.Image) -> Image.Image:
 @visualise.register
 def _(result: Detections, image: Image.Image) -> Image.Image:
     return draw_detections(image, result)
+
+
+@visualise.register
+def _(result: MultiTask, image: Image.Image) -> Image.Image:
+    # all heads on one picture: masks under boxes, the classes' banner on top
+    order = {Segmentation: 0, Detections: 1, Classification: 2}
+    for head in sorted(result.heads.values(), key=lambda r: order.get(type(r), 3)):
+        image = visualise(head, image)
+    return image

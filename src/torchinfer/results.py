@@ -205,7 +205,10 @@ class InstanceMask:
 @dataclass(frozen=True, kw_only=True, repr=False)
 class Detections(Result):
     """Objects found in one image: xyxy boxes in ORIGINAL image pixels, scores, class ids and
-    names; optional instance masks (box-cropped) and keypoints (N, K, 3: x, y, score).
+    names; optional instance masks (box-cropped) and keypoints (N, K, 3: x, y, score), with
+    the keypoints' names and skeleton (index pairs) when the model gives them; optional
+    rotated boxes (N, 5: centre x, centre y, width, height, angle in radians, clockwise on
+    the image), whose ``boxes`` are then their enclosing boxes clipped to the image.
 
     Index it like an array: ``dets[dets.scores > 0.5]``, ``dets[:3]``.
     """
@@ -217,6 +220,9 @@ class Detections(Result):
     image_size: tuple[int, int] = (0, 0)  # (h, w)
     masks: tuple[InstanceMask, ...] | None = None
     keypoints: np.ndarray | None = field(default=None, compare=False)
+    keypoint_names: tuple[str, ...] | None = None
+    skeleton: tuple[tuple[int, int], ...] | None = None
+    rotated: np.ndarray | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -241,6 +247,17 @@ class Detections(Result):
         if self.keypoints is not None:
             expect("keypoints", self.keypoints.ndim == 3 and self.keypoints.shape[0] == n
                    and self.keypoints.shape[2] == 3, f"({n}, K, 3)", self.keypoints.shape)
+        k = None if self.keypoints is None else self.keypoints.shape[1]
+        if self.keypoint_names is not None:
+            expect("keypoint_names", k == len(self.keypoint_names), f"{k} names (one per "
+                   "keypoint)", len(self.keypoint_names))
+        if self.skeleton is not None:
+            expect("skeleton", k is not None and all(
+                0 <= a < k and 0 <= b < k for a, b in self.skeleton), f"pairs of keypoint "
+                f"indices below {k}", self.skeleton)
+        if self.rotated is not None:
+            expect("rotated", self.rotated.shape == (n, 5), f"({n}, 5) cx, cy, w, h, angle",
+                   self.rotated.shape)
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -251,6 +268,7 @@ class Detections(Result):
         best = ", ".join(f"{self.labels[i]} {self.scores[i]:.2f}" for i in range(min(3, len(self))))
         extra = " +masks" if self.masks is not None else ""
         extra += " +keypoints" if self.keypoints is not None else ""
+        extra += " +rotated" if self.rotated is not None else ""
         return f"Detections(source={self.source!r}, n={len(self)}, best=[{best}]{extra})"
 
     def __getitem__(self, key: Any) -> Detections:
@@ -261,7 +279,17 @@ class Detections(Result):
             boxes=self.boxes[idx], scores=self.scores[idx], class_ids=self.class_ids[idx],
             labels=tuple(self.labels[i] for i in idx), image_size=self.image_size,
             masks=None if self.masks is None else tuple(self.masks[i] for i in idx),
-            keypoints=None if self.keypoints is None else self.keypoints[idx])
+            keypoints=None if self.keypoints is None else self.keypoints[idx],
+            keypoint_names=self.keypoint_names, skeleton=self.skeleton,
+            rotated=None if self.rotated is None else self.rotated[idx])
+
+    @property
+    def corners(self) -> np.ndarray | None:
+        """(N, 4, 2) corners of the rotated boxes in original pixels (None without them),
+        in Ultralytics' order: from the (+w/2, +h/2) corner of each box's own frame, around."""
+        if self.rotated is None:
+            return None
+        return rotated_corners(self.rotated)
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
@@ -278,8 +306,16 @@ class Detections(Result):
                 obj["mask"] = self.masks[i].rle(self.image_size)
             if self.keypoints is not None:
                 obj["keypoints"] = [[round(float(v), 2) for v in kp] for kp in self.keypoints[i]]
+            if self.rotated is not None:
+                cx, cy, w, h, angle = (float(v) for v in self.rotated[i])
+                obj["rotated_box"] = {"cx": round(cx, 2), "cy": round(cy, 2), "w": round(w, 2),
+                                      "h": round(h, 2), "angle": round(angle, 6)}
+                obj["corners"] = [[round(float(v), 2) for v in p] for p in rotated_corners(
+                    self.rotated[i:i + 1])[0]]
             objects.append(obj)
         out["detections"] = objects
+        if self.keypoint_names is not None:
+            out["keypoint_names"] = list(self.keypoint_names)
         return out
 
     def to_coco(self, image_id: int, category_ids: dict[int, int] | None = None) -> list[dict[str, Any]]:
@@ -298,3 +334,58 @@ class Detections(Result):
                 rec["keypoints"] = [float(v) for v in self.keypoints[i].ravel()]
             records.append(rec)
         return records
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class MultiTask(Result):
+    """One input's answers from several heads (or several models run over one decode): one
+    typed result per head, by head name, each the same as its single-task result. A failed
+    input has ``error`` and no heads."""
+
+    heads: Mapping[str, Result] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.error is None and not self.heads:
+            raise ValueError(f"{self.source}: a multi-head result needs heads (or an error)")
+        if self.error is not None and self.heads:
+            raise ValueError(f"{self.source}: a failed result carries no heads")
+        for name, head in self.heads.items():
+            if not isinstance(head, Result) or isinstance(head, MultiTask):
+                raise ValueError(f"{self.source}: head {name!r} must be a single-task result, "
+                                 f"got {type(head).__name__}")
+
+    def __getitem__(self, name: str) -> Result:
+        try:
+            return self.heads[name]
+        except KeyError:
+            raise TorchinferError(f"no head {name!r}: this result has "
+                                  f"{', '.join(self.heads) or 'none'}") from None
+
+    def __repr__(self) -> str:
+        if not self.ok:
+            return f"MultiTask(source={self.source!r}, error={self.error!r})"
+        inner = ", ".join(f"{name}={type(r).__name__}" for name, r in self.heads.items())
+        return f"MultiTask(source={self.source!r}, {inner})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The common keys once, then each head's record without them."""
+        out = super().to_dict()
+        if self.ok:
+            out["heads"] = {name: {k: v for k, v in head.to_dict().items()
+                                   if k not in ("source", "speed")}
+                            for name, head in self.heads.items()}
+        return out
+
+
+def rotated_corners(rotated: np.ndarray) -> np.ndarray:
+    """(N, 4, 2) corners of (N, 5) rotated boxes (cx, cy, w, h, angle): the box's half-width
+    along its angle plus and minus its half-height across it (Ultralytics' order)."""
+    rotated = np.asarray(rotated, dtype=np.float64).reshape(-1, 5)
+    centre = rotated[:, None, :2]
+    cos, sin = np.cos(rotated[:, 4:5]), np.sin(rotated[:, 4:5])
+    half_w, half_h = rotated[:, 2:3] / 2, rotated[:, 3:4] / 2
+    along = np.concatenate([half_w * cos, half_w * sin], 1)[:, None]
+    across = np.concatenate([-half_h * sin, half_h * cos], 1)[:, None]
+    return np.concatenate([centre + along + across, centre + along - across,
+                           centre - along - across, centre - along + across], 1)

@@ -18,16 +18,21 @@ from rich.markup import escape
 
 from ..errors import TorchinferError
 from .evaluate import eval_app
+from .multi import eval_multi, predict_multi
 from .params import EXIT_CONFIG_ERROR, err_console
 from .predict import predict_app
+from .serve import serve
 from .tools import COMMANDS
 
 app = typer.Typer(help="PyTorch inference: preprocess -> model -> postprocess.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 for _name, _command in COMMANDS.items():
     app.command(_name)(_command)
+predict_app.command("multi")(predict_multi)
+eval_app.command("multi")(eval_multi)
 app.add_typer(predict_app, name="predict")
 app.add_typer(eval_app, name="eval")
+app.command("serve")(serve)
 
 
 def main() -> None:

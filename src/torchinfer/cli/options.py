@@ -170,14 +170,16 @@ class LoadOptions(ModelOptions):
     # the options only one task's predictor takes: given for another, load() would fail deep
     # inside with a TypeError instead of a message (per-task, like predict.RESULT_TABLES: for
     # the task registry to provide)
-    _TASK_ONLY = {"top_k": "classify", "multi_label": "classify", "jpeg_draft": "classify",
-                  "conf": "detect", "iou": "detect", "max_det": "detect", "classes": "detect",
-                  "decoder": "detect"}
+    _TASK_ONLY = {"top_k": ("classify", "multi"), "multi_label": ("classify", "multi"),
+                  "jpeg_draft": ("classify",), "conf": ("detect", "multi"),
+                  "iou": ("detect", "multi"), "max_det": ("detect", "multi"),
+                  "classes": ("detect", "multi"), "decoder": ("detect",)}
 
     def __post_init__(self) -> None:
-        for name, task in self._TASK_ONLY.items():
-            if getattr(self, name) is not None and self.task != task:
-                raise OptionError(f"{name} is an option of {task}, not of {self.task}")
+        for name, tasks in self._TASK_ONLY.items():
+            if getattr(self, name) is not None and self.task not in tasks:
+                raise OptionError(f"{name} is an option of {' and '.join(tasks)}, not of "
+                                  f"{self.task}")
 
     def load_kwargs(self) -> dict[str, Any]:
         """``ti.load(self.task, self.model, self.weights, **load_kwargs())``."""
@@ -201,6 +203,26 @@ class PredictOptions(LoadOptions):
     video_stride: int = 1
     quiet: bool = False
     allow_failures: bool = False
+    # where it runs (torchinfer.distributed for "ray"); not in the fingerprint: a job on Ray
+    # resumes a local run and the other way round
+    engine: str = "local"
+    address: Optional[str] = None
+    workers: Optional[int] = None
+    gpus_per_worker: float = 0.0
+    parquet: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.engine not in ("local", "ray"):
+            raise OptionError(f"--engine must be local or ray, got {self.engine!r}")
+        if self.engine == "local" and (self.address is not None or self.workers is not None
+                                       or self.gpus_per_worker):
+            raise OptionError("--address, --workers and --gpus-per-worker need --engine ray")
+
+    def ray_kwargs(self) -> dict[str, Any]:
+        """``torchinfer.distributed.RayPredictor(task, model, weights, **ray_kwargs())``."""
+        return dict(address=self.address, workers=self.workers,
+                    gpus_per_worker=self.gpus_per_worker, **self.load_kwargs())
 
     # options that change how fast a run goes, not its answers: a resumed run may change them
     _SPEED_ONLY = frozenset({"device", "batch_size", "decode_workers", "verify_backend"})

@@ -53,6 +53,18 @@ predict_app = typer.Typer(help="Run a model over images and write the results.",
 
 TABLE_ROWS = 50  # results shown in the table; all of them are in predictions.jsonl
 
+# Where the model runs (--engine ray: torchinfer.distributed, on Ray Data).
+EngineOpt = Annotated[str, typer.Option(help="local (this process) or ray (a pool of Ray "
+                      "workers; needs the ray extra); same records either way.")]
+AddressOpt = Annotated[Optional[str], typer.Option(help="--engine ray: the cluster, auto (the "
+                       "one `ray start` began here) or ray://host:10001; default: a private "
+                       "local Ray for this run.")]
+WorkersOpt = Annotated[Optional[int], typer.Option(help="--engine ray: model workers (default: "
+                       "one per CPU but one, or per GPU share).", min=1)]
+GpusPerWorkerOpt = Annotated[float, typer.Option(help="--engine ray: GPUs each worker holds "
+                             "(0.5: two workers share one).", min=0.0)]
+ParquetOpt = Annotated[bool, typer.Option(help="Also write predictions.parquet.")]
+
 
 # --- the commands ----------------------------------------------------------------------------
 # Each builds its PredictOptions from its own parameters (locals() at the top holds exactly
@@ -73,7 +85,9 @@ def predict_classify(
     verify_backend: VerifyBackendOpt = True, resume: ResumeOpt = False,
     video_stride: VideoStrideOpt = 1, decode_workers: DecodeWorkersOpt = None,
     exist_ok: ExistOkOpt = False, trust_code: TrustCodeOpt = False,
-    model_kwargs: ModelKwargsOpt = None,
+    model_kwargs: ModelKwargsOpt = None, engine: EngineOpt = "local",
+    address: AddressOpt = None, workers: WorkersOpt = None,
+    gpus_per_worker: GpusPerWorkerOpt = 0.0, parquet: ParquetOpt = False,
     jpeg_draft: Annotated[bool, typer.Option(help="Decode big JPEGs at 1/2-1/8 scale (libjpeg "
                           "DCT scaling), verified against a full decode on photographs: "
                           "faster, pixels not identical to torchvision's.")] = False,
@@ -98,7 +112,9 @@ def predict_segment(
     verify_backend: VerifyBackendOpt = True, resume: ResumeOpt = False,
     video_stride: VideoStrideOpt = 1, decode_workers: DecodeWorkersOpt = None,
     exist_ok: ExistOkOpt = False, trust_code: TrustCodeOpt = False,
-    model_kwargs: ModelKwargsOpt = None,
+    model_kwargs: ModelKwargsOpt = None, engine: EngineOpt = "local",
+    address: AddressOpt = None, workers: WorkersOpt = None,
+    gpus_per_worker: GpusPerWorkerOpt = 0.0, parquet: ParquetOpt = False,
 ) -> None:
     """Segment images: a class per pixel at the original size; class areas in the JSONL."""
     predict(parsed(PredictOptions.from_cli, task="segment", **locals()))
@@ -115,7 +131,8 @@ def predict_detect(
                                        max=1.0)] = 0.45,
     max_det: Annotated[int, typer.Option(help="Most detections per image.", min=1)] = 300,
     classes: Annotated[Optional[str], typer.Option(help="Keep only these class ids, e.g. 0,2.")] = None,
-    decoder: Annotated[str, typer.Option(help="auto, torchvision, yolov5 or yolov8.")] = "auto",
+    decoder: Annotated[str, typer.Option(help="auto, torchvision, yolov5, yolov8, yolov8-seg, "
+                                         "yolov5-seg, yolov8-pose or yolov8-obb.")] = "auto",
     device: DeviceOpt = "auto", batch_size: BatchOpt = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/detect"),
     save_vis: SaveVisOpt = False,
@@ -127,7 +144,9 @@ def predict_detect(
     verify_backend: VerifyBackendOpt = True, resume: ResumeOpt = False,
     video_stride: VideoStrideOpt = 1, decode_workers: DecodeWorkersOpt = None,
     exist_ok: ExistOkOpt = False, trust_code: TrustCodeOpt = False,
-    model_kwargs: ModelKwargsOpt = None,
+    model_kwargs: ModelKwargsOpt = None, engine: EngineOpt = "local",
+    address: AddressOpt = None, workers: WorkersOpt = None,
+    gpus_per_worker: GpusPerWorkerOpt = 0.0, parquet: ParquetOpt = False,
 ) -> None:
     """Detect objects: boxes in original pixels, JSONL plus coco_results.json."""
     predict(parsed(PredictOptions.from_cli, task="detect", **locals()))
@@ -135,13 +154,19 @@ def predict_detect(
 
 # --- running -------------------------------------------------------------------------------
 
-def predict(options: PredictOptions) -> None:
-    """Load, run over the sources with a progress bar, print a table, exit with the code."""
+def predict(options: PredictOptions, predictor: Any = None) -> None:
+    """Load (unless ``predictor`` is given, built from ``options``), run over the sources
+    with a progress bar, print a table, exit with the code."""
     from ..api import load
     from ..tasks.registry import task_spec
 
     task, out, quiet = options.task, options.out, options.quiet
-    predictor = load(task, options.model, options.weights, **options.load_kwargs())
+    if predictor is None and options.engine == "ray":  # the same run, its batches on Ray Data
+        from ..distributed import RayPredictor
+
+        predictor = RayPredictor(task, options.model, options.weights, **options.ray_kwargs())
+    if predictor is None:
+        predictor = load(task, options.model, options.weights, **options.load_kwargs())
     if predictor.model.random_init and not quiet:
         err_console.print(f"[yellow]warning:[/] {escape(options.model)} has no weights: randomly "
                           "initialised, its predictions are meaningless (pass --weights)")
@@ -166,6 +191,10 @@ def predict(options: PredictOptions) -> None:
                           "partial; the same command with --resume runs only the rest",
                           highlight=False)
         raise typer.Exit(130) from None
+    if options.parquet:
+        from ..distributed.parquet import write_parquet
+
+        summary.outputs["parquet"] = str(write_parquet(out / "predictions.jsonl"))
     if predictor.backend_report is not None and not quiet:
         err_console.print(predictor.backend_report.summary(), highlight=False, markup=False)
     if not quiet:

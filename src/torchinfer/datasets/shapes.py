@@ -296,6 +296,38 @@ def write_classification(root: str | Path, n: int, seed: int, *, size: int = 128
     return root
 
 
+# a scene's dominant class covers at least this many times the next class's visible area
+DOMINANCE = 1.5
+
+
+def dominant_class(scene: Scene, ratio: float = DOMINANCE) -> int | None:
+    """The class with the largest visible area (summed over its shapes), or None when the
+    next class covers more than 1/``ratio`` of it (or there is no shape)."""
+    areas = np.zeros(len(CLASSES), dtype=np.int64)
+    for inst in scene.instances:
+        areas[inst.class_id] += inst.area
+    first, second = np.sort(areas)[::-1][:2]
+    return int(areas.argmax()) if first > 0 and first >= ratio * second else None
+
+
+def write_dominant(root: str | Path, n: int, seed: int, *, size: int = 256) -> Path:
+    """ImageFolder layout of whole scenes, ``root/<dominant class>/<index>.jpg``: the first
+    ``n`` scenes of ``seed`` whose dominant class is well defined (``dominant_class``)."""
+    root = Path(root)
+    for name in CLASSES:
+        (root / name).mkdir(parents=True, exist_ok=True)
+    kept = i = 0
+    while kept < n:
+        scene = generate_scene(scene_rng(seed, i), size)
+        dominant = dominant_class(scene)
+        if dominant is not None:
+            scene.image.save(root / CLASSES[dominant] / f"{i:05d}.jpg", quality=JPEG_QUALITY)
+            kept += 1
+        i += 1
+    (root / "labels.txt").write_text("\n".join(CLASSES) + "\n", encoding="utf-8")
+    return root
+
+
 def write_segmentation(root: str | Path, n: int, seed: int, *, size: int = 256,
                        max_shapes: int = 6) -> Path:
     """VOC layout: ``JPEGImages/<id>.jpg``, ``SegmentationClass/<id>.png`` (palette PNG of class

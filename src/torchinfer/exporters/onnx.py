@@ -57,6 +57,7 @@ from .common import (
 )
 from .detectors import export_torchvision_detector
 from .files import fail_verification, files_of, move, simplify_onnx, write_onnx
+from .multihead import export_multihead_onnx
 from .prepare import (
     MainOutput,
     dummy_input,
@@ -98,6 +99,12 @@ def export_onnx(loaded: LoadedModel, path: str | Path, *,
     file disagrees with PyTorch (the file is then at ``<name>.unverified.onnx``).
     """
     path = Path(path)
+    if loaded.heads is not None:  # one output per head, verified head by head
+        return export_multihead_onnx(loaded, path, opset=opset, dynamic_batch=dynamic_batch,
+                                     half=half, verify=verify, verify_inputs=verify_inputs,
+                                     atol=atol, rtol=rtol, min_agreement=min_agreement,
+                                     batch_size=batch_size, input_size=input_size,
+                                     simplify=simplify)
     if is_torchvision_detector(loaded.module):
         return export_torchvision_detector(loaded, path, opset=opset, half=half,
                                            input_size=input_size, verify=verify,

@@ -27,6 +27,7 @@ from .common import (
     tracer_warnings,
 )
 from .files import fail_verification, move
+from .multihead import export_multihead_torchscript
 from .prepare import MainOutput, dummy_input, export_preprocess, input_shape, task_of
 from .verification import check, preprocess_images, verification_images
 
@@ -41,6 +42,10 @@ def export_torchscript(loaded: LoadedModel, path: str | Path, *,
     Traced, not frozen: a frozen archive is tied to the device it was frozen on (the
     ``torchscript`` backend freezes at load time instead)."""
     path = Path(path)
+    if loaded.heads is not None:  # a dict of the heads' outputs, verified head by head
+        return export_multihead_torchscript(loaded, path, verify=verify,
+                                            verify_inputs=verify_inputs, batch_size=batch_size,
+                                            input_size=input_size)
     task = task_of(loaded)
     preprocess, static_hw = export_preprocess(loaded, input_size)
     reference = MainOutput(cpu_eval(loaded.module), task)

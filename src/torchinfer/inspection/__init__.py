@@ -28,7 +28,9 @@ its formulas), :mod:`.report` (the report types and how they are shown).
 """
 
 from .counting import OTHER_OP_COSTS
+from .heads import macs_by_head
 from .measure import RunOn, inspect_model
 from .report import LayerStats, ModelReport, format_count
 
-__all__ = ["OTHER_OP_COSTS", "LayerStats", "ModelReport", "RunOn", "format_count", "inspect_model"]
+__all__ = ["OTHER_OP_COSTS", "LayerStats", "ModelReport", "RunOn", "format_count", "inspect_model",
+           "macs_by_head"]

@@ -86,6 +86,8 @@ class ModelReport:
     depth: int | None  # the depth `layers` is folded to (None: full tree)
     layers: tuple[LayerStats, ...]
     uncounted_ops: tuple[str, ...]  # ops that ran, do arithmetic, but have no MAC formula
+    # a multi-head model's MACs: "trunk" (what feeds two heads or more) and each head's own
+    head_macs: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def gmacs(self) -> float:
@@ -141,6 +143,10 @@ class ModelReport:
             f"Buffers: {self.buffers_total:,} elements, {bytes_str(self.buffers_bytes)}",
             f"MACs: {self.macs:,} ({self.gmacs:.3f} G)   FLOPs = 2 x MACs: {self.flops:,} ({self.gflops:.3f} G)",
         ]
+        if self.head_macs:
+            lines.append("MACs by head: " + ", ".join(
+                f"{name} {format_count(n)} ({100 * n / max(self.macs, 1):.1f}%)"
+                for name, n in self.head_macs.items()))
         if self.other_ops is not None:
             lines.append(f"Other (elementwise) ops, not in MACs: {self.other_ops:,}")
         lines += [

@@ -59,6 +59,9 @@ class ModelCard:
     input_size: tuple[int, int] | None = None  # (h, w) the file takes; None: free or unknown
     precision: str = "fp32"  # what the file computes in
     detector_format: str | None = None  # how a detector's outputs are laid out (DETECTOR_FORMATS)
+    # A multi-head model's heads, one JSON object each: {"name", "task", "output", "labels",
+    # "options"} (tasks.heads reads and checks them against the model's outputs)
+    heads: tuple[dict[str, Any], ...] | None = field(default=None, hash=False)
     versions: dict[str, str] = field(default_factory=dict, hash=False)  # package -> version
     # Anything else the writer recorded (provenance such as trained_by, dataset, seed),
     # kept as strings and written back unchanged.
@@ -88,6 +91,8 @@ class ModelCard:
                 raise WeightsError(f"{where} 'input_size' must be [height, width] in positive "
                                    f"ints, got {size!r}")
             object.__setattr__(self, "input_size", (int(size[0]), int(size[1])))
+        if self.heads is not None:
+            self._check_heads()
         if self.precision not in PRECISIONS:
             raise WeightsError(f"{where} 'precision' must be one of {', '.join(PRECISIONS)}, "
                                f"got {self.precision!r}")
@@ -130,6 +135,35 @@ class ModelCard:
             raise WeightsError(f"{where} 'model_kwargs' asks for image sizes {sizes}: at most "
                                f"{MAX_INPUT_SIDE} pixels a side")
 
+    def _check_heads(self) -> None:
+        """Heads are JSON data of the right shapes here; which tasks and outputs they name is
+        checked where the model's outputs are known (``tasks.heads``)."""
+        heads, where = self.heads, self._where
+        if not isinstance(heads, (list, tuple)) or not heads or \
+                not all(isinstance(h, dict) for h in heads):
+            raise WeightsError(f"{where} 'heads' must be a non-empty list of JSON objects")
+        for head in heads:
+            for key in ("name", "task", "output"):
+                if not isinstance(head.get(key), str) or not head[key]:
+                    raise WeightsError(f"{where} every head needs a non-empty string {key!r}, "
+                                       f"got {head.get(key)!r}")
+            labels = head.get("labels")
+            if labels is not None and (not isinstance(labels, list)
+                                       or not all(isinstance(x, str) for x in labels)):
+                raise WeightsError(f"{where} head {head['name']!r}: 'labels' must be a list of "
+                                   "names (strings)")
+            if not isinstance(head.get("options", {}), dict):
+                raise WeightsError(f"{where} head {head['name']!r}: 'options' must be a JSON "
+                                   "object")
+            unknown = sorted(set(head) - {"name", "task", "output", "labels", "options"})
+            if unknown:
+                raise WeightsError(f"{where} head {head['name']!r} has unknown keys "
+                                   f"{', '.join(unknown)}")
+        names = [h["name"] for h in heads]
+        if len(set(names)) != len(names):
+            raise WeightsError(f"{where} head names must be unique, got {names}")
+        object.__setattr__(self, "heads", tuple(dict(h) for h in heads))
+
     # --- encoders ----------------------------------------------------------------------------
 
     def to_safetensors_metadata(self) -> dict[str, str]:
@@ -161,6 +195,8 @@ class ModelCard:
         out["precision"] = self.precision
         if self.detector_format is not None:
             out["detector_format"] = self.detector_format
+        if self.heads is not None:
+            out["heads"] = json.dumps(list(self.heads))
         for package, version in self.versions.items():
             out[_VERSION_KEYS.get(package, package + _VERSION_SUFFIX)] = version
         return {**out, **self.extra}
@@ -203,12 +239,18 @@ class ModelCard:
     def from_ultralytics_metadata(cls, meta: Mapping[str, str], source: str) -> ModelCard:
         """An Ultralytics ONNX export's metadata (``str()`` of Python values: names
         ``"{0: 'person', ...}"``, imgsz ``"[640, 640]"``): labels from ``names``, the letterbox
-        (detect) or resize + crop (classify) at ``imgsz`` with inputs in [0, 1] and no mean/std
-        (Ultralytics' preprocessing), the task, and the Ultralytics version."""
+        (detect, segment, pose, obb) or resize + crop (classify) at ``imgsz`` with inputs in
+        [0, 1] and no mean/std (Ultralytics' preprocessing), the task, and the Ultralytics
+        version. Segment, pose and obb files are torchinfer detectors (masks, keypoints and
+        rotated boxes are fields of their detections): their Ultralytics task stays in
+        ``extra["yolo_task"]``, beside ``kpt_shape`` and ``kpt_names`` as written."""
         task = meta.get("task", "detect")
         if task not in _ULTRALYTICS_TASKS:
             raise TorchinferError(f"{source}: an Ultralytics {task!r} model; torchinfer runs "
-                                  f"Ultralytics exports of task {' or '.join(_ULTRALYTICS_TASKS)}")
+                                  f"Ultralytics exports of task {', '.join(_ULTRALYTICS_TASKS)}")
+        if task == "pose" and not meta.get("kpt_shape"):
+            raise WeightsError(f"{source}: an Ultralytics pose model without 'kpt_shape' in its "
+                               "metadata: expected kpt_shape [K, 2] or [K, 3] (e.g. [17, 3])")
         try:
             names = ast.literal_eval(meta["names"])
             imgsz = ast.literal_eval(meta["imgsz"])
@@ -230,7 +272,7 @@ class ModelCard:
         h, w = sizes[0], sizes[-1]
         unit = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}  # Ultralytics feeds [0, 1]
         try:
-            if task == "detect":
+            if _ULTRALYTICS_TASKS[task] == "detect":
                 preprocess = PreprocessConfig(resize_size=(h, w), crop_size=None,
                                               mean=unit["mean"], std=unit["std"])
             else:
@@ -241,6 +283,8 @@ class ModelCard:
         versions = {"ultralytics": meta["version"]} if "version" in meta else {}
         rest = {k: v for k, v in meta.items()
                 if k not in _ULTRALYTICS_KEYS and k not in _CARD_KEYS and k != _FORMAT_KEY}
+        if task in _ULTRALYTICS_HEADS:
+            rest["yolo_task"] = task
         return cls(task=_ULTRALYTICS_TASKS[task], labels=tuple(str(n) for n in names),
                    preprocess=preprocess, input_size=(h, w), versions=versions, extra=rest,
                    source=source)
@@ -268,7 +312,7 @@ class ModelCard:
                     precision=text("precision") or "fp32",
                     model_kwargs={} if kwargs is None else kwargs, labels=data("labels"),
                     preprocess=_preprocess(data("preprocess"), source),
-                    input_size=data("input_size"))
+                    input_size=data("input_size"), heads=data("heads"))
         versions = {package: meta.pop(key) for key in list(meta)
                     if (package := _version_package(key)) is not None}
         return cls(**card, versions=versions, extra=meta, source=source)
@@ -305,9 +349,10 @@ def _preprocess(value: Any, source: str) -> PreprocessConfig | None:
 
 # The keys the card's own fields are stored under.
 _CARD_KEYS = frozenset(f.name for f in fields(ModelCard)) - {"versions", "extra", "source"}
-# Ultralytics tasks whose output the detect decoder reads as (B, 4 + C, N), and the classify
-# one; "segment" and "pose" add rows (mask coefficients, keypoints) after the classes and
-# "obb" an angle, so their outputs would be misread as extra classes.
-_ULTRALYTICS_TASKS = {"detect": "detect", "classify": "classify"}
+# Ultralytics task -> torchinfer task. Segment, pose and obb heads add rows after the classes
+# (mask coefficients, keypoints, an angle) that the YOLO decoders read (tasks.yolo_heads).
+_ULTRALYTICS_HEADS = ("segment", "pose", "obb")
+_ULTRALYTICS_TASKS = {"detect": "detect", **dict.fromkeys(_ULTRALYTICS_HEADS, "detect"),
+                      "classify": "classify"}
 # What from_ultralytics_metadata turns into card fields.
 _ULTRALYTICS_KEYS = frozenset({"names", "imgsz", "task", "version"})

@@ -4,6 +4,7 @@ ONNX file) hands to the predictors."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -26,6 +27,8 @@ class LoadedModel:
     # "weights" when the preprocessing came with the weights/architecture, "default" when
     # nothing said and torchvision's generic defaults were taken (the task may pick others)
     preprocess_from: str = "weights"
+    # a multi-head model's heads as its file's card gives them (tasks.heads reads them)
+    heads: tuple[dict[str, Any], ...] | None = None
 
     @property
     def random_init(self) -> bool:

@@ -251,7 +251,8 @@ def _finish(built: _Built, name: str, task: str | None, weights: str | Path | No
     return LoadedModel(module=module, name=name, task=task, preprocess=preprocess,
                        labels=built.labels, weights=None if weights is None else str(weights),
                        weights_format=built.weights_file.format if built.weights_file else None,
-                       key_report=report, preprocess_from=preprocess_from)
+                       key_report=report, preprocess_from=preprocess_from,
+                       heads=built.weights_file.card.heads if built.weights_file else None)
 
 
 def check_input_size(loaded: LoadedModel, size: tuple[int, int]) -> None:

@@ -8,7 +8,7 @@ so a file runs by its path alone with the preprocessing it was made for.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -59,7 +59,8 @@ class OrtModule(_SessionModule):
     no-ops; the device the session runs on was chosen in ``make_session``.
     """
 
-    def __init__(self, session: onnxruntime.InferenceSession, source: str = "<session>"):
+    def __init__(self, session: onnxruntime.InferenceSession, source: str = "<session>", *,
+                 named_outputs: bool = False):
         super().__init__(session, source)
         inputs = session.get_inputs()
         if len(inputs) != 1:
@@ -73,8 +74,10 @@ class OrtModule(_SessionModule):
         self.input_shape: list[int | str | None] = list(inputs[0].shape)
         self.input_dtype = _NUMPY_TYPES[inputs[0].type]
         self.output_names: list[str] = [o.name for o in session.get_outputs()]
+        # a multi-head file: every output, by name (what a multi-head model's dict gives)
+        self.named_outputs = named_outputs
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> Any:
         # NCHW-contiguous float on the CPU: the predictor may hand over a channels_last view,
         # and numpy() of a non-contiguous tensor would give ORT the wrong strides' worth of data.
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
@@ -89,19 +92,24 @@ class OrtModule(_SessionModule):
                 piece = array[i:i + fixed]  # a contiguous view: no copy unless padded
                 if len(piece) < fixed:
                     piece = np.concatenate([piece, np.repeat(piece[-1:], fixed - len(piece), 0)])
-                pieces.append(self._run(piece)[:len(array) - i])  # the padding dropped
-            return torch.cat(pieces).to(x.device)
-        return self._run(array).to(x.device)
+                pieces.append([o[:len(array) - i] for o in self._run(piece)])  # padding dropped
+            outputs = [torch.cat(parts) for parts in zip(*pieces)]
+        else:
+            outputs = self._run(array)
+        if self.named_outputs:
+            return {name: out.to(x.device) for name, out in zip(self.output_names, outputs)}
+        return outputs[0].to(x.device)
 
-    def _run(self, array: np.ndarray) -> torch.Tensor:
+    def _run(self, array: np.ndarray) -> list[torch.Tensor]:
+        wanted = self.output_names if self.named_outputs else self.output_names[:1]
         try:
-            out = self.session.run(self.output_names[:1], {self.input_name: array})[0]
+            outs = self.session.run(wanted, {self.input_name: array})
         except Exception as exc:  # ORT's pybind errors: wrong rank, shape, type
             raise TorchinferError(f"{self.source}: onnxruntime failed on an input of shape "
                                   f"{tuple(array.shape)} (the model takes "
                                   f"{self.input_shape}): {exc}") from exc
         # float32 like the PyTorch model it replaces, also for an fp16 file
-        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+        return [torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)) for out in outs]
 
 
 class OrtDetector(_SessionModule):
@@ -149,10 +157,11 @@ def load_onnx_model(path: str | Path, *, device: str = "auto") -> LoadedModel:
                            preprocess=card.preprocess or PreprocessConfig.default(),
                            labels=labels, weights=str(path), weights_format="onnx",
                            preprocess_from="weights" if card.preprocess else "default")
-    module = OrtModule(session, str(path))
+    module = OrtModule(session, str(path), named_outputs=card.heads is not None)
     preprocess = card.preprocess or _default_preprocess(module.input_shape)
     return LoadedModel(module=module, name=name, task=card.task, preprocess=preprocess,
-                       labels=labels, weights=str(path), weights_format="onnx")
+                       labels=labels, weights=str(path), weights_format="onnx",
+                       heads=card.heads)
 
 
 def _default_preprocess(input_shape: list[int | str | None]) -> PreprocessConfig:

@@ -30,7 +30,7 @@ from torchvision.models import get_model_builder, get_model_weights
 
 from ..errors import ModelNotFoundError, UntrustedCodeError
 
-TASKS = ("classify", "segment", "detect")
+TASKS = ("classify", "segment", "detect", "multi")
 
 
 def _task_modules() -> dict[str, ModuleType]:

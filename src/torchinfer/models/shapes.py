@@ -13,6 +13,9 @@ trained weights ship in ``torchinfer/assets`` (``scripts/train_shapes.py``).
   distances to the four box sides, IoU-aware class scores), in the YOLOv8 export layout
   (B, 4 + C, N): centre x, centre y, width, height in input pixels, then per-class scores in
   [0, 1].
+- ``shapes_multitask``: one encoder, three heads in one pass, a dict of the three outputs
+  above: ``"shape"`` (B, C) logits of the dominant shape class, ``"mask"`` (B, C + 1, H/2, W/2)
+  segmentation logits, ``"objects"`` (B, 4 + C, N) detections in the YOLOv8 layout.
 """
 
 from __future__ import annotations
@@ -106,6 +109,15 @@ class ShapesSegmenter(nn.Module):
         return self.head(y)
 
 
+def cell_centres(h: int, w: int, stride: int, device: torch.device) -> torch.Tensor:
+    """(2, h*w) x, y of the centres of an h x w grid of ``stride``-pixel cells, in input
+    pixels."""
+    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32),
+                            torch.arange(w, device=device, dtype=torch.float32),
+                            indexing="ij")
+    return torch.stack([xs.flatten(), ys.flatten()]).add_(0.5).mul_(stride)
+
+
 class ShapesDetector(nn.Module):
     """Encoder + top-down merge to stride 8 + a head: per cell, class logits and the distances
     (left, top, right, bottom) from the cell centre to the box sides.
@@ -137,10 +149,7 @@ class ShapesDetector(nn.Module):
 
     def centres(self, h: int, w: int, device: torch.device) -> torch.Tensor:
         """(2, h*w) x, y of the cell centres in input pixels."""
-        ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32),
-                                torch.arange(w, device=device, dtype=torch.float32),
-                                indexing="ij")
-        return torch.stack([xs.flatten(), ys.flatten()]).add_(0.5).mul_(self.stride)
+        return cell_centres(h, w, self.stride, device)
 
     @staticmethod
     def decode(distances: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
@@ -155,6 +164,86 @@ class ShapesDetector(nn.Module):
         _, _, h, w = logits.shape
         boxes = self.decode(dist.flatten(2), self.centres(h, w, x.device))
         return torch.cat([boxes, logits.flatten(2).sigmoid()], dim=1)
+
+
+class ShapesMultitask(nn.Module):
+    """One shared ``Encoder``, three heads:
+
+    - ``mask``: the segmenter's U-Net decoder back to stride 2;
+    - ``shape``: the dominant shape is the class with the largest visible area, so its logits
+      are read off the mask: the log of each shape class's mean probability over the picture
+      (a softmax of them gives each class's share of the shape pixels). No weights of its own:
+      a head learnt on the pooled encoder features (tried first) reached 95 % top-1 on
+      scenes whose dominant class covers 1.5x the next, the mask's areas 100 %;
+    - ``objects``: the detector's top-down merge to stride 8, tower and anchor-free head,
+      decoded exactly as ``ShapesDetector`` does (``raw`` gives training its logits and side
+      distances).
+
+    ``forward`` returns ``{"shape", "mask", "objects"}`` in that order.
+    """
+
+    stride = ShapesDetector.stride
+
+    def __init__(self, num_classes: int = 4, decoder: tuple[int, ...] = (48, 32, 24, 16),
+                 neck: int = 64, head: int = 64):
+        super().__init__()
+        self.num_classes = num_classes
+        self.encoder = Encoder()
+        w = self.encoder.widths
+        # mask: ShapesSegmenter's decoder (same attribute names, so its weights load here)
+        ups, cin = [], w[-1]
+        for skip, cout in zip(reversed(w[:-1]), decoder):
+            ups.append(_Up(cin, skip, cout))
+            cin = cout
+        self.decoder = nn.ModuleList(ups)
+        self.head = nn.Conv2d(cin, num_classes + 1, 1)
+        # objects: ShapesDetector's neck and head
+        self.up16 = _Up(w[4], w[3], neck)
+        self.up8 = _Up(neck, w[2], neck)
+        self.tower = nn.Sequential(_conv(neck, head), _conv(head, head))
+        self.cls = nn.Conv2d(head, num_classes, 1)
+        self.box = nn.Conv2d(head, 4, 1)
+        assert self.cls.bias is not None and self.box.bias is not None  # Conv2d's default bias
+        nn.init.constant_(self.cls.bias, -4.6)  # every score starts near 0.01 (focal-loss prior)
+        nn.init.constant_(self.box.bias, 1.0)
+
+    @staticmethod
+    def shape_logits(mask: torch.Tensor) -> torch.Tensor:
+        """(B, C) log of each shape class's mean probability over the (B, C + 1, h, w) mask
+        logits (class 0 background left out); floored so that fp16 gives no -inf."""
+        return mask.softmax(1)[:, 1:].mean((2, 3)).clamp_min(1e-6).log()
+
+    def mask_logits(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        y = feats[-1]
+        for up, skip in zip(self.decoder, reversed(feats[:-1])):
+            y = up(y, skip)
+        return self.head(y)
+
+    def object_maps(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class logits (B, C, h, w) and side distances in input pixels (B, 4, h, w)."""
+        y = self.tower(self.up8(self.up16(feats[4], feats[3]), feats[2]))
+        return self.cls(y), F.softplus(self.box(y)) * self.stride
+
+    def raw(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What training needs: ``shape`` and ``mask`` logits, ``objects`` class logits and
+        ``distances`` (the detector's ``raw``), from one pass of the encoder."""
+        feats = self.encoder(x)
+        mask = self.mask_logits(feats)
+        logits, distances = self.object_maps(feats)
+        return {"shape": self.shape_logits(mask), "mask": mask, "objects": logits,
+                "distances": distances}
+
+    def centres(self, h: int, w: int, device: torch.device) -> torch.Tensor:
+        """(2, h*w) x, y of the cell centres in input pixels."""
+        return cell_centres(h, w, self.stride, device)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.raw(x)
+        logits, distances = out.pop("objects"), out.pop("distances")
+        _, _, h, w = logits.shape
+        boxes = ShapesDetector.decode(distances.flatten(2), self.centres(h, w, x.device))
+        out["objects"] = torch.cat([boxes, logits.flatten(2).sigmoid()], dim=1)
+        return out
 
 
 # torchvision's MobileNetV3-small layout at half width
@@ -186,3 +275,9 @@ def shapes_segmenter(num_classes: int = 5) -> ShapesSegmenter:
 def shapes_detector(num_classes: int = 4) -> ShapesDetector:
     """Shape detector: YOLOv8-layout output (B, 4 + C, N), one level at stride 8."""
     return ShapesDetector(num_classes)
+
+
+@register_model(task="multi")
+def shapes_multitask(num_classes: int = 4) -> ShapesMultitask:
+    """Shapes in one pass: dominant shape class, semantic mask and boxes from one encoder."""
+    return ShapesMultitask(num_classes)

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from ..draw import instance_mask_image, mask_image, visualise
 from ..errors import InputError, TorchinferError
-from ..results import STAGES, Detections, Result, Segmentation
+from ..results import STAGES, Detections, MultiTask, Result, Segmentation
 from .images import ImageLoader
 from .inputs import Source, iter_sources
 from .plan import PipelinePlan
@@ -29,6 +29,7 @@ from .sinks import (
     read_jsonl,
     remove_outputs,
     save_image_atomic,
+    write_dota,
     write_json_atomic,
 )
 from .sources import check_sources, expand_sources, shown
@@ -93,7 +94,7 @@ def count_inputs(sources: Iterable[str], out_dir: str | Path | None = None,
 # (in vis/ and masks/ only the kinds of file a run writes there).
 RUN_FILES = ("run.json", "predictions.jsonl", "predictions.jsonl.partial", "summary.json",
              "coco_results.json")
-RUN_FOLDERS = ("vis", "masks")
+RUN_FOLDERS = ("vis", "masks", "dota")
 
 
 def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
@@ -193,7 +194,8 @@ def _clear_outputs(out: Path, exist_ok: bool) -> None:
         raise TorchinferError(
             f"output folder {shown(str(out))} already holds a run's results ({', '.join(found)}): "
             "use --exist-ok to replace them, or --resume to continue that run")
-    remove_outputs(out, RUN_FILES, RUN_FOLDERS, _recorded_pictures(out))
+    dota = sorted((out / "dota").glob("Task1_*.txt")) if (out / "dota").is_dir() else []
+    remove_outputs(out, RUN_FILES, RUN_FOLDERS, _recorded_pictures(out) + dota)
 
 
 def _recorded_pictures(out: Path) -> list[Path]:
@@ -222,6 +224,9 @@ def run_fingerprint(predictor: Predictor, settings: Mapping[str, Any] | None = N
     found = {"task": predictor.task, "model": getattr(model, "name", None),
              "weights": getattr(model, "weights", None), "video_stride": video_stride,
              "save_vis": save_vis, "save_masks": save_masks, **(settings or {})}
+    heads = getattr(predictor, "heads", None)  # a multi-head model's: outputs, labels, options
+    if heads:
+        found["heads"] = [head.to_dict() for head in heads]
     # through JSON, so that a fresh fingerprint compares equal to one read back from a file
     return json.loads(json.dumps({key: _stamp_file(value) for key, value in found.items()},
                                  default=str))
@@ -307,7 +312,8 @@ class _Run:
             self.names(record["source"])  # picture names stay taken
         self.next_id = max((r["image_id"] for r in kept if isinstance(r.get("image_id"), int)),
                            default=-1) + 1
-        self.records_for_coco = [r for r in kept if "detections" in r]
+        self.records_for_coco = [r for r in kept if "detections" in r or any(
+            "detections" in h for h in r.get("heads", {}).values())]
         self.is_detection = bool(self.records_for_coco)
         self.videos = _VideoVis(out, video_stride) if save_vis else None
         self.totals = dict.fromkeys(STAGES, 0.0)
@@ -320,7 +326,8 @@ class _Run:
         stamp = _file_stamp(source.path) if source.is_file and source.path else None
         if stamp is not None:
             record["file"] = stamp
-        if isinstance(result, Detections):
+        if isinstance(result, Detections) or (isinstance(result, MultiTask) and any(
+                isinstance(head, Detections) for head in result.heads.values())):
             # COCO results identify images by id: unique in this output folder
             record["image_id"] = self.next_id
             self.next_id += 1
@@ -372,6 +379,10 @@ class _Run:
             coco = [c for r in self.records_for_coco for c in coco_records(r)]
             self.summary.outputs["coco_results"] = str(
                 write_json_atomic(self.out / "coco_results.json", coco))
+            if any("corners" in d for r in self.records_for_coco for d in r.get("detections", ())):
+                # rotated boxes (Ultralytics OBB): DOTA's Task 1 files, one per class
+                write_dota(self.records_for_coco, self.out / "dota")
+                self.summary.outputs["dota"] = str(self.out / "dota")
         self._write_summary(predictions, run_info)
         return self.summary
 
@@ -447,7 +458,11 @@ def _done_records(out: Path) -> list[dict[str, Any]]:
 
 def coco_records(record: dict[str, Any]) -> list[dict[str, Any]]:
     """COCO results-format entries from one detection line of predictions.jsonl (bbox as
-    x, y, w, h), so a resumed run's COCO file covers the lines it kept too."""
+    x, y, w, h), so a resumed run's COCO file covers the lines it kept too. A multi-head
+    line gives its detection heads' entries, each with a "head" key saying whose."""
+    if "heads" in record:
+        return [{**entry, "head": name} for name, head in record["heads"].items()
+                for entry in coco_records({**head, "image_id": record["image_id"]})]
     entries = []
     for det in record.get("detections", ()):
         x0, y0, x1, y1 = det["box"]
@@ -464,6 +479,12 @@ def coco_records(record: dict[str, Any]) -> list[dict[str, Any]]:
 def _save_pictures(predictor: Predictor, source: Source, result: Result, out: Path, name: str,
                    save_vis: bool, save_masks: bool) -> dict[str, str]:
     files = {}
+    if isinstance(result, MultiTask):  # each head's mask beside the others: <name>.<head>.png
+        for head_name, head in result.heads.items():
+            if save_masks:
+                files.update({f"{head_name}.{k}": v for k, v in _save_pictures(
+                    predictor, source, head, out, f"{name}.{head_name}", False, True).items()})
+        save_masks = False  # the picture, below, draws every head on one image
     if save_masks and isinstance(result, Segmentation):
         files["mask"] = str(save_image_atomic(mask_image(result), out / "masks" / f"{name}.png"))
     if save_masks and isinstance(result, Detections) and result.masks is not None:

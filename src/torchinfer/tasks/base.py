@@ -178,6 +178,14 @@ class Predictor(ABC, Generic[R]):
         """Decode and preprocess ``sources`` into one CPU batch; the ones that fail are kept
         apart with their reasons (any thread may call this)."""
         t0 = time.perf_counter()
+        images, errors = self.load_images(sources)
+        decoded = self.preprocess_images(sources, images, errors)
+        decoded.preprocess_s = time.perf_counter() - t0
+        return decoded
+
+    def load_images(self, sources: list[Source]) -> tuple[list[Image.Image], dict[int, str]]:
+        """The decoded images of the sources that decode, and the others' reasons (by
+        position)."""
         images: list[Image.Image] = []
         errors: dict[int, str] = {}
         for i, source in enumerate(sources):
@@ -186,6 +194,14 @@ class Predictor(ABC, Generic[R]):
                                                min_short_side=self.decode_short_side))
             except InputError as exc:
                 errors[i] = exc.reason
+        return images, errors
+
+    def preprocess_images(self, sources: list[Source], images: list[Image.Image],
+                          errors: dict[int, str]) -> Decoded:
+        """``decode``'s second half: the batch of images already decoded (one per source not
+        in ``errors``); an image that preprocess refuses joins ``errors`` (a copy)."""
+        t0 = time.perf_counter()
+        errors = dict(errors)
         names = [s.name for s in sources]
         ok = [i for i in range(len(sources)) if i not in errors]
         batch = self._preprocess_isolating(images, ok, names, errors) if images else None

@@ -72,21 +72,9 @@ class ClassificationPredictor(Predictor[Classification]):
         return Batch(torch.stack(hwc).permute(0, 3, 1, 2), list(sources), [None] * len(hwc))
 
     def postprocess(self, raw: Any, batch: Batch) -> list[Classification]:
-        logits = main_output(raw, ndim=2, what="the classifier").float()  # (N, classes)
-        labels = self.model.labels
-        if labels is not None and len(labels) != logits.shape[1]:
-            raise TorchinferError(f"{len(labels)} labels for a model with {logits.shape[1]} "
-                                  "outputs: check --labels / num_classes")
-        probs = logits.sigmoid() if self.multi_label else logits.softmax(dim=1)
-        k = min(self.top_k, probs.shape[1])
-        top_scores, top_indices = probs.topk(k, dim=1)
-        scores, indices = top_scores.cpu().tolist(), top_indices.cpu().tolist()
-        results = []
-        for source, row_scores, row_idx in zip(batch.sources, scores, indices):
-            topk = tuple(ClassScore(i, labels[i] if labels else str(i), min(max(s, 0.0), 1.0))
-                         for s, i in zip(row_scores, row_idx))
-            results.append(Classification(source=source, topk=topk))
-        return results
+        logits = main_output(raw, ndim=2, what="the classifier")
+        return classification_results(logits, batch.sources, self.model.labels,
+                                      top_k=self.top_k, multi_label=self.multi_label)
 
     def check_jpeg_draft(self) -> OutputCheck:
         """Draft decoding against a full decode, through this model: the photographs saved as
@@ -122,3 +110,23 @@ class ClassificationPredictor(Predictor[Classification]):
     def failed(self, source: str, reason: str) -> Classification:
         return Classification(source=source, error=reason)
 
+
+def classification_results(logits: torch.Tensor, sources: Sequence[str],
+                           labels: Sequence[str] | None, *, top_k: int,
+                           multi_label: bool = False) -> list[Classification]:
+    """(N, classes) logits -> one Classification per source: softmax (sigmoid when
+    ``multi_label``: independent yes/no per class) and the ``top_k`` best, best first."""
+    logits = logits.float()
+    if labels is not None and len(labels) != logits.shape[1]:
+        raise TorchinferError(f"{len(labels)} labels for a model with {logits.shape[1]} "
+                              "outputs: check --labels / num_classes")
+    probs = logits.sigmoid() if multi_label else logits.softmax(dim=1)
+    k = min(top_k, probs.shape[1])
+    top_scores, top_indices = probs.topk(k, dim=1)
+    scores, indices = top_scores.cpu().tolist(), top_indices.cpu().tolist()
+    results = []
+    for source, row_scores, row_idx in zip(sources, scores, indices):
+        topk = tuple(ClassScore(i, labels[i] if labels else str(i), min(max(s, 0.0), 1.0))
+                     for s, i in zip(row_scores, row_idx))
+        results.append(Classification(source=source, topk=topk))
+    return results

@@ -16,7 +16,7 @@ from typing import Any
 from PIL import Image
 from torchvision.transforms._presets import SemanticSegmentation
 
-from ..draw import annotate_classification, draw_detections, overlay_segmentation
+from ..draw import annotate_classification, draw_detections, overlay_segmentation, visualise
 from ..errors import TorchinferError
 from ..evaluation import (
     CLASSIFICATION_OPTIONS,
@@ -31,12 +31,14 @@ from ..evaluation import (
     read_segmentation_data,
 )
 from ..models import LoadedModel, PreprocessConfig
-from ..results import Classification, Detections, Segmentation
+from ..results import Classification, Detections, MultiTask, Segmentation
 from .base import Predictor
 from .classify import ClassificationPredictor
 from .detect import AUTO, DetectionPredictor
 from .detect_torchvision import TorchvisionDetectionPredictor
 from .detect_yolo import YoloDetectionPredictor
+from .multi import SHARED_OPTIONS, MultiHeadPredictor
+from .multi_eval import MultiTaskReport, evaluate_heads
 from .segment import SegmentationPredictor
 
 # (model, predictor options) -> the predictor class that runs the model
@@ -69,6 +71,8 @@ class TaskSpec:
     columns: tuple[str, ...]
     describe: Callable[[Any], tuple[str, ...]]
     draw: Callable[[Image.Image, Any], Image.Image]
+    # the options of the task's own, beyond those every predictor takes (device, batch_size...)
+    options: tuple[str, ...] = ()
 
     def predictor_class(self, model: LoadedModel, **options: Any) -> type[Predictor]:
         """The predictor class that runs ``model`` with ``options``."""
@@ -114,13 +118,42 @@ def _draw_classification(image: Image.Image, result: Classification) -> Image.Im
     return annotate_classification(image, result)
 
 
+def _read_heads_data(data: Any, **_: Any) -> Mapping[str, Any]:
+    """{head: its data}; each is read by its head's task when the heads are known."""
+    if not isinstance(data, Mapping):
+        raise TorchinferError("eval multi takes data per head: --data HEAD=PATH (repeated), "
+                              "or {head: path} in Python")
+    return data
+
+
+def _evaluate_multi(predictor: Any, data: Mapping[str, Any], **kwargs: Any) -> MultiTaskReport:
+    single = {name: (spec.read_dataset, spec.evaluator, spec.evaluation_options)
+              for name, spec in _SPECS.items() if name != "multi"}
+    return evaluate_heads(predictor, data, single, **kwargs)
+
+
+def _describe_multi(result: MultiTask) -> tuple[str, ...]:
+    return ("; ".join(f"{name}: {' '.join(_SPECS[_task_of(head)].describe(head))}"
+                      for name, head in result.heads.items()),)
+
+
+def _draw_multi(image: Image.Image, result: MultiTask) -> Image.Image:
+    return visualise(result, image)  # every head on one picture (draw.py)
+
+
+def _task_of(result: Any) -> str:
+    return {Classification: "classify", Segmentation: "segment",
+            Detections: "detect"}[type(result)]
+
+
 _SPECS = {spec.name: spec for spec in (
     TaskSpec(name="classify", predictors=(ClassificationPredictor,),
              choose=_always(ClassificationPredictor),
              preprocess=PreprocessConfig.default(), output_name="logits", agreement="top-1",
              read_dataset=read_classification_data, evaluator=evaluate_classification,
              evaluation_options=CLASSIFICATION_OPTIONS, columns=("top-1", "score"),
-             describe=_describe_classification, draw=_draw_classification),
+             describe=_describe_classification, draw=_draw_classification,
+             options=("top_k", "multi_label", "jpeg_draft")),
     TaskSpec(name="segment", predictors=(SegmentationPredictor,),
              choose=_always(SegmentationPredictor),
              # torchvision's segmentation recipe: short side to 520, no crop, ImageNet mean/std
@@ -138,7 +171,18 @@ _SPECS = {spec.name: spec for spec in (
              output_name="output0", agreement=None,
              read_dataset=read_detection_data, evaluator=evaluate_detection,
              evaluation_options=DETECTION_OPTIONS, columns=("objects", "best"),
-             describe=_describe_detections, draw=draw_detections),
+             describe=_describe_detections, draw=draw_detections,
+             options=("conf", "iou", "max_det", "classes", "decoder")),
+    TaskSpec(name="multi", predictors=(MultiHeadPredictor,), choose=_always(MultiHeadPredictor),
+             # one letterbox for every head (tasks.heads); a model's own card says its size,
+             # mean and std
+             preprocess=PreprocessConfig(resize_size=(640, 640), crop_size=None,
+                                         mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),
+             output_name="heads", agreement="per head",
+             read_dataset=_read_heads_data, evaluator=_evaluate_multi,
+             evaluation_options={}, columns=("heads",),
+             describe=_describe_multi, draw=_draw_multi,
+             options=("heads", "head_options", *sorted(SHARED_OPTIONS))),
 )}
 
 TASK_NAMES: tuple[str, ...] = tuple(_SPECS)
@@ -150,3 +194,8 @@ def task_spec(name: str) -> TaskSpec:
         return _SPECS[name]
     except KeyError:
         raise TorchinferError(f"unknown task {name!r}: use one of {', '.join(TASK_NAMES)}") from None
+
+
+def task_options(name: str) -> tuple[str, ...]:
+    """The options of task ``name``'s own (``top_k`` for classify...)."""
+    return task_spec(name).options

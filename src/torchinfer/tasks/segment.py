@@ -87,25 +87,35 @@ class SegmentationPredictor(Predictor[Segmentation]):
         return logits  # type: ignore[return-value]
 
     def postprocess(self, raw: list[torch.Tensor], batch: Batch) -> list[Segmentation]:
-        labels = self.model.labels or [str(i) for i in range(raw[0].shape[0])]
-        if len(labels) != raw[0].shape[0]:
-            raise TorchinferError(f"{len(labels)} labels for a model with {raw[0].shape[0]} "
-                                  "classes: check --labels / num_classes")
-        dtype = torch.uint8 if len(labels) <= 256 else torch.int32
-        results = []
-        for source, logits, geom in zip(batch.sources, raw, batch.meta):
-            probs = None
-            if self.return_probabilities:
-                mask, full = upsampled_softmax(logits.float(), geom.original, dtype)
-                probs = full.cpu().numpy()
-            else:
-                mask = upsampled_argmax(logits.float(), geom.original, dtype)
-            results.append(Segmentation(source=source, mask=mask.cpu().numpy(),
-                                        labels=tuple(labels), probabilities=probs))
-        return results
+        return segmentation_results(raw, batch.sources, [g.original for g in batch.meta],
+                                    self.model.labels,
+                                    return_probabilities=self.return_probabilities)
 
     def failed(self, source: str, reason: str) -> Segmentation:
         return Segmentation(source=source, error=reason)
+
+
+def segmentation_results(logits: Sequence[torch.Tensor], sources: Sequence[str],
+                         sizes: Sequence[tuple[int, int]], labels: Sequence[str] | None, *,
+                         return_probabilities: bool = False) -> list[Segmentation]:
+    """Per image, (C, h, w) logits covering the whole image -> its Segmentation at its
+    original ``sizes`` (h, w): logits upsampled bilinearly, then the argmax."""
+    names = list(labels) if labels else [str(i) for i in range(logits[0].shape[0])]
+    if len(names) != logits[0].shape[0]:
+        raise TorchinferError(f"{len(names)} labels for a model with {logits[0].shape[0]} "
+                              "classes: check --labels / num_classes")
+    dtype = torch.uint8 if len(names) <= 256 else torch.int32
+    results = []
+    for source, image_logits, size in zip(sources, logits, sizes):
+        probs = None
+        if return_probabilities:
+            mask, full = upsampled_softmax(image_logits.float(), size, dtype)
+            probs = full.cpu().numpy()
+        else:
+            mask = upsampled_argmax(image_logits.float(), size, dtype)
+        results.append(Segmentation(source=source, mask=mask.cpu().numpy(),
+                                    labels=tuple(names), probabilities=probs))
+    return results
 
 
 def _pad_together(arrays: list[np.ndarray]) -> tuple[np.ndarray, list[bool]]:

@@ -18,8 +18,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ..api import export, inspect, load
-from ..datasets.shapes import WRITERS
+from ..api import export, inspect, load, load_group
+from ..datasets.shapes import WRITERS, write_dominant
 from ..draw import contact_sheet
 from ..models.bundled import BUNDLED, bundled_path
 from ..runner.run import RunSummary, run_to_dir
@@ -29,7 +29,9 @@ from ..tasks.registry import task_spec
 # Not a training seed (scripts/train_shapes.py trains on seeds 0..), so these are new pictures.
 DEMO_SEED = 20_261_126
 DEMO_IMAGES = {"classify": 24, "segment": 8, "detect": 8}
-MODELS = {task: name for name, task in BUNDLED.items()}
+MODELS = {task: name for name, task in BUNDLED.items() if task != "multi"}
+MULTITASK = "shapes_multitask"  # one encoder, the three tasks' heads (scripts/train_shapes.py)
+MULTITASK_IMAGES = 24  # scenes run each way to compare speeds
 
 
 @dataclass
@@ -41,6 +43,10 @@ class DemoRow:
     score: float  # top-1, mIoU or mAP@.5, as a fraction
     images_per_second: float
     failed: int
+    report: Any = None  # the evaluation report behind the score
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "report"}
 
 
 def run_demo(out: str | Path = "runs/demo", *, console: Console | None = None,
@@ -56,8 +62,9 @@ def run_demo(out: str | Path = "runs/demo", *, console: Console | None = None,
         rows.append(row)
     _inspect_table(console)
     rows.append(_export_and_rescore(out, data["classify"], console))
+    rows += _multitask(out, data, device, console, {r.task: r for r in rows})
     _summary_table(console, rows, time.perf_counter() - start, out)
-    write_json_atomic(out / "demo.json", [row.__dict__ for row in rows])
+    write_json_atomic(out / "demo.json", [row.to_dict() for row in rows])
     return summaries
 
 
@@ -92,7 +99,7 @@ def _run_task(task: str, model: str, data: Path, out: Path, device: str,
     console.print(f"[bold]{task}[/] {model}: {summary.total} images, {metric} "
                   f"-> {out / f'{task}.jpg'}, {out / task}/", highlight=False)
     return summary, DemoRow(task, model, summary.total, metric, score,
-                            summary.images_per_second, summary.failed)
+                            summary.images_per_second, summary.failed, report)
 
 
 def _inspect_table(console: Console) -> None:
@@ -117,6 +124,73 @@ def _export_and_rescore(out: Path, data: Path, console: Console) -> DemoRow:
     metric, score = scored.headline()
     return DemoRow("classify (ONNX file)", path.name, scored.images, metric, score, 0.0,
                    scored.failed)
+
+
+def _multitask(out: Path, data: dict[str, Path], device: str, console: Console,
+               single: dict[str, DemoRow]) -> list[DemoRow]:
+    """shapes_multitask beside the three single-task models: each head scored on its task's
+    data, their answers on the same scenes side by side, and the speed of one pass against
+    three models one after another and three models over one decode."""
+    multi = load("multi", MULTITASK, device=device)
+    heads = {h.task: h.name for h in multi.heads}
+    # the "shape" head names a whole scene's dominant shape: scored on scenes, not on the
+    # classifier's single-shape pictures
+    scenes_by_class = write_dominant(out / "data" / "multi-classify", DEMO_IMAGES["classify"],
+                                     DEMO_SEED)
+    layouts = {"classify": scenes_by_class, "segment": data["segment"], "detect": data["detect"]}
+    report = task_spec("multi").evaluator(multi, {heads[t]: path for t, path in layouts.items()})
+    scores = Table("task", "single-task model", "score", "multitask head", "score",
+                   title=f"{MULTITASK}: one network with three heads, beside three networks")
+    for task, model in MODELS.items():
+        scores.add_row(task, model, single[task].metric, heads[task],
+                       report.heads[heads[task]].headline()[0])
+    console.print(scores)
+
+    scenes = task_spec("detect").read_dataset(data["detect"]).paths
+    alone = {task: load(task, model, device=device) for task, model in MODELS.items()}
+    answers = Table("scene", "objects (detector)", "objects (multitask)",
+                    "largest (segmenter)", "largest (multitask)", "dominant (multitask)",
+                    title=f"the same scenes: the single-task models and {MULTITASK}")
+    for path, mine in zip(scenes[:6], multi(scenes[:6])):
+        det, seg = alone["detect"](path), alone["segment"](path)
+        answers.add_row(Path(path).name, _count(det), _count(mine[heads["detect"]]),
+                        _largest(seg), _largest(mine[heads["segment"]]),
+                        mine[heads["classify"]].top1.label)
+    console.print(answers)
+
+    work = (scenes * (MULTITASK_IMAGES // len(scenes) + 1))[:MULTITASK_IMAGES]
+    speeds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    for predictor in alone.values():
+        list(predictor.stream(work))
+    speeds["three models, one after another"] = len(work) / (time.perf_counter() - t0)
+    group = load_group(list(MODELS.values()), device=device)
+    t0 = time.perf_counter()
+    list(group.stream(work))
+    speeds["three models over one decode"] = len(work) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    list(multi.stream(work))
+    speeds[f"{MULTITASK}, one pass"] = len(work) / (time.perf_counter() - t0)
+    speed = Table("way", "img/s", title=f"{len(work)} scenes, all three tasks answered each way")
+    for way, rate in speeds.items():
+        speed.add_row(way, f"{rate:.1f}")
+    console.print(speed)
+    summary = run_to_dir(multi, scenes, out / "multi", save_vis=True, save_masks=True,
+                         exist_ok=True, run_info={"task": "multi", "model": MULTITASK})
+    console.print(f"[bold]multi[/] {MULTITASK}: every head drawn on one picture -> "
+                  f"{out / 'multi'}/vis/", highlight=False)
+    return [DemoRow(f"{task} (multitask head)", MULTITASK, r.images, *r.headline(),
+                    summary.images_per_second, r.failed)
+            for task in MODELS for r in [report.heads[heads[task]]]]
+
+
+def _count(result: Any) -> str:
+    return str(len(result)) if result.ok else "failed"
+
+
+def _largest(result: Any) -> str:
+    shapes = [a for a in result.areas if a.index != 0] if result.ok else []
+    return shapes[0].label if shapes else "-"
 
 
 def _summary_table(console: Console, rows: list[DemoRow], seconds: float, out: Path) -> None:
