@@ -406,3 +406,13 @@ def test_a_picture_that_cannot_be_redrawn_keeps_its_answer(tmp_path):
     broken = next(r for r in lines if r["source"].endswith("chelsea.png"))
     assert "topk" in broken and broken["files_error"].startswith("pictures not written")
     assert "vis" in next(r for r in lines if r["source"].endswith("coffee.png"))["files"]
+
+
+def test_uris_in_list_files_are_kept_as_written(tmp_path):
+    """A list may name remote files (a Ray job reads them through pyarrow's filesystems):
+    ``s3://bucket/a.jpg`` must not become the local path ``s3:/bucket/a.jpg``."""
+    from torchinfer.runner.sources import expand_sources
+
+    listing = tmp_path / "list.txt"
+    listing.write_text("s3://bucket/a.jpg\nlocal.jpg\n", encoding="utf-8")
+    assert list(expand_sources([str(listing)])) == ["s3://bucket/a.jpg", str(tmp_path / "local.jpg")]

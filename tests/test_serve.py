@@ -210,6 +210,31 @@ def test_workers_share_one_queue_run_side_by_side_and_all_stop():
                    if t.name.startswith("torchinfer-model-m-"))
 
 
+@pytest.mark.slow  # 15 s: "auto" builds and verifies TorchScript and ONNX Runtime candidates
+def test_auto_backend_chosen_once_by_one_worker_without_warmup(images):
+    """Without a warm-up, "auto" times its candidates on the first batch, swapping the
+    predictor's module meanwhile: with two workers and two option sets in flight, it runs
+    once, the others wait for it, and every option view then runs the chosen module."""
+    config = quick(ModelSpec("shapes_detector", options={"backend": "auto"}), model_workers=2,
+                   model_threads=1, max_delay_ms=0, max_batch_size=1)
+    with live_server(config) as (base, server):
+        holder = server.holders["shapes_detector"]
+        assert holder.predictor.before_first_batch is not None
+
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=120) as client:
+                return await asyncio.gather(*(client.post(
+                    f"{base}/v1/models/shapes_detector/predict",
+                    params={"conf": "0.5"} if i % 2 else {},
+                    content=images[i % len(images)].read_bytes()) for i in range(8)))
+
+        assert [r.status_code for r in asyncio.run(burst())] == [200] * 8
+        assert holder.predictor.before_first_batch is None
+        chosen = holder.predictor.backend_report.to_dict()["chosen"]
+        assert chosen and holder._views, "no option view was made"
+        assert all(view.module is holder.predictor.module for view in holder._views.values())
+
+
 def test_every_image_type_sniffed_from_bytes_not_header(served, images):
     base, _ = served
     image = Image.open(images[0])
@@ -538,8 +563,8 @@ def test_not_ready_while_loading_then_ready(images):
         assert httpx.get(f"{base}/v2/health/ready").status_code == 200
         info = httpx.get(f"{base}/v1/models").json()["models"][0]
         assert info["pipeline"] is not None  # the warm-up measured the core split
-        if info["device"] == "cpu" and info["model_threads"]:  # the cores filled with workers
-            assert info["model_workers"] == max(1, usable_cpus() // info["model_threads"])
+        if info["device"] == "cpu" and info["model_threads"]:  # spare cores get workers
+            assert info["model_workers"] == max(1, (usable_cpus() - 1) // info["model_threads"])
 
 
 def _free_port() -> int:

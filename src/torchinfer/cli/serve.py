@@ -56,7 +56,8 @@ def serve(
         "leaving one to HTTP and decoding on a CPU).", min=1)] = None,
     model_workers: Annotated[Optional[int], typer.Option(
         help="Batches of each model run at once, each on --model-threads (default: on a CPU "
-        "the cores over the model threads, e.g. 2 on 2 cores; 1 on a GPU).", min=1)] = None,
+        "the cores left after one for HTTP and decoding, over the model threads: 1 on 2 "
+        "cores; 1 on a GPU).", min=1)] = None,
     device: DeviceOpt = "auto", batch_size: BatchOpt = None, backend: BackendOpt = "torch",
     precision: PrecisionOpt = "fp32", verify_backend: VerifyBackendOpt = True,
     max_pixels: MaxPixelsOpt = None, trust_pickle: TrustOpt = False,

@@ -87,19 +87,24 @@ class _Up(nn.Module):
         return self.conv(torch.cat([x, skip], dim=1))
 
 
+def _unet_decoder(widths: tuple[int, ...], decoder: tuple[int, ...]) -> nn.ModuleList:
+    """From the encoder's last map back up through its skips: one ``_Up`` per width of
+    ``decoder`` (the last is the decoder's output width)."""
+    ups, cin = [], widths[-1]
+    for skip, cout in zip(reversed(widths[:-1]), decoder):
+        ups.append(_Up(cin, skip, cout))
+        cin = cout
+    return nn.ModuleList(ups)
+
+
 class ShapesSegmenter(nn.Module):
     """U-Net: the encoder to stride 32, a decoder back to stride 2 with skip connections."""
 
     def __init__(self, num_classes: int = 5, decoder: tuple[int, ...] = (48, 32, 24, 16)):
         super().__init__()
         self.encoder = Encoder()
-        widths = self.encoder.widths
-        ups, cin = [], widths[-1]
-        for skip, cout in zip(reversed(widths[:-1]), decoder):
-            ups.append(_Up(cin, skip, cout))
-            cin = cout
-        self.decoder = nn.ModuleList(ups)
-        self.head = nn.Conv2d(cin, num_classes, 1)
+        self.decoder = _unet_decoder(self.encoder.widths, decoder)
+        self.head = nn.Conv2d(decoder[-1], num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.encoder(x)
@@ -191,12 +196,8 @@ class ShapesMultitask(nn.Module):
         self.encoder = Encoder()
         w = self.encoder.widths
         # mask: ShapesSegmenter's decoder (same attribute names, so its weights load here)
-        ups, cin = [], w[-1]
-        for skip, cout in zip(reversed(w[:-1]), decoder):
-            ups.append(_Up(cin, skip, cout))
-            cin = cout
-        self.decoder = nn.ModuleList(ups)
-        self.head = nn.Conv2d(cin, num_classes + 1, 1)
+        self.decoder = _unet_decoder(w, decoder)
+        self.head = nn.Conv2d(decoder[-1], num_classes + 1, 1)
         # objects: ShapesDetector's neck and head
         self.up16 = _Up(w[4], w[3], neck)
         self.up8 = _Up(neck, w[2], neck)

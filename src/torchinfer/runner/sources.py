@@ -190,6 +190,9 @@ def _read_list_file(list_file: str, skip: str | None, lists: tuple[str, ...]) ->
     lists = (*lists, os.path.realpath(list_file))
     with fh:
         for number, entry in _list_entries(fh, list_file):
+            if "://" in entry:  # a URI (s3://, gs://): as written, for whoever reads URIs
+                yield entry
+                continue
             p = Path(entry)
             path = str(p if p.is_absolute() else base / p)
             if _is_list_name(path) and _kind(path) == "list" \

@@ -7,10 +7,10 @@ the oldest arrived. Requests that arrive while the model runs a batch are queued
 together into the next one, so under load batches fill without any waiting; the delay only
 matters when the model is idle (see design notes for the measured default).
 
-A model may have several workers (``workers``), all taking from the same queue: on a CPU a
-batch of these small models costs nearly as much as its images one by one, so the cores are
-used by running batches side by side, each worker on its own few torch threads (set once in
-the worker's own thread by ``on_start``). The predictor is called from several threads at
+A model may have several workers (``workers``), all taking from the same queue: on a CPU
+with spare cores, batches then run side by side, each worker on its own few torch threads
+(set once in the worker's own thread by ``on_start``) rather than one OpenMP team spanning
+them. The predictor is called from several threads at
 once then; its ``run`` keeps no per-call state on the predictor (see holder.py for the one
 exception, the runtime's first-batch hook).
 

@@ -107,8 +107,8 @@ class ServeConfig:
     timeout_s: float = DEFAULT_TIMEOUT_S
     decode_threads: int | None = None  # None: as predict's plan says (holder.server_split)
     model_threads: int | None = None  # torch intra-op threads of each model worker (same)
-    # batches of one model run at once, each worker on model_threads (None: the cores over
-    # model_threads on a CPU, one on a GPU; holder.default_workers)
+    # batches of one model run at once, each worker on model_threads (None: the spare cores
+    # over model_threads on a CPU, one on a GPU; holder.default_workers)
     model_workers: int | None = None
     warmup: bool = True  # run the bundled photographs through each model before ready
 

@@ -11,8 +11,8 @@ shallow copy with those attributes set, sharing the model, its weights and its r
 worker runs requests with equal options together, so results equal a predictor built with
 those options (tests/test_serve.py checks against ``predict``).
 
-On a CPU a model has several workers (``model_workers``: the cores over each worker's torch
-threads), all calling ``Predictor.run`` at once. That is safe: ``run`` keeps its state in
+A model may have several workers (``model_workers``; by default as many as the spare cores
+hold, see ``default_workers``), all calling ``Predictor.run`` at once. That is safe: ``run`` keeps its state in
 locals, the module is only read under ``inference_mode``, and a view shares the module rather
 than copying state. The one mutation, the runtime's one-shot ``before_first_batch`` hook (it
 swaps the module for the fastest backend), is run by one worker alone, on the original
@@ -67,6 +67,8 @@ class ModelHolder:
         self._lock = threading.Lock()
         self._views_lock = threading.Lock()
         self._first_batch_lock = threading.Lock()
+        # set once no one-shot first-batch hook is pending or running (see _first_batch)
+        self._first_batch_done = threading.Event()
 
     # --- loading --------------------------------------------------------------------------
 
@@ -94,6 +96,8 @@ class ModelHolder:
         self.predictor = predictor
         if self.config.warmup:
             warm_up(predictor)
+        if predictor.before_first_batch is None:
+            self._first_batch_done.set()
         decoders, self.model_threads = server_split(predictor, usable_cores())
         decoders = self.config.decode_threads or decoders
         self.decode_threads = decoders
@@ -230,20 +234,24 @@ class ModelHolder:
 
     def _first_batch(self, jobs: list[Job]) -> None:
         """Without a warm-up, the runtime's first-batch hook (the "auto" backend's timing,
-        which may swap the module) is still pending: one worker runs it, on the original
-        predictor (its results are not used), while the others wait; views made afterwards
-        copy the chosen module."""
+        which swaps the predictor's module while it times the candidates) is still pending:
+        one worker runs it, on the original predictor (its results are not used), while the
+        others wait until it is over; views made afterwards copy the chosen module."""
         assert self.predictor is not None
         with self._first_batch_lock:
-            if self.predictor.before_first_batch is None:
+            if self._first_batch_done.is_set():
                 return
-            with self._views_lock:
-                self._views.clear()
-            self.predictor.run(merge(self.predictor, [jobs[0].decoded])[0])
+            try:
+                if self.predictor.before_first_batch is not None:
+                    with self._views_lock:
+                        self._views.clear()
+                    self.predictor.run(merge(self.predictor, [jobs[0].decoded])[0])
+            finally:
+                self._first_batch_done.set()
 
     def _run_group(self, jobs: list[Job]) -> list[Result]:
         assert self.predictor is not None
-        if self.predictor.before_first_batch is not None:
+        if not self._first_batch_done.is_set():
             self._first_batch(jobs)
         predictor = self.view(jobs[0].options)  # type: ignore[arg-type]  # ours: a tuple
         results: list[Result] = []
@@ -327,7 +335,7 @@ def server_split(predictor: Predictor, cores: int) -> tuple[int, int | None]:
     event loop) and decoded while the model computes, so on the CPU one worker's OpenMP team
     leaves at least one core to them: a team on every core spins against that work
     (BENCHMARKS.md: the LitServe rows with and without OMP_NUM_THREADS=1 show the same
-    effect). ``default_workers`` then fills the cores with workers of that many threads."""
+    effect). ``default_workers`` then fills spare cores with workers of that many threads."""
     plan = predictor.pipeline
     if plan is not None and plan.overlapped:  # measured, given (decode_workers), or a GPU
         return max(1, plan.decode_workers), plan.model_threads
@@ -338,14 +346,16 @@ def server_split(predictor: Predictor, cores: int) -> tuple[int, int | None]:
 
 def default_workers(predictor: Predictor, cores: int, model_threads: int | None) -> int:
     """How many batches of the model run at once: on a CPU, as many as the cores hold at
-    ``model_threads`` each (2 cores, 1 thread: 2 workers). These small models gain little from
-    a bigger batch on a CPU, so the cores are filled with batches side by side instead; each
-    worker keeps to its own threads, so no OpenMP team spins against another (BENCHMARKS.md).
-    Elsewhere one: a device runs one batch at a time (one worker per device would come next),
-    and torch's own thread setting (None) already spans the cores."""
+    ``model_threads`` each once one core is left to HTTP and decoding (2 cores: one worker;
+    16 cores, a measured plan of 3 model threads: five). Measured on 2 cores (BENCHMARKS.md):
+    a second single-thread worker there was as fast or slower in 12 of 18 interleaved cells
+    (its batches are smaller and it takes the core the event loop and decoding need), so
+    workers are added only where spare cores exist. Elsewhere one: a device runs one batch at
+    a time (one worker per device would come next), and torch's own thread setting (None)
+    already spans the cores."""
     if predictor.device.type != "cpu" or model_threads is None:
         return 1
-    return max(1, cores // model_threads)
+    return max(1, (cores - 1) // model_threads)
 
 
 def usable_cores() -> int:
