@@ -321,3 +321,33 @@ def test_eval_multi_scores_each_head_as_its_task_would(tmp_path, capsys):
     # detection is scored as `eval detect` scores: down to conf 0.001, 100 per image
     assert report["heads"]["objects"]["options"]["conf"] == 0.001
 
+
+
+def test_cli_heads_for_a_file_that_names_none(tmp_path):
+    """A TorchScript file of one's own, without heads in it: --head gives them, or a head file."""
+    traced = torch.jit.trace(ColourNet().eval(), torch.zeros(1, 3, SIZE, SIZE), strict=False)
+    path = tmp_path / "colour.pt"
+    traced.save(str(path))
+    (tmp_path / "labels.txt").write_text("red\ngreen\nblue\n", encoding="utf-8")
+    image = tmp_path / "wide.png"
+    _picture(90, 200, (120, 30, 170, 70)).save(image)
+    args = ["predict", "multi", str(image), "-m", str(path), "--input-size", str(SIZE),
+            "--head", f"cls=classify:{tmp_path / 'labels.txt'}:top_k=1",
+            "--head", "seg=segment:output=seg", "--head", "det=detect:output=boxes:conf=0.3",
+            "--out", str(tmp_path / "a"), "--quiet"]
+    assert run(args) == 0
+    record = json.loads((tmp_path / "a" / "predictions.jsonl").read_text())
+    assert record["heads"]["cls"]["top1"]["label"] == "green"
+    assert len(record["heads"]["cls"]["topk"]) == 1
+    box = record["heads"]["det"]["detections"][0]["box"]
+    assert abs(box[0] - 120) < 3 and abs(box[2] - 170) < 3
+    heads_file = tmp_path / "heads.json"
+    heads_file.write_text(json.dumps({"heads": [dict(HEADS[1], output="seg")]}), encoding="utf-8")
+    assert run(["predict", "multi", str(image), "-m", str(path), "--input-size", str(SIZE),
+                "--heads", str(heads_file), "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    record = json.loads((tmp_path / "b" / "predictions.jsonl").read_text())
+    assert list(record["heads"]) == ["seg"]
+    # the heads are part of the run's fingerprint: resuming with others is refused
+    assert run(["predict", "multi", str(image), "-m", str(path), "--input-size", str(SIZE),
+                "--head", "seg=segment", "--out", str(tmp_path / "b"), "--quiet",
+                "--resume"]) == 2
