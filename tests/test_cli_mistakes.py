@@ -76,6 +76,13 @@ def _cases(root):
         "bench batch": ["bench", "shapes_classifier", "--batch", "0"],
         "bench images": ["bench", "shapes_classifier", "--images", "0"],
         "models task": ["models", "--task", "poetry"],
+        "serve engine": ["serve", "-m", "shapes_classifier", "--engine", "spark"],
+        "serve replicas without ray": ["serve", "-m", "shapes_classifier", "--replicas", "2"],
+        "multi head syntax": ["predict", "multi", img, "-m", "shapes_multitask", "--head",
+                              "nothing", "--out", out],
+        "multi unknown head option": ["predict", "multi", img, "-m", "shapes_multitask",
+                                      "--head-option", "shape.conf=0.5", "--out", out],
+        "eval multi data syntax": ["eval", "multi", "shapes_multitask", "--data", "nopath"],
         "unknown option": classify + ["--bogus"],
         "unknown command": ["predict", "poetry", img],
     }

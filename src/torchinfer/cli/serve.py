@@ -65,11 +65,24 @@ def serve(
     warmup: Annotated[bool, typer.Option(help="Run photographs through each model before "
                       "it is ready (and measure the core split, as predict does).")] = True,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+    engine: Annotated[str, typer.Option(help="local: this process; ray: Ray Serve replicas "
+                      "of the same app (the ray extra).")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="--engine ray: the Ray cluster (auto, "
+                       "ray://host:10001); default a private local Ray.")] = None,
+    replicas: Annotated[int, typer.Option(help="--engine ray: replicas, each holding every "
+                        "model.", min=1)] = 1,
+    gpus_per_replica: Annotated[float, typer.Option(help="--engine ray: GPUs per replica.",
+                                                    min=0.0)] = 0.0,
 ) -> None:
     """Serve models over HTTP: dynamic batching, Open Inference Protocol v2, /metrics, a web
     page at /. Binds 127.0.0.1 unless told otherwise; SIGTERM drains requests in flight."""
-    from ..errors import TorchinferError
+    from ..errors import OptionError, TorchinferError
     from ..serve.config import ModelSpec, ServeConfig, check_address, read_config
+
+    if engine not in ("local", "ray"):
+        raise OptionError(f"--engine must be local or ray, got {engine!r}")
+    if engine == "local" and (address is not None or replicas != 1 or gpus_per_replica):
+        raise OptionError("--address, --replicas and --gpus-per-replica need --engine ray")
 
     base = read_config(config) if config is not None else ServeConfig(models=())
     api_key = api_key or os.environ.get("TORCHINFER_API_KEY") or None
@@ -95,6 +108,13 @@ def serve(
         model_workers=model_workers, max_pixels=max_pixels,
         warmup=None if warmup else False,
         api_key=api_key).check()
+    if engine == "ray":  # the same app in Ray Serve replicas (torchinfer.distributed.serve)
+        from ..distributed.serve import Replicas
+        from ..distributed.serve import run as run_on_ray
+
+        run_on_ray(settings, Replicas(replicas, cpus_per_replica=1.0,
+                                      gpus_per_replica=gpus_per_replica), address=address)
+        return
     run_server(settings, access_log=access_log)
     if _failures:
         raise TorchinferError(_failures[0])

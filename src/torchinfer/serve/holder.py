@@ -348,7 +348,7 @@ def default_workers(predictor: Predictor, cores: int, model_threads: int | None)
     """How many batches of the model run at once: on a CPU, as many as the cores hold at
     ``model_threads`` each once one core is left to HTTP and decoding (2 cores: one worker;
     16 cores, a measured plan of 3 model threads: five). Measured on 2 cores (BENCHMARKS.md):
-    a second single-thread worker there was as fast or slower in 12 of 18 interleaved cells
+    a second single-thread worker there was as fast or slower in 14 of 24 interleaved cells
     (its batches are smaller and it takes the core the event loop and decoding need), so
     workers are added only where spare cores exist. Elsewhere one: a device runs one batch at
     a time (one worker per device would come next), and torch's own thread setting (None)
