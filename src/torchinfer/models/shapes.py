@@ -97,6 +97,19 @@ def _unet_decoder(widths: tuple[int, ...], decoder: tuple[int, ...]) -> nn.Modul
     return nn.ModuleList(ups)
 
 
+def _detection_head(widths: tuple[int, ...], num_classes: int, neck: int, head: int
+                    ) -> tuple[_Up, _Up, nn.Sequential, nn.Conv2d, nn.Conv2d]:
+    """The detector's top-down merge to stride 8 (``up16``, ``up8``), tower and head (``cls``,
+    ``box``), kept under the same names in the detector and the multitask network, so one's
+    weights load into the other."""
+    cls, box = nn.Conv2d(head, num_classes, 1), nn.Conv2d(head, 4, 1)
+    assert cls.bias is not None and box.bias is not None  # Conv2d's default bias
+    nn.init.constant_(cls.bias, -4.6)  # every score starts near 0.01 (focal-loss prior)
+    nn.init.constant_(box.bias, 1.0)
+    return (_Up(widths[4], widths[3], neck), _Up(neck, widths[2], neck),
+            nn.Sequential(_conv(neck, head), _conv(head, head)), cls, box)
+
+
 class ShapesSegmenter(nn.Module):
     """U-Net: the encoder to stride 32, a decoder back to stride 2 with skip connections."""
 
@@ -137,14 +150,8 @@ class ShapesDetector(nn.Module):
         self.num_classes = num_classes
         self.encoder = Encoder()
         w = self.encoder.widths
-        self.up16 = _Up(w[4], w[3], neck)
-        self.up8 = _Up(neck, w[2], neck)
-        self.tower = nn.Sequential(_conv(neck, head), _conv(head, head))
-        self.cls = nn.Conv2d(head, num_classes, 1)
-        self.box = nn.Conv2d(head, 4, 1)
-        assert self.cls.bias is not None and self.box.bias is not None  # Conv2d's default bias
-        nn.init.constant_(self.cls.bias, -4.6)  # every score starts near 0.01 (focal-loss prior)
-        nn.init.constant_(self.box.bias, 1.0)
+        self.up16, self.up8, self.tower, self.cls, self.box = _detection_head(w, num_classes,
+                                                                              neck, head)
 
     def raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Class logits (B, C, h, w) and side distances in input pixels (B, 4, h, w)."""
@@ -199,14 +206,8 @@ class ShapesMultitask(nn.Module):
         self.decoder = _unet_decoder(w, decoder)
         self.head = nn.Conv2d(decoder[-1], num_classes + 1, 1)
         # objects: ShapesDetector's neck and head
-        self.up16 = _Up(w[4], w[3], neck)
-        self.up8 = _Up(neck, w[2], neck)
-        self.tower = nn.Sequential(_conv(neck, head), _conv(head, head))
-        self.cls = nn.Conv2d(head, num_classes, 1)
-        self.box = nn.Conv2d(head, 4, 1)
-        assert self.cls.bias is not None and self.box.bias is not None  # Conv2d's default bias
-        nn.init.constant_(self.cls.bias, -4.6)  # every score starts near 0.01 (focal-loss prior)
-        nn.init.constant_(self.box.bias, 1.0)
+        self.up16, self.up8, self.tower, self.cls, self.box = _detection_head(w, num_classes,
+                                                                              neck, head)
 
     @staticmethod
     def shape_logits(mask: torch.Tensor) -> torch.Tensor:
