@@ -21,6 +21,7 @@ from torchinfer.cli.app import app  # noqa: E402
 from torchinfer.errors import MissingExtraError  # noqa: E402
 from torchinfer.runtime import backends as runtime  # noqa: E402
 from torchinfer.runtime.select import verification_batches  # noqa: E402
+from torchinfer.testing import photograph_paths  # noqa: E402
 from torchinfer.tools.bench import bench  # noqa: E402
 
 
@@ -204,3 +205,31 @@ def test_verification_needs_no_test_dependency(monkeypatch, tiny_classifier_weig
     _, path = tiny_classifier_weights
     p = ti.load("classify", "mobilenet_v3_small", path, device="cpu", backend="torchscript")
     assert p.backend_report.chosen.check.decisions == 4
+
+
+def test_the_default_backend_is_measured_on_a_long_run_and_remembered(monkeypatch, tmp_path):
+    """``backend="default"`` (predict's): eager for a short run or one image (no export),
+    "auto" for a long one, whose choice later runs reuse without timing again."""
+    from torchinfer.runtime.select import LONG_RUN_IMAGES
+
+    monkeypatch.setenv("TORCHINFER_CACHE", str(tmp_path))
+    short = ti.load("classify", "shapes_classifier", device="cpu", backend="default",
+                    expected_images=3)
+    assert short.backend_report is None and short.before_first_batch is None
+    assert not (tmp_path / "onnx").exists()  # nothing exported for a short run
+    long = ti.load("classify", "shapes_classifier", device="cpu", backend="default",
+                   expected_images=LONG_RUN_IMAGES)
+    assert long.before_first_batch is not None
+    photos = [str(p) for p in photograph_paths()]
+    long(photos)  # the first batch times the candidates
+    chosen = long.backend_report.chosen.label
+    assert long.backend_report.reason.startswith("fastest on the first batch")
+    kept = list((tmp_path / "backend").glob("*.json"))
+    assert len(kept) == 1 and chosen.split("/")[0] in kept[0].read_text()
+    later = ti.load("classify", "shapes_classifier", device="cpu", backend="default")
+    if chosen == "torch/fp32":
+        assert later.backend_report is None
+    else:
+        assert later.backend_report.chosen.label == chosen
+        assert later.backend_report.reason.startswith("measured fastest earlier on this machine")
+    assert [r.top1.label for r in later(photos)] == [r.top1.label for r in long(photos)]

@@ -26,9 +26,9 @@ from .models import (
     registered_model,
     torchvision_task,
 )
-from .runtime.select import apply_backend
+from .runtime.decoding import check_reduced_decode
+from .runtime.select import apply_backend, apply_default_backend
 from .tasks import Predictor
-from .tasks.classify import DRAFT_TOLERANCE, ClassificationPredictor
 from .tasks.group import PredictorGroup
 from .tasks.heads import make_heads
 from .tasks.registry import task_options, task_spec
@@ -41,13 +41,18 @@ def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = 
          mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
          strict: bool = True, trust_pickle: bool = False, trust_code: bool = False,
          model_kwargs: dict[str, Any] | None = None, backend: str = "torch",
-         precision: str = "fp32", verify_backend: bool = True, **options: Any) -> Predictor:
+         precision: str = "fp32", verify_backend: bool = True,
+         expected_images: int | None = None, **options: Any) -> Predictor:
     """Build the predictor for ``task`` ("classify", ...) around ``model`` + ``weights``.
 
     Preprocessing and labels come with the weights; ``labels`` (a list or a .txt/.json file),
     ``input_size``, ``mean`` and ``std`` override them. ``backend`` ("torch", "torchscript",
     "onnxruntime", "auto") and ``precision`` ("fp32", "bf16", "fp16") choose what runs the
-    model, verified against float32 PyTorch on photographs (see ``runtime.select.apply_backend``).
+    model, verified against float32 PyTorch on photographs (see ``runtime.select.apply_backend``);
+    "default" (the command line's) is the choice measured earlier on this machine, else "auto"
+    when ``expected_images`` makes a long run, else "torch" (``apply_default_backend``).
+    Big JPEGs are decoded at a reduced scale unless ``exact_decode=True``
+    (``runtime.decoding``).
     Other keyword arguments go to the task's predictor (e.g. ``top_k``, ``batch_size``,
     ``max_pixels``, ``bgr``). ``trust_pickle`` / ``trust_code``: see ``load_model`` (files
     run no code unless you opt in; SECURITY.md).
@@ -74,16 +79,14 @@ def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = 
         names = read_labels(labels) if isinstance(labels, (str, Path)) else list(labels)
     loaded = replace(loaded, preprocess=preprocess, labels=names)
     predictor = spec.predictor_for(loaded, device=device, **options)
-    if isinstance(predictor, ClassificationPredictor) and predictor.jpeg_draft and verify_backend:
-        check = predictor.check_jpeg_draft()
-        if not check.passed:
-            raise TorchinferError(f"JPEG draft decoding changes this model's answers beyond "
-                                  f"{DRAFT_TOLERANCE.describe('draft')} on the verification "
-                                  f"photographs: {check.describe()} (decode in full, or pass "
-                                  "verify_backend=False / --no-verify to use it anyway)")
-    if loaded.weights_format != "onnx" or backend == "torchscript" or precision != "fp32":
+    # big JPEGs decoded reduced unless exact_decode=True, checked through this model first
+    check_reduced_decode(predictor, verify=verify_backend)
+    if backend == "default" and precision == "fp32":
+        apply_default_backend(predictor, expected_images, verify_outputs=verify_backend)
+    elif loaded.weights_format != "onnx" or backend == "torchscript" or precision != "fp32":
         # (an .onnx file already runs on onnxruntime; other choices are refused there)
-        apply_backend(predictor, backend, precision, verify_outputs=verify_backend)
+        apply_backend(predictor, "torch" if backend == "default" else backend, precision,
+                      verify_outputs=verify_backend)
     return predictor
 
 
@@ -95,7 +98,7 @@ GroupMember = str | Path | tuple[Any, ...]
 def load_group(models: Mapping[str, GroupMember] | Sequence[GroupMember], *,
                device: str | torch.device = "auto", batch_size: int | None = None,
                max_pixels: int | None = None, decode_workers: int | None = None,
-               **options: Any) -> PredictorGroup:
+               exact_decode: bool = False, **options: Any) -> PredictorGroup:
     """Several single-task models over one decode (``tasks.group.PredictorGroup``): one
     ``MultiTask`` per input, a head per model, named by the mapping's keys (or after each
     model). ``options`` go to every member whose task takes them (``top_k``, ``conf``...)."""
@@ -110,7 +113,7 @@ def load_group(models: Mapping[str, GroupMember] | Sequence[GroupMember], *,
                                   "(NAME=MODEL on the command line, a dict in Python)")
         taken = {k: v for k, v in options.items() if k in task_options(task)}
         members[head] = load(task, model, weights, device=device, batch_size=batch_size,
-                             max_pixels=max_pixels, **taken)
+                             max_pixels=max_pixels, exact_decode=exact_decode, **taken)
     return PredictorGroup(members, batch_size=batch_size, max_pixels=max_pixels,
                           decode_workers=decode_workers)
 

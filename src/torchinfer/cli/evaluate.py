@@ -27,6 +27,7 @@ from .params import (
     BackendOpt,
     BatchOpt,
     DeviceOpt,
+    ExactDecodeOpt,
     InputSizeOpt,
     LabelsOpt,
     MeanOpt,
@@ -69,7 +70,8 @@ def eval_classify(
     as_json: JsonOpt = False, out: OutOpt = None, trust_pickle: TrustOpt = False,
     strict: StrictOpt = True, allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
     backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
-    verify_backend: VerifyBackendOpt = True, trust_code: TrustCodeOpt = False,
+    verify_backend: VerifyBackendOpt = True, exact_decode: ExactDecodeOpt = False,
+    trust_code: TrustCodeOpt = False,
     model_kwargs: ModelKwargsOpt = None,
 ) -> None:
     """Top-1/top-5 accuracy, per-class accuracy and the confusion matrix."""
@@ -89,7 +91,8 @@ def eval_segment(
     as_json: JsonOpt = False, out: OutOpt = None, trust_pickle: TrustOpt = False,
     strict: StrictOpt = True, allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
     backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
-    verify_backend: VerifyBackendOpt = True, trust_code: TrustCodeOpt = False,
+    verify_backend: VerifyBackendOpt = True, exact_decode: ExactDecodeOpt = False,
+    trust_code: TrustCodeOpt = False,
     model_kwargs: ModelKwargsOpt = None,
 ) -> None:
     """mIoU, pixel accuracy and per-class IoU, at the original image resolution."""
@@ -119,7 +122,8 @@ def eval_detect(
     as_json: JsonOpt = False, out: OutOpt = None, trust_pickle: TrustOpt = False,
     strict: StrictOpt = True, allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
     backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
-    verify_backend: VerifyBackendOpt = True, trust_code: TrustCodeOpt = False,
+    verify_backend: VerifyBackendOpt = True, exact_decode: ExactDecodeOpt = False,
+    trust_code: TrustCodeOpt = False,
     model_kwargs: ModelKwargsOpt = None,
 ) -> None:
     """COCO mAP@[.5:.95], mAP@.5, mAP@.75 and per-category AP (pycocotools)."""

@@ -25,6 +25,7 @@ from .params import (
     BatchOpt,
     DecodeWorkersOpt,
     DeviceOpt,
+    ExactDecodeOpt,
     ExistOkOpt,
     InputSizeOpt,
     MaxPixelsOpt,
@@ -87,7 +88,8 @@ class MultiOptions:
                                   "own file (-m path), or run one model")
             shared = {k: v for k, v in load_kwargs.items()
                       if k in ("device", "batch_size", "max_pixels", "decode_workers", "top_k",
-                               "multi_label", "conf", "iou", "max_det", "classes")}
+                               "multi_label", "conf", "iou", "max_det", "classes",
+                               "exact_decode")}
             return load_group(dict(_member(m) for m in self.models), **shared)
         heads: Any = None
         if self.heads:
@@ -147,7 +149,7 @@ def predict_multi(
     allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
     resume: ResumeOpt = False, decode_workers: DecodeWorkersOpt = None,
     exist_ok: ExistOkOpt = False, trust_code: TrustCodeOpt = False,
-    model_kwargs: ModelKwargsOpt = None,
+    model_kwargs: ModelKwargsOpt = None, exact_decode: ExactDecodeOpt = False,
 ) -> None:
     """Every head of a multi-head model (or every model) over one decode: one JSONL record per
     input holding each head's answer, masks, coco_results.json, all heads drawn on one picture."""
@@ -160,7 +162,7 @@ def predict_multi(
                      trust_pickle=trust_pickle, strict=strict, max_pixels=max_pixels,
                      allow_failures=allow_failures, quiet=quiet, resume=resume,
                      decode_workers=decode_workers, exist_ok=exist_ok, trust_code=trust_code,
-                     model_kwargs=model_kwargs)
+                     model_kwargs=model_kwargs, exact_decode=exact_decode)
     predict(options, multi.build(options.load_kwargs(), weights))
 
 
@@ -199,6 +201,7 @@ def eval_multi(
     as_json: JsonOpt = False, out: OutOpt = None, trust_pickle: TrustOpt = False,
     strict: StrictOpt = True, allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
     trust_code: TrustCodeOpt = False, model_kwargs: ModelKwargsOpt = None,
+    exact_decode: ExactDecodeOpt = False,
 ) -> None:
     """Each head scored on its own data by its task's evaluator (accuracy, mIoU, COCO mAP)."""
     pairs = []
@@ -213,4 +216,4 @@ def eval_multi(
                     std=std, device=device, batch_size=batch_size, limit=limit,
                     as_json=as_json, out=out, trust_pickle=trust_pickle, strict=strict,
                     allow_failures=allow_failures, quiet=quiet, trust_code=trust_code,
-                    model_kwargs=model_kwargs))
+                    model_kwargs=model_kwargs, exact_decode=exact_decode))

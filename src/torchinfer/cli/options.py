@@ -149,10 +149,10 @@ class LoadOptions(ModelOptions):
     backend: str = "torch"
     precision: str = "fp32"
     verify_backend: bool = True
+    exact_decode: bool = False
     # the task's own: classify
     top_k: Optional[int] = None
     multi_label: Optional[bool] = None
-    jpeg_draft: Optional[bool] = None
     # detect
     conf: Optional[float] = None
     iou: Optional[float] = None
@@ -166,12 +166,12 @@ class LoadOptions(ModelOptions):
     _LOAD_ARGS = ("device", "num_classes", "labels", "input_size", "mean", "std", "strict",
                   "trust_pickle", "trust_code", "model_kwargs", "top_k", "multi_label", "conf",
                   "iou", "max_det", "classes", "decoder", "batch_size", "max_pixels", "backend",
-                  "precision", "verify_backend", "decode_workers", "jpeg_draft")
+                  "precision", "verify_backend", "decode_workers", "exact_decode")
     # the options only one task's predictor takes: given for another, load() would fail deep
     # inside with a TypeError instead of a message (per-task, like predict.RESULT_TABLES: for
     # the task registry to provide)
     _TASK_ONLY = {"top_k": ("classify", "multi"), "multi_label": ("classify", "multi"),
-                  "jpeg_draft": ("classify",), "conf": ("detect", "multi"),
+                  "conf": ("detect", "multi"),
                   "iou": ("detect", "multi"), "max_det": ("detect", "multi"),
                   "classes": ("detect", "multi"), "decoder": ("detect",)}
 

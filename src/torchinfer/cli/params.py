@@ -69,12 +69,16 @@ ExistOkOpt = Annotated[bool, typer.Option(help="Reuse an --out folder that holds
 ResumeOpt = Annotated[bool, typer.Option(help="Keep the lines of an earlier (or interrupted) "
                       "run into --out whose file is unchanged; run only the rest.")]
 BackendOpt = Annotated[str, typer.Option(help="What runs the model: torch, torchscript (frozen), "
-                       "onnxruntime (exported once, cached) or auto (the fastest, measured on "
-                       "the first batch).")]
+                       "onnxruntime (exported once, cached), auto (the fastest, measured on "
+                       "the first batch) or default (predict's: the choice measured earlier on "
+                       "this machine, else auto for a run of 256+ images, else torch).")]
 PrecisionOpt = Annotated[str, typer.Option(help="fp32, bf16 or fp16; reduced precision is "
                          "verified against fp32 on photographs.")]
-VerifyBackendOpt = Annotated[bool, typer.Option(help="Check a backend/precision (and JPEG draft "
-                             "decoding) against fp32 PyTorch on photographs before using it.")]
+VerifyBackendOpt = Annotated[bool, typer.Option(help="Check a backend/precision (and reduced "
+                             "JPEG decoding) against fp32 PyTorch on photographs before using it.")]
+ExactDecodeOpt = Annotated[bool, typer.Option(help="Decode every pixel of big JPEGs, as "
+                           "torchvision's reference does (default: libjpeg's 1/2-1/8 scaling, "
+                           "never below twice the model's resize, checked on photographs).")]
 VideoStrideOpt = Annotated[int, typer.Option(help="Video inputs: every Nth frame.", min=1)]
 DecodeWorkersOpt = Annotated[Optional[int], typer.Option(help="Threads decoding ahead of the "
                              "model, which gets the other cores; 0: decode on the calling thread "

@@ -23,6 +23,7 @@ from .params import (
     BatchOpt,
     DecodeWorkersOpt,
     DeviceOpt,
+    ExactDecodeOpt,
     ExistOkOpt,
     InputSizeOpt,
     LabelsOpt,
@@ -81,16 +82,14 @@ def predict_classify(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/classify"),
     save_vis: SaveVisOpt = False, trust_pickle: TrustOpt = False, strict: StrictOpt = True,
     max_pixels: MaxPixelsOpt = None, allow_failures: AllowFailuresOpt = False,
-    quiet: QuietOpt = False, backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
-    verify_backend: VerifyBackendOpt = True, resume: ResumeOpt = False,
+    quiet: QuietOpt = False, backend: BackendOpt = "default", precision: PrecisionOpt = "fp32",
+    verify_backend: VerifyBackendOpt = True, exact_decode: ExactDecodeOpt = False,
+    resume: ResumeOpt = False,
     video_stride: VideoStrideOpt = 1, decode_workers: DecodeWorkersOpt = None,
     exist_ok: ExistOkOpt = False, trust_code: TrustCodeOpt = False,
     model_kwargs: ModelKwargsOpt = None, engine: EngineOpt = "local",
     address: AddressOpt = None, workers: WorkersOpt = None,
     gpus_per_worker: GpusPerWorkerOpt = 0.0, parquet: ParquetOpt = False,
-    jpeg_draft: Annotated[bool, typer.Option(help="Decode big JPEGs at 1/2-1/8 scale (libjpeg "
-                          "DCT scaling), verified against a full decode on photographs: "
-                          "faster, pixels not identical to torchvision's.")] = False,
 ) -> None:
     """Classify images: top-k labels and scores per image, one JSONL line per input."""
     predict(parsed(PredictOptions.from_cli, task="classify", **locals()))
@@ -108,8 +107,9 @@ def predict_segment(
                           "palette PNG (VOC colours).")] = False,
     trust_pickle: TrustOpt = False, strict: StrictOpt = True, max_pixels: MaxPixelsOpt = None,
     allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
-    backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
-    verify_backend: VerifyBackendOpt = True, resume: ResumeOpt = False,
+    backend: BackendOpt = "default", precision: PrecisionOpt = "fp32",
+    verify_backend: VerifyBackendOpt = True, exact_decode: ExactDecodeOpt = False,
+    resume: ResumeOpt = False,
     video_stride: VideoStrideOpt = 1, decode_workers: DecodeWorkersOpt = None,
     exist_ok: ExistOkOpt = False, trust_code: TrustCodeOpt = False,
     model_kwargs: ModelKwargsOpt = None, engine: EngineOpt = "local",
@@ -140,8 +140,9 @@ def predict_detect(
                           "value i + 1 (models with masks).")] = False,
     trust_pickle: TrustOpt = False, strict: StrictOpt = True, max_pixels: MaxPixelsOpt = None,
     allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
-    backend: BackendOpt = "torch", precision: PrecisionOpt = "fp32",
-    verify_backend: VerifyBackendOpt = True, resume: ResumeOpt = False,
+    backend: BackendOpt = "default", precision: PrecisionOpt = "fp32",
+    verify_backend: VerifyBackendOpt = True, exact_decode: ExactDecodeOpt = False,
+    resume: ResumeOpt = False,
     video_stride: VideoStrideOpt = 1, decode_workers: DecodeWorkersOpt = None,
     exist_ok: ExistOkOpt = False, trust_code: TrustCodeOpt = False,
     model_kwargs: ModelKwargsOpt = None, engine: EngineOpt = "local",
@@ -166,7 +167,13 @@ def predict(options: PredictOptions, predictor: Any = None) -> None:
 
         predictor = RayPredictor(task, options.model, options.weights, **options.ray_kwargs())
     if predictor is None:
-        predictor = load(task, options.model, options.weights, **options.load_kwargs())
+        expected = None
+        if options.backend == "default":  # a long run pays for measuring the backends
+            from ..runner.run import count_inputs
+
+            expected = count_inputs(list(options.sources), out, options.video_stride)
+        predictor = load(task, options.model, options.weights, expected_images=expected,
+                         **options.load_kwargs())
     if predictor.model.random_init and not quiet:
         err_console.print(f"[yellow]warning:[/] {escape(options.model)} has no weights: randomly "
                           "initialised, its predictions are meaningless (pass --weights)")

@@ -328,7 +328,7 @@ def write_dominant(root: str | Path, n: int, seed: int, *, size: int = 256) -> P
     return root
 
 
-def write_segmentation(root: str | Path, n: int, seed: int, *, size: int = 256,
+def write_segmentation(root: str | Path, n: int, seed: int, *, size: int | tuple[int, int] = 256,
                        max_shapes: int = 6) -> Path:
     """VOC layout: ``JPEGImages/<id>.jpg``, ``SegmentationClass/<id>.png`` (palette PNG of class
     indices: 0 background, 1.. the shape classes), ``ImageSets/Segmentation/all.txt`` and
@@ -374,7 +374,7 @@ def coco_annotations(scene: Scene, image_id: int, first_annotation_id: int, *,
     return records
 
 
-def write_detection(root: str | Path, n: int, seed: int, *, size: int = 256,
+def write_detection(root: str | Path, n: int, seed: int, *, size: int | tuple[int, int] = 256,
                     max_shapes: int = 6, min_visible: float = 0.5) -> Path:
     """COCO layout: ``images/<id>.jpg`` and ``annotations.json`` (image ids 1..n, category ids
     1..C in CLASSES order)."""

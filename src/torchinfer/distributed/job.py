@@ -102,12 +102,16 @@ class RayPredictor:
         weights = None if weights is None else str(_absolute(weights))
         here = {k: v for k, v in options.items()
                 if k not in ("device", "backend", "precision", "verify_backend")}
-        self.local = load(task, model, weights, device="cpu", verify_backend=False, **here)
+        # checked here (a cached verdict after the first time), so that every worker decodes
+        # JPEGs the way this check decided rather than each assuming the reduction is fine
+        self.local = load(task, model, weights, device="cpu",
+                          verify_backend=options.get("verify_backend", True), **here)
         self.task = task
         self.batch_size = int(options.get("batch_size") or
                               (32 if gpus_per_worker else self.local.batch_size))
         self.spec = LoadSpec(task, model, weights,
-                             {**options, "batch_size": self.batch_size})
+                             {**options, "batch_size": self.batch_size,
+                              "exact_decode": not self.local.reduced_decode})
         self.address, self.workers, self.gpus_per_worker = address, workers, gpus_per_worker
         self.decode_mode = decode if decode != "auto" else ("tasks" if gpus_per_worker else "actor")
         self.images_per_task = images_per_task
@@ -119,6 +123,7 @@ class RayPredictor:
         self.model, self.loader = self.local.model, self.local.loader
         self.pipeline: Any = None  # a RayJobInfo once the job starts
         self.backend_report: Any = None
+        self.decode_report = self.local.decode_report
 
     @property
     def device(self) -> str:

@@ -12,7 +12,7 @@ import contextlib
 import io
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -21,12 +21,31 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+try:  # libjpeg-turbo behind a thin binding: the same pixels as Pillow's, decoded faster
+    import simplejpeg
+except ImportError:  # pragma: no cover - a platform without its wheel: Pillow decodes alone
+    simplejpeg = None
+
 from ..errors import InputError, OptionError
 from .limits import check_resize
 from .sources import open_error, unreadable
 from .video import Unreadable
 
 ImageInput = Union[str, Path, bytes, Image.Image, np.ndarray, torch.Tensor]
+
+# The smallest (w, h) a caller may be handed for an image of (w, h) pixels, upright: what it
+# will shrink the image to, times a margin (see Predictor.decode_request)
+SizeRequest = Callable[[tuple[int, int]], tuple[int, int]]
+
+# ``img.info`` key of the upright (w, h) of the picture a reduced decode stands for: results
+# are given in the file's pixels (``full_size``)
+FULL_SIZE = "torchinfer.full_size"
+
+# EXIF orientation -> the transpose that makes the picture upright (as ImageOps.exif_transpose)
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+            4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+            6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
 
 
 @dataclass(frozen=True)
@@ -61,14 +80,20 @@ class ImageLoader:
         return Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's default when it was disabled
 
     def load(self, item: ImageInput, source: str | None = None, *,
-             min_short_side: int | None = None) -> Image.Image:
+             min_short_side: int | None = None,
+             min_size: SizeRequest | None = None) -> Image.Image:
         """Return an RGB image for ``item``; raise InputError naming ``source`` on any problem.
 
-        ``min_short_side``: the caller will shrink the image so its short side is this long; a
-        JPEG may then be decoded at 1/2, 1/4 or 1/8 scale directly (libjpeg's DCT scaling),
-        never below that length. Decoding a 12-megapixel photo this way is several times
-        faster; pixels differ slightly from a full decode + resize (see ``draft_request``).
+        Reduced decoding: ``min_size`` maps the picture's upright (w, h) to the smallest (w, h)
+        the caller needs (``min_short_side``: a short side at least that long); a JPEG may then
+        be decoded at 1/2, 1/4 or 1/8 scale directly (libjpeg's DCT scaling), never below
+        that. Decoding a 12-megapixel photo this way is several times faster; pixels differ
+        slightly from a full decode + resize (BENCHMARKS.md). The returned image then carries
+        the picture's own size (``full_size``). Without either, every pixel is decoded by
+        Pillow: torchvision's reference pixels.
         """
+        if min_short_side and min_size is None:
+            min_size = short_side_at_least(min_short_side)
         name = source or describe_source(item)
         if isinstance(item, Unreadable):
             raise InputError(name, item.reason)
@@ -82,11 +107,11 @@ class ImageLoader:
             except OSError as exc:  # permission denied, under ACLs or a read-only mount too
                 raise InputError(name, open_error(exc, path)) from None
             with file:
-                return self._decode(file, name, min_short_side)
+                return self._decode(file, name, min_size)
         if isinstance(item, (bytes, bytearray, memoryview)):
             if len(item) == 0:
                 raise InputError(name, "empty bytes")
-            return self._decode(io.BytesIO(item), name, min_short_side)
+            return self._decode(io.BytesIO(item), name, min_size)
         if isinstance(item, Image.Image):
             self._check_size(item.size, name)
             with _decoding_errors(self, name):  # a lazily opened image decodes only now
@@ -100,14 +125,16 @@ class ImageLoader:
         raise InputError(name, f"unsupported input type {type(item).__name__}: expected a path, "
                                "bytes, PIL image, numpy array or tensor")
 
-    def _decode(self, fp: Any, name: str, min_short_side: int | None) -> Image.Image:
+    def _decode(self, fp: Any, name: str, min_size: SizeRequest | None) -> Image.Image:
         # Pillow's DecompressionBombWarning is left alone: silencing it takes
         # warnings.catch_warnings, which swaps the process-wide filter list and is not
         # thread-safe (decoding runs on worker threads). Our own limit applies either way.
         with _decoding_errors(self, name), Image.open(fp) as img:
             self._check_size(img.size, name)
-            if min_short_side and img.format == "JPEG":
-                img.draft("RGB", draft_request(img.size, min_short_side))
+            if min_size is not None and img.format == "JPEG":
+                reduced = self._reduced_jpeg(img, fp, min_size, name)
+                if reduced is not None:
+                    return reduced
             img.load()  # decode now, inside the try, so corrupt data is reported here
             # in place: without, an upright image is copied (0.2 ms per megapixel);
             # leaving the with block closes the file, not the decoded pixels
@@ -117,6 +144,43 @@ class ImageLoader:
         # with their directory)
         self._check_size(rgb.size, name)
         return rgb
+
+    def _reduced_jpeg(self, img: Image.Image, fp: Any, min_size: SizeRequest, name: str
+                      ) -> Image.Image | None:
+        """The JPEG ``img`` (opened, header read) decoded at the smallest DCT scale that
+        ``min_size`` allows, upright, carrying its full size; None when no reduction helps
+        (then Pillow decodes it in full)."""
+        stored = img.size
+        orientation = img.getexif().get(0x0112, 1)
+        turned = orientation in (5, 6, 7, 8)  # stored lying down: upright is (h, w)
+        upright = (stored[1], stored[0]) if turned else stored
+        want = min_size(upright)
+        want = (want[1], want[0]) if turned else want
+        # the largest of libjpeg's 1/2, 1/4, 1/8 that stays at least ``want``: the scales
+        # Pillow's draft has too, so both decoders give the same pixels (libjpeg-turbo also
+        # has 3/8, 5/8...: those would make the answers depend on which one is installed)
+        scale = 1
+        while scale < 8 and all(math.ceil(s / (2 * scale)) >= v for s, v in zip(stored, want)):
+            scale *= 2
+        if scale == 1:
+            return None  # 1/2 would be too small: decode every pixel
+        request = (math.ceil(stored[0] / scale), math.ceil(stored[1] / scale))
+        decoded = None
+        if simplejpeg is not None and img.mode == "RGB":
+            fp.seek(0)
+            try:
+                decoded = Image.fromarray(simplejpeg.decode_jpeg(
+                    fp.read(), colorspace="RGB", min_width=request[0], min_height=request[1]))
+            except ValueError:  # what libjpeg warns about: Pillow's decoder has its say below
+                decoded = None
+        if decoded is None:  # CMYK, greyscale, or data simplejpeg refuses
+            img.draft("RGB", request)
+            img.load()
+            decoded = to_rgb(img, name)
+        if orientation in _UPRIGHT:
+            decoded = decoded.transpose(_UPRIGHT[orientation])
+        decoded.info[FULL_SIZE] = upright
+        return decoded
 
     def _bomb_reason(self, exc: Image.DecompressionBombError) -> str:
         """Why Pillow's own limit refused an image, and what would let it through."""
@@ -189,16 +253,23 @@ def _qualified_name(exc: Exception) -> str:
     return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
 
 
-def draft_request(size: tuple[int, int], min_short_side: int) -> tuple[int, int]:
-    """The size to ask Pillow's ``draft`` for so the decoded short side stays >= min_short_side.
+def short_side_at_least(min_short_side: int) -> SizeRequest:
+    """A ``min_size`` asking for a short side of at least ``min_short_side``, in proportion to
+    the picture (libjpeg picks the largest reduction, 1/2 to 1/8, at least that big in both
+    dimensions)."""
+    def request(size: tuple[int, int]) -> tuple[int, int]:
+        w, h = size
+        scale = min(1.0, min_short_side / min(w, h))
+        return (math.ceil(w * scale), math.ceil(h * scale))
+    return request
 
-    Pillow picks the largest DCT reduction (1/2, 1/4, 1/8) whose result is at least the
-    requested size in both dimensions; asking in proportion to the image keeps that true
-    whatever the EXIF orientation does afterwards.
-    """
-    w, h = size
-    scale = min(1.0, min_short_side / min(w, h))
-    return (math.ceil(w * scale), math.ceil(h * scale))
+
+def full_size(img: Image.Image) -> tuple[int, int]:
+    """The upright (w, h) of the picture ``img`` stands for: its own size, unless it is a
+    reduced decode (``ImageLoader.load`` with ``min_size``), whose results are still given in
+    the file's pixels."""
+    size = img.info.get(FULL_SIZE)
+    return (int(size[0]), int(size[1])) if size else img.size
 
 
 def _to_uint8(arr: np.ndarray, name: str) -> np.ndarray:

@@ -42,3 +42,16 @@ def check_resize(size: tuple[int, int], resize_size: Sequence[int] | None, name:
 
 def _ratio(long: int, short: int) -> str:
     return f"{long / short:,.2f}".rstrip("0").rstrip(".")
+
+
+def resized_size(size: tuple[int, int], resize_size: Sequence[int]) -> tuple[int, int]:
+    """The (w, h) torchvision's ``resize(img, resize_size)`` gives an image of ``size`` (w, h):
+    the short side to S and the long side in proportion (truncated, as torchvision does), or
+    exactly (H, W)."""
+    if len(resize_size) == 2:
+        return resize_size[1], resize_size[0]
+    w, h = size
+    s = resize_size[0]
+    if w <= h:
+        return s, int(s * h / w)
+    return int(s * w / h), s

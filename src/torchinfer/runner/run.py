@@ -45,6 +45,7 @@ class Predictor(Protocol):
     loader: ImageLoader  # redraws a file for --save-vis
     pipeline: PipelinePlan | None
     backend_report: Any
+    decode_report: Any  # how JPEGs are decoded (runtime.decoding.DecodeReport), or None
 
     def stream_sources(self, sources: Iterable[Source], *, batch_size: int | None = None
                        ) -> Iterator[tuple[Source, Result]]: ...
@@ -396,10 +397,8 @@ class _Run:
         info = dict(run_info or {})
         if predictor.backend_report is not None:
             info["backend"] = predictor.backend_report.to_dict()
-        if getattr(predictor, "jpeg_draft", False):
-            check = getattr(predictor, "draft_check", None)  # a classifier's, when drafting
-            info["jpeg_draft"] = {"verified": check is not None and check.passed,
-                                  "check": check.describe() if check is not None else None}
+        if predictor.decode_report is not None:
+            info["decode"] = predictor.decode_report.to_dict()
         if predictor.pipeline is not None:
             info["pipeline"] = predictor.pipeline.to_dict()
         write_json_atomic(self.out / "summary.json", {**info, **summary.to_dict()})

@@ -203,14 +203,14 @@ def _onnxruntime(loaded: LoadedModel, task: str, precision: str,
 
     if precision == "bf16":
         raise BackendError("onnxruntime runs fp32 or fp16, not bf16")
-    path = cache_dir() / "onnx" / f"{loaded.name.replace('/', '_')}-{_fingerprint(loaded, task, precision)}.onnx"
+    path = cache_dir() / "onnx" / f"{loaded.name.replace('/', '_')}-{model_fingerprint(loaded, task, precision)}.onnx"
     if not path.is_file():  # export_onnx raises, leaving nothing at path, if it does not verify
         export_onnx(replace(loaded, task=task), path, half=precision == "fp16")
     ort_device = "cpu" if device.type == "cpu" else f"cuda:{device.index or 0}"
     return OrtModule(make_session(path, device=ort_device, **PREDICTOR_SESSION), str(path))
 
 
-def _fingerprint(loaded: LoadedModel, task: str, precision: str) -> str:
+def model_fingerprint(loaded: LoadedModel, task: str, precision: str) -> str:
     """A hash of everything the exported file depends on: the weights' bytes, the
     architecture, the preprocessing (it fixes the input size), the precision and the versions
     of torch and torchinfer (the exporter's output changes with them)."""

@@ -8,6 +8,10 @@ offers its own preprocessing for the verification photographs. Everything backen
 
 from __future__ import annotations
 
+import json
+import os
+import platform
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -18,8 +22,10 @@ from .backends import (
     BackendReport,
     Candidate,
     build,
+    cache_dir,
     candidates_for,
     check_choice,
+    model_fingerprint,
     pick_fastest,
     refusal,
     verify,
@@ -61,6 +67,60 @@ def apply_backend(predictor: Predictor, backend: str = "torch", precision: str =
         chosen, candidates, "requested" + ("" if verify_outputs else ", not verified"))
 
 
+# "default": a run of at least this many images pays for building and timing the candidates
+# (exporting and verifying mobilenet_v2 for ONNX Runtime: ~5 s on 2 cores, which ORT's 2-3x
+# faster forward wins back within ~250 images; BENCHMARKS.md)
+LONG_RUN_IMAGES = 256
+
+
+def apply_default_backend(predictor: Predictor, images: int | None, *,
+                          verify_outputs: bool = True) -> str:
+    """The backend a plain command gets: the choice measured earlier for this model, batch
+    size and machine (kept in the cache), else for a run of ``images`` >= LONG_RUN_IMAGES the
+    fastest verified one measured on its first batch ("auto", then kept), else eager
+    PyTorch. A one-image call never pays for an export. Returns what was done."""
+    if not predictor.supports_backends or predictor.model.weights_format == "onnx":
+        return "torch"
+    memo = _choice_file(predictor)
+    try:
+        backend = json.loads(memo.read_text())["backend"]
+        check_choice(backend, "fp32")
+    except (OSError, ValueError, KeyError, TypeError, BackendError):
+        backend = None
+    if backend is not None:
+        if backend != "torch":
+            apply_backend(predictor, backend, "fp32", verify_outputs=verify_outputs)
+            predictor.backend_report.reason = f"measured fastest earlier on this machine ({memo.name})"
+        return backend
+    if images is None or images < LONG_RUN_IMAGES:
+        return "torch"
+    apply_backend(predictor, "auto", "fp32", verify_outputs=verify_outputs)
+    chooser = predictor.before_first_batch
+    assert isinstance(chooser, _FastestOnFirstBatch)
+    chooser.remember = memo
+    return "auto"
+
+
+def _choice_file(predictor: Predictor) -> Path:
+    """Where the measured choice for this model, weights, batch size and machine is kept."""
+    machine = "-".join((platform.machine(), _cpu_name(), str(os.cpu_count()),
+                        str(torch.get_num_threads()), predictor.device.type,
+                        str(predictor.batch_size)))
+    key = model_fingerprint(predictor.model, predictor.task, f"choice {machine}")
+    return cache_dir() / "backend" / f"{predictor.model.name.replace('/', '_')}-{key}.json"
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (the winner changes with its vector units)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def verification_batches(predictor: Predictor) -> list[torch.Tensor]:
     """The photographs through the predictor's own preprocess and prepare, as device batches
     of equal-shaped images."""
@@ -84,6 +144,7 @@ class _FastestOnFirstBatch:
 
     def __init__(self, predictor: Predictor, candidates: list[Candidate]):
         self.predictor, self.candidates = predictor, candidates
+        self.remember: Path | None = None  # where to keep the choice for later runs
 
     def __call__(self, tensor: torch.Tensor, batch: Batch) -> None:
         predictor, reference = self.predictor, self.predictor.module
@@ -102,3 +163,11 @@ class _FastestOnFirstBatch:
         for c in self.candidates:  # only the chosen one stays in memory
             if c is not chosen:
                 c.module = None
+        if self.remember is not None:
+            try:
+                self.remember.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.remember.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"backend": chosen.backend, "reason": reason}))
+                tmp.replace(self.remember)
+            except OSError:
+                pass  # a read-only cache: measured again next time

@@ -13,6 +13,7 @@ in with ``use_module``). A server or a Ray actor holds one Predictor and feeds i
 
 from __future__ import annotations
 
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -62,9 +63,12 @@ class Predictor(ABC, Generic[R]):
     """
 
     task: ClassVar[str]
-    # When set, JPEGs may be decoded at a reduced scale whose short side stays >= this many
-    # pixels (a task sets it when it shrinks images anyway; see ImageLoader.load).
-    decode_short_side: int | None = None
+    # A reduced JPEG decode keeps at least this many times the size the task resizes the
+    # image to (``decode_request``): the resize then still does the real filtering
+    # (BENCHMARKS.md: the margins measured against a full decode)
+    decode_margin: ClassVar[float] = 2.0
+    # Whether preprocess shrinks images (``resize_target``): only then may decoding reduce them
+    shrinks_images: ClassVar[bool] = False
     normalise: Normalise | None = None  # set by a task that feeds normalised floats
     # Whether another runtime may run the model (the runtime asks; a task that cannot says why)
     supports_backends: bool = True
@@ -73,7 +77,7 @@ class Predictor(ABC, Generic[R]):
     def __init__(self, model: LoadedModel, *, device: str | torch.device = "auto",
                  batch_size: int | None = None, max_pixels: int | None = None,
                  bgr: bool = False, channels_last: bool | None = None,
-                 decode_workers: int | None = None):
+                 decode_workers: int | None = None, exact_decode: bool = False):
         if batch_size is not None and batch_size < 1:
             raise OptionError(f"batch_size must be >= 1, got {batch_size}")
         if decode_workers is not None and decode_workers < 0:
@@ -92,6 +96,11 @@ class Predictor(ABC, Generic[R]):
         if channels_last:
             self.module = self.module.to(memory_format=torch.channels_last)
         self.loader = ImageLoader(max_pixels=max_pixels, bgr=bgr)
+        # Big JPEGs decoded at 1/2..1/8 scale (``decode_request``) unless exact pixels are asked
+        # for or the task keeps every pixel; the runtime checks it on photographs through the
+        # model and turns it off, saying why (``decode_report``), if it changes the answers.
+        self.reduced_decode = self.shrinks_images and not exact_decode
+        self.decode_report: Any = None  # a runtime.decoding.DecodeReport, once checked
         # How decoding and the model share the cores (runner.plan); None on the CPU: measured
         # on the first batches of a stream, then kept for this predictor.
         self.decode_workers = decode_workers
@@ -111,6 +120,18 @@ class Predictor(ABC, Generic[R]):
     def preprocess(self, images: Sequence[Image.Image], sources: Sequence[str]) -> Batch:
         """Turn decoded RGB images into one CPU batch. Keep uint8 if you can: the base class
         moves the batch to the device and calls ``prepare`` there, where conversion is cheap."""
+
+    def resize_target(self, size: tuple[int, int]) -> tuple[int, int] | None:
+        """The (w, h) ``preprocess`` shrinks an upright image of ``size`` (w, h) to; None for a
+        task that reads the pixels as they are (then JPEGs are always decoded in full)."""
+        return None
+
+    def decode_request(self, size: tuple[int, int]) -> tuple[int, int]:
+        """The smallest (w, h) an image of ``size`` may be decoded at: ``decode_margin`` times
+        its resize target, never more than the image."""
+        target = self.resize_target(size) or size
+        m = self.decode_margin
+        return min(size[0], math.ceil(target[0] * m)), min(size[1], math.ceil(target[1] * m))
 
     def prepare(self, tensor: torch.Tensor) -> torch.Tensor:
         """Device-side part of preprocessing: uint8 -> normalised float (``normalise``)."""
@@ -190,8 +211,9 @@ class Predictor(ABC, Generic[R]):
         errors: dict[int, str] = {}
         for i, source in enumerate(sources):
             try:
-                images.append(self.loader.load(source.item, source.name,
-                                               min_short_side=self.decode_short_side))
+                images.append(self.loader.load(
+                    source.item, source.name,
+                    min_size=self.decode_request if self.reduced_decode else None))
             except InputError as exc:
                 errors[i] = exc.reason
         return images, errors

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -16,13 +15,9 @@ from ..errors import OptionError, TorchinferError
 from ..models import LoadedModel
 from ..models.outputs import main_output
 from ..results import Classification, ClassScore
-from ..runner.limits import check_resize
-from ..verify import BF16_TOLERANCE, Comparison, OutputCheck
+from ..runner.images import full_size
+from ..runner.limits import check_resize, resized_size
 from .base import Batch, Normalise, Predictor
-
-# jpeg_draft keeps the decoded short side >= this many times the resize target
-DRAFT_OVERSAMPLING = 2
-DRAFT_TOLERANCE = BF16_TOLERANCE
 
 
 class ClassificationPredictor(Predictor[Classification]):
@@ -34,9 +29,10 @@ class ClassificationPredictor(Predictor[Classification]):
     """
 
     task = "classify"
+    shrinks_images = True
 
     def __init__(self, model: LoadedModel, *, top_k: int = 5, multi_label: bool = False,
-                 jpeg_draft: bool = False, **kwargs: Any):
+                 **kwargs: Any):
         super().__init__(model, **kwargs)
         if top_k < 1:
             raise OptionError(f"top_k must be >= 1, got {top_k}")
@@ -49,21 +45,20 @@ class ClassificationPredictor(Predictor[Classification]):
         self.config = cfg
         # images whose resize would blow up are refused on their header (io.limits)
         self.loader = replace(self.loader, resize_size=cfg.resize_size)
-        self.jpeg_draft = jpeg_draft
-        self.draft_check: OutputCheck | None = None  # set by check_jpeg_draft
-        if jpeg_draft:
-            # Decode big JPEGs at 1/2..1/8 scale, keeping at least twice the resize target
-            # so the antialiased resize still does the real filtering (BENCHMARKS.md: effect
-            # on logits and top-1 measured against a full decode).
-            self.decode_short_side = DRAFT_OVERSAMPLING * min(cfg.resize_size)
         self.normalise = Normalise(cfg.mean, cfg.std, self.device)
+
+    def resize_target(self, size: tuple[int, int]) -> tuple[int, int]:
+        return resized_size(size, self.config.resize_size)
 
     def preprocess(self, images: Sequence[Image.Image], sources: Sequence[str]) -> Batch:
         cfg = self.config
         hwc = []
         for img, source in zip(images, sources):
-            check_resize(img.size, cfg.resize_size, source)  # for images that skip the loader
-            img = F.resize(img, list(cfg.resize_size), interpolation=cfg.interpolation_mode,
+            size = full_size(img)
+            check_resize(size, cfg.resize_size, source)  # for images that skip the loader
+            # to the size the whole picture resizes to: a reduced decode gives the same crop
+            w, h = resized_size(size, cfg.resize_size)
+            img = F.resize(img, [h, w], interpolation=cfg.interpolation_mode,
                            antialias=cfg.antialias)
             if cfg.crop_size is not None:
                 img = F.center_crop(img, list(cfg.crop_size))
@@ -75,37 +70,6 @@ class ClassificationPredictor(Predictor[Classification]):
         logits = main_output(raw, ndim=2, what="the classifier")
         return classification_results(logits, batch.sources, self.model.labels,
                                       top_k=self.top_k, multi_label=self.multi_label)
-
-    def check_jpeg_draft(self) -> OutputCheck:
-        """Draft decoding against a full decode, through this model: the photographs saved as
-        JPEGs large enough to be drafted (short side 2.5x the smallest drafted size, so 1/2
-        scale), compared with bf16's tolerance, the loss we already accept for speed. Sets and
-        returns ``draft_check`` (``ti.load`` refuses a predictor whose check failed)."""
-        from ..assets import load_photographs
-
-        if not self.decode_short_side:
-            raise TorchinferError("check_jpeg_draft: this predictor was built without jpeg_draft")
-        short = int(2.5 * self.decode_short_side)
-        comparison = Comparison("output", DRAFT_TOLERANCE, "top-1", candidate="draft")
-        photos = list(load_photographs().values())
-        acc = comparison.start(len(photos))
-        for img in photos:
-            scale = short / min(img.size)
-            buffer = io.BytesIO()
-            img.resize((round(img.width * scale), round(img.height * scale)),
-                       Image.Resampling.BICUBIC).save(buffer, "JPEG", quality=90)
-            data = buffer.getvalue()
-            full = self.loader.load(data, "photograph")
-            drafted = self.loader.load(data, "photograph", min_short_side=self.decode_short_side)
-            logits = []
-            with torch.inference_mode():
-                for image in (full, drafted):
-                    tensor = self.prepare(self.to_device(self.preprocess([image], [""]).tensor))
-                    logits.append(main_output(self.forward(tensor), ndim=2,
-                                              what="the classifier").float().cpu().numpy())
-            acc.add(*logits)
-        self.draft_check = acc.result()
-        return self.draft_check
 
     def failed(self, source: str, reason: str) -> Classification:
         return Classification(source=source, error=reason)

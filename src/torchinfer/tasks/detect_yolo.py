@@ -18,7 +18,7 @@ from ..models import LoadedModel
 from ..results import Detections
 from .base import Batch, Normalise
 from .detect import AUTO, DetectionPredictor, is_torchvision_detector
-from .yolo import DECODERS, Letterbox, RawDetections, decode, guess_decoder, letterbox
+from .yolo import DECODERS, Letterbox, RawDetections, decode, fitted_size, guess_decoder, letterbox
 from .yolo_heads import (
     HEAD_DECODERS,
     HeadOutput,
@@ -39,6 +39,7 @@ class YoloDetectionPredictor(DetectionPredictor):
     "yolov8-pose" (+ keypoints) or "yolov8-obb" (rotated boxes). YOLO11 reads as yolov8."""
 
     decoders = (*DECODERS, *HEAD_DECODERS)
+    shrinks_images = True
 
     def __init__(self, model: LoadedModel, *, decoder: str = AUTO, iou: float = 0.45,
                  **kwargs: Any):
@@ -63,6 +64,9 @@ class YoloDetectionPredictor(DetectionPredictor):
         """(h, w) of the letterboxed input."""
         size = self.config.crop_size or self.config.resize_size
         return (size[0], size[0]) if len(size) == 1 else (size[0], size[1])
+
+    def resize_target(self, size: tuple[int, int]) -> tuple[int, int]:
+        return fitted_size(size, self.input_size)
 
     def preprocess(self, images: Sequence[Image.Image], sources: Sequence[str]) -> Batch:
         arrays, boxes = zip(*(letterbox(img, self.input_size) for img in images))

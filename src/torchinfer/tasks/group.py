@@ -65,6 +65,12 @@ class PredictorGroup(Predictor[MultiTask]):
                          batch_size=batch_size or min(p.batch_size for p in members.values()),
                          max_pixels=max_pixels, channels_last=False,
                          decode_workers=decode_workers)
+        # one decode serves every model: reduced only as far as each of them allows
+        self.reduced_decode = all(p.reduced_decode for p in members.values())
+
+    def decode_request(self, size: tuple[int, int]) -> tuple[int, int]:
+        requests = [p.decode_request(size) for p in self.members.values()]
+        return max(r[0] for r in requests), max(r[1] for r in requests)
 
     def decode(self, sources: list[Source]) -> Decoded:
         t0 = time.perf_counter()

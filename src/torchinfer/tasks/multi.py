@@ -28,7 +28,7 @@ from ..models import LoadedModel
 from ..results import MultiTask
 from .base import Batch, Normalise, Predictor
 from .heads import OPTIONS, Head, check_heads, head_results, make_heads, named_outputs, with_options
-from .yolo import letterbox
+from .yolo import fitted_size, letterbox
 
 # Options given once for every head whose task takes them (``top_k=3`` for every classifier)
 SHARED_OPTIONS = frozenset(k for options in OPTIONS.values() for k in options)
@@ -45,6 +45,7 @@ class MultiHeadPredictor(Predictor[MultiTask]):
     missing output or a label count that does not fit fails before any image is read."""
 
     task = "multi"
+    shrinks_images = True
     # another runtime would have to give every output by name (exporters write them; a
     # runtime swap of a multi-output model is not verified per head yet)
     supports_backends = False
@@ -88,6 +89,9 @@ class MultiHeadPredictor(Predictor[MultiTask]):
         with torch.inference_mode():
             raw = self.forward(self.prepare(self.to_device(blank)))
         check_heads(self.heads, raw, self.model.name)
+
+    def resize_target(self, size: tuple[int, int]) -> tuple[int, int]:
+        return fitted_size(size, self.input_size)
 
     def preprocess(self, images: Sequence[Image.Image], sources: Sequence[str]) -> Batch:
         arrays, boxes = zip(*(letterbox(img, self.input_size) for img in images))

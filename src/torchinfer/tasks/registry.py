@@ -153,7 +153,7 @@ _SPECS = {spec.name: spec for spec in (
              read_dataset=read_classification_data, evaluator=evaluate_classification,
              evaluation_options=CLASSIFICATION_OPTIONS, columns=("top-1", "score"),
              describe=_describe_classification, draw=_draw_classification,
-             options=("top_k", "multi_label", "jpeg_draft")),
+             options=("top_k", "multi_label")),
     TaskSpec(name="segment", predictors=(SegmentationPredictor,),
              choose=_always(SegmentationPredictor),
              # torchvision's segmentation recipe: short side to 520, no crop, ImageNet mean/std

@@ -23,13 +23,14 @@ from ..errors import TorchinferError
 from ..models import LoadedModel
 from ..models.outputs import main_output
 from ..results import Segmentation
-from ..runner.limits import check_resize
+from ..runner.images import full_size
+from ..runner.limits import check_resize, resized_size
 from .base import Batch, Normalise, Predictor
 
 
 @dataclass(frozen=True)
 class _Geometry:
-    original: tuple[int, int]  # (h, w) of the decoded image
+    original: tuple[int, int]  # (h, w) of the picture (its file's size)
     resized: tuple[int, int]  # (h, w) fed to the model
     transposed: bool = False  # stored lying down in the batch container (_pad_together)
 
@@ -41,6 +42,7 @@ class SegmentationPredictor(Predictor[Segmentation]):
     DeepLabV3's image pooling branch reads)."""
 
     task = "segment"
+    shrinks_images = True
 
     def __init__(self, model: LoadedModel, *, return_probabilities: bool = False, **kwargs: Any):
         super().__init__(model, **kwargs)
@@ -50,13 +52,18 @@ class SegmentationPredictor(Predictor[Segmentation]):
         self.return_probabilities = return_probabilities
         self.normalise = Normalise(self.config.mean, self.config.std, self.device)
 
+    def resize_target(self, size: tuple[int, int]) -> tuple[int, int]:
+        return resized_size(size, self.config.resize_size)
+
     def preprocess(self, images: Sequence[Image.Image], sources: Sequence[str]) -> Batch:
         cfg = self.config
         arrays, originals = [], []
         for img, source in zip(images, sources):
-            check_resize(img.size, cfg.resize_size, source)  # for images that skip the loader
-            originals.append((img.height, img.width))
-            img = F.resize(img, list(cfg.resize_size), interpolation=cfg.interpolation_mode,
+            size = full_size(img)  # a reduced decode's masks are still the file's size
+            check_resize(size, cfg.resize_size, source)  # for images that skip the loader
+            originals.append((size[1], size[0]))
+            w, h = resized_size(size, cfg.resize_size)
+            img = F.resize(img, [h, w], interpolation=cfg.interpolation_mode,
                            antialias=cfg.antialias)
             if cfg.crop_size is not None:
                 img = F.center_crop(img, list(cfg.crop_size))

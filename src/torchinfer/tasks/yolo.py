@@ -24,6 +24,7 @@ from PIL import Image
 from torchvision.ops import batched_nms, box_convert
 
 from ..errors import TorchinferError
+from ..runner.images import full_size
 from .yolo_obb import rotated_nms
 
 DECODERS = ("yolov5", "yolov8")
@@ -78,20 +79,29 @@ def letterbox(img: Image.Image, size: tuple[int, int]) -> tuple[np.ndarray, Lett
     resampling, OpenCV's INTER_LINEAR (bilinear, not antialiased), which torch's uint8 bilinear
     reproduces within one level (BENCHMARKS.md) and computes 3x faster than Pillow's
     antialiased resize of a big photograph."""
-    h, w = img.height, img.width
+    # the picture's own size, also for a reduced decode: the same geometry as a full decode,
+    # and boxes mapped straight back to the file's pixels
+    w, h = full_size(img)
     th, tw = size
     scale = min(th / h, tw / w)
-    # at least 1: a 1,000,000 x 1 image fitted into 640 x 640 would be 0.00064 pixels high
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    nw, nh = fitted_size((w, h), size)
     dw, dh = (tw - nw) / 2, (th - nh) / 2
     left, top = round(dw - 0.1), round(dh - 0.1)
     canvas = np.full((th, tw, 3), PAD_VALUE, dtype=np.uint8)
     pixels = torch.from_numpy(np.array(img))
-    if (nw, nh) != (w, h):
+    if (nw, nh) != img.size:
         pixels = F.interpolate(pixels.permute(2, 0, 1)[None], size=(nh, nw), mode="bilinear",
                                align_corners=False, antialias=False)[0].permute(1, 2, 0)
     canvas[top:top + nh, left:left + nw] = pixels.numpy()
     return canvas, Letterbox((h, w), scale, (left, top), (nh, nw))
+
+
+def fitted_size(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
+    """The (w, h) an image of ``size`` (w, h) takes inside the letterbox ``box`` (h, w)."""
+    w, h = size
+    scale = min(box[0] / h, box[1] / w)
+    # at least 1: a 1,000,000 x 1 image fitted into 640 x 640 would be 0.00064 pixels high
+    return max(1, round(w * scale)), max(1, round(h * scale))
 
 
 def guess_decoder(raw: torch.Tensor) -> str:
