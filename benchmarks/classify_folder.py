@@ -28,9 +28,9 @@ JPEGs cut from the photographs, long side 185-2800 px) or ``12mp`` (48 photograp
 kept); the same with ``--exact-decode``; eager PyTorch with exact decoding (the defaults before
 this change). Calibrated random weights fail the reduced decode's check (any change of pixels
 moves their answers), so the "no flags" row skips it, as weights that pass it (trained ones)
-run; the verdict on the random weights is printed. Printed: img/s, the ratio to the notes' loop, each stage's core time per image
-(decode + resize on one core; the forward on all cores) and the share of the core-time bound
-reached.
+run; the verdict on the random weights is printed. Printed: img/s, the ratio to the notes'
+loop, each stage's core time per image (decode + resize on one core; the forward on all
+cores) and the share of the core-time bound reached.
 
     python benchmarks/classify_folder.py --defaults --folder mixed
     python benchmarks/classify_folder.py --defaults --folder 12mp --images 48

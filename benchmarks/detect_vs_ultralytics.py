@@ -157,14 +157,20 @@ def main() -> None:
                 FIXTURES / f"{fixture}.onnx", shapes / "images", 320, task)
     for title, (model, folder, imgsz, task) in cases.items():
         predictor = ti.load("detect", model, device="cpu", conf=CONF, iou=IOU, max_det=300)
+        exact = ti.load("detect", model, device="cpu", conf=CONF, iou=IOU, max_det=300,
+                        exact_decode=True)
         out = tmp / f"out-{model.stem}"
         run_to_dir(predictor, [str(folder)], out, exist_ok=True)  # warm-up, and the pipeline plan
-        best = {"ultralytics": float("inf"), "torchinfer": float("inf")}
+        run_to_dir(exact, [str(folder)], out, exist_ok=True)
+        best = {"ultralytics": float("inf"), "torchinfer": float("inf"), "exact": float("inf")}
         theirs_file = tmp / f"ultralytics-{model.stem}.json"
         for _ in range(args.rounds):
             peer("predict", model, folder, imgsz, CONF, IOU, 1, theirs_file, task)
             theirs = json.loads(theirs_file.read_text())
             best["ultralytics"] = min(best["ultralytics"], theirs["images"] / theirs["images_per_second"])
+            start = time.perf_counter()
+            run_to_dir(exact, [str(folder)], out, exist_ok=True)
+            best["exact"] = min(best["exact"], time.perf_counter() - start)
             start = time.perf_counter()
             summary = run_to_dir(predictor, [str(folder)], out, exist_ok=True)
             best["torchinfer"] = min(best["torchinfer"], time.perf_counter() - start)
@@ -177,6 +183,9 @@ def main() -> None:
               f"{rate['torchinfer'] / rate['ultralytics']:.2f}x  (batch {predictor.batch_size}; "
               f"ms/img {', '.join(f'{k} {v:.2f}' for k, v in summary.stage_ms.items())}; "
               f"{predictor.pipeline.reason if predictor.pipeline else 'in turn'})")
+        print(f"  torchinfer --exact-decode            {rate['exact']:7.1f} img/s   "
+              f"{rate['exact'] / rate['ultralytics']:.2f}x  (decoding by default: "
+              f"{predictor.decode_report.reason[:90]})")
         print(f"  {compare_boxes(ours, theirs['boxes'])}")
 
 

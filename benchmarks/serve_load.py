@@ -11,6 +11,7 @@ the queue wait vs the compute (ours from /metrics; the peers' compute from their
     python benchmarks/serve_load.py --model shapes_detector --requests 300
     python benchmarks/serve_load.py --only ours --delays 0,1,2,5,10   # the max_delay_ms sweep
     python benchmarks/serve_load.py --only ours,ours-1w,plain   # several model workers or one
+    python benchmarks/serve_load.py --only ours,ours-0p,plain   # model process or threads
 
 LitServe is a benchmark-only install in its own environment (it reuses .venv's torch):
     python benchmarks/serve_load.py --setup-peer    # creates .venv-serve-peer with litserve
@@ -217,10 +218,15 @@ def start(system: str, model: str, args: argparse.Namespace, delay_ms: float, st
     me = str(Path(__file__).resolve())
     system, _, delay = system.partition("@")  # "ours@5": with max_delay_ms 5
     delay_ms = float(delay) if delay else delay_ms
-    # "litserve-1t": with 1 torch/OpenMP thread; "ours-1w": one model worker; "ours-2w-1t"
+    # "litserve-1t": with 1 torch/OpenMP thread; "ours-1w": one model worker; "ours-2w-1t";
+    # "ours-0p": the model on threads of the server's process (--model-processes 0);
+    # "ours-0d": decoding on the model's worker, in turn (--decode-threads 0)
     kind, *suffixes = system.split("-")
     threads = next((x for x in suffixes if x.endswith(("t", "omp"))), "")
     workers = next((x[:-1] for x in suffixes if x.endswith("w")), "")
+    processes = next((x[:-1] for x in suffixes if x.endswith("p") and not x.endswith("omp")),
+                     "")
+    decoders = next((x[:-1] for x in suffixes if x.endswith("d")), "")
     env = dict(os.environ)
     if threads.endswith("omp") or (threads and kind != "ours"):  # "ours-1omp": the variable
         env["OMP_NUM_THREADS"] = threads.rstrip("tomp")
@@ -234,6 +240,10 @@ def start(system: str, model: str, args: argparse.Namespace, delay_ms: float, st
             cmd += ["--model-threads", threads.rstrip("t")]
         if workers:
             cmd += ["--model-workers", workers]
+        if processes:
+            cmd += ["--model-processes", processes]
+        if decoders:
+            cmd += ["--decode-threads", decoders]
         url, ready = f"{base}/v1/models/{model}/predict", f"{base}/v2/health/ready"
     elif kind == "plain":
         cmd = [sys.executable, me, "--run-plain", str(port), model, stats]
@@ -375,8 +385,10 @@ def main() -> None:
     parser.add_argument("--only", default="ours,plain,litserve,litserve-1t",
                         help="systems; a suffix -Nt runs it with N torch threads (ours: "
                         "--model-threads N; the peers: OMP_NUM_THREADS=N), -Nw (ours) with N "
-                        "model workers, @D with a batching delay of D ms (ours: max_delay_ms; "
-                        "LitServe: batch_timeout)")
+                        "model workers, -Np (ours) with N processes per model (0: the model "
+                        "on threads of the server's process), -Nd (ours) with N decode "
+                        "threads (0: the model's worker decodes), @D with a batching delay "
+                        "of D ms (ours: max_delay_ms; LitServe: batch_timeout)")
     parser.add_argument("--rounds", type=int, default=5, help="short runs per system and "
                         "concurrency, interleaved A B C A B C ... and pooled")
     parser.add_argument("--delays", default=None, help="max_delay_ms values to try (ours; "

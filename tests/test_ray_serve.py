@@ -1,10 +1,12 @@
 """torchinfer serve on Ray Serve (torchinfer.distributed.serve): the local server's app in a
 replica behind Ray's proxy, on a local Ray: the records ``predict`` writes, the API key,
-batches that fill (ray-project/ray#43288)."""
+batches that fill (ray-project/ray#43288), and a replica replaced when its model process
+dies."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import time
@@ -126,3 +128,29 @@ def test_concurrent_requests_fill_batches_past_rays_default_admission(served, im
         return float(found.group(1))
 
     assert batches("+Inf") - batches("8") >= 1  # a batch of more than 8 requests
+
+
+@pytest.mark.timeout(300)
+def test_a_replica_whose_model_process_died_is_replaced(served, images):
+    """Last in this module: it kills the replica's model process. The replica then fails
+    Ray's health check (``check_health``), and Ray starts a new replica with a new model
+    process; readiness comes back."""
+    import os
+    import signal
+
+    headers = {"X-API-Key": KEY}
+    listing = httpx.get(f"{served}/v1/models", headers=headers, timeout=10).json()
+    old = listing["models"][0]["pids"]
+    assert len(old) == 1
+    os.kill(old[0], signal.SIGKILL)  # a local Ray: the replica's child runs on this machine
+    deadline = time.monotonic() + 240
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            ready = httpx.get(f"{served}/v2/health/ready", headers=headers, timeout=5)
+            if ready.status_code == 200:
+                models = httpx.get(f"{served}/v1/models", headers=headers, timeout=5).json()
+                if models["models"][0]["pids"] != old:
+                    break
+        assert time.monotonic() < deadline, "the replica was not replaced"
+        time.sleep(1)
+    assert post(served, images[0], **headers).status_code == 200

@@ -1,6 +1,7 @@
 """torchinfer serve against real things: a real uvicorn on a loopback port, the records
 ``torchinfer predict`` writes, the Open Inference Protocol's JSON shapes, Prometheus' own
-parser, and a subprocess server stopped with SIGTERM while requests are in flight."""
+parser, a subprocess server stopped with SIGTERM while requests are in flight, and model
+processes killed for real."""
 
 from __future__ import annotations
 
@@ -176,7 +177,7 @@ def test_concurrent_burst_equals_sequential_predict(served, images, tmp_path):
     count, total = server.metrics.batch_size.snapshot(model="shapes_detector")
     batches, requests = count - before[0], total - before[1]
     assert requests == 48 and batches < 48, "the burst was never batched"
-    assert server.holders["shapes_detector"].batcher.workers == 2
+    assert server.holders["shapes_detector"].describe()["model_workers"] == 2
 
 
 def test_workers_share_one_queue_run_side_by_side_and_all_stop():
@@ -215,10 +216,11 @@ def test_auto_backend_chosen_once_by_one_worker_without_warmup(images):
     """Without a warm-up, "auto" times its candidates on the first batch, swapping the
     predictor's module meanwhile: with two workers and two option sets in flight, it runs
     once, the others wait for it, and every option view then runs the chosen module."""
+    # in the server's process (model_processes=0), where the test can reach the predictor
     config = quick(ModelSpec("shapes_detector", options={"backend": "auto"}), model_workers=2,
-                   model_threads=1, max_delay_ms=0, max_batch_size=1)
+                   model_threads=1, max_delay_ms=0, max_batch_size=1, model_processes=0)
     with live_server(config) as (base, server):
-        holder = server.holders["shapes_detector"]
+        holder = server.holders["shapes_detector"].runners[0].engine
         assert holder.predictor.before_first_batch is not None
 
         async def burst() -> list[httpx.Response]:
@@ -304,7 +306,8 @@ def test_body_cap_before_reading_it_all():
 def test_pixel_cap_is_the_clis(tmp_path):
     big = tmp_path / "big.png"
     Image.new("RGB", (400, 300)).save(big)
-    config = quick(ModelSpec("shapes_classifier"), max_pixels=100_000)
+    # a decode thread in the model process (the default there decodes on the worker)
+    config = quick(ModelSpec("shapes_classifier"), max_pixels=100_000, decode_threads=1)
     expected = cli_records(tmp_path, "classify", [big], "--max-pixels", "100000")[str(big)]
     with live_server(config) as (base, _):
         r = post_file(base, "shapes_classifier", big)
@@ -337,8 +340,9 @@ def test_request_timeout_answers_504(images):
         r = httpx.post(f"{base}/v1/models/shapes_classifier/predict",
                        content=images[0].read_bytes(), timeout=30)
         assert r.status_code == 504 and "timeout" in r.json()["error"]
-        time.sleep(0.6)  # the abandoned request is dropped, not run
-        assert server.holders["shapes_classifier"].batcher.depth == 0
+        time.sleep(1.0)  # the abandoned request is dropped by the model process, not run
+        assert server.holders["shapes_classifier"].depth == 0
+        assert server.metrics.batch_size.snapshot(model="shapes_classifier") == (0, 0.0)
 
 
 # --- keys and addresses ------------------------------------------------------------------------
@@ -381,20 +385,26 @@ def test_other_addresses_need_a_key(capsys):
 
 
 def test_models_from_the_command_line_and_files(tmp_path):
+    from torchinfer.serve.config import TASK_NAMES
+    from torchinfer.tasks.registry import TASK_NAMES as REGISTERED
+
+    assert set(TASK_NAMES) == set(REGISTERED)  # the server's copy, read without torch
     spec = ModelSpec.parse("fast=detect:shapes_detector", ("classify", "detect", "segment"))
     assert (spec.name, spec.task, spec.model) == ("fast", "detect", "shapes_detector")
     spec = ModelSpec.parse("pkg.module:factory", ("classify", "detect", "segment"))
     assert (spec.task, spec.model) == (None, "pkg.module:factory")
     assert ModelSpec("models/My Net.onnx").name == "My_Net"
     (tmp_path / "serve.yaml").write_text(
-        "max_delay_ms: 1\nmodel_workers: 3\nmodels:\n  - model: shapes_detector\n"
+        "max_delay_ms: 1\nmodel_workers: 3\nmodel_processes: 2\nmodels:\n  - model: shapes_detector\n"
         "    name: shapes\n    options: {conf: 0.3}\n  - shapes_classifier\n")
     config = read_config(tmp_path / "serve.yaml")
     assert [m.name for m in config.models] == ["shapes", "shapes_classifier"]
     assert config.models[0].options == {"conf": 0.3} and config.max_delay_ms == 1
-    assert config.model_workers == 3
+    assert config.model_workers == 3 and config.model_processes == 2
     with pytest.raises(OptionError, match="model_workers must be >= 1"):
         ServeConfig(models=config.models, model_workers=0).check()
+    with pytest.raises(OptionError, match="model_processes must be >= 0"):
+        ServeConfig(models=config.models, model_processes=-1).check()
     for bad in ({"models": [{"model": "x", "evil": 1}]}, {"api_key": KEY}, {"url": "http://x"}):
         with pytest.raises(Exception):
             config_from_dict(bad)
@@ -510,13 +520,15 @@ def test_metrics_follow_the_exposition_format(served, images):
 
 def test_memory_stays_flat_over_many_requests(served, images):
     """Servers that grow for hours are a classic complaint: after a warm-up, 150 more requests
-    (with the pictures drawn, the costliest path) must not grow this process's memory."""
-    base, _ = served
+    (with the pictures drawn, the costliest path) must grow neither the server's process
+    (this one) nor the model's."""
+    base, server = served
     url = f"{base}/v1/models/shapes_classifier/predict?visualize=1"
     data = images[0].read_bytes()
+    model_pid = server.holders["shapes_classifier"].runners[0].pid
 
-    def rss_mb() -> float:
-        with open("/proc/self/status") as fh:
+    def rss_mb(pid: int | str) -> float:
+        with open(f"/proc/{pid}/status") as fh:
             line = next(x for x in fh if x.startswith("VmRSS:"))
         return int(line.split()[1]) / 1024
 
@@ -525,11 +537,12 @@ def test_memory_stays_flat_over_many_requests(served, images):
     with httpx.Client(timeout=60) as client:
         for _ in range(50):
             assert client.post(url, content=data).status_code == 200
-        before = rss_mb()
+        before = rss_mb("self"), rss_mb(model_pid)
         for _ in range(150):
             assert client.post(url, content=data).status_code == 200
-        grown = rss_mb() - before
-    assert grown < 20, f"resident memory grew {grown:.1f} MB over 150 requests"
+        grown = rss_mb("self") - before[0], rss_mb(model_pid) - before[1]
+    assert grown[0] < 20, f"the server's memory grew {grown[0]:.1f} MB over 150 requests"
+    assert grown[1] < 20, f"the model process's memory grew {grown[1]:.1f} MB"
 
 
 def test_v1_models_describes_what_is_loaded(served):
@@ -544,6 +557,10 @@ def test_v1_models_describes_what_is_loaded(served):
     assert by_name["shapes_classifier"]["preprocess"]["crop_size"] == [128, 128]
     assert detector["max_batch_size"] >= 1 and detector["max_delay_ms"] >= 0
     assert detector["model_workers"] == 2 and detector["model_threads"] == 1
+    # each model in a process of its own, none of them this one
+    assert detector["model_processes"] == 1 and len(detector["pids"]) == 1
+    pids = {m["pids"][0] for m in by_name.values()}
+    assert len(pids) == len(MODELS) and os.getpid() not in pids
 
 
 # --- lifecycle -----------------------------------------------------------------------------------
@@ -573,23 +590,72 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_sigterm_drains_requests_in_flight(images):
+@contextlib.contextmanager
+def cli_server(tmp_path: Path, *flags: str) -> Iterator[tuple[subprocess.Popen, str, Path]]:
+    """``torchinfer serve`` in a subprocess of its own, once ready: (process, URL, its log).
+    The log is a file: a model process that outlived the server would hold a pipe open."""
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    # requests wait up to 1.5 s in the queue for a batch of 64, so all are in flight at SIGTERM
-    process = subprocess.Popen(
-        [sys.executable, "-m", "torchinfer", "serve", "-m", "shapes_classifier", "--port",
-         str(port), "--no-warmup", "--max-delay-ms", "1500", "--max-batch-size", "64"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "server.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "torchinfer", "serve", "--port", str(port), "--no-warmup",
+             *flags], stdout=out, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         while True:
-            assert process.poll() is None, process.stdout.read()
+            assert process.poll() is None, log.read_text()
             with contextlib.suppress(httpx.TransportError):
                 if httpx.get(f"{base}/v2/health/ready").status_code == 200:
                     break
-            assert time.monotonic() < deadline
+            assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
+        yield process, base, log
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc: state and parent follow the name)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has ended; only its exit status is left
+
+
+def wait_gone(pids: list[int], seconds: float = 15) -> list[int]:
+    """The pids still running after ``seconds`` (waiting for all to end)."""
+    deadline = time.monotonic() + seconds
+    while any(running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [p for p in pids if running(p)]
+
+
+needs_proc = pytest.mark.skipif(not os.path.exists("/proc/self/stat"),
+                                reason="finds the model processes in /proc (Linux)")
+
+
+@needs_proc
+def test_sigterm_drains_requests_in_flight(images, tmp_path):
+    # requests wait up to 1.5 s in the queue for a batch of 64, so all are in flight at SIGTERM
+    with cli_server(tmp_path, "-m", "shapes_classifier", "--max-delay-ms", "1500",
+                    "--max-batch-size", "64") as (process, base, log):
+        models = child_pids(process.pid)
+        assert len(models) == 1  # the model's process; the server runs no model itself
+        assert "libtorch" not in Path(f"/proc/{process.pid}/maps").read_text()
+        assert "libtorch" in Path(f"/proc/{models[0]}/maps").read_text()
 
         async def burst() -> list[httpx.Response]:
             async with httpx.AsyncClient(timeout=60) as client:
@@ -606,10 +672,72 @@ def test_sigterm_drains_requests_in_flight(images):
         assert all(r.json()["top1"]["label"] for r in answers)
         # uvicorn re-raises the signal once drained: the supervisor sees a SIGTERM stop
         assert process.wait(60) in (0, -signal.SIGTERM)
-        assert "Finished server process" in process.stdout.read()
+        assert "Finished server process" in log.read_text()
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{base}/v2/health/live")
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        assert not wait_gone(models, 0), "the model process outlived the server"
+
+
+def test_a_killed_model_process_is_reported_and_no_request_waits_for_it(images):
+    # the batch waits 2 s to fill: the requests are queued in the model process when it dies
+    config = quick(ModelSpec("shapes_classifier"), max_delay_ms=2000, max_batch_size=64)
+    with live_server(config) as (base, server):
+        url = f"{base}/v1/models/shapes_classifier/predict"
+        pid = server.holders["shapes_classifier"].runners[0].pid
+
+        async def scenario() -> tuple[list[httpx.Response], float]:
+            async with httpx.AsyncClient(timeout=30) as client:
+                waiting = [asyncio.ensure_future(client.post(
+                    url, content=images[i].read_bytes())) for i in range(3)]
+                await asyncio.sleep(0.5)
+                assert not any(w.done() for w in waiting)
+                os.kill(pid, signal.SIGKILL)
+                t0 = time.monotonic()
+                answers = await asyncio.gather(*waiting)
+                return answers, time.monotonic() - t0
+
+        answers, took = asyncio.run(scenario())
+        assert [r.status_code for r in answers] == [503] * 3 and took < 5, took
+        assert "ended unexpectedly (killed by SIGKILL)" in answers[0].json()["error"]
+        assert answers[0].headers["retry-after"] == "1"
+        assert httpx.get(f"{base}/v2/health/ready").status_code == 503
+        live = httpx.get(f"{base}/v2/health/live")
+        assert live.status_code == 503 and live.json() == {"live": False}
+        model = httpx.get(f"{base}/v1/models").json()["models"][0]
+        assert model["state"] == "failed" and "SIGKILL" in model["error"]
+        later = httpx.post(url, content=images[0].read_bytes(), timeout=10)
+        assert later.status_code == 503 and "failed" in later.json()["error"]
+
+
+@needs_proc
+def test_a_dead_model_process_stops_the_command_and_its_other_processes(tmp_path):
+    with cli_server(tmp_path, "-m", "shapes_classifier", "--model-processes", "2") \
+            as (process, base, log):
+        models = child_pids(process.pid)
+        assert len(models) == 2
+        os.kill(models[0], signal.SIGKILL)
+        assert process.wait(60) == 2  # a supervisor restarts it
+        assert "ended unexpectedly (killed by SIGKILL)" in log.read_text()
+        assert not wait_gone(models), "a model process outlived the server"
+
+
+@needs_proc
+def test_model_processes_end_with_a_killed_server(tmp_path):
+    with cli_server(tmp_path, "-m", "shapes_classifier") as (process, base, log):
+        models = child_pids(process.pid)
+        assert len(models) == 1
+        process.kill()  # no shutdown at all: the model process must notice on its own
+        process.wait()
+        assert not wait_gone(models), "the model process outlived its server"
+
+
+def test_threads_in_the_server_process_answer_the_same(images, tmp_path):
+    """``model_processes=0``: the model on threads of the server's own process."""
+    expected = cli_records(tmp_path, "classify", images[:2], "--top-k", "2")
+    with live_server(quick(ModelSpec("shapes_classifier"), model_processes=0)) as (base, _):
+        for path in images[:2]:
+            response = post_file(base, "shapes_classifier", path, top_k="2")
+            assert response.status_code == 200, response.text
+            assert _comparable(response.json()) == expected[str(path)]
+        info = httpx.get(f"{base}/v1/models").json()["models"][0]
+        assert info["model_processes"] == 0 and info["pids"] == []

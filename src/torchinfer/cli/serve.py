@@ -49,8 +49,9 @@ def serve(
     max_body_mb: Annotated[Optional[float], typer.Option(
         help="Largest request body in MB (default 20).", min=0.001)] = None,
     decode_threads: Annotated[Optional[int], typer.Option(
-        help="Threads decoding requests per model (default: as predict shares the cores).",
-        min=1)] = None,
+        help="Threads decoding requests per model, beside the model (default: as predict "
+        "shares the cores; 0: the model's worker decodes what it takes, in turn).",
+        min=0)] = None,
     model_threads: Annotated[Optional[int], typer.Option(
         help="Torch threads of each model worker (default: as predict shares the cores, "
         "leaving one to HTTP and decoding on a CPU).", min=1)] = None,
@@ -58,6 +59,10 @@ def serve(
         help="Batches of each model run at once, each on --model-threads (default: on a CPU "
         "the cores left after one for HTTP and decoding, over the model threads: 1 on 2 "
         "cores; 1 on a GPU).", min=1)] = None,
+    model_processes: Annotated[Optional[int], typer.Option(
+        help="Processes running each model, each decoding and batching its share of the "
+        "requests (default 1; 0: run the model in the server's process, on threads).",
+        min=0)] = None,
     device: DeviceOpt = "auto", batch_size: BatchOpt = None, backend: BackendOpt = "torch",
     precision: PrecisionOpt = "fp32", verify_backend: VerifyBackendOpt = True,
     max_pixels: MaxPixelsOpt = None, trust_pickle: TrustOpt = False,
@@ -77,7 +82,7 @@ def serve(
     """Serve models over HTTP: dynamic batching, Open Inference Protocol v2, /metrics, a web
     page at /. Binds 127.0.0.1 unless told otherwise; SIGTERM drains requests in flight."""
     from ..errors import OptionError, TorchinferError
-    from ..serve.config import ModelSpec, ServeConfig, check_address, read_config
+    from ..serve.config import TASK_NAMES, ModelSpec, ServeConfig, check_address, read_config
 
     if engine not in ("local", "ray"):
         raise OptionError(f"--engine must be local or ray, got {engine!r}")
@@ -87,8 +92,6 @@ def serve(
     base = read_config(config) if config is not None else ServeConfig(models=())
     api_key = api_key or os.environ.get("TORCHINFER_API_KEY") or None
     check_address(host or base.host, api_key)  # at once, before torch is imported
-
-    from ..tasks.registry import TASK_NAMES
 
     specs = list(base.models) + [ModelSpec.parse(m, TASK_NAMES) for m in model or ()]
     shared: dict[str, Any] = {"device": device, "backend": backend, "precision": precision,
@@ -105,7 +108,7 @@ def serve(
         max_delay_ms=max_delay_ms, max_queue=max_queue, timeout_s=timeout,
         max_body_bytes=int(max_body_mb * 1024 * 1024) if max_body_mb else None,
         decode_threads=decode_threads, model_threads=model_threads,
-        model_workers=model_workers, max_pixels=max_pixels,
+        model_workers=model_workers, model_processes=model_processes, max_pixels=max_pixels,
         warmup=None if warmup else False,
         api_key=api_key).check()
     if engine == "ray":  # the same app in Ray Serve replicas (torchinfer.distributed.serve)
@@ -115,30 +118,30 @@ def serve(
         run_on_ray(settings, Replicas(replicas, cpus_per_replica=1.0,
                                       gpus_per_replica=gpus_per_replica), address=address)
         return
-    run_server(settings, access_log=access_log)
-    if _failures:
-        raise TorchinferError(_failures[0])
+    failures = run_server(settings, access_log=access_log)
+    if failures:
+        raise TorchinferError(failures[0])
 
 
-_failures: list[str] = []
-
-
-def run_server(settings: Any, *, access_log: bool = False) -> None:
+def run_server(settings: Any, *, access_log: bool = False) -> list[str]:
     """Serve until SIGTERM / Ctrl-C (uvicorn waits for the requests in flight, then the app
-    drains its queues); a model that fails to load stops the server (exit code 2)."""
+    drains its queues); a model that fails to load, or whose process dies, stops the server
+    (exit code 2, the reason on one line), so that a supervisor starts it again. Returns
+    those reasons (none after a plain stop)."""
     import uvicorn
 
     from ..serve.app import build_app
     from ..serve.server import Server
 
     holder: list[Any] = []
+    failures: list[str] = []
 
     def failed(message: str) -> None:
-        _failures.append(message)
+        failures.append(message)
         if holder:
             holder[0].should_exit = True
 
-    server = Server(settings, on_load_failure=failed)
+    server = Server(settings, on_failure=failed)
     app = build_app(settings, server)
     where = f"http://{settings.host}:{settings.port}"
     err_console.print(f"serving {', '.join(server.holders)} on {where} (page {where}/, "
@@ -149,3 +152,4 @@ def run_server(settings: Any, *, access_log: bool = False) -> None:
         server_header=False))
     holder.append(uv)
     uv.run()
+    return failures

@@ -8,9 +8,11 @@ loaded). Ray Serve adds replicas (``num_replicas``), placement (CPUs and GPUs pe
 its HTTP proxy in front of them.
 
 Batching stays ours (``serve.batcher``), not ``@serve.batch``: it decodes on threads while the
-model runs, bounds its queue and answers 503/504 by the local server's rules, and exports the
-batch-size and queue-wait metrics; ``@serve.batch`` would batch the raw requests before any
-of that, and a second batching layer in front of ours would only add waiting. Ray's own trap
+model runs (in the model's own process, started by the replica), bounds its queue and answers
+503/504 by the local server's rules, and exports the batch-size and queue-wait metrics;
+``@serve.batch`` would batch the raw requests before any of that, and a second batching layer
+in front of ours would only add waiting. A replica whose model process died fails Ray's
+health check (``check_health``), and Ray replaces it. Ray's own trap
 is handled here: a replica admits only ``max_ongoing_requests`` requests at a time (default
 5), and batches never fill beyond that (ray-project/ray#43288), so a replica admits as many as
 its models' queues hold (``replica_admission``), and Ray's router queue in front of the
@@ -43,11 +45,21 @@ class TorchinferReplica:
 
     def __init__(self, config: ServeConfig):
         self.config = config
+        self.built_app: Any = None  # not "app": Ray's ingress wrapper has a property of that name
 
     def __serve_build_asgi_app__(self) -> Any:
         from ..serve import build_app
 
-        return build_app(self.config)
+        self.built_app = build_app(self.config)
+        return self.built_app
+
+    def check_health(self) -> None:
+        """Ray Serve's periodic question: a replica whose model process died cannot serve
+        that model again, so it says so and Ray replaces it."""
+        server = self.built_app.state.server if self.built_app is not None else None
+        if server is not None and server.broken:
+            failed = [h.error for h in server.holders.values() if h.crashed]
+            raise RuntimeError("; ".join(str(e) for e in failed))
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,13 @@ The public entry is small, so that other front ends (a Ray Serve replica) reuse 
 
     config = ServeConfig(models=(ModelSpec("shapes_detector"),))
     app = build_app(config)          # a FastAPI app; its lifespan loads and drains the models
-    holder = ModelHolder(spec, config); holder.load()    # one model: predictor + batcher
-    result, job = await holder.predict_bytes(png_bytes, "name.png", {"conf": 0.3})
+    holder = ModelHolder(spec, config); holder.load()    # one model, in a process of its own
+    result, timing = await holder.predict_bytes(png_bytes, "name.png", {"conf": 0.3})
 
-Importing this package imports neither torch nor FastAPI; ``build_app`` does.
+Importing this package imports neither torch nor FastAPI; ``build_app`` imports FastAPI. The
+server's process never imports torch: each model runs in a process of its own (spawned;
+``model_processes`` per model), which decodes, batches and runs requests; with
+``model_processes=0`` the model runs on threads of the server's process instead.
 """
 
 from __future__ import annotations

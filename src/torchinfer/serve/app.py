@@ -11,8 +11,12 @@
 
 Every error is JSON, ``{"error": "..."}``: 400 protocol, 401 key, 404 unknown model, 413 body
 over the cap, 415 not an accepted image type, 422 an image that cannot be decoded (the
-CLI record, whose ``error`` is the CLI's reason) or a bad option, 503 queue full or not ready
-(with Retry-After), 504 past the request timeout.
+CLI record, whose ``error`` is the CLI's reason) or a bad option, 503 queue full, not ready or
+the model's process gone (with Retry-After), 504 past the request timeout.
+
+This process only speaks HTTP: it reads a request, checks its key, size, type and options,
+and passes the bytes to the model's own process, which decodes, batches and runs them
+(holder.py). Liveness turns false once a model's process has died (``Server.broken``).
 """
 
 from __future__ import annotations
@@ -38,12 +42,14 @@ from ..errors import InputError, OptionError, TorchinferError
 from ..runner.sinks import dumps
 from .batcher import QueueFull, ShuttingDown
 from .config import ServeConfig
-from .decoding import UnsupportedType
 from .guard import BodyTooLarge, Guard
 from .holder import ModelHolder
 from .metrics import CONTENT_TYPE
 from .oip import ProtocolError, model_metadata, read_request, response, server_metadata
+from .process_client import ModelProcessDied
 from .server import NotReady, Server, UnknownModel
+from .sniff import UnsupportedType
+from .wire import ModelFailure
 
 log = logging.getLogger("torchinfer.serve")
 RETRY_AFTER_S = 1
@@ -65,7 +71,7 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
         server.start()
         yield
         # uvicorn has already waited for the requests in flight; this answers anything still
-        # queued and stops the worker threads
+        # queued and stops the models' processes
         await asyncio.get_running_loop().run_in_executor(None, server.stop)
 
     app = FastAPI(title="torchinfer", lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -111,7 +117,8 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
 
     @app.get("/v2/health/live")
     async def live() -> Response:
-        return _json({"live": True})
+        alive = not server.broken  # a model's process died: only a restart brings it back
+        return _json({"live": alive}, 200 if alive else 503)
 
     @app.get("/v2/health/ready")
     async def ready() -> Response:
@@ -179,16 +186,17 @@ async def _predict(holder: ModelHolder, request: Request) -> Response:
     else:
         data = await request.body()
     options = holder.request_options({**fields, **query})
-    result, job = await holder.predict_bytes(data, source, options)
+    result, spent = await holder.predict_bytes(data, source, options)
     record = result.to_dict()
     if visualize:
         png = await holder.draw_png(data, source, result)
         record["visualization"] = "data:image/png;base64," + base64.b64encode(png).decode()
     total_ms = (time.perf_counter() - t0) * 1000
-    timing = (f"queue;dur={job.queue_wait_s * 1000:.2f}, compute;dur={job.compute_s * 1000:.2f}, "
+    timing = (f"queue;dur={spent.queue_wait_s * 1000:.2f}, "
+              f"compute;dur={spent.compute_s * 1000:.2f}, "
               f"total;dur={total_ms:.2f}")
     return Response(dumps(record), media_type="application/json",
-                    headers={"Server-Timing": timing, "X-Batch-Size": str(job.batch_size)})
+                    headers={"Server-Timing": timing, "X-Batch-Size": str(spent.batch_size)})
 
 
 async def _infer(holder: ModelHolder, request: Request) -> Response:
@@ -216,7 +224,7 @@ def _error(exc: BaseException, server: Server | None = None
            ) -> tuple[int, dict[str, Any], dict[str, str]]:
     """(status, JSON body, headers) answering ``exc``."""
     retry = {"Retry-After": str(RETRY_AFTER_S)}
-    if isinstance(exc, (QueueFull, ShuttingDown, NotReady)):
+    if isinstance(exc, (QueueFull, ShuttingDown, NotReady, ModelProcessDied)):
         return 503, {"error": str(exc)}, retry
     if isinstance(exc, UnknownModel):
         return 404, {"error": str(exc)}, {}
@@ -236,6 +244,8 @@ def _error(exc: BaseException, server: Server | None = None
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         limit = server.config.timeout_s if server is not None else None
         return 504, {"error": f"no answer within the request timeout ({limit} s)"}, {}
+    if isinstance(exc, ModelFailure):  # logged with its traceback by the model's process
+        return 500, {"error": f"internal error: {exc}"}, {}
     log.error("internal error", exc_info=exc)
     return 500, {"error": f"internal error: {type(exc).__name__}: {exc}"}, {}
 

@@ -40,6 +40,9 @@ DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_DELAY_MS = 2.0
 DEFAULT_MAX_QUEUE = 128  # requests admitted per model (decoding or waiting) before 503
 DEFAULT_TIMEOUT_S = 30.0
+# what ``TASK:MODEL`` may name: the task registry's names (tasks.registry.TASK_NAMES; a test
+# keeps the two equal), here because the server's process must not import torch to read them
+TASK_NAMES = ("classify", "segment", "detect", "multi")
 # the request options a model may take per request, and the predictor attribute each sets
 REQUEST_OPTIONS = {"classify": ("top_k",), "detect": ("conf", "iou", "classes", "max_det"),
                    "segment": ()}
@@ -105,11 +108,16 @@ class ServeConfig:
     max_batch_size: int | None = None  # None: each predictor's batch size
     max_delay_ms: float = DEFAULT_MAX_DELAY_MS
     timeout_s: float = DEFAULT_TIMEOUT_S
-    decode_threads: int | None = None  # None: as predict's plan says (holder.server_split)
+    # threads decoding requests beside the model (None: as predict's plan says,
+    # engine.server_split; 0: each worker decodes what it takes, in turn with the model)
+    decode_threads: int | None = None
     model_threads: int | None = None  # torch intra-op threads of each model worker (same)
     # batches of one model run at once, each worker on model_threads (None: the spare cores
-    # over model_threads on a CPU, one on a GPU; holder.default_workers)
+    # over model_threads on a CPU, one on a GPU; engine.default_workers)
     model_workers: int | None = None
+    # processes running each model (process_main.py), each with its own GIL, decode threads
+    # and batcher; 0: the model runs in the server's process, on threads (local.py)
+    model_processes: int = 1
     warmup: bool = True  # run the bundled photographs through each model before ready
 
     def check(self) -> ServeConfig:
@@ -125,9 +133,10 @@ class ServeConfig:
         for what, value, low in (("max_body_bytes", self.max_body_bytes, 1),
                                  ("max_queue", self.max_queue, 1),
                                  ("max_batch_size", self.max_batch_size, 1),
-                                 ("decode_threads", self.decode_threads, 1),
+                                 ("decode_threads", self.decode_threads, 0),
                                  ("model_threads", self.model_threads, 1),
                                  ("model_workers", self.model_workers, 1),
+                                 ("model_processes", self.model_processes, 0),
                                  ("max_pixels", self.max_pixels, 1)):
             if value is not None and value < low:
                 raise OptionError(f"{what} must be >= {low}, got {value}")

@@ -1,46 +1,16 @@
-"""Request bytes -> what the model worker runs: the type read from the bytes, and single-image
-batches merged into model batches.
+"""Single-image batches merged into model batches (the model's side: each request is decoded
+on its own, as it arrives, and the worker joins what it takes without decoding again).
 
-Only common raster formats are decoded. Pillow opens many more (EPS through Ghostscript among
-them), and the Content-Type a client sends proves nothing, so the first bytes decide: JPEG,
-PNG, GIF, BMP, WebP or TIFF, or 415 before any decoder runs.
+The request's type was read from its bytes before (sniff.py).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..errors import TorchinferError
 from ..runner.batches import Batch, Decoded
 from ..tasks import Predictor
 from ..tasks.detect_torchvision import TorchvisionDetectionPredictor
-
-IMAGE_TYPES = "JPEG, PNG, GIF, BMP, WebP or TIFF"
-
-
-class UnsupportedType(TorchinferError):
-    """The bytes are not an image of an accepted type (HTTP 415)."""
-
-
-def sniff_image(data: bytes) -> str:
-    """The image type the bytes start with, or UnsupportedType."""
-    head = bytes(data[:16])
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if head.startswith(b"BM"):
-        return "bmp"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "tiff"
-    if not data:
-        raise UnsupportedType("empty body: send an image")
-    raise UnsupportedType(f"unsupported image type: the bytes are not {IMAGE_TYPES} (the type "
-                          "is read from the bytes, not the Content-Type)")
 
 
 def merge(predictor: Predictor, parts: list[Decoded]) -> list[Decoded]:

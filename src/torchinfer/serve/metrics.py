@@ -154,8 +154,9 @@ class ServerMetrics:
                                     "Time a decoded request waited for the model worker.",
                                     ("model",), LATENCY_BUCKETS)
         self.compute = Histogram("torchinfer_compute_seconds",
-                                 "Time the model worker spent on each batch (prepare, forward, "
-                                 "postprocess).", ("model",), LATENCY_BUCKETS)
+                                 "Time the model worker spent on each batch (decoding, when "
+                                 "the worker decodes, prepare, forward, postprocess).",
+                                 ("model",), LATENCY_BUCKETS)
         self.batch_size = Histogram("torchinfer_batch_size", "Requests run together per model "
                                     "call.", ("model",), BATCH_BUCKETS)
         self.queue_depth = Gauge("torchinfer_queue_depth", "Decoded requests waiting for the "
@@ -173,6 +174,17 @@ class ServerMetrics:
             self.failures.inc(model=model, endpoint=endpoint, status=str(status))
         if seconds is not None:
             self.latency.observe(seconds, model=model)
+
+    def observe_batches(self, model: str, batches: Iterable[tuple[int, Sequence[float]]],
+                        compute_s: float | None) -> None:
+        """What a model's batcher reports: per batch taken, its size and each request's queue
+        wait; per model call, its seconds (None: no call)."""
+        for size, waits in batches:
+            self.batch_size.observe(size, model=model)
+            for wait in waits:
+                self.queue_wait.observe(wait, model=model)
+        if compute_s is not None:
+            self.compute.observe(compute_s, model=model)
 
     def render(self) -> str:
         return "\n".join(line for family in self._families for line in family.lines()) + "\n"

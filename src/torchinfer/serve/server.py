@@ -1,12 +1,16 @@
 """The served models together: loading them in the background, readiness, metrics, draining.
 
 ``Server.start()`` returns at once and loads the models on a thread, so the socket answers
-(liveness yes, readiness no) while weights load and warm up; ``ready`` turns true when every
-model is. ``stop()`` refuses new requests, answers everything queued, and stops the workers.
+(liveness yes, readiness no) while weights load and warm up; every model's process is started
+first, so they load side by side; ``ready`` turns true when every model has reported ready.
+``stop()`` refuses new requests, answers everything queued, and stops the models' processes.
+A model process that dies makes the server ``broken``: readiness and liveness turn false (an
+orchestrator restarts it) and ``on_failure`` is told (the command stops the server).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable
@@ -29,18 +33,25 @@ class NotReady(TorchinferError):
 
 class Server:
     def __init__(self, config: ServeConfig, *,
-                 on_load_failure: Callable[[str], None] | None = None):
+                 on_failure: Callable[[str], None] | None = None):
         self.config = config.check()
         self.metrics = ServerMetrics(self._depths)
-        self.holders = {spec.name: ModelHolder(spec, config, self.metrics)
+        self.on_failure = on_failure
+        self.holders = {spec.name: ModelHolder(spec, config, self.metrics,
+                                               on_failure=self._failed)
                         for spec in config.models}
-        self.on_load_failure = on_load_failure
         self.stopping = False
         self._loader: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def ready(self) -> bool:
         return not self.stopping and all(h.ready for h in self.holders.values())
+
+    @property
+    def broken(self) -> bool:
+        """A model's process died: this server cannot serve it again (liveness false)."""
+        return any(h.crashed for h in self.holders.values())
 
     def holder(self, name: str) -> ModelHolder:
         try:
@@ -59,27 +70,37 @@ class Server:
         return holder
 
     def start(self) -> None:
-        """Load every model on a background thread."""
+        """Load every model on a background thread (called on the serving event loop, the
+        models' connections are bound to it as each becomes ready)."""
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None  # bound on each model's first request instead
         self._loader = threading.Thread(target=self.load_all, name="torchinfer-load",
                                         daemon=True)
         self._loader.start()
 
     def load_all(self) -> None:
         for holder in self.holders.values():
+            holder.start_loading()
+        for holder in self.holders.values():
             if self.stopping:
                 return
             try:
                 holder.load()
             except Exception as exc:  # reported; the other models still load
+                if self.stopping:  # stopped while loading: not a failure
+                    return
                 message = f"model {holder.name} ({holder.spec.model}) failed to load: {exc}"
                 log.error(message)
-                if self.on_load_failure is not None:
-                    self.on_load_failure(message)
+                self._failed(message)
                 if not isinstance(exc, TorchinferError):
                     log.exception("loading %s", holder.name)
-            else:
-                log.info("model %s ready (%s, %.1f s)", holder.name, holder.task,
-                         holder.load_seconds or 0.0)
+                continue
+            log.info("model %s ready (%s, %.1f s)", holder.name, holder.task,
+                     holder.load_seconds or 0.0)
+            if self._loop is not None and not self._loop.is_closed():
+                asyncio.run_coroutine_threadsafe(holder.attach(), self._loop)
 
     def wait_loaded(self, timeout: float | None = None) -> bool:
         """Wait for the loading thread; True when every model is ready."""
@@ -88,13 +109,19 @@ class Server:
         return self.ready
 
     def stop(self, timeout: float | None = None) -> None:
-        """Refuse new requests, answer the queued ones, stop the workers."""
+        """Refuse new requests, answer the queued ones, stop the models (blocks: call it off
+        the event loop, which still receives the last answers)."""
         self.stopping = True
+        for holder in self.holders.values():  # a model process still loading: no wait
+            holder.abort_loading()
         if self._loader is not None:
             self._loader.join(timeout)
         for holder in self.holders.values():
             holder.close(timeout)
 
+    def _failed(self, message: str) -> None:
+        if self.on_failure is not None:
+            self.on_failure(message)
+
     def _depths(self) -> list[tuple[str, int, bool]]:
-        return [(name, h.batcher.depth if h.batcher else 0, h.ready)
-                for name, h in self.holders.items()]
+        return [(name, h.depth, h.ready) for name, h in self.holders.items()]
