@@ -289,14 +289,17 @@ def test_multi_head_torchscript_runs_by_path_with_the_same_answers(tmp_path):
 
 
 def test_inspect_splits_macs_between_trunk_and_heads():
-    """shapes_multitask: the encoder feeds every head (trunk); its mask decoder feeds the mask
-    and the shape head (read off the mask); the detector's neck feeds the boxes alone."""
+    """shapes_multitask: the encoder and the decoder down to stride 8 feed every head (trunk);
+    the decoder's stride-4 stage and the mask's own convolutions feed the mask and the shape
+    head (read off the mask); the tower and box head feed the boxes alone."""
     report = ti.inspect("shapes_multitask")
     split = report.head_macs
     assert sum(split.values()) == report.macs
-    encoder = next(r.macs for r in report.layers if r.path == "encoder")
-    assert split["trunk"] >= encoder > 0
-    assert split["shape+mask"] > 0 and split["objects"] > 0
+    macs = {r.path: r.macs for r in report.layers}
+    shared = macs["encoder"] + macs["decoder.0"] + macs["decoder.1"]
+    assert split["trunk"] == shared and macs["encoder"] > 0
+    assert split["shape+mask"] == macs["decoder.2"] + macs["head"] + macs["refine"] > 0
+    assert split["objects"] == macs["tower"] + macs["cls"] + macs["box"] > 0
     assert split["shape"] == 0  # no module of its own: a softmax of the mask, no MACs
     assert "MACs by head: trunk" in "\n".join(report.summary_lines())
 

@@ -50,6 +50,14 @@ def test_objects_are_the_raw_maps_decoded_as_the_detector_decodes_them():
     assert torch.equal(out["shape"], raw["shape"]) and torch.equal(out["mask"], raw["mask"])
 
 
+def test_one_pass_costs_at_most_half_of_the_three_single_task_models():
+    """What sharing the decoder buys: at 256x256 the three heads in one pass cost at most half
+    the MACs of the three bundled single-task models run one after the other."""
+    single = sum(torchinfer.inspect(name).macs
+                 for name in ("shapes_classifier", "shapes_segmenter", "shapes_detector"))
+    assert torchinfer.inspect("shapes_multitask", input_size=256).macs <= single / 2
+
+
 def test_bundled_file_describes_its_heads():
     loaded = load_model("shapes_multitask")
     assert isinstance(loaded.module, ShapesMultitask)
@@ -107,5 +115,5 @@ def test_bundled_model_answers_all_three_heads_on_new_scenes():
             x0, y0, x1, y1 = inst.bbox
             centre = torch.tensor([(x0 + x1) / 2 + left, (y0 + y1) / 2 + top])
             misses.append(float((found[:, :2] - centre).abs().max(1).values.min()))
-    # a box centred on (nearly) every shape: mAP@.5 is 0.95, so one in twenty may be off
+    # a box centred on (nearly) every shape: mAP@.5 is 0.94, so one in twenty may be off
     assert np.mean(np.array(misses) < 4) >= 0.9 and max(misses) < 16, misses
