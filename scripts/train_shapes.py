@@ -368,8 +368,9 @@ def detect_terms(model, logits: torch.Tensor, dist: torch.Tensor, cls_t: torch.T
 
 
 # multi-task: each head's single-task loss, weighted. The mask counts twice: the detection
-# loss sums three terms of its own, and at equal weights it drew the decoder they share its
-# way (mIoU 0.88 against 0.90, the boxes' mAP@.5 0.94 either way, in trials of this recipe)
+# loss sums three terms of its own and draws the decoder they share its way. In trials of
+# this network, equal weights for 5 epochs reached mIoU 0.885 (mAP@.5 0.949), the mask at 2
+# for 3 epochs 0.899 (mAP@.5 0.943)
 MULTI_WEIGHTS = {"shape": 1.0, "mask": 2.0, "objects": 1.0}
 
 

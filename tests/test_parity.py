@@ -28,7 +28,8 @@ def test_logits_match_torchvision_reference(arch, calibrated, photo_paths):
         ref_inputs = torch.stack([reference_tf(Image.open(p).convert("RGB")) for p in photo_paths])
         reference = model.eval()(ref_inputs)
 
-    # inputs are identical (same PIL resize), so logits agree to float32 rounding
+    # inputs are identical (same PIL resize), so logits agree to float32 rounding (ours folds
+    # the batch norms into the convolutions: the same arithmetic in another order)
     assert torch.allclose(clf.prepare(ours_batch.tensor), ref_inputs, atol=1e-6, rtol=0)
     assert torch.allclose(ours, reference, atol=1e-3, rtol=1e-3)
     # the weights really look at the picture: logits spread, answers differ between photos
@@ -38,7 +39,7 @@ def test_logits_match_torchvision_reference(arch, calibrated, photo_paths):
     for path, ref_row in zip(photo_paths, reference):
         result = clf(path)
         assert result.top1.index == int(ref_row.argmax())
-        assert result.top1.score == pytest.approx(float(ref_row.softmax(0).max()), abs=1e-5)
+        assert result.top1.score == pytest.approx(float(ref_row.softmax(0).max()), abs=1e-4)
         assert result.top1.label == get_model_weights(arch).DEFAULT.meta["categories"][result.top1.index]
 
 

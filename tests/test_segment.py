@@ -58,16 +58,21 @@ def test_logits_and_masks_match_torchvision(arch, segmenter_weights, photo_paths
 
 
 @pytest.mark.parametrize("grain, size", [(32, (1067, 1600)), (32, (300, 200)), (4, (700, 900)),
-                                         (1, (520, 520))])
+                                         (1, (520, 520)), (4, (130, 97))])
 def test_upsampled_argmax_is_the_full_interpolation(grain, size):
     """Large regions (few boundary pixels interpolated), dense boundaries (everything
-    interpolated), upscaling and downscaling: the same labels as interpolating every class."""
+    interpolated), upscaling, downscaling and the same size: the same labels as interpolating
+    every class; also for a letterboxed image's part of channels-last logits (a strided view)
+    and in uint8."""
     torch.manual_seed(grain)
     h, w = 130, 97
     coarse = torch.randn(1, 21, h // grain + 2, w // grain + 2) * 5
     logits = TF.interpolate(coarse, size=(h, w), mode="bilinear")[0]
     full = TF.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
     assert torch.equal(upsampled_argmax(logits, size), full.argmax(0))
+    part = logits[None].contiguous(memory_format=torch.channels_last)[0][:, 3:121, 2:90]
+    full = TF.interpolate(part[None], size=size, mode="bilinear", align_corners=False)[0]
+    assert torch.equal(upsampled_argmax(part, size, torch.uint8), full.argmax(0).to(torch.uint8))
     one_row = logits[:, :1]  # a source one pixel high
     assert torch.equal(upsampled_argmax(one_row, (5, 40)),
                        TF.interpolate(one_row[None], size=(5, 40), mode="bilinear",

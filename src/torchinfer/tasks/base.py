@@ -26,6 +26,7 @@ from PIL import Image
 from ..devices import resolve_device
 from ..errors import InputError, OptionError
 from ..models import LoadedModel
+from ..models.folding import fold_batch_norms
 from ..results import Result
 from ..runner.batches import Batch, Decoded, Timing
 from ..runner.images import ImageInput, ImageLoader
@@ -95,6 +96,9 @@ class Predictor(ABC, Generic[R]):
         self.channels_last = channels_last
         if channels_last:
             self.module = self.module.to(memory_format=torch.channels_last)
+        # Batch norms folded into their convolutions: the same answers up to rounding, one
+        # pass over the activations less each (models.folding); model.module is kept as it is
+        self.module = fold_batch_norms(self.module)
         self.loader = ImageLoader(max_pixels=max_pixels, bgr=bgr)
         # Big JPEGs decoded at 1/2..1/8 scale (``decode_request``) unless exact pixels are asked
         # for or the task keeps every pixel; the runtime checks it on photographs through the
