@@ -25,7 +25,7 @@ import torchinfer as ti
 from torchinfer.models.folding import fold_batch_norms
 from torchinfer.models.outputs import main_output
 
-MODELS = ("mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "resnet18",
+MODELS = ("mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "resnet18", "resnet50",
           "shapes_classifier", "shapes_segmenter", "shapes_detector", "shapes_multitask")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torchvision
 from torch import nn
@@ -27,14 +28,17 @@ def _with_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-def test_folded_mobilenet_computes_the_same_and_leaves_the_original_alone():
-    model = _with_statistics(torchvision.models.mobilenet_v2(weights=None))
+@pytest.mark.parametrize("arch, norms, shared", [("mobilenet_v2", 52, "classifier"),
+                                                 ("resnet18", 20, "fc")])
+def test_folded_model_computes_the_same_and_leaves_the_original_alone(arch, norms, shared):
+    """Sequential pairs (mobilenet_v2), ResNet's blocks and downsample pairs (resnet18)."""
+    model = _with_statistics(torchvision.models.get_model(arch, weights=None))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     folded = fold_batch_norms(model)
-    assert _norms(model) == 52 and _norms(folded) == 0
+    assert _norms(model) == norms and _norms(folded) == 0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     # what did not fold is shared, not copied
-    assert folded.classifier is model.classifier
+    assert getattr(folded, shared) is getattr(model, shared)
     x = torch.randn(2, 3, 224, 224)
     with torch.inference_mode():
         ref, got = model(x), folded(x)

@@ -2,14 +2,16 @@
 
 In eval mode a BatchNorm2d is a per-channel scale and shift, so the convolution before it can
 absorb it: w' = w * g / sqrt(v + eps), b' = (b - m) * g / sqrt(v + eps) + beta. Eager PyTorch
-otherwise reads and writes every activation once more for each norm; folded, mobilenet_v2 ran
-1.9x faster on 2 CPU cores at batch 4 and the bundled detector 1.4x (BENCHMARKS.md). The
-answers are the same up to float rounding (about 1e-6 of the logits' scale).
+otherwise reads and writes every activation once more for each norm; folded, mobilenet_v2's
+forward ran 1.8-2x as fast on 2 CPU cores at batch 4, resnet50's 1.3x and the bundled
+networks' 1.15-1.35x (BENCHMARKS.md). The answers are the same up to float rounding (about 1e-6 of the logits' scale).
 
-Only pairs that sit side by side in an ``nn.Sequential`` are folded (torchvision's
-``Conv2dNormActivation``, VGG-BN, ShuffleNet, the DeepLab/FCN heads, the bundled networks):
-there the convolution's output goes nowhere but the norm. A norm called from a ``forward``
-(ResNet's ``conv1``/``bn1``) would need the graph traced to prove that, and stays as it is.
+Folded: pairs that sit side by side in an ``nn.Sequential`` (torchvision's
+``Conv2dNormActivation``, VGG-BN, ShuffleNet, the DeepLab/FCN heads, ResNet's downsample, the
+bundled networks), where the convolution's output goes nowhere but the norm, and the pairs of
+torchvision's ResNet and its blocks, whose ``forward`` (read from its source) does the same.
+Any other norm called from a ``forward`` would need the graph traced to prove that, and stays
+as it is.
 """
 
 from __future__ import annotations
@@ -18,6 +20,15 @@ import copy
 
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+# (convolution, norm) attributes of blocks whose forward feeds the convolution's output to the
+# norm alone; exact types (a subclass may have a forward of its own)
+BLOCK_PAIRS: dict[type[nn.Module], tuple[tuple[str, str], ...]] = {
+    BasicBlock: (("conv1", "bn1"), ("conv2", "bn2")),
+    Bottleneck: (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")),
+    ResNet: (("conv1", "bn1"),),
+}
 
 
 def fold_batch_norms(module: nn.Module) -> nn.Module:
@@ -34,7 +45,11 @@ def fold_batch_norms(module: nn.Module) -> nn.Module:
             replaced[name] = folded
     # a Sequential that runs its children in order (a subclass's own forward may not)
     if isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
-        replaced.update(_folded_pairs(module))
+        children = list(module.named_children())
+        replaced.update(_folded_pairs(list(zip(children, children[1:]))))
+    elif type(module) in BLOCK_PAIRS:
+        replaced.update(_folded_pairs([((c, getattr(module, c)), (n, getattr(module, n)))
+                                       for c, n in BLOCK_PAIRS[type(module)]]))
     if not replaced:
         return module
     # a shallow copy with a table of children of its own: setting a child on it must not
@@ -46,11 +61,12 @@ def fold_batch_norms(module: nn.Module) -> nn.Module:
     return new
 
 
-def _folded_pairs(sequence: nn.Sequential) -> dict[str, nn.Module]:
-    """{name: replacement} for each Conv2d followed directly by a BatchNorm2d in ``sequence``."""
-    children = list(sequence.named_children())
+def _folded_pairs(pairs: list[tuple[tuple[str, nn.Module], tuple[str, nn.Module]]]
+                  ) -> dict[str, nn.Module]:
+    """{name: replacement} for each (convolution, norm) pair of named children that is a
+    Conv2d and a BatchNorm2d in eval mode."""
     out: dict[str, nn.Module] = {}
-    for (conv_name, conv), (norm_name, norm) in zip(children, children[1:]):
+    for (conv_name, conv), (norm_name, norm) in pairs:
         # exact types: a subclass may compute something else (timm's BatchNormAct2d also
         # activates)
         if (type(conv) is nn.Conv2d and type(norm) is nn.BatchNorm2d and _foldable(conv, norm)
