@@ -30,7 +30,8 @@ this change). Calibrated random weights fail the reduced decode's check (any cha
 moves their answers), so the "no flags" row skips it, as weights that pass it (trained ones)
 run; the verdict on the random weights is printed. Printed: img/s, the ratio to the notes'
 loop, each stage's core time per image (decode + resize on one core; the forward on all
-cores) and the share of the core-time bound reached.
+cores) and the share of the core-time bound reached; also how decoding scales when every core
+decodes at once (row d2), since the bound assumes it scales with the cores.
 
     python benchmarks/classify_folder.py --defaults --folder mixed
     python benchmarks/classify_folder.py --defaults --folder 12mp --images 48
@@ -44,6 +45,7 @@ import json
 import os
 import resource
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -152,12 +154,29 @@ def defaults(args) -> None:
                     predictor.decode([one_source(p) for p in paths[i:i + bs]])
         return run
 
+    def decode_on_every_core():
+        """decode_only's work split over one thread per core, all at once: how decoding
+        scales on this machine (the core-time bound assumes it scales with the cores)."""
+        batches = [paths[i:i + bs] for i in range(0, len(paths), bs)]
+
+        def share(k):
+            for batch in batches[k::cores]:
+                plain.decode([one_source(p) for p in batch])
+        with torch_threads(1):
+            threads = [threading.Thread(target=share, args=(k,)) for k in range(cores)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+
+    scaled = f"d2 decode + resize, reduced, {cores} threads"
     variants = {
         "a  notes' loop (as written)": lambda: seed_loop(model, paths, labels, torch.enable_grad),
         **{key: (lambda p=p, out=outs[key]: run_to_dir(p, [str(folder)], out, exist_ok=True))
            for key, p in runs.items()},
         "c  forward alone, all cores": forward_only,
         "d  decode + resize, reduced, 1 core": decode_only(plain),
+        scaled: decode_on_every_core,
         "d' decode + resize, exact, 1 core": decode_only(exact),
     }
     for fn in variants.values():
@@ -177,6 +196,10 @@ def defaults(args) -> None:
     print(f"  core time per image: forward {forward_core_ms:.1f} ms (x{cores} cores), decode + "
           f"resize {1000 / rate['d  decode + resize, reduced, 1 core']:.1f} ms reduced, "
           f"{1000 / rate[chr(100) + chr(39) + ' decode + resize, exact, 1 core']:.1f} ms exact")
+    scaling = rate[scaled] / rate["d  decode + resize, reduced, 1 core"]
+    print(f"  decoding on {cores} threads at once ran {scaling:.2f}x one thread (the bound below "
+          f"assumes {cores}x); with that scaling the bound of the reduced rows would be "
+          f"{1000 / (1000 / rate[scaled] + forward_core_ms / cores):.1f} img/s")
     for key in runs:
         decode_key = "d' decode + resize, exact, 1 core" if "exact" in key else \
             "d  decode + resize, reduced, 1 core"
