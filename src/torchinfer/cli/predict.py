@@ -166,8 +166,8 @@ def predict(options: PredictOptions, predictor: Any = None) -> None:
         from ..distributed import RayPredictor
 
         predictor = RayPredictor(task, options.model, options.weights, **options.ray_kwargs())
+    expected = None  # the inputs, once counted (a folder of many files takes a while)
     if predictor is None:
-        expected = None
         if options.backend == "default":  # a long run pays for measuring the backends
             from ..runner.run import count_inputs
 
@@ -192,7 +192,7 @@ def predict(options: PredictOptions, predictor: Any = None) -> None:
                 "device": str(predictor.device)}
     try:
         summary = _run_with_progress(predictor, list(options.sources), out, quiet, show,
-                                     run_info=run_info, **options.run_kwargs())
+                                     run_info=run_info, total=expected, **options.run_kwargs())
     except KeyboardInterrupt:
         err_console.print(f"interrupted: every finished input is in {escape(str(out))}/predictions.jsonl."
                           "partial; the same command with --resume runs only the rest",
@@ -217,12 +217,13 @@ def predict(options: PredictOptions, predictor: Any = None) -> None:
 
 def _run_with_progress(predictor: Any, sources: list[str], out: Path, quiet: bool,
                        on_result: Callable[[Any], None], run_info: dict[str, Any],
-                       **save: Any) -> Any:
+                       total: int | None = None, **save: Any) -> Any:
     """run_to_dir with a progress bar on a terminal, JSON progress lines on stderr otherwise
-    (logs, pipes: every 2 s), nothing with --quiet."""
+    (logs, pipes: every 2 s), nothing with --quiet. ``total``: the inputs if already counted."""
     from ..runner.run import count_inputs, run_to_dir
 
-    total = count_inputs(sources, out, save.get("video_stride", 1))
+    if total is None:
+        total = count_inputs(sources, out, save.get("video_stride", 1))
     if quiet or total <= predictor.batch_size:
         return run_to_dir(predictor, sources, out, on_result=on_result, run_info=run_info, **save)
     start = time.perf_counter()
