@@ -40,10 +40,12 @@ decodes at once (row d2), since the bound assumes it scales with the cores.
 from __future__ import annotations
 
 import argparse
+import atexit
 import itertools
 import json
 import os
 import resource
+import shutil
 import tempfile
 import threading
 import time
@@ -98,6 +100,7 @@ BACKENDS = {"eager fp32": dict(), "onnxruntime fp32": dict(backend="onnxruntime"
 def defaults(args) -> None:
     """The plain command against the notes' loop and exact decoding, on realistic folders."""
     tmp = Path(tempfile.mkdtemp(prefix="torchinfer-bench-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # images, outputs
     os.environ["TORCHINFER_CACHE"] = str(tmp / "cache")  # this run's own measured choice
     folder = tmp / "images"
     folder.mkdir()
@@ -232,6 +235,7 @@ def main() -> None:
         return
 
     tmp = Path(tempfile.mkdtemp(prefix="torchinfer-bench-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # images, outputs
     folder = tmp / "images"
     folder.mkdir()
     paths = write_sample_jpegs(folder, args.images)

@@ -26,7 +26,9 @@ photographs); each side decodes as it does by default.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -128,6 +130,7 @@ def main() -> None:
         sys.exit("Ultralytics' environment is missing: bash benchmarks/peer_env.sh")
 
     tmp = Path(tempfile.mkdtemp(prefix="torchinfer-peer-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # images, outputs
     photos = tmp / "photos"
     photos.mkdir()
     shapes = tmp / "shapes"

@@ -18,9 +18,11 @@ saves, which decoder is fastest, and what it changes in the answers, in one run.
 from __future__ import annotations
 
 import argparse
+import atexit
 import io
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -170,6 +172,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2025)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="torchinfer-reduced-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # images, outputs
     os.environ["TORCHINFER_CACHE"] = str(tmp / "cache")  # this run's own checks
     decoders(tmp / "phones")
     margins()

@@ -19,8 +19,10 @@ on torch and exported to ONNX (with Ultralytics-style metadata, run by path) on 
 from __future__ import annotations
 
 import argparse
+import atexit
 import copy
 import resource
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -157,6 +159,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="torchinfer-bench-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # images, outputs
     folder = tmp / "images"
     folder.mkdir()
     write_sample_jpegs(folder, args.images)
