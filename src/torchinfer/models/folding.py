@@ -4,14 +4,15 @@ In eval mode a BatchNorm2d is a per-channel scale and shift, so the convolution 
 absorb it: w' = w * g / sqrt(v + eps), b' = (b - m) * g / sqrt(v + eps) + beta. Eager PyTorch
 otherwise reads and writes every activation once more for each norm; folded, mobilenet_v2's
 forward ran 1.8-2x as fast on 2 CPU cores at batch 4, resnet50's 1.3x and the bundled
-networks' 1.15-1.35x (BENCHMARKS.md). The answers are the same up to float rounding (about 1e-6 of the logits' scale).
+networks' 1.15-1.35x (BENCHMARKS.md). The answers are the same up to float rounding (about
+1e-6 of the logits' scale).
 
 Folded: pairs that sit side by side in an ``nn.Sequential`` (torchvision's
 ``Conv2dNormActivation``, VGG-BN, ShuffleNet, the DeepLab/FCN heads, ResNet's downsample, the
 bundled networks), where the convolution's output goes nowhere but the norm, and the pairs of
-torchvision's ResNet and its blocks, whose ``forward`` (read from its source) does the same.
-Any other norm called from a ``forward`` would need the graph traced to prove that, and stays
-as it is.
+torchvision's ResNet and its blocks and of GoogLeNet's and Inception's ``BasicConv2d``, whose
+``forward`` (read from its source) does the same. Any other norm called from a ``forward``
+would need the graph traced to prove that, and stays as it is.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import copy
 
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torchvision.models.googlenet import BasicConv2d as GoogLeNetConv
+from torchvision.models.inception import BasicConv2d as InceptionConv
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 # (convolution, norm) attributes of blocks whose forward feeds the convolution's output to the
@@ -28,6 +31,8 @@ BLOCK_PAIRS: dict[type[nn.Module], tuple[tuple[str, str], ...]] = {
     BasicBlock: (("conv1", "bn1"), ("conv2", "bn2")),
     Bottleneck: (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")),
     ResNet: (("conv1", "bn1"),),
+    GoogLeNetConv: (("conv", "bn"),),
+    InceptionConv: (("conv", "bn"),),
 }
 
 
