@@ -82,3 +82,23 @@ def test_a_predictor_runs_the_folded_module_and_inspect_counts_the_original():
     # the published-style count still sees every norm's parameters
     assert ti.inspect("shapes_classifier").params_total == sum(
         p.numel() for p in clf.model.module.parameters())
+
+
+def _convolutional_classifiers() -> list[str]:
+    # the transformers and ConvNeXt have no batch norms to fold
+    return [name for name in torchvision.models.list_models(module=torchvision.models)
+            if not name.startswith(("vit", "swin", "maxvit", "convnext"))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", _convolutional_classifiers())
+def test_every_torchvision_classifier_folded_computes_the_same(arch):
+    model = _with_statistics(torchvision.models.get_model(arch, weights=None))
+    folded = fold_batch_norms(model)
+    side = 299 if arch == "inception_v3" else 224
+    x = torch.randn(1, 3, side, side)
+    with torch.inference_mode():
+        ref, got = model(x), folded(x)
+    assert torch.allclose(got, ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
+    # only DenseNet (a norm before each convolution) keeps norms
+    assert _norms(folded) == 0 or arch.startswith("densenet")
