@@ -1,8 +1,8 @@
 """What goes between the server's process and a model process: pickled tuples in frames of
 ``!Q`` length + payload over one Unix socket pair, and errors as plain data.
 
-Both ends are this package, started by the server itself (the model process is spawned with
-the server's own interpreter and arguments), so pickle carries the messages: results are
+Both ends are this package, started by the server itself (the model process runs the
+server's own interpreter with the server's import path), so pickle carries the messages: results are
 typed objects with numpy arrays, which pickle copies once. No other process can reach the
 socket pair. The messages (``predict`` and ``draw`` carry a request number; answers name it):
 
