@@ -382,7 +382,7 @@ def multi_loss(model, batch, flips, cfg):
     logits, distances = model.object_maps(maps)
     loss = MULTI_WEIGHTS["objects"] * detect_terms(model, logits, distances, cls_t, box_t,
                                                    flips, images.shape[1])
-    mask = model.mask_logits(feats, maps)
+    mask = model.mask_logits(maps)
     loss = loss + MULTI_WEIGHTS["mask"] * segment_terms(mask, dihedral(labels.long(), flips))
     return loss + MULTI_WEIGHTS["shape"] * F.cross_entropy(model.shape_logits(mask), dominant,
                                                            label_smoothing=0.05)

@@ -17,6 +17,7 @@ from torchinfer.cli.app import run
 from torchinfer.errors import TorchinferError
 from torchinfer.models import LoadedModel, PreprocessConfig
 from torchinfer.results import Detections, MultiTask, Segmentation
+from torchinfer.runner.inputs import iter_sources
 from torchinfer.tasks import ClassificationPredictor, SegmentationPredictor, YoloDetectionPredictor
 from torchinfer.tasks.heads import parse_head_argument, read_head_file
 
@@ -118,6 +119,44 @@ def test_heads_map_back_through_the_letterbox():
     det = result["det"]
     assert isinstance(det, Detections) and len(det) == 1
     np.testing.assert_allclose(det.boxes[0], [120, 30, 170, 70], atol=2.5)
+
+
+def test_a_coarse_mask_maps_back_through_the_letterbox():
+    """Mask logits at a quarter of the input: each picture's mask is the argmax of the logits
+    brought to the input's resolution and cut to the picture, whether the letterbox pads
+    only (its part is upsampled alone) or also scales."""
+
+    class Coarse(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = ColourNet()
+
+        def forward(self, x):
+            out = dict(self.net(x))
+            out["seg"] = nn.functional.avg_pool2d(out["seg"], 4)
+            return out
+
+    predictor = ti.load("multi", Coarse(), heads=HEADS[:2], input_size=SIZE, device="cpu")
+    images = [_picture(SIZE, SIZE - 21, (7, 9, 30, 41)), _picture(90, 200, (120, 30, 170, 70)),
+              _picture(SIZE, SIZE, (3, 4, 50, 20))]
+    decoded = predictor.decode(list(iter_sources(images)))
+    with torch.inference_mode():
+        tensor = predictor.prepare(predictor.to_device(decoded.batch.tensor))
+        logits = predictor.model.module(tensor)["seg"]
+    for image, result, lb, one in zip(images, predictor(images), decoded.batch.meta, logits):
+        h, w = image.height, image.width
+        if (h, w) == (SIZE, SIZE):
+            expected = nn.functional.interpolate(one[None], size=(h, w), mode="bilinear")[0]
+        else:
+            full = nn.functional.interpolate(one[None], size=(SIZE, SIZE), mode="bilinear")[0]
+            nh, nw = round(h * lb.scale), round(w * lb.scale)
+            left, top = lb.pad
+            expected = full[:, top:top + nh, left:left + nw]
+            if (nh, nw) != (h, w):
+                expected = nn.functional.interpolate(expected[None], size=(h, w),
+                                                     mode="bilinear")[0]
+        assert result["seg"].mask.shape == (h, w)
+        np.testing.assert_array_equal(result["seg"].mask, expected.argmax(0).numpy())
 
 
 def test_named_tuple_and_tuple_outputs():
@@ -298,7 +337,7 @@ def test_inspect_splits_macs_between_trunk_and_heads():
     macs = {r.path: r.macs for r in report.layers}
     shared = macs["encoder"] + macs["decoder.0"] + macs["decoder.1"]
     assert split["trunk"] == shared and macs["encoder"] > 0
-    assert split["shape+mask"] == macs["decoder.2"] + macs["head"] + macs["refine"] > 0
+    assert split["shape+mask"] == macs["decoder.2"] + macs["head"] > 0
     assert split["objects"] == macs["tower"] + macs["cls"] + macs["box"] > 0
     assert split["shape"] == 0  # no module of its own: a softmax of the mask, no MACs
     assert "MACs by head: trunk" in "\n".join(report.summary_lines())

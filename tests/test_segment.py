@@ -62,14 +62,16 @@ def test_logits_and_masks_match_torchvision(arch, segmenter_weights, photo_paths
 def test_upsampled_argmax_is_the_full_interpolation(grain, size):
     """Large regions (few boundary pixels interpolated), dense boundaries (everything
     interpolated), upscaling, downscaling and the same size: the same labels as interpolating
-    every class; also for a letterboxed image's part of channels-last logits (a strided view)
-    and in uint8."""
+    every class; also for a window of the answer, for a letterboxed image's part of
+    channels-last logits (a strided view) and in uint8."""
     torch.manual_seed(grain)
     h, w = 130, 97
     coarse = torch.randn(1, 21, h // grain + 2, w // grain + 2) * 5
     logits = TF.interpolate(coarse, size=(h, w), mode="bilinear")[0]
     full = TF.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
     assert torch.equal(upsampled_argmax(logits, size), full.argmax(0))
+    window = (slice(size[0] // 5, size[0] - 2), slice(1, size[1] * 2 // 3))
+    assert torch.equal(upsampled_argmax(logits, size, window=window), full.argmax(0)[window])
     part = logits[None].contiguous(memory_format=torch.channels_last)[0][:, 3:121, 2:90]
     full = TF.interpolate(part[None], size=size, mode="bilinear", align_corners=False)[0]
     assert torch.equal(upsampled_argmax(part, size, torch.uint8), full.argmax(0).to(torch.uint8))

@@ -15,8 +15,8 @@ trained weights ship in ``torchinfer/assets`` (``scripts/train_shapes.py``).
   [0, 1].
 - ``shapes_multitask``: three heads in one pass over one encoder and one U-Net decoder (to
   stride 4; the boxes are read off its stride-8 map, without a neck of their own), at about
-  0.43x the MACs of the three models above one after the other; a dict of the three outputs:
-  ``"shape"`` (B, C) logits of the dominant shape class, ``"mask"`` (B, C + 1, H/2, W/2)
+  0.39x the MACs of the three models above one after the other; a dict of the three outputs:
+  ``"shape"`` (B, C) logits of the dominant shape class, ``"mask"`` (B, C + 1, H/4, W/4)
   segmentation logits, ``"objects"`` (B, 4 + C, N) detections in the YOLOv8 layout.
 """
 
@@ -189,13 +189,14 @@ class ShapesDetector(nn.Module):
 class ShapesMultitask(nn.Module):
     """One shared ``Encoder`` and U-Net decoder to stride 4, three heads read off it:
 
-    - ``mask``: class logits from a 3x3 convolution on the decoder's stride-4 map, upsampled
-      to stride 2 and corrected there by one 3x3 convolution that sees them beside the
-      encoder's stride-2 map (``refine``, added to them). The segmenter's last decoder stage
-      (16 channels over 40, at stride 2) cost 94 of its 210 MMACs; this correction (5 over
-      21) costs 15.5, for the corners of stars and triangles that stride 4 rounds off (in
-      trials of the training recipe it raised the mIoU from 0.865 to 0.879, and the 3x3
-      convolution rather than a 1x1 from 0.865 to 0.875, for 4 MMACs);
+    - ``mask``: class logits at stride 4 from a 3x3 convolution on the decoder's stride-4
+      map; the predictor upsamples them to the image, as it does the segmenter's. The
+      segmenter's last decoder stage (16 channels over 40, at stride 2) cost 94 of its 210
+      MMACs; an earlier version put a cheaper correction there instead (logits upsampled
+      to stride 2 and corrected by a 3x3 convolution over them and the encoder's stride-2
+      map: 15.5 MMACs, mIoU +0.01 in trials), but its work at 128 x 128 is bound by memory,
+      not arithmetic, and took 15 % of the forward on the CPU for a mask already above the
+      bar without it;
     - ``shape``: the dominant shape is the class with the largest visible area, so its logits
       are read off the mask: the log of each shape class's mean probability over the picture
       (a softmax of them gives each class's share of the shape pixels). No weights of its own:
@@ -222,12 +223,6 @@ class ShapesMultitask(nn.Module):
         # weights start this one); its maps are at strides 16, 8, 4
         self.decoder = _unet_decoder(w, decoder)
         self.head = nn.Conv2d(decoder[-1], num_classes + 1, 3, padding=1)
-        self.refine = nn.Conv2d(num_classes + 1 + w[0], num_classes + 1, 3, padding=1)
-        assert self.refine.bias is not None  # Conv2d's default bias
-        # a correction of the upsampled logits: it starts at none, so training starts from
-        # the stride-4 answer
-        nn.init.zeros_(self.refine.weight)
-        nn.init.zeros_(self.refine.bias)
         # 48 wide, not the detector's 64: 35 MMACs instead of 57, and mAP@.5 0.94 in trials
         self.tower = nn.Sequential(_conv(decoder[1], tower), _conv(tower, tower))
         self.cls, self.box = _box_predictors(tower, num_classes)
@@ -246,12 +241,9 @@ class ShapesMultitask(nn.Module):
             maps.append(y)
         return maps
 
-    def mask_logits(self, feats: list[torch.Tensor], maps: list[torch.Tensor]) -> torch.Tensor:
-        """(B, C + 1, H/2, W/2) segmentation logits from the encoder's and decoder's maps."""
-        stem = feats[0]
-        y = F.interpolate(self.head(maps[-1]), size=stem.shape[-2:], mode="bilinear",
-                          align_corners=False)
-        return y + self.refine(torch.cat([y, stem], dim=1))
+    def mask_logits(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """(B, C + 1, H/4, W/4) segmentation logits from the decoder's maps."""
+        return self.head(maps[-1])
 
     def object_maps(self, maps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Class logits (B, C, h, w) and side distances in input pixels (B, 4, h, w) from the
@@ -264,7 +256,7 @@ class ShapesMultitask(nn.Module):
         ``distances`` (the detector's ``raw``), from one pass of the encoder and decoder."""
         feats = self.encoder(x)
         maps = self.decoder_maps(feats)
-        mask = self.mask_logits(feats, maps)
+        mask = self.mask_logits(maps)
         logits, distances = self.object_maps(maps)
         return {"shape": self.shape_logits(mask), "mask": mask, "objects": logits,
                 "distances": distances}

@@ -32,7 +32,7 @@ from ..errors import OptionError, TorchinferError
 from ..models import read_labels
 from ..results import Detections, Result
 from .classify import classification_results
-from .segment import segmentation_results
+from .segment import Window, segmentation_results
 from .yolo import DECODERS, Letterbox, decode, guess_decoder
 
 AUTO = "auto"
@@ -287,29 +287,38 @@ def head_results(head: Head, output: torch.Tensor, sources: Sequence[str],
                                            top_k=head.option("top_k"),
                                            multi_label=head.option("multi_label")))
     if head.task == "segment":
-        logits = [image_part(output[i], lb, input_size) for i, lb in enumerate(letterboxes)]
-        return list(segmentation_results(logits, sources, [lb.original for lb in letterboxes],
-                                         head.labels))
+        parts = [image_part(output[i], lb, input_size) for i, lb in enumerate(letterboxes)]
+        return list(segmentation_results([p[0] for p in parts], sources, [p[1] for p in parts],
+                                         head.labels, windows=[p[2] for p in parts]))
     return list(_detections(head, output, sources, letterboxes))
 
 
-def image_part(logits: torch.Tensor, lb: Letterbox, input_size: tuple[int, int]) -> torch.Tensor:
-    """(C, h, w) logits over the whole letterboxed input -> the logits of the image's part.
+def image_part(logits: torch.Tensor, lb: Letterbox, input_size: tuple[int, int]
+               ) -> tuple[torch.Tensor, tuple[int, int], Window | None]:
+    """(C, h, w) logits over the whole letterboxed input -> what ``segmentation_results``
+    reads for the image: logits, the size to upsample them to, and the window of that which
+    is the image (None: all of it).
 
     An image that fills the input is read as it is (what the single-task segmenter reads);
     otherwise the logits are brought to the input's resolution, as torchvision's segmenters do
-    inside, and the padding is cut away in whole input pixels."""
+    inside, and the padding is cut away in whole input pixels. When the image's part of the
+    input is the image's own size (a letterbox that pads without scaling), that part is the
+    answer: the logits go to ``segmentation_results`` with that window, which upsamples only
+    the image's pixels rather than the padding too."""
     height, width = input_size
     oh, ow = lb.original
     # letterbox()'s own rounding of the image's size inside the input
     nh, nw = max(1, round(oh * lb.scale)), max(1, round(ow * lb.scale))
     left, top = lb.pad
     if (left, top, nh, nw) == (0, 0, height, width):
-        return logits
+        return logits, lb.original, None
+    window = (slice(top, top + nh), slice(left, left + nw))
+    if (nh, nw) == (oh, ow):
+        return logits, input_size, window
     if tuple(logits.shape[1:]) != (height, width):
         logits = F.interpolate(logits[None].float(), size=(height, width), mode="bilinear",
                                align_corners=False)[0]
-    return logits[:, top:top + nh, left:left + nw]
+    return logits[:, window[0], window[1]], lb.original, None
 
 
 def _detections(head: Head, output: torch.Tensor, sources: Sequence[str],

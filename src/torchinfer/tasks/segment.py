@@ -104,22 +104,28 @@ class SegmentationPredictor(Predictor[Segmentation]):
 
 def segmentation_results(logits: Sequence[torch.Tensor], sources: Sequence[str],
                          sizes: Sequence[tuple[int, int]], labels: Sequence[str] | None, *,
-                         return_probabilities: bool = False) -> list[Segmentation]:
+                         return_probabilities: bool = False,
+                         windows: Sequence[Window | None] | None = None) -> list[Segmentation]:
     """Per image, (C, h, w) logits covering the whole image -> its Segmentation at its
-    original ``sizes`` (h, w): logits upsampled bilinearly, then the argmax."""
+    original ``sizes`` (h, w): logits upsampled bilinearly, then the argmax. Where ``windows``
+    gives an image a window, its logits cover more than the image: they are upsampled to
+    its ``sizes`` entry and the window of that is the image."""
     names = list(labels) if labels else [str(i) for i in range(logits[0].shape[0])]
     if len(names) != logits[0].shape[0]:
         raise TorchinferError(f"{len(names)} labels for a model with {logits[0].shape[0]} "
                               "classes: check --labels / num_classes")
     dtype = torch.uint8 if len(names) <= 256 else torch.int32
     results = []
-    for source, image_logits, size in zip(sources, logits, sizes):
+    for source, image_logits, size, window in zip(sources, logits, sizes,
+                                                  windows or [None] * len(sizes)):
         probs = None
         if return_probabilities:
             mask, full = upsampled_softmax(image_logits.float(), size, dtype)
+            if window is not None:
+                mask, full = mask[window].contiguous(), full[:, window[0], window[1]].contiguous()
             probs = full.cpu().numpy()
         else:
-            mask = upsampled_argmax(image_logits.float(), size, dtype)
+            mask = upsampled_argmax(image_logits.float(), size, dtype, window)
         results.append(Segmentation(source=source, mask=mask.cpu().numpy(),
                                     labels=tuple(names), probabilities=probs))
     return results
@@ -155,21 +161,28 @@ MIN_AGREEING_CELLS = 0.85
 MAX_UPSAMPLED_ELEMENTS = 1 << 24
 
 
+Window = tuple[slice, slice]  # (rows, columns) of an image, from 0, steps of 1
+
+
 def upsampled_argmax(logits: torch.Tensor, size: tuple[int, int],
-                     dtype: torch.dtype = torch.int64) -> torch.Tensor:
+                     dtype: torch.dtype = torch.int64, window: Window | None = None
+                     ) -> torch.Tensor:
     """``interpolate(logits, size, "bilinear").argmax(0)`` without interpolating every class at
     every pixel. Bilinear interpolation is a convex combination of the 4 source pixels around
     a point, so where one class is the (first) argmax at all 4, it is the argmax everywhere
     between them: those pixels take it directly, and only pixels near a class boundary are
     interpolated, with torch's sample positions and weights (align_corners=False). The answer
-    is the full computation's, up to float rounding at exact ties. Memory: the (H, W) answer
-    in ``dtype``, plus temporaries of at most MAX_UPSAMPLED_ELEMENTS."""
+    is the full computation's, up to float rounding at exact ties. ``window``: only those rows
+    and columns of the answer are computed and returned (a letterboxed image's part of the
+    model's input). Memory: the answer in ``dtype``, plus temporaries of at most
+    MAX_UPSAMPLED_ELEMENTS."""
     c, h, w = logits.shape
     H, W = size
+    rows, cols = window or (slice(0, H), slice(0, W))
     per_pixel = logits.permute(1, 2, 0).contiguous()  # (h, w, C): see class_argmax
     low = per_pixel.argmax(2)
     if (h, w) == (H, W):
-        return low.to(dtype)
+        return low[rows, cols].to(dtype)
     # whether the source pixel's class is also its right, lower and lower-right neighbours'
     # (the last row and column count as their own neighbours, as the sampler clamps there)
     edged = torch.cat([low, low[-1:]], 0)
@@ -177,19 +190,22 @@ def upsampled_argmax(logits: torch.Tensor, size: tuple[int, int],
     agree = ((low == edged[1:, :-1]) & (low == edged[:-1, 1:]) & (low == edged[1:, 1:]))
     small = c * H * W <= MAX_UPSAMPLED_ELEMENTS
     if small and agree.float().mean() < MIN_AGREEING_CELLS:  # boundaries everywhere: all of it
-        return class_argmax(TF.interpolate(logits[None], size=size, mode="bilinear",
-                                           align_corners=False)[0]).to(dtype)
+        full = TF.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
+        return class_argmax(full[:, rows, cols]).to(dtype)
     sampler = _Bilinear(per_pixel, size)
-    mask = torch.empty(size, dtype=dtype, device=logits.device)
+    mask = torch.empty((rows.stop - rows.start, cols.stop - cols.start), dtype=dtype,
+                       device=logits.device)
     low = low.to(dtype)
-    for rows, cols in _tiles(H, W, MAX_UPSAMPLED_ELEMENTS // c):
-        top, left = sampler.y0[rows], sampler.x0[cols]
+    for tile_rows, tile_cols in _tiles(*mask.shape, MAX_UPSAMPLED_ELEMENTS // c):
+        y, x = tile_rows.start + rows.start, tile_cols.start + cols.start  # in the whole answer
+        top = sampler.y0[y:y + tile_rows.stop - tile_rows.start]
+        left = sampler.x0[x:x + tile_cols.stop - tile_cols.start]
         # the class of each pixel's top-left source pixel, and whether it is all four's
         tile = low.index_select(0, top).index_select(1, left)
         ys, xs = torch.nonzero(~agree.index_select(0, top).index_select(1, left), as_tuple=True)
         if len(ys):
-            tile[ys, xs] = sampler.at(ys + rows.start, xs + cols.start).argmax(1).to(dtype)
-        mask[rows, cols] = tile
+            tile[ys, xs] = sampler.at(ys + y, xs + x).argmax(1).to(dtype)
+        mask[tile_rows, tile_cols] = tile
     return mask
 
 
