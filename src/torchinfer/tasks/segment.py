@@ -193,10 +193,10 @@ def upsampled_argmax(logits: torch.Tensor, size: tuple[int, int],
         full = TF.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
         return class_argmax(full[:, rows, cols]).to(dtype)
     sampler = _Bilinear(per_pixel, size)
-    mask = torch.empty((rows.stop - rows.start, cols.stop - cols.start), dtype=dtype,
-                       device=logits.device)
+    height, width = rows.stop - rows.start, cols.stop - cols.start
+    mask = torch.empty((height, width), dtype=dtype, device=logits.device)
     low = low.to(dtype)
-    for tile_rows, tile_cols in _tiles(*mask.shape, MAX_UPSAMPLED_ELEMENTS // c):
+    for tile_rows, tile_cols in _tiles(height, width, MAX_UPSAMPLED_ELEMENTS // c):
         y, x = tile_rows.start + rows.start, tile_cols.start + cols.start  # in the whole answer
         top = sampler.y0[y:y + tile_rows.stop - tile_rows.start]
         left = sampler.x0[x:x + tile_cols.stop - tile_cols.start]
