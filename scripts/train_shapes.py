@@ -20,9 +20,9 @@ evaluation alike, are the ``generate_scene`` scenes whose largest visible class 
 over the shapes of that class) is at least ``DOMINANCE`` times the next class's, so that the
 dominant class is well defined; the scene indices are tried in order and the rejected ones
 skipped, so the same seed always gives the same scenes. It starts from the segmenter (the
-file in ``--out``, else the bundled one): its encoder, kept frozen, and the first three stages
-of its decoder, which the mask and the boxes share and which train with the heads on the sum
-of the three losses, on letterboxed scenes (the segmenter only saw square ones). Its shape
+file in ``--out``, else the bundled one): its encoder, kept frozen, and the first two stages
+of its decoder, which the mask and the boxes share and which train with the heads (and the
+narrower stride-4 stage of the mask) on the sum of the three losses, on letterboxed scenes (the segmenter only saw square ones). Its shape
 head has no weights (it reads the mask's areas). ``--joint`` trains the encoder too (it
 scored lower in the recipe's three epochs). Evaluation scores each head on 500 square JPEG
 scenes, saved as the writers save theirs, through torchinfer's multi-head predictor.

@@ -213,14 +213,17 @@ class ShapesMultitask(nn.Module):
 
     stride = ShapesDetector.stride
 
-    def __init__(self, num_classes: int = 4, decoder: tuple[int, ...] = (48, 32, 24),
+    def __init__(self, num_classes: int = 4, decoder: tuple[int, ...] = (48, 32, 16),
                  tower: int = 48):
         super().__init__()
         self.num_classes = num_classes
         self.encoder = Encoder()
         w = self.encoder.widths
         # ShapesSegmenter's decoder without its last stage (same attribute names, so its
-        # weights start this one); its maps are at strides 16, 8, 4
+        # weights start the stages of the same width: the first two); its maps are at
+        # strides 16, 8, 4. The stride-4 stage is 16 wide, not the segmenter's 24: it feeds
+        # the mask alone, and 16 cost 0.6 ms less per image on one core for mIoU 0.892
+        # instead of 0.897
         self.decoder = _unet_decoder(w, decoder)
         self.head = nn.Conv2d(decoder[-1], num_classes + 1, 3, padding=1)
         # 48 wide, not the detector's 64: 35 MMACs instead of 57, and mAP@.5 0.94 in trials

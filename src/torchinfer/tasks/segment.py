@@ -200,9 +200,11 @@ def upsampled_argmax(logits: torch.Tensor, size: tuple[int, int],
         y, x = tile_rows.start + rows.start, tile_cols.start + cols.start  # in the whole answer
         top = sampler.y0[y:y + tile_rows.stop - tile_rows.start]
         left = sampler.x0[x:x + tile_cols.stop - tile_cols.start]
-        # the class of each pixel's top-left source pixel, and whether it is all four's
-        tile = low.index_select(0, top).index_select(1, left)
-        ys, xs = torch.nonzero(~agree.index_select(0, top).index_select(1, left), as_tuple=True)
+        # the class of each pixel's top-left source pixel, and whether it is all four's;
+        # columns gathered first, while the map is small, then whole rows (gathering single
+        # bytes across the wide map is the slow way round: 6x for uint8)
+        tile = low.index_select(1, left).index_select(0, top)
+        ys, xs = torch.nonzero(~agree.index_select(1, left).index_select(0, top), as_tuple=True)
         if len(ys):
             tile[ys, xs] = sampler.at(ys + y, xs + x).argmax(1).to(dtype)
         mask[tile_rows, tile_cols] = tile
@@ -257,18 +259,21 @@ class _Bilinear:
     chosen output pixels, with torch's sample positions and weights (align_corners=False)."""
 
     def __init__(self, per_pixel: torch.Tensor, size: tuple[int, int]):
-        h, w, _ = per_pixel.shape
+        h, w, c = per_pixel.shape
         self.y0, self.y1, self.wy = _sample_positions(h, size[0], per_pixel.device)
         self.x0, self.x1, self.wx = _sample_positions(w, size[1], per_pixel.device)
-        self.per_pixel = per_pixel
+        self.width = w
+        # one row per source pixel: index_select of rows is 3x faster than p[ys, xs]
+        self.rows = per_pixel.reshape(h * w, c)
 
     def at(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         """(n, C): the interpolated classes at output pixels (ys[i], xs[i])."""
-        p = self.per_pixel
-        top, bottom, left, right = self.y0[ys], self.y1[ys], self.x0[xs], self.x1[xs]
+        top, bottom = self.y0[ys] * self.width, self.y1[ys] * self.width
+        left, right = self.x0[xs], self.x1[xs]
         ly, lx = self.wy[ys, None], self.wx[xs, None]
-        return ((1 - ly) * ((1 - lx) * p[top, left] + lx * p[top, right])
-                + ly * ((1 - lx) * p[bottom, left] + lx * p[bottom, right]))
+        pick = self.rows.index_select
+        return ((1 - ly) * ((1 - lx) * pick(0, top + left) + lx * pick(0, top + right))
+                + ly * ((1 - lx) * pick(0, bottom + left) + lx * pick(0, bottom + right)))
 
 
 def _sample_positions(n_in: int, n_out: int, device: torch.device
