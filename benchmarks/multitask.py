@@ -1,6 +1,6 @@
 """One network with three heads against three networks: the same images, side by side.
 
-    python benchmarks/multitask.py                 # 256 shapes scenes, 2 rounds
+    python benchmarks/multitask.py                 # 256 shapes scenes, 4 rounds
     python benchmarks/multitask.py --images 64 --rounds 1
 
 Ways, each answering all three tasks for every image, end to end from JPEG files (decode,
@@ -13,7 +13,8 @@ preprocess, model, postprocess), each in its own process so its peak RSS is its 
 
 Rounds alternate the order of the ways, so a machine that slows down during the run does not
 favour one. Printed: img/s per round, the median, MACs per image (``ti.inspect`` at each
-model's input), peak RSS, and the ratios to ``separate``.
+model's input), peak RSS, the ratios of the medians to ``separate``, and each round's own
+ratio (the ways of one round run back to back, so drift between rounds cancels out there).
 """
 
 from __future__ import annotations
@@ -60,9 +61,11 @@ def run_way(way: str, paths: list[str]) -> dict[str, float]:
         predictors = [load_group(list(SINGLE.values()))]
     else:
         predictors = [ti.load("multi", MULTITASK)]
-    list(predictors[0].stream(paths[:8]))  # warm-up: first-call costs, the pipeline plan
-    for p in predictors[1:]:
-        list(p.stream(paths[:8]))
+    # warm-up: first-call costs, and enough batches for the stream to choose its pipeline
+    # plan (runner.plan: up to 7 batches), so the timed pass runs the plan it chose
+    for p in predictors:
+        list(p.stream(paths[:32]))
+        assert p.pipeline is not None, "the warm-up did not choose a pipeline plan"
     start = time.perf_counter()
     answers = 0
     for predictor in predictors:
@@ -83,7 +86,7 @@ def macs_per_image() -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--way", choices=WAYS, help=argparse.SUPPRESS)  # a child process
     parser.add_argument("--list", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -116,6 +119,10 @@ def main() -> int:
         rate = statistics.median(rates[way])
         print(f"{way:>10} {rate:8.1f} {rate / base:11.2f}x {macs[way] / 1e6:10.0f} "
               f"{rss[way]:8.0f} MiB")
+    for way in WAYS[1:]:
+        ratios = [a / b for a, b in zip(rates[way], rates["separate"])]
+        print(f"{way} / separate, round by round: median {statistics.median(ratios):.2f}x "
+              f"(" + ", ".join(f"{r:.2f}" for r in ratios) + ")")
     return 0
 
 

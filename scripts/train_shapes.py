@@ -22,10 +22,11 @@ dominant class is well defined; the scene indices are tried in order and the rej
 skipped, so the same seed always gives the same scenes. It starts from the segmenter (the
 file in ``--out``, else the bundled one): its encoder, kept frozen, and the first two stages
 of its decoder, which the mask and the boxes share and which train with the heads (and the
-narrower stride-4 stage of the mask) on the sum of the three losses, on letterboxed scenes (the segmenter only saw square ones). Its shape
-head has no weights (it reads the mask's areas). ``--joint`` trains the encoder too (it
-scored lower in the recipe's three epochs). Evaluation scores each head on 500 square JPEG
-scenes, saved as the writers save theirs, through torchinfer's multi-head predictor.
+mask's narrower stride-4 stage) on the sum of the three losses, on letterboxed scenes (the
+segmenter only saw square ones). Its shape head has no weights (it reads the mask's areas).
+``--joint`` trains the encoder too (it scored lower in the recipe's three epochs).
+Evaluation scores each head on 500 square JPEG scenes, saved as the writers save theirs,
+through torchinfer's multi-head predictor.
 """
 
 from __future__ import annotations
