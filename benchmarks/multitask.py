@@ -33,6 +33,9 @@ SINGLE = {"classify": "shapes_classifier", "segment": "shapes_segmenter",
           "detect": "shapes_detector"}
 MULTITASK = "shapes_multitask"
 WAYS = ("separate", "group", "multitask")
+# images each predictor streams untimed first: enough batches (at its batch size, 4) for its
+# stream to choose a pipeline plan (runner.plan: up to 7 batches)
+WARM_UP = 32
 
 
 def make_images(folder: Path, n: int, seed: int = 31_337) -> list[str]:
@@ -61,10 +64,9 @@ def run_way(way: str, paths: list[str]) -> dict[str, float]:
         predictors = [load_group(list(SINGLE.values()))]
     else:
         predictors = [ti.load("multi", MULTITASK)]
-    # warm-up: first-call costs, and enough batches for the stream to choose its pipeline
-    # plan (runner.plan: up to 7 batches), so the timed pass runs the plan it chose
+    # warm-up: first-call costs and the pipeline plan, so the timed pass runs the plan chosen
     for p in predictors:
-        list(p.stream(paths[:32]))
+        list(p.stream(paths[:WARM_UP]))
         assert p.pipeline is not None, "the warm-up did not choose a pipeline plan"
     start = time.perf_counter()
     answers = 0
@@ -90,6 +92,8 @@ def main() -> int:
     parser.add_argument("--way", choices=WAYS, help=argparse.SUPPRESS)  # a child process
     parser.add_argument("--list", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.images < WARM_UP:
+        parser.error(f"--images: at least {WARM_UP} (the warm-up streams {WARM_UP} of them)")
     if args.way:
         paths = args.list.read_text().splitlines()
         print(json.dumps(run_way(args.way, paths)))
