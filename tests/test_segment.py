@@ -72,6 +72,10 @@ def test_upsampled_argmax_is_the_full_interpolation(grain, size):
     assert torch.equal(upsampled_argmax(logits, size), full.argmax(0))
     window = (slice(size[0] // 5, size[0] - 2), slice(1, size[1] * 2 // 3))
     assert torch.equal(upsampled_argmax(logits, size, window=window), full.argmax(0)[window])
+    for bad in [(slice(0, size[0] + 1), slice(0, 2)), (slice(3, 3), slice(0, 2)),
+                (slice(None), slice(0, 2)), (slice(0, 4, 2), slice(0, 2))]:
+        with pytest.raises(ValueError, match="is not a part of"):
+            upsampled_argmax(logits, size, window=bad)
     part = logits[None].contiguous(memory_format=torch.channels_last)[0][:, 3:121, 2:90]
     full = TF.interpolate(part[None], size=size, mode="bilinear", align_corners=False)[0]
     assert torch.equal(upsampled_argmax(part, size, torch.uint8), full.argmax(0).to(torch.uint8))

@@ -15,7 +15,7 @@ trained weights ship in ``torchinfer/assets`` (``scripts/train_shapes.py``).
   [0, 1].
 - ``shapes_multitask``: three heads in one pass over one encoder and one U-Net decoder (to
   stride 4; the boxes are read off its stride-8 map, without a neck of their own), at about
-  0.39x the MACs of the three models above one after the other; a dict of the three outputs:
+  0.35x the MACs of the three models above one after the other; a dict of the three outputs:
   ``"shape"`` (B, C) logits of the dominant shape class, ``"mask"`` (B, C + 1, H/4, W/4)
   segmentation logits, ``"objects"`` (B, 4 + C, N) detections in the YOLOv8 layout.
 """
@@ -194,9 +194,9 @@ class ShapesMultitask(nn.Module):
       segmenter's last decoder stage (16 channels over 40, at stride 2) cost 94 of its 210
       MMACs; an earlier version put a cheaper correction there instead (logits upsampled
       to stride 2 and corrected by a 3x3 convolution over them and the encoder's stride-2
-      map: 15.5 MMACs, mIoU +0.01 in trials), but its work at 128 x 128 is bound by memory,
-      not arithmetic, and took 15 % of the forward on the CPU for a mask already above the
-      bar without it;
+      map: 15.5 MMACs, mIoU +0.013 in early trials, +0.002 with the final recipe), but its
+      work at 128 x 128 is bound by memory, not arithmetic, and took 15 % of the forward on
+      the CPU for a mask already above the bar without it;
     - ``shape``: the dominant shape is the class with the largest visible area, so its logits
       are read off the mask: the log of each shape class's mean probability over the picture
       (a softmax of them gives each class's share of the shape pixels). No weights of its own:
@@ -222,8 +222,8 @@ class ShapesMultitask(nn.Module):
         # ShapesSegmenter's decoder without its last stage (same attribute names, so its
         # weights start the stages of the same width: the first two); its maps are at
         # strides 16, 8, 4. The stride-4 stage is 16 wide, not the segmenter's 24: it feeds
-        # the mask alone, and 16 cost 0.6 ms less per image on one core for mIoU 0.892
-        # instead of 0.897
+        # the mask alone, and 16 cost about 0.5 ms less per image on one core (nothing
+        # measurable on two) for mIoU 0.892 instead of 0.897
         self.decoder = _unet_decoder(w, decoder)
         self.head = nn.Conv2d(decoder[-1], num_classes + 1, 3, padding=1)
         # 48 wide, not the detector's 64: 35 MMACs instead of 57, and mAP@.5 0.94 in trials

@@ -303,8 +303,9 @@ def image_part(logits: torch.Tensor, lb: Letterbox, input_size: tuple[int, int]
     otherwise the logits are brought to the input's resolution, as torchvision's segmenters do
     inside, and the padding is cut away in whole input pixels. When the image's part of the
     input is the image's own size (a letterbox that pads without scaling), that part is the
-    answer: the logits go to ``segmentation_results`` with that window, which upsamples only
-    the image's pixels rather than the padding too."""
+    answer: the logits go to ``segmentation_results`` with that window, which interpolates
+    only the image's boundary pixels, not the padding's (where boundaries are everywhere, or
+    for probabilities, it interpolates the whole input and cuts the window out, as before)."""
     height, width = input_size
     oh, ow = lb.original
     # letterbox()'s own rounding of the image's size inside the input

@@ -172,13 +172,18 @@ def upsampled_argmax(logits: torch.Tensor, size: tuple[int, int],
     a point, so where one class is the (first) argmax at all 4, it is the argmax everywhere
     between them: those pixels take it directly, and only pixels near a class boundary are
     interpolated, with torch's sample positions and weights (align_corners=False). The answer
-    is the full computation's, up to float rounding at exact ties. ``window``: only those rows
+    is the full computation's, up to float rounding where two classes tie within it (the
+    arithmetic is torch's, not its order). ``window``: only those rows
     and columns of the answer are computed and returned (a letterboxed image's part of the
     model's input). Memory: the answer in ``dtype``, plus temporaries of at most
     MAX_UPSAMPLED_ELEMENTS."""
     c, h, w = logits.shape
     H, W = size
     rows, cols = window or (slice(0, H), slice(0, W))
+    bounds = (rows.start, rows.stop, cols.start, cols.stop)
+    if (rows.step, cols.step) != (None, None) or not all(isinstance(b, int) for b in bounds) \
+            or not (0 <= rows.start < rows.stop <= H and 0 <= cols.start < cols.stop <= W):
+        raise ValueError(f"window {window} is not a part of a {H} x {W} answer")
     per_pixel = logits.permute(1, 2, 0).contiguous()  # (h, w, C): see class_argmax
     low = per_pixel.argmax(2)
     if (h, w) == (H, W):
