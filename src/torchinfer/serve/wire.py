@@ -2,9 +2,9 @@
 ``!Q`` length + payload over one Unix socket pair, and errors as plain data.
 
 Both ends are this package, started by the server itself (the model process runs the
-server's own interpreter with the server's import path), so pickle carries the messages: results are
-typed objects with numpy arrays, which pickle copies once. No other process can reach the
-socket pair. The messages (``predict`` and ``draw`` carry a request number; answers name it):
+server's own interpreter with the server's import path), so pickle carries the messages:
+results are typed objects with numpy arrays, which pickle copies once. No other process can
+reach the socket pair. The messages (``predict`` and ``draw`` carry a request number; answers name it):
 
     server -> model   ("predict", n, image bytes, name, options)   ("draw", n, bytes, name, result)
                       ("cancel", n)                   EOF (write half closed): drain and exit

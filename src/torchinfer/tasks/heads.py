@@ -287,9 +287,9 @@ def head_results(head: Head, output: torch.Tensor, sources: Sequence[str],
                                            top_k=head.option("top_k"),
                                            multi_label=head.option("multi_label")))
     if head.task == "segment":
-        parts = [image_part(output[i], lb, input_size) for i, lb in enumerate(letterboxes)]
-        return list(segmentation_results([p[0] for p in parts], sources, [p[1] for p in parts],
-                                         head.labels, windows=[p[2] for p in parts]))
+        logits, sizes, windows = zip(*(image_part(output[i], lb, input_size)
+                                       for i, lb in enumerate(letterboxes)))
+        return list(segmentation_results(logits, sources, sizes, head.labels, windows=windows))
     return list(_detections(head, output, sources, letterboxes))
 
 
