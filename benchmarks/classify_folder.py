@@ -5,7 +5,8 @@
       notes (a variant with inference_mode is printed too, to show how much that alone is)
   (b) torchinfer: `predict classify` over the folder (library call run_to_dir, which also writes
       predictions.jsonl and summary.json), torchvision's exact resize + centre crop, on each
-      backend: eager fp32 (the default), ONNX Runtime fp32, frozen TorchScript bf16; and each
+      backend: eager fp32 (the library default before auto), ONNX Runtime fp32, frozen
+      TorchScript bf16 and the default (auto: measured, remembered); and each
       with --jpeg-draft. bf16 and draft are not verified here: calibrated random weights react
       to any change of their input (tests/test_reduced_decode.py and benchmarks/reduced_decode.py show
       a trained model's answers unchanged)
@@ -61,7 +62,6 @@ import torchinfer as ti
 from torchinfer.runner.inputs import one_source
 from torchinfer.runner.run import run_to_dir
 from torchinfer.runner.streamer import size_session, torch_threads
-from torchinfer.runtime.select import LONG_RUN_IMAGES
 from torchinfer.testing import calibrate, load_photographs, write_phone_jpegs, write_sample_jpegs
 
 
@@ -93,8 +93,10 @@ def timed(fn) -> float:
 
 
 # (b) variants: load options, and the raw forward (c) that bounds each
-BACKENDS = {"eager fp32": dict(), "onnxruntime fp32": dict(backend="onnxruntime"),
-            "torchscript bf16": dict(backend="torchscript", precision="bf16")}
+BACKENDS = {"eager fp32": dict(backend="torch", precision="fp32"),
+            "onnxruntime fp32": dict(backend="onnxruntime", precision="fp32"),
+            "torchscript bf16": dict(backend="torchscript", precision="bf16"),
+            "default (auto)": dict()}
 
 
 def defaults(args) -> None:
@@ -119,20 +121,23 @@ def defaults(args) -> None:
     def load(**options):
         return ti.load("classify", args.model, weights, device="cpu", **options)
 
-    # an earlier long run measures the backends and keeps the choice: what a plain command
-    # uses from then on (the first run pays for it once; its cost is printed)
+    # the first load measures the backends and keeps the choice: what a plain command uses
+    # from then on (the first run pays for it once; its cost is printed)
     t0 = time.perf_counter()
-    first = load(backend="default", expected_images=LONG_RUN_IMAGES)
-    list(first.stream(paths[:first.batch_size]))
+    load().prepare()
     measure_s = time.perf_counter() - t0
     # Calibrated random weights answer differently to any change of pixels (even a JPEG
     # re-encoded), so they fail the reduced decode's check and a plain run decodes them in
     # full: the row "no flags" is printed for weights that pass it, as trained ones do (the
     # bundled models do; benchmarks/reduced_decode.py), by skipping the check
-    verdict = load(backend="default").decode_report.reason
-    plain = load(backend="default", verify_backend=False)
-    exact = load(backend="default", exact_decode=True)
-    eager_exact = load(exact_decode=True)
+    checked = load()
+    checked.prepare()
+    verdict = checked.decode_report.reason
+    plain = load(verify_backend=False)
+    exact = load(exact_decode=True)
+    eager_exact = load(backend="torch", precision="fp32", exact_decode=True)
+    for predictor in (plain, exact, eager_exact):
+        predictor.prepare()
     labels = [str(i) for i in range(1000)]
     chosen = plain.backend_report.chosen.label if plain.backend_report else "torch/fp32"
     runs = {"b  predict, no flags": plain, "b' predict --exact-decode": exact,
@@ -249,13 +254,14 @@ def main() -> None:
         return ti.load("classify", args.model, weights, device="cpu", verify_backend=False,
                        **options)
 
-    clf = load(exact_decode=True)
+    clf = load(exact_decode=True, backend="torch", precision="fp32")
     labels = clf.model.labels or [str(i) for i in range(1000)]
     bs = clf.batch_size
 
     def raw_forward(predictor):
         """(c): the module (b) runs, on ready normalised tensors in the memory layout (b) feeds
         it, with the threads (b) gives it in turn"""
+        predictor.prepare()  # the default chooses its backend here
         layout = torch.channels_last if predictor.channels_last else torch.contiguous_format
         ready = [torch.randn(bs, 3, *clf.config.crop_size).contiguous(memory_format=layout)
                  for _ in range(-(-len(paths) // bs))]
@@ -268,6 +274,8 @@ def main() -> None:
         return run
 
     def decode_only(predictor):
+        predictor.prepare()
+
         def run():
             for i in range(0, len(paths), bs):
                 predictor.decode([one_source(p) for p in paths[i:i + bs]])

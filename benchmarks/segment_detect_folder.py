@@ -111,7 +111,7 @@ def measure(name: str, predictor, folder: Path, tmp: Path, rounds: int,
     for i in range(0, len(paths), bs):  # decoded + preprocessed once, outside the timing
         images = [predictor.loader.load(p) for p in paths[i:i + bs]]
         batch = predictor.preprocess(images, [str(p) for p in paths[i:i + bs]])
-        prepared.append((predictor.prepare(predictor.to_device(batch.tensor)), batch))
+        prepared.append((predictor.device_preprocess(predictor.to_device(batch.tensor)), batch))
 
     def raw_forward():
         with torch.inference_mode():

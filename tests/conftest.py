@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,14 @@ import torch
 import torchvision
 
 from torchinfer.testing import calibrate, load_photographs, photograph_paths
+
+
+def pytest_configure(config):
+    """Tests about something else run the eager model, as a deployment can pin it (for the
+    whole session: servers and Ray clusters started by session fixtures inherit it); the tests
+    of the default itself (test_runtimes.py, test_backends.py) lift the pin."""
+    os.environ["TORCHINFER_BACKEND"] = "torch"
+    os.environ["TORCHINFER_PRECISION"] = "fp32"
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,7 @@
 """Backends and precisions: each candidate computes what float32 PyTorch computes on the
 photographs or is refused with what differs; ONNX Runtime exports once per model + weights;
-auto keeps the fastest it measured; bench and view."""
+auto keeps the fastest it measured and remembers it; bench and view. (The backend interface,
+the registry, OpenVINO and bf16 by CPU: test_runtimes.py.)"""
 
 from __future__ import annotations
 
@@ -19,10 +20,18 @@ pytest.importorskip("onnxruntime")
 import torchinfer as ti  # noqa: E402
 from torchinfer.cli.app import app  # noqa: E402
 from torchinfer.errors import MissingExtraError  # noqa: E402
-from torchinfer.runtime import backends as runtime  # noqa: E402
+from torchinfer.runtime import candidates as runtime  # noqa: E402
+from torchinfer.runtime.backend import BackendError  # noqa: E402
 from torchinfer.runtime.select import verification_batches  # noqa: E402
 from torchinfer.testing import photograph_paths  # noqa: E402
 from torchinfer.tools.bench import bench  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _the_default_unpinned(monkeypatch):
+    """These tests are about the default itself: the suite's pin to eager fp32 is lifted."""
+    monkeypatch.delenv("TORCHINFER_BACKEND", raising=False)
+    monkeypatch.delenv("TORCHINFER_PRECISION", raising=False)
 
 
 def top1(results):
@@ -34,8 +43,10 @@ def test_backend_gives_torch_answers_and_reports_its_check(backend, tiny_classif
                                                           photographs):
     _, path = tiny_classifier_weights
     images = list(photographs.values())
-    eager = ti.load("classify", "mobilenet_v3_small", path, device="cpu")
-    other = ti.load("classify", "mobilenet_v3_small", path, device="cpu", backend=backend)
+    eager = ti.load("classify", "mobilenet_v3_small", path, device="cpu", backend="torch",
+                    precision="fp32")
+    other = ti.load("classify", "mobilenet_v3_small", path, device="cpu", backend=backend,
+                    precision="fp32")
     report = other.backend_report
     assert report.chosen.label == f"{backend}/fp32" and report.chosen.check.passed
     assert report.chosen.check.agreement == 1.0 and report.chosen.check.decisions == 8
@@ -49,18 +60,20 @@ def test_onnxruntime_backend_exports_once_per_weights(tiny_classifier_weights, t
                                                       monkeypatch):
     monkeypatch.setenv("TORCHINFER_CACHE", str(tmp_path / "cache"))
     _, path = tiny_classifier_weights
-    ti.load("classify", "mobilenet_v3_small", path, device="cpu", backend="onnxruntime")
+    ti.load("classify", "mobilenet_v3_small", path, device="cpu", backend="onnxruntime",
+            precision="fp32", memo=False)
     files = list((tmp_path / "cache" / "onnx").glob("*.onnx"))
     assert len(files) == 1
     stamp = files[0].stat().st_mtime_ns
-    ti.load("classify", "mobilenet_v3_small", path, device="cpu", backend="onnxruntime")
+    ti.load("classify", "mobilenet_v3_small", path, device="cpu", backend="onnxruntime",
+            precision="fp32", memo=False)
     assert files[0].stat().st_mtime_ns == stamp  # reused, not exported again
     # other weights (one value changed) are another file
     state = torch.load(path, weights_only=True)
     state["classifier.3.bias"][0] += 1.0
     torch.save(state, tmp_path / "changed.pth")
     ti.load("classify", "mobilenet_v3_small", tmp_path / "changed.pth", device="cpu",
-            backend="onnxruntime")
+            backend="onnxruntime", precision="fp32")
     assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 2
 
 
@@ -77,7 +90,8 @@ class _Wrong(nn.Module):
 
 def test_a_candidate_that_differs_is_refused_with_what_differs(tiny_classifier_weights):
     model, path = tiny_classifier_weights
-    predictor = ti.load("classify", "mobilenet_v3_small", path, device="cpu")
+    predictor = ti.load("classify", "mobilenet_v3_small", path, device="cpu", backend="torch",
+                        precision="fp32")
     batches = verification_batches(predictor)
     candidate = runtime.Candidate("torchscript", "bf16", _Wrong(predictor.module))
     runtime.verify(candidate, predictor.module, batches, "classify")
@@ -90,8 +104,9 @@ def test_a_candidate_that_differs_is_refused_with_what_differs(tiny_classifier_w
 def test_reduced_precision_is_verified_or_refused(tiny_classifier_weights):
     _, path = tiny_classifier_weights
     try:
-        p = ti.load("classify", "mobilenet_v3_small", path, device="cpu", precision="bf16")
-    except runtime.BackendError as exc:  # calibrated random weights may flip a top-1
+        p = ti.load("classify", "mobilenet_v3_small", path, device="cpu", backend="torch",
+                    precision="bf16")
+    except BackendError as exc:  # calibrated random weights may flip a top-1
         assert "torch/bf16" in str(exc) and "agreement" in str(exc)
     else:
         check = p.backend_report.chosen.check
@@ -100,38 +115,42 @@ def test_reduced_precision_is_verified_or_refused(tiny_classifier_weights):
                          backend="torchscript", verify_backend=False)
     assert unverified.backend_report.chosen.check is None
     assert "not verified" in unverified.backend_report.reason
-    with pytest.raises(runtime.BackendError, match="fp16 on the CPU"):
-        ti.load("classify", "mobilenet_v3_small", path, device="cpu", precision="fp16")
-    with pytest.raises(runtime.BackendError, match="unknown backend"):
+    with pytest.raises(BackendError, match="fp16 on the CPU"):
+        ti.load("classify", "mobilenet_v3_small", path, device="cpu", backend="torch",
+                precision="fp16")
+    with pytest.raises(BackendError, match="unknown backend"):
         ti.load("classify", "mobilenet_v3_small", path, device="cpu", backend="tensorflow")
 
 
 def test_auto_keeps_the_fastest_verified_candidate(tiny_classifier_weights, photographs):
     _, path = tiny_classifier_weights
     images = list(photographs.values())
-    auto = ti.load("classify", "mobilenet_v3_small", path, device="cpu", backend="auto")
-    assert auto.backend_report is None  # chosen on the first real batch
-    results = auto(images)
+    auto = ti.load("classify", "mobilenet_v3_small", path, device="cpu", precision="fp32")
+    assert auto.backend_report is None and auto.preparation is not None  # loading only loads
+    results = auto(images)  # prepared before the first batch
     report = auto.backend_report
     measured = [c for c in report.candidates if c.ms_per_image is not None]
-    assert {c.backend for c in measured} == {"torch", "torchscript", "onnxruntime"}
+    assert {"torch", "torchscript", "onnxruntime"} <= {c.backend for c in measured}
+    assert {c.precision for c in report.candidates} == {"fp32"}
     assert report.chosen.ms_per_image == min(c.ms_per_image for c in measured)
-    assert report.reason.startswith("fastest on the first batch")
-    eager = ti.load("classify", "mobilenet_v3_small", path, device="cpu")
+    assert report.reason.startswith("fastest on a batch of 4 photographs")
+    eager = ti.load("classify", "mobilenet_v3_small", path, device="cpu", backend="torch",
+                    precision="fp32")
     assert top1(results) == top1(eager(images))
 
 
 def test_torchvision_detectors_stay_on_torch():
-    with pytest.raises(runtime.BackendError, match="torchvision detectors take a list"):
+    with pytest.raises(BackendError, match="torchvision detectors take a list"):
         ti.load("detect", "ssdlite320_mobilenet_v3_large", device="cpu", backend="torchscript")
 
 
 def test_raw_detector_on_onnxruntime_gives_the_same_boxes():
     from test_detect import RedBoxOracle, scene
 
-    eager = ti.load("detect", RedBoxOracle("yolov8"), device="cpu", labels=["a", "b", "red"])
+    eager = ti.load("detect", RedBoxOracle("yolov8"), device="cpu", labels=["a", "b", "red"],
+                    backend="torch", precision="fp32")
     ort = ti.load("detect", RedBoxOracle("yolov8"), device="cpu", labels=["a", "b", "red"],
-                  backend="onnxruntime")
+                  backend="onnxruntime", precision="fp32")
     assert ort.backend_report.chosen.check.passed
     a, b = eager(scene()), ort(scene())
     assert a.labels == b.labels
@@ -141,8 +160,10 @@ def test_raw_detector_on_onnxruntime_gives_the_same_boxes():
 def test_segmenter_on_torchscript_gives_the_same_masks(calibrated, photographs):
     _, path = calibrated("lraspp_mobilenet_v3_large", num_classes=21, weights_backbone=None)
     images = list(photographs.values())[:3]
-    eager = ti.load("segment", "lraspp_mobilenet_v3_large", path, device="cpu")
-    ts = ti.load("segment", "lraspp_mobilenet_v3_large", path, device="cpu", backend="torchscript")
+    eager = ti.load("segment", "lraspp_mobilenet_v3_large", path, device="cpu",
+                    backend="torch", precision="fp32")
+    ts = ti.load("segment", "lraspp_mobilenet_v3_large", path, device="cpu",
+                 backend="torchscript", precision="fp32")
     check = ts.backend_report.chosen.check
     assert check.passed and check.agreement_kind == "pixel" and check.agreement > 0.999
     for a, b in zip(eager(images), ts(images)):
@@ -169,7 +190,8 @@ def test_cli_predict_with_a_backend_records_it(tiny_classifier_weights, photo_pa
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["predict", "classify", str(photo_paths[0]), "-m",
                                       "mobilenet_v3_small", "-w", str(path), "--device", "cpu",
-                                      "--backend", "torchscript", "--out", str(out)])
+                                      "--backend", "torchscript", "--precision", "fp32",
+                                      "--out", str(out)])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["backend"]["chosen"] == "torchscript/fp32"
@@ -203,33 +225,50 @@ def test_verification_needs_no_test_dependency(monkeypatch, tiny_classifier_weig
 
     assert sorted(load_photographs()) == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"]
     _, path = tiny_classifier_weights
-    p = ti.load("classify", "mobilenet_v3_small", path, device="cpu", backend="torchscript")
+    p = ti.load("classify", "mobilenet_v3_small", path, device="cpu", backend="torchscript",
+                precision="fp32", memo=False)
     assert p.backend_report.chosen.check.decisions == 4
 
 
-def test_the_default_backend_is_measured_on_a_long_run_and_remembered(monkeypatch, tmp_path):
-    """``backend="default"`` (predict's): eager for a short run or one image (no export),
-    "auto" for a long one, whose choice later runs reuse without timing again."""
-    from torchinfer.runtime.select import LONG_RUN_IMAGES
-
+def test_the_default_is_measured_before_the_first_batch_and_remembered(monkeypatch, tmp_path):
+    """The default (auto): loading measures nothing; the first batch measures, verifies and
+    chooses; a later load of the same file recalls the choice and builds only it."""
     monkeypatch.setenv("TORCHINFER_CACHE", str(tmp_path))
-    short = ti.load("classify", "shapes_classifier", device="cpu", backend="default",
-                    expected_images=3)
-    assert short.backend_report is None and short.before_first_batch is None
-    assert not (tmp_path / "onnx").exists()  # nothing exported for a short run
-    long = ti.load("classify", "shapes_classifier", device="cpu", backend="default",
-                   expected_images=LONG_RUN_IMAGES)
-    assert long.before_first_batch is not None
+    first = ti.load("classify", "shapes_classifier", device="cpu")
+    assert first.backend_report is None and first.preparation is not None
+    assert not (tmp_path / "memo").exists() and not (tmp_path / "onnx").exists()
     photos = [str(p) for p in photograph_paths()]
-    long(photos)  # the first batch times the candidates
-    chosen = long.backend_report.chosen.label
-    assert long.backend_report.reason.startswith("fastest on the first batch")
-    kept = list((tmp_path / "backend").glob("*.json"))
-    assert len(kept) == 1 and chosen.split("/")[0] in kept[0].read_text()
-    later = ti.load("classify", "shapes_classifier", device="cpu", backend="default")
-    if chosen == "torch/fp32":
-        assert later.backend_report is None
-    else:
-        assert later.backend_report.chosen.label == chosen
-        assert later.backend_report.reason.startswith("measured fastest earlier on this machine")
-    assert [r.top1.label for r in later(photos)] == [r.top1.label for r in long(photos)]
+    answers = [r.top1.label for r in first(photos)]
+    chosen = first.backend_report.chosen.label
+    assert first.backend_report.reason.startswith("fastest on a batch of")
+    assert all(c.remembered is None for c in first.backend_report.candidates)
+    kept = list((tmp_path / "memo").glob("*.json"))
+    assert len(kept) == 1
+    memo = json.loads(kept[0].read_text())
+    assert memo["choices"]["auto/auto/batch 4"]["chosen"] == chosen
+    assert "x2" in memo["decode"]  # the reduced decode's verdict is kept beside it
+    later = ti.load("classify", "shapes_classifier", device="cpu")
+    later.prepare()
+    report = later.backend_report
+    assert report.chosen.label == chosen and "remembered" in report.reason
+    assert [c.label for c in report.candidates] == [chosen]
+    assert report.chosen.remembered and "(kept from an earlier check)" in later.decode_report.reason
+    assert [r.top1.label for r in later(photos)] == answers
+    # another batch size is another measurement
+    other = ti.load("classify", "shapes_classifier", device="cpu", batch_size=2)
+    other.prepare()
+    assert "remembered" not in other.backend_report.reason
+
+
+def test_no_memo_measures_again_and_keeps_nothing(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCHINFER_CACHE", str(tmp_path))
+    monkeypatch.setenv("TORCHINFER_NO_MEMO", "1")
+    p = ti.load("classify", "shapes_classifier", device="cpu", precision="fp32",
+                backend="torchscript")
+    p.prepare()
+    assert not (tmp_path / "memo").exists()
+    monkeypatch.delenv("TORCHINFER_NO_MEMO")
+    q = ti.load("classify", "shapes_classifier", device="cpu", precision="fp32",
+                backend="torchscript", memo=False)
+    q.prepare()
+    assert not (tmp_path / "memo").exists()

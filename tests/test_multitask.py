@@ -141,7 +141,7 @@ def test_a_coarse_mask_maps_back_through_the_letterbox():
               _picture(SIZE, SIZE, (3, 4, 50, 20))]
     decoded = predictor.decode(list(iter_sources(images)))
     with torch.inference_mode():
-        tensor = predictor.prepare(predictor.to_device(decoded.batch.tensor))
+        tensor = predictor.device_preprocess(predictor.to_device(decoded.batch.tensor))
         logits = predictor.model.module(tensor)["seg"]
     for image, result, lb, one in zip(images, predictor(images), decoded.batch.meta, logits):
         h, w = image.height, image.width

@@ -24,13 +24,13 @@ def test_logits_match_torchvision_reference(arch, calibrated, photo_paths):
     images = [clf.loader.load(p) for p in photo_paths]
     ours_batch = clf.preprocess(images, [str(p) for p in photo_paths])
     with torch.inference_mode():
-        ours = clf.forward(clf.prepare(ours_batch.tensor))
+        ours = clf.forward(clf.device_preprocess(ours_batch.tensor))
         ref_inputs = torch.stack([reference_tf(Image.open(p).convert("RGB")) for p in photo_paths])
         reference = model.eval()(ref_inputs)
 
     # inputs are identical (same PIL resize), so logits agree to float32 rounding (ours folds
     # the batch norms into the convolutions: the same arithmetic in another order)
-    assert torch.allclose(clf.prepare(ours_batch.tensor), ref_inputs, atol=1e-6, rtol=0)
+    assert torch.allclose(clf.device_preprocess(ours_batch.tensor), ref_inputs, atol=1e-6, rtol=0)
     assert torch.allclose(ours, reference, atol=1e-3, rtol=1e-3)
     # the weights really look at the picture: logits spread, answers differ between photos
     assert reference.std() > 1.0
@@ -48,7 +48,7 @@ def test_channel_swap_would_be_caught(calibrated, photo_paths):
     model, weights_path = calibrated("resnet18")
     clf = ti.load("classify", "resnet18", weights_path, device="cpu")
     img = clf.loader.load(photo_paths[0])
-    batch = clf.prepare(clf.preprocess([img], ["x"]).tensor)
+    batch = clf.device_preprocess(clf.preprocess([img], ["x"]).tensor)
     with torch.inference_mode():
         good = clf.forward(batch)
         swapped = clf.forward(batch.flip(1))

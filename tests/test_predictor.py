@@ -155,7 +155,7 @@ def test_input_size_and_mean_override(tiny_classifier_weights):
     assert cfg.crop_size == (160, 160) and cfg.resize_size == (round(160 * 256 / 224),)
     batch = clf.preprocess([Image.new("RGB", (300, 200))], ["x"])
     assert tuple(batch.tensor.shape) == (1, 3, 160, 160) and batch.tensor.dtype == torch.uint8
-    assert torch.allclose(clf.prepare(batch.tensor), torch.full((1, 3, 160, 160), -1.0))
+    assert torch.allclose(clf.device_preprocess(batch.tensor), torch.full((1, 3, 160, 160), -1.0))
 
 
 def test_task_mismatch_is_refused_before_building():

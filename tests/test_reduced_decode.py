@@ -79,13 +79,22 @@ def test_reduced_decode_gives_libjpegs_own_scaled_pixels_and_turns_them_upright(
     assert exact.size == (1200, 1600) and full_size(exact) == (1200, 1600)
 
 
+def prepared(*args, **kwargs):
+    """``ti.load`` and its preparation (the decode's check runs before the first batch)."""
+    predictor = ti.load(*args, **kwargs)
+    predictor.prepare()
+    return predictor
+
+
 def test_default_predictors_reduce_after_their_check_and_exact_decode_does_not():
     for task, model in (("classify", "shapes_classifier"), ("segment", "shapes_segmenter"),
                         ("detect", "shapes_detector")):
         default = ti.load(task, model, device="cpu")
+        assert default.decode_report is None  # loading only loads
+        default.prepare()
         assert default.reduced_decode and default.decode_report.reduced, task
         assert default.decode_report.reason.startswith("reduced: within")
-        exact = ti.load(task, model, device="cpu", exact_decode=True)
+        exact = prepared(task, model, device="cpu", exact_decode=True)
         assert not exact.reduced_decode
         assert exact.decode_report.reason == "exact decoding asked for"
 
@@ -124,12 +133,12 @@ def test_a_model_the_reduction_changes_too_much_decodes_in_full(monkeypatch, tmp
     monkeypatch.setenv("TORCHINFER_CACHE", str(tmp_path))  # no verdict kept from other tests
     monkeypatch.setattr("torchinfer.runtime.decoding.DECODE_TOLERANCE",
                         Tolerance(atol=0.0, rtol=0.0))
-    clf = ti.load("classify", "shapes_classifier", device="cpu")
+    clf = prepared("classify", "shapes_classifier", device="cpu")
     assert not clf.reduced_decode and not clf.decode_report.reduced
     assert clf.decode_report.reason.startswith("exact: a reduced decode changes")
-    again = ti.load("classify", "shapes_classifier", device="cpu")  # the verdict is kept
+    again = prepared("classify", "shapes_classifier", device="cpu")  # the verdict is kept
     assert not again.reduced_decode and "kept from an earlier check" in again.decode_report.reason
-    unchecked = ti.load("classify", "shapes_classifier", device="cpu", verify_backend=False)
+    unchecked = prepared("classify", "shapes_classifier", device="cpu", verify_backend=False)
     assert unchecked.reduced_decode and unchecked.decode_report.reason == "reduced, not verified"
 
 

@@ -42,7 +42,7 @@ def test_logits_and_masks_match_torchvision(arch, segmenter_weights, photo_paths
     images = [seg.loader.load(p) for p in paths]
     batch = seg.preprocess(images, [str(p) for p in paths])
     with torch.inference_mode():
-        ours = seg.forward(seg.prepare(batch.tensor), batch)
+        ours = seg.forward(seg.device_preprocess(batch.tensor), batch)
         results = seg.postprocess(ours, batch)
         for path, logits, result in zip(paths, ours, results):
             img = Image.open(path).convert("RGB")

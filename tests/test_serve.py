@@ -25,6 +25,7 @@ import pytest
 import uvicorn
 from PIL import Image
 
+import torchinfer as ti
 from torchinfer.cli.app import run as cli
 from torchinfer.datasets import shapes as ds
 from torchinfer.devices import usable_cpus
@@ -212,16 +213,21 @@ def test_workers_share_one_queue_run_side_by_side_and_all_stop():
 
 
 @pytest.mark.slow  # 15 s: "auto" builds and verifies TorchScript and ONNX Runtime candidates
-def test_auto_backend_chosen_once_by_one_worker_without_warmup(images):
-    """Without a warm-up, "auto" times its candidates on the first batch, swapping the
-    predictor's module meanwhile: with two workers and two option sets in flight, it runs
-    once, the others wait for it, and every option view then runs the chosen module."""
+def test_the_default_backend_is_measured_once_at_start_and_named(images, monkeypatch,
+                                                                  tmp_path):
+    """A server gets the library's default (auto, unpinned here): measured (or recalled)
+    while loading, before it is ready, never while a request waits; every option view runs
+    the chosen module, and /v1/models names what runs it, as ``ti.load`` chooses it."""
+    monkeypatch.delenv("TORCHINFER_BACKEND")
+    monkeypatch.delenv("TORCHINFER_PRECISION")
+    monkeypatch.setenv("TORCHINFER_CACHE", str(tmp_path))
     # in the server's process (model_processes=0), where the test can reach the predictor
-    config = quick(ModelSpec("shapes_detector", options={"backend": "auto"}), model_workers=2,
-                   model_threads=1, max_delay_ms=0, max_batch_size=1, model_processes=0)
+    config = quick(ModelSpec("shapes_detector"), model_workers=2, model_threads=1,
+                   max_delay_ms=0, max_batch_size=1, model_processes=0)
     with live_server(config) as (base, server):
         holder = server.holders["shapes_detector"].runners[0].engine
-        assert holder.predictor.before_first_batch is not None
+        assert holder.predictor.preparation is None  # done at start
+        chosen = holder.predictor.backend_report.chosen
 
         async def burst() -> list[httpx.Response]:
             async with httpx.AsyncClient(timeout=120) as client:
@@ -231,10 +237,15 @@ def test_auto_backend_chosen_once_by_one_worker_without_warmup(images):
                     content=images[i % len(images)].read_bytes()) for i in range(8)))
 
         assert [r.status_code for r in asyncio.run(burst())] == [200] * 8
-        assert holder.predictor.before_first_batch is None
-        chosen = holder.predictor.backend_report.to_dict()["chosen"]
-        assert chosen and holder._views, "no option view was made"
+        assert holder.predictor.backend_report.chosen is chosen  # not measured again
+        assert holder._views, "no option view was made"
         assert all(view.module is holder.predictor.module for view in holder._views.values())
+        described = httpx.get(f"{base}/v1/models").json()["models"][0]["backend"]
+        assert (described["backend"], described["precision"]) == (chosen.backend,
+                                                                  chosen.precision)
+    library = ti.load("detect", "shapes_detector", device="cpu")
+    library.prepare()
+    assert library.backend_report.chosen.label == chosen.label  # the same default, recalled
 
 
 def test_every_image_type_sniffed_from_bytes_not_header(served, images):

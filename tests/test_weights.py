@@ -77,7 +77,7 @@ def test_torchscript_as_weights_and_as_whole_model(small, tmp_path, photographs)
     clf = ti.load("classify", path, device="cpu")
     img = photographs["chelsea.png"]
     with torch.inference_mode():
-        expected = small(clf.prepare(clf.preprocess([img], ["x"]).tensor))
+        expected = small(clf.device_preprocess(clf.preprocess([img], ["x"]).tensor))
     assert expected.std() > 0.5  # not the near-uniform output of a random init
     result = clf(img)
     assert result.top1.index == int(expected.argmax())

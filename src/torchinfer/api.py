@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .devices import resolve_device
 from .errors import TorchinferError
 from .evaluation import EvalReport
 from .exporters.onnx import ExportReport, export_onnx
@@ -26,8 +27,9 @@ from .models import (
     registered_model,
     torchvision_task,
 )
-from .runtime.decoding import check_reduced_decode
-from .runtime.select import apply_backend, apply_default_backend
+from .runtime.memo import memo_enabled
+from .runtime.registry import backend_for_file
+from .runtime.select import AUTO, Preparation, check_request, choose_runtime, default_request, memo_file
 from .tasks import Predictor
 from .tasks.group import PredictorGroup
 from .tasks.heads import make_heads
@@ -40,29 +42,46 @@ def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = 
          input_size: int | tuple[int, int] | None = None,
          mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
          strict: bool = True, trust_pickle: bool = False, trust_code: bool = False,
-         model_kwargs: dict[str, Any] | None = None, backend: str = "torch",
-         precision: str = "fp32", verify_backend: bool = True,
-         expected_images: int | None = None, **options: Any) -> Predictor:
+         model_kwargs: dict[str, Any] | None = None, backend: str | None = None,
+         precision: str | None = None, verify_backend: bool = True, memo: bool = True,
+         **options: Any) -> Predictor:
     """Build the predictor for ``task`` ("classify", ...) around ``model`` + ``weights``.
 
     Preprocessing and labels come with the weights; ``labels`` (a list or a .txt/.json file),
-    ``input_size``, ``mean`` and ``std`` override them. ``backend`` ("torch", "torchscript",
-    "onnxruntime", "auto") and ``precision`` ("fp32", "bf16", "fp16") choose what runs the
-    model, verified against float32 PyTorch on photographs (see ``runtime.select.apply_backend``);
-    "default" (the command line's) is the choice measured earlier on this machine, else "auto"
-    when ``expected_images`` makes a long run, else "torch" (``apply_default_backend``).
-    Big JPEGs are decoded at a reduced scale unless ``exact_decode=True``
-    (``runtime.decoding``).
+    ``input_size``, ``mean`` and ``std`` override them. ``model`` may also be a file in a
+    backend's own format (an ONNX file, an OpenVINO ``.xml``), which runs on that backend.
+
+    What runs the model: ``backend`` ("auto", "torch", "torchscript", "onnxruntime",
+    "openvino" or a plugin's) and ``precision`` ("auto", "fp32", "bf16", "fp16"); None takes
+    ``runtime.select.default_request()`` (auto and auto unless ``$TORCHINFER_BACKEND`` /
+    ``$TORCHINFER_PRECISION`` say otherwise). ``auto`` measures the verified candidates and
+    keeps the fastest (bf16 only where the CPU runs it natively and its answers agree with
+    fp32 on the photographs). Loading only loads: the measuring, verifying and the reduced
+    JPEG decode's check run before the first batch (or at ``predictor.prepare()``) and are
+    remembered per model file and machine (``memo=False`` or ``$TORCHINFER_NO_MEMO=1``: not).
+    A backend named is built and verified here, so a refusal comes now.
+    Big JPEGs are decoded at a reduced scale unless ``exact_decode=True``.
     Other keyword arguments go to the task's predictor (e.g. ``top_k``, ``batch_size``,
     ``max_pixels``, ``bgr``). ``trust_pickle`` / ``trust_code``: see ``load_model`` (files
     run no code unless you opt in; SECURITY.md).
     """
     spec = task_spec(task)
+    default_backend, default_precision = default_request()
+    backend, precision = backend or default_backend, precision or default_precision
+    check_request(backend, precision)
     known = torchvision_task(str(model)) if isinstance(model, (str, Path)) else None
     if known is not None and known != task:  # refuse before spending time building it
         raise TorchinferError(f"{model} is a {known} model, not {task}: use task {known!r}")
-    loaded = load_model(model, weights, num_classes=num_classes, strict=strict,
-                        trust_pickle=trust_pickle, trust_code=trust_code, **(model_kwargs or {}))
+    file = Path(model) if isinstance(model, (str, Path)) else None
+    owner = backend_for_file(file) if file is not None else None
+    if owner is not None and file is not None:  # a file in a backend's own format (OpenVINO)
+        if weights is not None:
+            raise TorchinferError(f"{model} holds its own weights (got {weights})")
+        loaded = owner.load_file(file, resolve_device(device))
+    else:
+        loaded = load_model(model, weights, num_classes=num_classes, strict=strict,
+                            trust_pickle=trust_pickle, trust_code=trust_code,
+                            **(model_kwargs or {}))
     if loaded.task is not None and loaded.task != task:  # said by the file's own metadata
         raise TorchinferError(f"{model} is a {loaded.task} model, not {task}: use task "
                               f"{loaded.task!r}")
@@ -79,14 +98,12 @@ def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = 
         names = read_labels(labels) if isinstance(labels, (str, Path)) else list(labels)
     loaded = replace(loaded, preprocess=preprocess, labels=names)
     predictor = spec.predictor_for(loaded, device=device, **options)
-    # big JPEGs decoded reduced unless exact_decode=True, checked through this model first
-    check_reduced_decode(predictor, verify=verify_backend)
-    if backend == "default" and precision == "fp32":
-        apply_default_backend(predictor, expected_images, verify_outputs=verify_backend)
-    elif loaded.weights_format != "onnx" or backend == "torchscript" or precision != "fp32":
-        # (an .onnx file already runs on onnxruntime; other choices are refused there)
-        apply_backend(predictor, "torch" if backend == "default" else backend, precision,
-                      verify_outputs=verify_backend)
+    pinned = backend != AUTO
+    if pinned:  # asked for by name: built and verified now, so a refusal comes at load
+        choose_runtime(predictor, backend, precision, verify=verify_backend,
+                       memo=memo_file(predictor) if memo_enabled(memo) else None)
+    predictor.preparation = Preparation(predictor, backend, precision, verify=verify_backend,
+                                        memo=memo, choose=not pinned)
     return predictor
 
 
@@ -114,6 +131,8 @@ def load_group(models: Mapping[str, GroupMember] | Sequence[GroupMember], *,
         taken = {k: v for k, v in options.items() if k in task_options(task)}
         members[head] = load(task, model, weights, device=device, batch_size=batch_size,
                              max_pixels=max_pixels, exact_decode=exact_decode, **taken)
+        # the group reads each member's module and decoding as they are: chosen first
+        members[head].prepare()
     return PredictorGroup(members, batch_size=batch_size, max_pixels=max_pixels,
                           decode_workers=decode_workers)
 
@@ -206,14 +225,16 @@ def export(model: str | Path | nn.Module, path: str | Path, weights: str | Path 
            format: str = "onnx", num_classes: int | None = None, trust_pickle: bool = False,
            trust_code: bool = False, model_kwargs: dict[str, Any] | None = None,
            heads: Sequence[Any] | None = None, **options: Any) -> ExportReport:
-    """Export to ONNX (or ``format="torchscript"``) with the labels and preprocessing
+    """Export to ONNX (or ``format="torchscript"``, or ``"openvino"``: an IR ``.xml`` + ``.bin``)
+    with the labels and preprocessing
     embedded, and (by default) prove the file gives PyTorch's outputs on real photographs; see
     ``torchinfer.exporters.onnx.export_onnx`` for ``input_size``, ``opset``, ``dynamic_batch``,
     ``half``, ``simplify``, ``verify`` and tolerances, ``export_torchscript`` for TorchScript.
     ``heads``: a multi-head model's heads (``tasks.heads``), when its file does not name them:
     one output per head, verified head by head, the heads in the file's card."""
-    if format not in ("onnx", "torchscript"):
-        raise TorchinferError(f"unknown export format {format!r}: use onnx or torchscript")
+    if format not in ("onnx", "torchscript", "openvino"):
+        raise TorchinferError(f"unknown export format {format!r}: use onnx, torchscript or "
+                              "openvino")
     _check_output_file(Path(path))  # before the minutes an export can take
     loaded = load_model(model, weights, num_classes=num_classes, trust_pickle=trust_pickle,
                         trust_code=trust_code, **(model_kwargs or {}))
@@ -232,6 +253,13 @@ def export(model: str | Path | nn.Module, path: str | Path, weights: str | Path 
         check_input_size(loaded, _pair(options["input_size"]))
     if format == "torchscript":
         return export_torchscript(loaded, path, **options)
+    if format == "openvino":
+        from .exporters.openvino import export_openvino  # needs the openvino extra
+
+        unsupported = sorted(set(options) - {"input_size", "verify", "verify_inputs", "batch_size"})
+        if unsupported:
+            raise TorchinferError(f"export to openvino does not take {', '.join(unsupported)}")
+        return export_openvino(loaded, path, **options)
     return export_onnx(loaded, path, **options)
 
 

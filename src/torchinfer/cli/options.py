@@ -146,8 +146,8 @@ class LoadOptions(ModelOptions):
     device: str = "auto"
     batch_size: Optional[int] = None
     strict: bool = True
-    backend: str = "torch"
-    precision: str = "fp32"
+    backend: Optional[str] = None  # None: the library's default (runtime.select.default_request)
+    precision: Optional[str] = None
     verify_backend: bool = True
     exact_decode: bool = False
     # the task's own: classify
@@ -341,8 +341,11 @@ class ExportOptions(ModelOptions):
     as_json: bool = False
 
     def __post_init__(self) -> None:
-        if self.export_format == "torchscript" and (self.half or self.simplify or self.opset is not None
-                                                    or not self.dynamic_batch):
+        if self.export_format not in ("onnx", "torchscript", "openvino"):
+            raise OptionError(f"--format must be onnx, torchscript or openvino, got "
+                              f"{self.export_format!r}")
+        if self.export_format != "onnx" and (self.half or self.simplify or self.opset is not None
+                                             or not self.dynamic_batch):
             raise OptionError("--half, --simplify, --opset and --no-dynamic-batch are ONNX options")
 
     @classmethod
@@ -356,7 +359,7 @@ class ExportOptions(ModelOptions):
         size = self.input_size
         kwargs = dict(format=self.export_format, input_size=(size, size) if isinstance(size, int) else size,
                       verify=self.verify, **self.model_args())
-        if self.export_format != "torchscript":
+        if self.export_format == "onnx":
             kwargs.update(opset=self.opset, dynamic_batch=self.dynamic_batch, half=self.half,
                           simplify=self.simplify)
         return kwargs
@@ -369,8 +372,8 @@ class BenchOptions:
     model: str
     weights: Optional[str] = None
     task: Optional[str] = None  # None: told by the model's name (the command does that)
-    backends: tuple[str, ...] = ("torch", "torchscript", "onnxruntime")
-    precisions: tuple[str, ...] = ("fp32",)
+    backends: tuple[str, ...] = ("auto", "torch", "torchscript", "onnxruntime", "openvino")
+    precisions: tuple[str, ...] = ("fp32", "bf16")
     batches: tuple[int, ...] = (1, 16)
     device: str = "auto"
     images: int = 64

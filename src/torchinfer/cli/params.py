@@ -68,12 +68,14 @@ ExistOkOpt = Annotated[bool, typer.Option(help="Reuse an --out folder that holds
                        "new ones (without it, such a folder is refused).")]
 ResumeOpt = Annotated[bool, typer.Option(help="Keep the lines of an earlier (or interrupted) "
                       "run into --out whose file is unchanged; run only the rest.")]
-BackendOpt = Annotated[str, typer.Option(help="What runs the model: torch, torchscript (frozen), "
-                       "onnxruntime (exported once, cached), auto (the fastest, measured on "
-                       "the first batch) or default (predict's: the choice measured earlier on "
-                       "this machine, else auto for a run of 256+ images, else torch).")]
-PrecisionOpt = Annotated[str, typer.Option(help="fp32, bf16 or fp16; reduced precision is "
-                         "verified against fp32 on photographs.")]
+BackendOpt = Annotated[Optional[str], typer.Option(help="What runs the model: auto (the default: "
+                       "the fastest verified backend, measured once per model and machine and "
+                       "remembered), torch, torchscript, onnxruntime, openvino, or a plugin's.",
+                       show_default=False)]
+PrecisionOpt = Annotated[Optional[str], typer.Option(help="auto (the default: fp32, and bf16 "
+                         "where the CPU runs it natively and its answers agree), fp32, bf16 or "
+                         "fp16; reduced precision is verified against fp32 on photographs.",
+                         show_default=False)]
 VerifyBackendOpt = Annotated[bool, typer.Option(help="Check a backend/precision (and reduced "
                              "JPEG decoding) against fp32 PyTorch on photographs before using it.")]
 ExactDecodeOpt = Annotated[bool, typer.Option(help="Decode every pixel of big JPEGs, as "

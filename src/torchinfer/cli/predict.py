@@ -82,7 +82,7 @@ def predict_classify(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/classify"),
     save_vis: SaveVisOpt = False, trust_pickle: TrustOpt = False, strict: StrictOpt = True,
     max_pixels: MaxPixelsOpt = None, allow_failures: AllowFailuresOpt = False,
-    quiet: QuietOpt = False, backend: BackendOpt = "default", precision: PrecisionOpt = "fp32",
+    quiet: QuietOpt = False, backend: BackendOpt = None, precision: PrecisionOpt = None,
     verify_backend: VerifyBackendOpt = True, exact_decode: ExactDecodeOpt = False,
     resume: ResumeOpt = False,
     video_stride: VideoStrideOpt = 1, decode_workers: DecodeWorkersOpt = None,
@@ -107,7 +107,7 @@ def predict_segment(
                           "palette PNG (VOC colours).")] = False,
     trust_pickle: TrustOpt = False, strict: StrictOpt = True, max_pixels: MaxPixelsOpt = None,
     allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
-    backend: BackendOpt = "default", precision: PrecisionOpt = "fp32",
+    backend: BackendOpt = None, precision: PrecisionOpt = None,
     verify_backend: VerifyBackendOpt = True, exact_decode: ExactDecodeOpt = False,
     resume: ResumeOpt = False,
     video_stride: VideoStrideOpt = 1, decode_workers: DecodeWorkersOpt = None,
@@ -140,7 +140,7 @@ def predict_detect(
                           "value i + 1 (models with masks).")] = False,
     trust_pickle: TrustOpt = False, strict: StrictOpt = True, max_pixels: MaxPixelsOpt = None,
     allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
-    backend: BackendOpt = "default", precision: PrecisionOpt = "fp32",
+    backend: BackendOpt = None, precision: PrecisionOpt = None,
     verify_backend: VerifyBackendOpt = True, exact_decode: ExactDecodeOpt = False,
     resume: ResumeOpt = False,
     video_stride: VideoStrideOpt = 1, decode_workers: DecodeWorkersOpt = None,
@@ -166,14 +166,8 @@ def predict(options: PredictOptions, predictor: Any = None) -> None:
         from ..distributed import RayPredictor
 
         predictor = RayPredictor(task, options.model, options.weights, **options.ray_kwargs())
-    expected = None  # the inputs, once counted (a folder of many files takes a while)
     if predictor is None:
-        if options.backend == "default":  # a long run pays for measuring the backends
-            from ..runner.run import count_inputs
-
-            expected = count_inputs(list(options.sources), out, options.video_stride)
-        predictor = load(task, options.model, options.weights, expected_images=expected,
-                         **options.load_kwargs())
+        predictor = load(task, options.model, options.weights, **options.load_kwargs())
     if predictor.model.random_init and not quiet:
         err_console.print(f"[yellow]warning:[/] {escape(options.model)} has no weights: randomly "
                           "initialised, its predictions are meaningless (pass --weights)")
@@ -192,7 +186,7 @@ def predict(options: PredictOptions, predictor: Any = None) -> None:
                 "device": str(predictor.device)}
     try:
         summary = _run_with_progress(predictor, list(options.sources), out, quiet, show,
-                                     run_info=run_info, total=expected, **options.run_kwargs())
+                                     run_info=run_info, **options.run_kwargs())
     except KeyboardInterrupt:
         err_console.print(f"interrupted: every finished input is in {escape(str(out))}/predictions.jsonl."
                           "partial; the same command with --resume runs only the rest",

@@ -63,8 +63,8 @@ def serve(
         help="Processes running each model, each decoding and batching its share of the "
         "requests (default 1; 0: run the model in the server's process, on threads).",
         min=0)] = None,
-    device: DeviceOpt = "auto", batch_size: BatchOpt = None, backend: BackendOpt = "torch",
-    precision: PrecisionOpt = "fp32", verify_backend: VerifyBackendOpt = True,
+    device: DeviceOpt = "auto", batch_size: BatchOpt = None, backend: BackendOpt = None,
+    precision: PrecisionOpt = None, verify_backend: VerifyBackendOpt = True,
     max_pixels: MaxPixelsOpt = None, trust_pickle: TrustOpt = False,
     trust_code: TrustCodeOpt = False,
     warmup: Annotated[bool, typer.Option(help="Run photographs through each model before "

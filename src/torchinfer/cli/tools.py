@@ -102,8 +102,8 @@ def inspect_cmd(
 
 def export_cmd(
     model: ModelArg,
-    output: Annotated[Path, typer.Option("--output", "-o", help="The file to write (.onnx, or "
-                      ".pt for TorchScript).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The file to write (.onnx, "
+                      ".pt for TorchScript, .xml for OpenVINO: its .bin goes beside it).")],
     weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Weights file or "
                        "torchvision weights name.")] = None,
     input_size: Annotated[Optional[str], typer.Option(help="N or H,W (default: the weights' "
@@ -111,18 +111,19 @@ def export_cmd(
     opset: Annotated[Optional[int], typer.Option(help="ONNX opset (default: the exporter's).")] = None,
     dynamic_batch: Annotated[bool, typer.Option(help="Leave the batch axis free.")] = True,
     half: Annotated[bool, typer.Option(help="fp16 weights and inputs (looser, stated tolerance).")] = False,
-    export_format: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
+    export_format: Annotated[str, typer.Option("--format", help="onnx, torchscript or "
+                                               "openvino (an IR, extra: openvino).")] = "onnx",
     simplify: Annotated[bool, typer.Option(help="ONNX: simplify with onnxsim, then verify "
                         "the simplified graph (extra: simplify).")] = False,
-    verify: Annotated[bool, typer.Option(help="Run PyTorch and ONNX Runtime on photographs "
-                      "and compare.")] = True,
+    verify: Annotated[bool, typer.Option(help="Run PyTorch and the file's runtime on "
+                      "photographs and compare.")] = True,
     num_classes: NumClassesOpt = None,
     trust_pickle: TrustOpt = False, trust_code: TrustCodeOpt = False,
     model_kwargs: ModelKwargsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Export to ONNX (or TorchScript) with labels and preprocessing embedded, and prove it
-    equals PyTorch.
+    """Export to ONNX (or TorchScript, or OpenVINO IR) with labels and preprocessing embedded,
+    and prove it equals PyTorch.
 
     Exits 1 when verification fails (the file is then kept as <name>.unverified.<ext>).
     """
@@ -151,9 +152,11 @@ def bench_cmd(
     weights: Annotated[Optional[str], typer.Option("--weights", "-w")] = None,
     task: Annotated[Optional[str], typer.Option(help="classify, segment or detect (default: "
                     "from the model name).")] = None,
-    backend: Annotated[str, typer.Option(help="Comma-separated: torch, torchscript, "
-                       "onnxruntime, auto.")] = "torch,torchscript,onnxruntime",
-    precision: Annotated[str, typer.Option(help="Comma-separated: fp32, bf16, fp16.")] = "fp32",
+    backend: Annotated[str, typer.Option(help="Comma-separated: auto (the default every "
+                       "command gets), torch, torchscript, onnxruntime, openvino, or a "
+                       "plugin's.")] = "auto,torch,torchscript,onnxruntime,openvino",
+    precision: Annotated[str, typer.Option(help="Comma-separated: fp32, bf16, fp16 (auto "
+                         "always runs at auto).")] = "fp32,bf16",
     batch: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,16",
     device: DeviceOpt = "auto",
     images: Annotated[int, typer.Option(help="Images streamed per measurement.", min=1)] = 64,
@@ -175,7 +178,7 @@ def bench_cmd(
     table = Table("backend", "precision", "batch", "img/s", "vs torch fp32", "preprocess ms",
                   "inference ms", "postprocess ms", "note",
                   title=f"{report.model} ({report.task}) on {report.device}: {report.images} "
-                        f"images, best of {report.rounds}")
+                        f"images, best of {report.rounds}", caption=escape(report.cpu))
     for row in format_report(report):
         table.add_row(*map(escape, row))
     console.print(table)

@@ -46,6 +46,8 @@ class PredictorActor:
         import ray
 
         self.predictor = spec.load()
+        # the backend measured (or recalled from this node's cache) before the first rows
+        self.predictor.prepare()
         # which worker ran a batch: the job counts them (a pool stuck on one worker shows)
         self.worker = ray.get_runtime_context().get_actor_id() or ""
 

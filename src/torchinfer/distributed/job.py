@@ -102,10 +102,12 @@ class RayPredictor:
         weights = None if weights is None else str(_absolute(weights))
         here = {k: v for k, v in options.items()
                 if k not in ("device", "backend", "precision", "verify_backend")}
-        # checked here (a cached verdict after the first time), so that every worker decodes
-        # JPEGs the way this check decided rather than each assuming the reduction is fine
-        self.local = load(task, model, weights, device="cpu",
+        # checked here (a remembered verdict after the first time), so that every worker
+        # decodes JPEGs the way this check decided rather than each assuming the reduction is
+        # fine; the driver never runs the model, so its backend is not measured
+        self.local = load(task, model, weights, device="cpu", backend="torch", precision="fp32",
                           verify_backend=options.get("verify_backend", True), **here)
+        self.local.prepare()
         self.task = task
         self.batch_size = int(options.get("batch_size") or
                               (32 if gpus_per_worker else self.local.batch_size))

@@ -67,7 +67,7 @@ class ExportReport:
     verify_seconds: float = 0.0
     file_bytes: int = 0
     metadata: dict[str, str] = field(default_factory=dict)
-    format: str = "onnx"  # "onnx" | "torchscript"
+    format: str = "onnx"  # "onnx" | "torchscript" | "openvino"
 
     @property
     def passed(self) -> bool:

@@ -38,7 +38,7 @@ def preprocess_images(cfg: PreprocessConfig, images: Sequence[Image.Image],
     out = []
     for i, img in enumerate(images):
         batch = predictor.preprocess([img.convert("RGB")], [f"photograph {i}"])
-        out.append(predictor.prepare(batch.tensor)[0].contiguous())
+        out.append(predictor.device_preprocess(batch.tensor)[0].contiguous())
     return out
 
 

@@ -30,6 +30,8 @@ from .config import MAX_INPUT_SIDE, PreprocessConfig
 
 # The TorchScript archive's extra file that holds the card (``torch.jit.save(_extra_files=)``).
 TORCHSCRIPT_EXTRA_FILE = "torchinfer.json"
+# where an OpenVINO IR keeps the card: its runtime info, under these keys
+OPENVINO_RT_INFO_PATH = ("torchinfer", "card")
 PRECISIONS = ("fp32", "fp16")
 # "torchvision": one (3, H, W) image in, boxes/labels/scores out (exporters.detectors)
 DETECTOR_FORMATS = ("torchvision",)
@@ -174,6 +176,10 @@ class ModelCard:
         """The ONNX model's ``metadata_props``."""
         return self._strings()
 
+    def to_openvino_rt_info(self) -> str:
+        """The text kept in an OpenVINO IR's runtime info (``OPENVINO_RT_INFO_PATH``)."""
+        return json.dumps(self._strings())
+
     def to_torchscript_json(self) -> str:
         """The text of the archive's ``torchinfer.json`` (``TORCHSCRIPT_EXTRA_FILE``)."""
         return json.dumps({**self._strings(), _FORMAT_KEY: _FORMATS["torchscript"]})
@@ -216,6 +222,20 @@ class ModelCard:
         if "preprocess" not in meta and is_ultralytics_metadata(meta):
             return cls.from_ultralytics_metadata(meta, source)
         return cls._from_strings(dict(meta), source)
+
+    @classmethod
+    def from_openvino_rt_info(cls, text: str, source: str) -> ModelCard:
+        """The card in an OpenVINO IR's runtime info ("" when it has none: an empty card)."""
+        if not text:
+            return cls(source=source)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise WeightsError(f"{source}: unreadable torchinfer runtime info ({exc})") from exc
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise WeightsError(f"{source}: torchinfer runtime info must be a JSON object of "
+                               "strings")
+        return cls._from_strings(data, source)
 
     @classmethod
     def from_torchscript_json(cls, text: str | bytes, source: str) -> ModelCard:

@@ -12,9 +12,10 @@ says why.
 from __future__ import annotations
 
 import io
-import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from ..assets import load_photographs
 from ..models.outputs import main_output
 from ..tasks.registry import task_spec
 from ..verify import BF16_TOLERANCE, Comparison, OutputCheck, Tolerance
-from .backends import cache_dir, model_fingerprint
+from .memo import read_memo, update_memo
 
 if TYPE_CHECKING:
     from ..tasks.base import Predictor
@@ -51,9 +52,12 @@ class DecodeReport:
                 "checks": [c.describe() for c in self.checks]}
 
 
-def check_reduced_decode(predictor: Predictor, *, verify: bool = True) -> DecodeReport:
+def check_reduced_decode(predictor: Predictor, *, verify: bool = True,
+                         memo: Path | None = None) -> DecodeReport:
     """Check ``predictor``'s reduced decoding (if it uses one) and keep it only if its outputs
-    stay within ``DECODE_TOLERANCE``; sets and returns ``predictor.decode_report``."""
+    stay within ``DECODE_TOLERANCE``; sets and returns ``predictor.decode_report``. ``memo``:
+    the file where the verdict for this model is kept (``runtime.memo``; None: checked
+    afresh)."""
     if not predictor.reduced_decode:
         why = ("exact decoding asked for" if predictor.shrinks_images
                else "the task reads every pixel")
@@ -61,22 +65,19 @@ def check_reduced_decode(predictor: Predictor, *, verify: bool = True) -> Decode
     elif not verify:
         report = DecodeReport(True, "reduced, not verified")
     else:
-        report = _checked(predictor)
+        report = _checked(predictor, memo)
         predictor.reduced_decode = report.reduced
     predictor.decode_report = report
     return report
 
 
-def _checked(predictor: Predictor) -> DecodeReport:
-    """The check's verdict, kept on disk per model, weights and preprocessing (running a big
-    segmenter on the photographs twice takes seconds; its verdict does not change)."""
-    key = model_fingerprint(predictor.model, predictor.task, f"decode x{predictor.decode_margin:g}")
-    path = cache_dir() / "decode" / f"{predictor.model.name.replace('/', '_')}-{key}.json"
-    try:
-        kept = json.loads(path.read_text())
+def _checked(predictor: Predictor, memo: Path | None) -> DecodeReport:
+    """The check's verdict, remembered per model (running a big segmenter on the photographs
+    twice takes seconds; its verdict does not change)."""
+    key = f"x{predictor.decode_margin:g}"
+    kept = read_memo(memo).get("decode", {}).get(key) if memo is not None else None
+    if isinstance(kept, dict) and "reduced" in kept and "reason" in kept:
         return DecodeReport(bool(kept["reduced"]), str(kept["reason"]) + " (kept from an earlier check)")
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # not checked yet (or an unreadable file): check now
     checks = _compare(predictor)
     passed = all(c.passed for c in checks)
     allowed = _tolerance(predictor, len(checks)).describe("reduced decode")
@@ -85,13 +86,8 @@ def _checked(predictor: Predictor) -> DecodeReport:
         f"exact: a reduced decode changes this model's outputs beyond {allowed} on the "
         f"photographs ({'; '.join(c.describe() for c in checks if not c.passed)})",
         tuple(checks))
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(report.to_dict()))
-        tmp.replace(path)
-    except OSError:
-        pass  # a read-only home: the check runs again next time
+    if memo is not None:
+        update_memo(memo, "decode", key, report.to_dict())
     return report
 
 
@@ -135,12 +131,23 @@ def _compare(predictor: Predictor) -> list[OutputCheck]:
 def _outputs(predictor: Predictor, image: Image.Image) -> list[np.ndarray]:
     """The model's output tensors for one image (every output of a multi-output model)."""
     with torch.inference_mode():
-        tensor = predictor.prepare(predictor.to_device(predictor.preprocess([image], [""]).tensor))
+        tensor = predictor.device_preprocess(predictor.to_device(predictor.preprocess([image], [""]).tensor))
         raw = predictor.module(tensor)
     if predictor.task == "multi" and isinstance(raw, dict):  # every head
         tensors = list(raw.values())
     elif predictor.task == "multi" and isinstance(raw, (tuple, list)):
         tensors = list(raw)
+    elif isinstance(raw, (tuple, list)) and raw and isinstance(raw[0], (tuple, list)):
+        tensors = list(_tensors(raw))  # nested (an exported Ultralytics graph's outputs)
     else:
         tensors = [main_output(raw)]
     return [t.float().cpu().numpy() for t in tensors if isinstance(t, torch.Tensor)]
+
+
+def _tensors(raw: object) -> Iterator[torch.Tensor]:
+    """Every tensor of a nest of tuples and lists, in order."""
+    if isinstance(raw, torch.Tensor):
+        yield raw
+    elif isinstance(raw, (tuple, list)):
+        for item in raw:
+            yield from _tensors(item)

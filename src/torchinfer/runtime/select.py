@@ -1,173 +1,275 @@
-"""Choosing what runs a predictor's model: the backend and precision asked for, verified on
-photographs, or the fastest verified one timed on the first real batch ("auto").
+"""Choosing what runs a predictor's model, once per model and machine.
 
-The predictor knows no backend: it runs whatever module it is handed (``use_module``) and
-offers its own preprocessing for the verification photographs. Everything backend-specific
-(exports, sessions, frozen graphs, tolerances) stays in ``runtime``.
+``auto`` (the default everywhere: ``ti.load``, ``predict``, ``serve``, Ray, ``bench``) builds
+every available backend in float32, and in bfloat16 too where the CPU runs it natively,
+verifies each against the eager float32 model on the photographs (by the task's agreement
+measure: top-1, pixels, boxes), times the verified ones on a batch of photographs at the
+predictor's batch size, and keeps the fastest. A named backend or precision pins it. The
+verdicts and the choice are remembered (``memo``) per model stamp, machine, request and batch
+size, so later loads build only the chosen candidate; the report says what was reused.
+
+None of this happens while loading: ``ti.load`` leaves a ``Preparation`` on the predictor,
+which runs before its first batch, or when ``predictor.prepare()`` is called (a server does
+at start). The predictor knows no backend: it runs whatever module it is handed
+(``use_module``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import platform
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..assets import load_photographs
-from .backends import (
-    BackendError,
-    BackendReport,
-    Candidate,
-    build,
-    cache_dir,
-    candidates_for,
-    check_choice,
-    model_fingerprint,
-    pick_fastest,
-    refusal,
-    verify,
-)
+from ..devices import usable_cpus
+from .backend import PRECISIONS, BackendError, BuildRequest
+from .candidates import BackendReport, Candidate, build, pick_fastest, refusal, verify
+from .cpu import cpu_name, native_bf16, vector_flags
+from .decoding import check_reduced_decode
+from .memo import cache_dir, memo_enabled, model_stamp, read_memo, update_memo
+from .registry import available_backends, get_backend
 
 if TYPE_CHECKING:
     from ..runner.batches import Batch
     from ..tasks.base import Predictor
 
+AUTO = "auto"
+# the backend that owns a model loaded from its own file format: it runs there only
+FILE_BACKENDS = {"onnx": "onnxruntime", "openvino": "openvino"}
 
-def apply_backend(predictor: Predictor, backend: str = "torch", precision: str = "fp32", *,
-                  verify_outputs: bool = True) -> None:
-    """Run ``predictor``'s model on ``backend`` ("torch", "torchscript", "onnxruntime" or
-    "auto") in ``precision`` ("fp32", "bf16", "fp16"). Each candidate is verified against the
-    float32 eager model on photographs preprocessed by the predictor and refused (BackendError)
-    beyond its precision's tolerance; "auto" times the verified ones on the first real batch
-    and keeps the fastest. ``predictor.backend_report`` says what runs and why."""
-    check_choice(backend, precision)
-    if (backend, precision) == ("torch", "fp32"):
+
+def default_request() -> tuple[str, str]:
+    """The (backend, precision) of a call that names neither: ``$TORCHINFER_BACKEND`` and
+    ``$TORCHINFER_PRECISION`` where set (a deployment or a test suite pinning its runtime
+    without changing code), else auto and auto."""
+    return (os.environ.get("TORCHINFER_BACKEND") or AUTO,
+            os.environ.get("TORCHINFER_PRECISION") or AUTO)
+
+
+def check_request(backend: str, precision: str) -> None:
+    """Refuse an unknown backend or precision before anything is built."""
+    if backend != AUTO:
+        get_backend(backend)  # raises naming the choices
+    if precision not in (AUTO, *PRECISIONS):
+        raise BackendError(f"unknown precision {precision!r}: use auto, {', '.join(PRECISIONS)}")
+
+
+def candidate_pairs(backend: str, precision: str, device: torch.device,
+                    weights_format: str | None = None) -> list[tuple[str, str]]:
+    """(backend, precision) pairs to consider. A named backend and precision: that one (built
+    even where it cannot run, so the refusal says why). ``auto`` precision: fp32, and bf16
+    where the CPU runs it natively (on CUDA, reduced precision is asked for by name). ``auto``
+    backend: every available backend that runs the precision on ``device``. A model loaded
+    from a backend's own file runs on that backend only."""
+    owner = FILE_BACKENDS.get(weights_format or "")
+    if backend == AUTO:
+        names = [owner] if owner else [b.name for b in available_backends()]
+    else:
+        names = [backend]
+    if precision == AUTO:
+        wanted = ["fp32"] + (["bf16"] if device.type == "cpu" and native_bf16() else [])
+    else:
+        wanted = [precision]
+    pairs = []
+    for name in names:
+        if backend != AUTO and precision != AUTO:
+            return [(name, precision)]
+        runs = get_backend(name).precisions(device)
+        pairs += [(name, p) for p in wanted if p in runs]
+    return pairs
+
+
+@dataclass
+class Preparation:
+    """What ``ti.load`` leaves for before the first batch: the reduced JPEG decode's check
+    and the choice of backend and precision. Called once, by ``Predictor.prepare``."""
+
+    predictor: Predictor
+    backend: str
+    precision: str
+    verify: bool = True
+    memo: bool = True
+    choose: bool = True  # False: the runtime was chosen at load already (a pinned request)
+
+    def __call__(self) -> None:
+        p = self.predictor
+        memo = memo_file(p) if memo_enabled(self.memo) else None
+        check_reduced_decode(p, verify=self.verify, memo=memo)
+        if self.choose:
+            choose_runtime(p, self.backend, self.precision, verify=self.verify, memo=memo)
+
+
+def choose_runtime(predictor: Predictor, backend: str, precision: str, *,
+                   verify: bool = True, memo: Path | None = None) -> None:
+    """Make ``predictor`` run on the choice for ``backend`` x ``precision`` (see the module
+    doc); ``predictor.backend_report`` says what runs, why and what was reused. Raises
+    BackendError when nothing asked for can run it."""
+    check_request(backend, precision)
+    if not predictor.supports_backends or predictor.model.weights_format == "torchscript":
+        if (backend, precision) not in ((AUTO, AUTO), ("torch", AUTO), ("torch", "fp32")):
+            why = predictor.supports_backends_reason or "a TorchScript file runs on torch"
+            raise BackendError(f"{predictor.model.name} runs on torch in fp32 only: {why}")
+        return  # eager float32, as loaded
+    pairs = candidate_pairs(backend, precision, predictor.device, predictor.model.weights_format)
+    if pairs == [("torch", "fp32")] or not pairs:
         return
-    if not predictor.supports_backends:
-        raise BackendError(f"{predictor.model.name} runs on torch in fp32 only: "
-                           f"{predictor.supports_backends_reason}")
-    batches = verification_batches(predictor)
+    stamp = model_stamp(predictor.model, predictor.task)
+    key = f"{backend}/{precision}/batch {predictor.batch_size}"
+    kept = read_memo(memo) if memo is not None else {}
+    verdicts: dict[str, Any] = kept.get("verdicts", {})
+    choice = kept.get("choices", {}).get(key)
+    if choice is not None and choice.get("chosen") in {f"{b}/{p}" for b, p in pairs}:
+        chosen_backend, chosen_precision = choice["chosen"].split("/")
+        reused = _build_checked(predictor, [(chosen_backend, chosen_precision)], verdicts,
+                                verify, stamp)
+        if reused and reused[0].usable:
+            _use(predictor, reused[0], f"{choice['reason']}; remembered ({memo.name})"
+                 if memo is not None else choice["reason"], reused)
+            return
+    candidates = _build_checked(predictor, pairs, verdicts, verify, stamp)
+    if memo is not None:
+        for c in candidates:
+            if c.remembered is None and (c.check is not None or c.error is not None):
+                update_memo(memo, "verdicts", c.label, _verdict(c))
+    if len(candidates) == 1:
+        chosen = candidates[0]
+        if not chosen.usable:
+            raise BackendError(refusal(chosen))
+        reason = "requested" + ("" if verify or chosen.check is not None else ", not verified")
+    else:
+        chosen, reason = _time(predictor, candidates)
+        if memo is not None:
+            update_memo(memo, "choices", key, {"chosen": chosen.label, "reason": reason})
+    for c in candidates:  # only the chosen one stays in memory
+        if c is not chosen:
+            c.module = None
+    _use(predictor, chosen, reason, candidates)
+
+
+def _build_checked(predictor: Predictor, pairs: list[tuple[str, str]],
+                   verdicts: dict[str, Any], verify_outputs: bool, stamp: str | None
+                   ) -> list[Candidate]:
+    """Each pair built and verified, unless a remembered verdict says how it went."""
+    batches: list[torch.Tensor] | None = None
+    out = []
+    for b, p in pairs:
+        label = f"{b}/{p}"
+        verdict = verdicts.get(label)
+        if verdict is not None and not verdict.get("passed"):
+            out.append(Candidate(b, p, None, error=verdict.get("why") or "refused earlier",
+                                 remembered=verdict.get("why")))
+            continue
+        if batches is None:
+            batches = verification_batches(predictor)
+        layout = get_backend(b).layout
+        example = batches[0].contiguous() if layout == "NCHW" else batches[0]
+        request = BuildRequest(predictor.model, predictor.module, predictor.task, p,
+                               predictor.device, example, stamp)
+        candidate = build(request, b)
+        if verdict is not None:
+            candidate.remembered = verdict.get("why")
+        elif verify_outputs:
+            candidate = verify(candidate, predictor.module, batches, predictor.task)
+        out.append(candidate)
+    return out
+
+
+def _verdict(candidate: Candidate) -> dict[str, Any]:
+    if candidate.usable:
+        why = candidate.check.describe() if candidate.check is not None else "built"
+        return {"passed": True, "why": why}
+    return {"passed": False, "why": refusal(candidate)}
+
+
+def _time(predictor: Predictor, candidates: list[Candidate]) -> tuple[Candidate, str]:
+    """The fastest usable candidate on a batch of photographs at the predictor's batch size,
+    each fed the layout it wants."""
+    tensor, batch = timing_batch(predictor)
+    layouts = {"NCHW": tensor.contiguous(), None: tensor}
+    inputs = {id(c.module): layouts[get_backend(c.backend).layout] for c in candidates
+              if c.module is not None}
     reference = predictor.module
-    candidates = [build(predictor.model, reference, predictor.task, b, p, predictor.device,
-                        batches[0])
-                  for b, p in candidates_for(backend, precision, predictor.device)]
-    if verify_outputs:
-        candidates = [verify(c, reference, batches, predictor.task) for c in candidates]
-    if backend == "auto":
-        predictor.before_first_batch = _FastestOnFirstBatch(predictor, candidates)
-        return
-    chosen = candidates[0]
-    if not chosen.usable:
-        raise BackendError(refusal(chosen))
-    _use(predictor, chosen)
-    predictor.backend_report = BackendReport(
-        chosen, candidates, "requested" + ("" if verify_outputs else ", not verified"))
 
+    def run(module: torch.nn.Module) -> None:
+        predictor.module = module
+        predictor.forward(inputs[id(module)], batch)
+        predictor.sync()
 
-# "default": a run of at least this many images pays for building and timing the candidates
-# (exporting and verifying mobilenet_v2 for ONNX Runtime: ~5 s on 2 cores, which ORT's 2-3x
-# faster forward wins back within ~250 images; BENCHMARKS.md)
-LONG_RUN_IMAGES = 256
-
-
-def apply_default_backend(predictor: Predictor, images: int | None, *,
-                          verify_outputs: bool = True) -> str:
-    """The backend a plain command gets: the choice measured earlier for this model, batch
-    size and machine (kept in the cache), else for a run of ``images`` >= LONG_RUN_IMAGES the
-    fastest verified one measured on its first batch ("auto", then kept), else eager
-    PyTorch. A one-image call never pays for an export. Returns what was done."""
-    if not predictor.supports_backends or predictor.model.weights_format == "onnx":
-        return "torch"
-    memo = _choice_file(predictor)
     try:
-        backend = json.loads(memo.read_text())["backend"]
-        check_choice(backend, "fp32")
-    except (OSError, ValueError, KeyError, TypeError, BackendError):
-        backend = None
-    if backend is not None:
-        if backend != "torch":
-            apply_backend(predictor, backend, "fp32", verify_outputs=verify_outputs)
-            predictor.backend_report.reason = f"measured fastest earlier on this machine ({memo.name})"
-        return backend
-    if images is None or images < LONG_RUN_IMAGES:
-        return "torch"
-    apply_backend(predictor, "auto", "fp32", verify_outputs=verify_outputs)
-    chooser = predictor.before_first_batch
-    assert isinstance(chooser, _FastestOnFirstBatch)
-    chooser.remember = memo
-    return "auto"
+        return pick_fastest(candidates, run, len(batch.sources))
+    finally:
+        predictor.module = reference
 
 
-def _choice_file(predictor: Predictor) -> Path:
-    """Where the measured choice for this model, weights, batch size and machine is kept."""
-    machine = "-".join((platform.machine(), _cpu_name(), str(os.cpu_count()),
-                        str(torch.get_num_threads()), predictor.device.type,
-                        str(predictor.batch_size)))
-    key = model_fingerprint(predictor.model, predictor.task, f"choice {machine}")
-    return cache_dir() / "backend" / f"{predictor.model.name.replace('/', '_')}-{key}.json"
+def _use(predictor: Predictor, candidate: Candidate, reason: str,
+         candidates: list[Candidate]) -> None:
+    assert candidate.module is not None  # usable candidates keep their module
+    layout = get_backend(candidate.backend).layout
+    predictor.use_module(candidate.module, channels_last=False if layout == "NCHW" else None)
+    predictor.backend_report = BackendReport(candidate, candidates, reason)
 
 
-def _cpu_name() -> str:
-    """The CPU's model name (the winner changes with its vector units)."""
+def memo_file(predictor: Predictor) -> Path | None:
+    """Where what is measured about this model on this machine is kept (None: a model with
+    no file behind it, measured afresh each time)."""
+    stamp = model_stamp(predictor.model, predictor.task)
+    if stamp is None:
+        return None
+    name = predictor.model.name.replace("/", "_").replace("\\", "_")
+    return cache_dir() / "memo" / f"{name}-{stamp}-{machine_key(predictor.device)}.json"
+
+
+def machine_key(device: torch.device) -> str:
+    """What the runtimes' speed and answers depend on besides the model: the CPU and its
+    vector units, the cores this process may use, torch's threads, the device and the
+    runtimes' versions."""
+    versions = {}
+    for b in available_backends():
+        module = b.requires[0] if b.requires else "torch"
+        versions[b.name] = _version(module)
+    text = json.dumps([cpu_name(), vector_flags(), usable_cpus(), torch.get_num_threads(),
+                       str(device), versions, _gpu_name(device)])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _version(module: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+        return version(module)
+    except PackageNotFoundError:
+        return "?"
+
+
+def _gpu_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else ""
 
 
 def verification_batches(predictor: Predictor) -> list[torch.Tensor]:
-    """The photographs through the predictor's own preprocess and prepare, as device batches
-    of equal-shaped images."""
+    """The photographs through the predictor's own preprocessing, as device batches of
+    equal-shaped images."""
     groups: dict[tuple[int, ...], list[torch.Tensor]] = {}
     for name, img in load_photographs().items():
         tensor = predictor.preprocess([img], [name]).tensor
         groups.setdefault(tuple(tensor.shape[1:]), []).append(tensor)
-    return [predictor.prepare(predictor.to_device(torch.cat(group))) for group in groups.values()]
+    return [predictor.device_preprocess(predictor.to_device(torch.cat(group)))
+            for group in groups.values()]
 
 
-def _use(predictor: Predictor, candidate: Candidate) -> None:
-    assert candidate.module is not None  # usable candidates keep their module
-    # an ONNX Runtime session takes NCHW: the batch is reordered once, in uint8
-    predictor.use_module(candidate.module,
-                         channels_last=False if candidate.backend == "onnxruntime" else None)
+def timing_batch(predictor: Predictor) -> tuple[torch.Tensor, Batch]:
+    """A batch of ``predictor.batch_size`` photographs (repeated as needed) of the most
+    common shape, prepared as the predictor prepares real ones."""
+    photos = list(load_photographs().items())
+    shapes: dict[tuple[int, ...], list[int]] = {}
+    for i, (name, img) in enumerate(photos):
+        shapes.setdefault(tuple(predictor.preprocess([img], [name]).tensor.shape[1:]), []).append(i)
+    group = max(shapes.values(), key=len)
+    picks = [photos[group[i % len(group)]] for i in range(predictor.batch_size)]
+    batch = predictor.preprocess([img for _, img in picks], [name for name, _ in picks])
+    return predictor.device_preprocess(predictor.to_device(batch.tensor)), batch
 
-
-class _FastestOnFirstBatch:
-    """The "auto" choice: on the first real batch, before it is timed, every verified
-    candidate runs it; the fastest is kept and the others are let go."""
-
-    def __init__(self, predictor: Predictor, candidates: list[Candidate]):
-        self.predictor, self.candidates = predictor, candidates
-        self.remember: Path | None = None  # where to keep the choice for later runs
-
-    def __call__(self, tensor: torch.Tensor, batch: Batch) -> None:
-        predictor, reference = self.predictor, self.predictor.module
-
-        def run(module: torch.nn.Module) -> None:
-            predictor.module = module
-            predictor.forward(tensor, batch)
-            predictor.sync()
-
-        try:
-            chosen, reason = pick_fastest(self.candidates, run, len(batch.sources))
-        finally:
-            predictor.module = reference
-        _use(predictor, chosen)
-        predictor.backend_report = BackendReport(chosen, self.candidates, reason)
-        for c in self.candidates:  # only the chosen one stays in memory
-            if c is not chosen:
-                c.module = None
-        if self.remember is not None:
-            try:
-                self.remember.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.remember.with_suffix(".tmp")
-                tmp.write_text(json.dumps({"backend": chosen.backend, "reason": reason}))
-                tmp.replace(self.remember)
-            except OSError:
-                pass  # a read-only cache: measured again next time

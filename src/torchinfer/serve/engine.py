@@ -16,9 +16,9 @@ those options (tests/test_serve.py checks against ``predict``).
 A model may have several workers (``model_workers``; by default as many as the spare cores
 hold, see ``default_workers``), all calling ``Predictor.run`` at once. That is safe: ``run``
 keeps its state in locals, the module is only read under ``inference_mode``, and a view
-shares the module rather than copying state. The one mutation, the runtime's one-shot
-``before_first_batch`` hook (it swaps the module for the fastest backend), is run by one
-worker alone, on the original predictor, before any view exists (``_first_batch``).
+shares the module rather than copying state. The one mutation, the runtime's choice of backend
+(``predictor.prepare()``: it measures the candidates and swaps the module for the fastest), is
+made in ``load``, once at start, before any worker or view exists.
 """
 
 from __future__ import annotations
@@ -77,9 +77,6 @@ class ModelEngine:
         self.load_seconds: float | None = None
         self._views: OrderedDict[Options, Predictor] = OrderedDict()
         self._views_lock = threading.Lock()
-        self._first_batch_lock = threading.Lock()
-        # set once no one-shot first-batch hook is pending or running (see _first_batch)
-        self._first_batch_done = threading.Event()
 
     # --- loading --------------------------------------------------------------------------
 
@@ -94,11 +91,11 @@ class ModelEngine:
         if self.config.max_pixels is not None:
             options.setdefault("max_pixels", self.config.max_pixels)
         predictor = load(task, self.spec.model, self.spec.weights, **options)
+        # measured (or recalled) once at start, never while a request waits
+        predictor.prepare()
         self.predictor = predictor
         if self.config.warmup:
             warm_up(predictor)
-        if predictor.before_first_batch is None:
-            self._first_batch_done.set()
         decoders, self.model_threads = server_split(predictor, usable_cores())
         if self.own_process:
             decoders = decoders_beside_the_model(predictor, decoders)
@@ -191,23 +188,6 @@ class ModelEngine:
         torch.softmax(torch.ones(2, 2), 1)  # this thread's first parallel op: its init
         torch.set_num_threads(self.model_threads)
 
-    def _first_batch(self, jobs: list[Job]) -> None:
-        """Without a warm-up, the runtime's first-batch hook (the "auto" backend's timing,
-        which swaps the predictor's module while it times the candidates) is still pending:
-        one worker runs it, on the original predictor (its results are not used), while the
-        others wait until it is over; views made afterwards copy the chosen module."""
-        assert self.predictor is not None
-        with self._first_batch_lock:
-            if self._first_batch_done.is_set():
-                return
-            try:
-                if self.predictor.before_first_batch is not None:
-                    with self._views_lock:
-                        self._views.clear()
-                    self.predictor.run(merge(self.predictor, [jobs[0].decoded])[0])
-            finally:
-                self._first_batch_done.set()
-
     def _run_group(self, jobs: list[Job]) -> list[Result | Exception]:
         assert self.predictor is not None
         answers: list[Result | Exception] = []
@@ -223,8 +203,6 @@ class ModelEngine:
             ready.append(job)
         if not ready:
             return answers
-        if not self._first_batch_done.is_set():
-            self._first_batch(ready)
         predictor = self.view(jobs[0].options)  # type: ignore[arg-type]  # ours: a tuple
         results: list[Result] = []
         for decoded in merge(predictor, [j.decoded for j in ready]):
@@ -339,7 +317,7 @@ def usable_cores() -> int:
 
 def warm_up(predictor: Predictor) -> None:
     """Run the bundled photographs through the model as a stream, as ``predict`` would:
-    kernels and allocations warm up, a runtime's "auto" choice is made, and on the CPU the
+    kernels and allocations warm up, and on the CPU the
     streamer measures how decoding and the model share the cores (``predictor.pipeline``)."""
     from ..assets import assets_dir
 

@@ -14,6 +14,7 @@ in with ``use_module``). A server or a Ray actor holds one Predictor and feeds i
 from __future__ import annotations
 
 import math
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -110,12 +111,13 @@ class Predictor(ABC, Generic[R]):
         self.decode_workers = decode_workers
         self.pipeline: PipelinePlan | None = fixed_plan(self.device, decode_workers)
         # What runs the model and why: the runtime that chose it sets its report (a
-        # runtime.backends.BackendReport; typed loosely, since tasks sit below the runtimes).
+        # runtime.candidates.BackendReport; typed loosely, since tasks sit below the runtimes).
         # None: eager float32.
         self.backend_report: Any = None
-        # Called once with the first prepared batch, before it is timed (the runtime's "auto"
-        # times its candidates there)
-        self.before_first_batch: Callable[[torch.Tensor, Batch], None] | None = None
+        # What is left to do before the first batch (the runtime's checks and choice of
+        # backend, handed in by ``ti.load``); run once by ``prepare``
+        self.preparation: Callable[[], None] | None = None
+        self._prepare_lock = threading.Lock()
         self._streamer = Streamer(self)
 
     # --- what a task defines ---------------------------------------------------------------
@@ -137,7 +139,23 @@ class Predictor(ABC, Generic[R]):
         m = self.decode_margin
         return min(size[0], math.ceil(target[0] * m)), min(size[1], math.ceil(target[1] * m))
 
-    def prepare(self, tensor: torch.Tensor) -> torch.Tensor:
+    def prepare(self) -> None:
+        """Run what was left for before the first batch (``preparation``: measuring and
+        verifying the runtimes, checking the reduced decode; remembered per model and
+        machine) now, rather than inside the first call. Safe from several threads; a no-op
+        once done. A server calls it at start, so no request waits for it."""
+        if self.preparation is None:
+            return
+        with self._prepare_lock:
+            preparation, self.preparation = self.preparation, None
+            if preparation is not None:
+                try:
+                    preparation()
+                except BaseException:
+                    self.preparation = preparation  # not done: tried again next time
+                    raise
+
+    def device_preprocess(self, tensor: torch.Tensor) -> torch.Tensor:
         """Device-side part of preprocessing: uint8 -> normalised float (``normalise``)."""
         return self.normalise(tensor) if self.normalise is not None else tensor
 
@@ -177,6 +195,7 @@ class Predictor(ABC, Generic[R]):
         Folders, globs and list files go through ``stream``."""
         if isinstance(inputs, (list, tuple)):
             return list(self.stream(inputs))
+        self.prepare()  # before decoding: the checks may change how images decode
         result = self.run(self.decode([one_source(inputs)]))[0]
         if result.error is not None:
             raise InputError(result.source, result.error)
@@ -197,6 +216,7 @@ class Predictor(ABC, Generic[R]):
     def stream_sources(self, sources: Iterable[Source], *,
                        batch_size: int | None = None) -> Iterator[tuple[Source, R]]:
         """(source, result) for typed ``Source`` items already expanded (``runner.inputs``)."""
+        self.prepare()  # before decoding: the checks may change how images decode
         return self._streamer.stream(sources, batch_size or self.batch_size)
 
     def decode(self, sources: list[Source]) -> Decoded:
@@ -259,16 +279,15 @@ class Predictor(ABC, Generic[R]):
         ``wait_s``: how long the model waited for this batch to be decoded; ``timings`` gets
         the batch's Timing, for the pipeline plan."""
         results: list[R] = []
+        if self.preparation is not None:  # a caller driving batches itself: not charged
+            self.prepare()
         if decoded.batch is not None:
             n = len(decoded.batch.sources)
             with torch.inference_mode():
                 t0 = time.perf_counter()
-                tensor = self.prepare(self.to_device(decoded.batch.tensor))
+                tensor = self.device_preprocess(self.to_device(decoded.batch.tensor))
                 self.sync()
                 prepare_s = time.perf_counter() - t0
-                if self.before_first_batch is not None:  # once, not charged to this batch
-                    hook, self.before_first_batch = self.before_first_batch, None
-                    hook(tensor, decoded.batch)
                 t1 = time.perf_counter()
                 raw = self.forward(tensor, decoded.batch)
                 self.sync()

@@ -87,7 +87,7 @@ class MultiHeadPredictor(Predictor[MultiTask]):
     def _check_against_model(self) -> None:
         blank = torch.zeros((1, 3, *self.input_size), dtype=torch.uint8)
         with torch.inference_mode():
-            raw = self.forward(self.prepare(self.to_device(blank)))
+            raw = self.forward(self.device_preprocess(self.to_device(blank)))
         check_heads(self.heads, raw, self.model.name)
 
     def resize_target(self, size: tuple[int, int]) -> tuple[int, int]:

@@ -44,6 +44,7 @@ class BenchReport:
     device: str
     images: int
     rounds: int
+    cpu: str = ""  # the CPU and its vector flags (the figures depend on them)
     rows: list[BenchRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -53,27 +54,32 @@ class BenchReport:
 
 
 def bench(task: str, model: str | Path | nn.Module, weights: str | Path | None = None, *,
-          backends: Sequence[str] = ("torch", "torchscript", "onnxruntime"),
-          precisions: Sequence[str] = ("fp32",), batches: Sequence[int] = (1, 16),
+          backends: Sequence[str] = ("auto", "torch", "torchscript", "onnxruntime", "openvino"),
+          precisions: Sequence[str] = ("fp32", "bf16"), batches: Sequence[int] = (1, 16),
           device: str = "auto", images: int = 64, rounds: int = 3, verify: bool = True,
           sample: Sequence[Image.Image] | None = None, **load_options: Any) -> BenchReport:
     """Measure ``model`` on each backend x precision x batch size (see the module doc).
 
     sample: the images to stream, repeated up to ``images`` (default: the photographs).
     A configuration that cannot run (or fails verification) gets a row with ``error``.
+    ``auto`` is the default every command gets: one row per batch size, its precision auto,
+    its pick in ``chosen``.
     """
     from ..api import load
     from ..assets import load_photographs
+    from ..runtime.cpu import describe_cpu
 
     pictures = list(sample) if sample is not None else list(load_photographs().values())
     if not pictures:
         raise TorchinferError("bench needs at least one image")
     inputs = [pictures[i % len(pictures)] for i in range(images)]
-    combos = [(b, p) for p in precisions for b in backends]
+    combos = [(b, p) for p in precisions for b in backends if b != "auto"]
+    if "auto" in backends:
+        combos.append(("auto", "auto"))
     if ("torch", "fp32") not in combos:
         combos.insert(0, ("torch", "fp32"))  # the baseline every ratio refers to
-    # one predictor per backend x precision, shared by the batch sizes; "auto" picks on its
-    # first batch, so it gets one per batch size
+    # one predictor per backend x precision, shared by the batch sizes; "auto" picks for its
+    # batch size, so it gets one per batch size
     predictors: dict[tuple[str, str, int], Any] = {}
     rows: dict[tuple[str, str, int], BenchRow] = {}
     for backend, precision in combos:
@@ -81,8 +87,10 @@ def bench(task: str, model: str | Path | nn.Module, weights: str | Path | None =
         for b in batches:
             try:
                 if shared is None or backend == "auto":
+                    sized = {"batch_size": b} if backend == "auto" else {}
                     shared = load(task, model, weights, device=device, backend=backend,
-                                  precision=precision, verify_backend=verify, **load_options)
+                                  precision=precision, verify_backend=verify,
+                                  **{**load_options, **sized})
                 predictors[(backend, precision, b)] = shared
             except TorchinferError as exc:
                 failed = [b] if backend == "auto" else list(batches)
@@ -95,7 +103,7 @@ def bench(task: str, model: str | Path | nn.Module, weights: str | Path | None =
             f"  {r.backend}/{r.precision}: {r.error}" for r in rows.values()))
     first = next(iter(predictors.values()))
     report = BenchReport(model=first.model.name, task=task, device=str(first.device),
-                         images=images, rounds=rounds)
+                         images=images, rounds=rounds, cpu=describe_cpu())
     if first.model.random_init:
         report.notes.append("random weights: speed is representative, answers are not")
     # warm-up: every configuration once (auto picks its backend here)

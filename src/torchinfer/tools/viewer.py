@@ -31,7 +31,7 @@ def serve(model: str, weights: str | None = None, *, port: int = 8080, browse: b
 
 def _export_for_viewing(model: str, weights: str | None, console: Any) -> Path:
     from ..api import export
-    from ..runtime.backends import cache_dir
+    from ..runtime.memo import cache_dir
 
     # the weights file's size and mtime in the name: a changed file is exported again
     stamp = "random"
