@@ -1,14 +1,18 @@
 """Every available backend x precision on three classifiers, forward only and end to end on a
 folder of mixed JPEGs, side by side in one run, against the default (auto).
 
-For each model (calibrated random weights, saved to a file so the choice is remembered as a
-user's would be):
+For each model: random weights with their batch norms calibrated on crops of the photographs
+(nothing is downloaded), saved to a file so the choice is remembered as a user's would be.
+Random networks are ill-conditioned: their bf16 answers often flip against fp32 on the
+photographs, so the default refuses bf16 for them, as it should; trained weights pass.
   forward   each backend x precision's module on ready batches of the predictor's batch size,
             all cores, ms per image; which candidates verified against eager fp32
   end to end  ``ti.load(...).stream(folder)`` (what ``predict`` runs) on the mixed folder for:
             eager fp32 (the library's and the server's default before this change), the
             fastest fp32 candidate (``predict``'s measured default before: auto over fp32),
-            and the default now (auto: fp32 and, where the CPU has native bf16, bf16)
+            the default now (auto: fp32 and, where the CPU has native bf16, bf16), and the
+            default with verification off: what weights whose answers pass every candidate's
+            check get (random weights often fail bf16's; trained ones pass)
   bound     the core-time bound of the default: cores / (decode ms on one core + cores x its
             forward ms), and the share of it reached
 
@@ -56,8 +60,8 @@ def main() -> None:
     cores = torch.get_num_threads()
     print(f"CPU: {describe_cpu()}; {cores} threads; native bf16: {native_bf16()}")
     print(f"backends available: {', '.join(b.name for b in available_backends())}")
-    print(f"folder: {len(paths)} JPEGs, long side 185-2800 px; best of {args.rounds}, "
-          "rows interleaved\n")
+    print(f"folder: {len(paths)} JPEGs, long side 185-2800 px; best of {args.rounds}, rows "
+          "interleaved\n")
     for name in args.models.split(","):
         bench_model(name, tmp, paths, cores, args.rounds)
 
@@ -83,16 +87,21 @@ def bench_model(name: str, tmp: Path, paths: list[Path], cores: int, rounds: int
     # forward only: every candidate the default measured (rebuilt, since only the chosen one
     # stays in memory), each on its own predictor
     pinned = {c.label: load(backend=c.backend, precision=c.precision, verify_backend=False)
-              for c in report.candidates if _verified(c)}
+              for c in report.candidates if c.error is None}
     for p in pinned.values():
         p.prepare()
     bs = default.batch_size
     crop = default.model.preprocess.crop_size or (224, 224)
     batches = -(-len(paths) // bs)
     forward = {label: forward_only(p, bs, crop, batches) for label, p in pinned.items()}
+    # what weights that pass every candidate's check get (trained ones pass bf16's where
+    # these random ones may not): the default with verification off
+    unchecked = load(verify_backend=False, batch_size=bs)
+    unchecked.prepare()
     end_to_end = {"eager fp32 (library default before)": eager,
                   f"fastest fp32 ({_chosen(fp32_best)}; predict's before)": fp32_best,
-                  f"default now ({_chosen(default)})": default}
+                  f"default now ({_chosen(default)})": default,
+                  f"default, unverified ({_chosen(unchecked)})": unchecked}
     streams = {key: (lambda p=p: list(p.stream([str(x) for x in paths]))) for key, p in
                end_to_end.items()}
     decode = decode_only(default, paths, bs)
@@ -111,14 +120,17 @@ def bench_model(name: str, tmp: Path, paths: list[Path], cores: int, rounds: int
           f"in {measure_s:.1f} s (once per model and machine) and chose {report.chosen.label}")
     print(f"  {'forward only, all cores':<52} ms/img  vs eager   verified")
     eager_ms = best["forward torch/fp32"] * 1000 / (batches * bs)
-    fastest = min(best[f"forward {k}"] for k in forward)
+    verified = {c.label: _verified(c) for c in report.candidates}
+    fastest = min(best[f"forward {k}"] for k in forward if verified[k])
     for label in forward:
         ms = best[f"forward {label}"] * 1000 / (batches * bs)
-        print(f"  {label:<52} {ms:6.2f}  {eager_ms / ms:6.2f}x   yes")
+        check = {c.label: c for c in report.candidates}[label].check
+        state = "yes" if verified[label] else "refused: " + (
+            check.describe()[-60:] if check is not None else "?")
+        print(f"  {label:<52} {ms:6.2f}  {eager_ms / ms:6.2f}x   {state}")
     for c in report.candidates:
-        if not _verified(c):
-            print(f"  {c.label:<52} {'-':>6}  {'-':>6}    refused: "
-                  f"{(c.error or c.check.describe())[:90]}")
+        if c.error is not None:
+            print(f"  {c.label:<52} {'-':>6}  {'-':>6}    cannot run: {c.error[:80]}")
     default_fwd = best[f"forward {report.chosen.label}"]
     print(f"  the default's forward is {default_fwd / fastest:.2f}x the fastest verified one's "
           "time")
@@ -132,7 +144,21 @@ def bench_model(name: str, tmp: Path, paths: list[Path], cores: int, rounds: int
     bound = cores * 1000 / (decode_ms + cores * forward_ms)
     print(f"  core time per image: decode + resize {decode_ms:.2f} ms on one core, forward "
           f"{forward_ms:.2f} ms on {cores}: bound {bound:.1f} img/s, the default reached "
-          f"{list(rates.values())[2] / bound:.0%} ({default.pipeline.reason if default.pipeline else 'no plan'})\n")
+          f"{list(rates.values())[2] / bound:.0%} ({default.pipeline.reason if default.pipeline else 'no plan'})")
+    stages = stage_means(list(default.stream([str(x) for x in paths])))
+    print("  where the default's time goes, ms per image (decode + preprocess on the decode "
+          "threads; the rest on the model's): " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                                           stages.items()))
+    fwd_unchecked = best.get(f"forward {_chosen(unchecked)}", default_fwd) * 1000 / (batches * bs)
+    bound_u = cores * 1000 / (decode_ms + cores * fwd_unchecked)
+    print(f"  unverified default: bound {bound_u:.1f} img/s, reached "
+          f"{list(rates.values())[3] / bound_u:.0%}\n")
+
+
+def stage_means(results) -> dict[str, float]:
+    """The mean of each stage's ms per image over a stream's results."""
+    ok = [r.speed for r in results if r.ok]
+    return {k: sum(s[k] for s in ok) / len(ok) for k in ok[0]} if ok else {}
 
 
 def _verified(candidate) -> bool:

@@ -89,9 +89,7 @@ def prepared(*args, **kwargs):
 def test_default_predictors_reduce_after_their_check_and_exact_decode_does_not():
     for task, model in (("classify", "shapes_classifier"), ("segment", "shapes_segmenter"),
                         ("detect", "shapes_detector")):
-        default = ti.load(task, model, device="cpu")
-        assert default.decode_report is None  # loading only loads
-        default.prepare()
+        default = prepared(task, model, device="cpu")
         assert default.reduced_decode and default.decode_report.reduced, task
         assert default.decode_report.reason.startswith("reduced: within")
         exact = prepared(task, model, device="cpu", exact_decode=True)

@@ -61,7 +61,8 @@ def test_each_backend_through_the_interface(name, tiny_classifier_weights):
     example = batches[0].contiguous() if backend.layout == "NCHW" else batches[0]
     assert "fp32" in backend.precisions(CPU)
     request = BuildRequest(eager.model, eager.module, "classify", "fp32", CPU, example,
-                           memo.model_stamp(eager.model, "classify"))
+                           memo.model_stamp(eager.model, "classify",
+                                            memo.source_stamp("mobilenet_v3_small", path)))
     candidate = verify(build(request, name), eager.module, batches, "classify")
     assert candidate.usable, candidate.error or candidate.check.describe()
     if name != "torch":  # the reference is not compared with itself
@@ -238,7 +239,7 @@ def test_a_third_party_backend_joins_through_its_entry_point(tmp_path, monkeypat
 
 def test_the_stamp_reads_two_mib_of_any_file(tmp_path, monkeypatch):
     """The memo's key never hashes every weight: of a 600 MB file it reads the first and
-    the last MiB, and it changes when the file does."""
+    the last MiB, and it changes when the file does; an IR's stamp covers its .bin."""
     big = tmp_path / "big.safetensors"
     with open(big, "wb") as f:
         f.truncate(600 * 2**20)  # sparse: no disk used
@@ -270,13 +271,20 @@ def test_the_stamp_reads_two_mib_of_any_file(tmp_path, monkeypatch):
         f.seek(-10, 2)
         f.write(b"changed...")
     assert memo.file_stamp(big) != before
+    xml = tmp_path / "m.xml"
+    xml.write_text("<net/>")
+    xml.with_suffix(".bin").write_bytes(b"1")
+    first = memo.source_stamp(xml, None)
+    xml.with_suffix(".bin").write_bytes(b"2")
+    assert memo.source_stamp(xml, None) != first
+    assert memo.source_stamp("resnet18", "IMAGENET1K_V1") == "torchvision:resnet18:IMAGENET1K_V1"
 
 
 def test_a_model_with_no_file_is_never_remembered(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHINFER_CACHE", str(tmp_path))
     p = ti.load("classify", "mobilenet_v3_small", device="cpu", num_classes=10,
                 precision="fp32", backend="torchscript")
-    assert memo.model_stamp(p.model, "classify") is None
+    assert memo.source_stamp("mobilenet_v3_small", None) is None
     p.prepare()
     assert not (tmp_path / "memo").exists()
 
@@ -322,3 +330,34 @@ def test_a_remembered_refusal_is_not_built_again(tiny_classifier_weights, tmp_pa
     refused = {c.label: c for c in again.backend_report.candidates}["fastbutwrong/bf16"]
     assert not refused.usable and refused.remembered
     assert isinstance(again.backend_report.chosen, Candidate)
+
+
+def test_int8_is_a_candidate_only_with_calibration_images(tmp_path, monkeypatch):
+    """OpenVINO int8 (NNCF's post-training quantisation on the user's pictures) is built only
+    with a calibration folder, verified like every candidate, and its verdict names it."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    monkeypatch.setenv("TORCHINFER_CACHE", str(tmp_path / "cache"))
+    assert "int8" not in {p for _, p in candidate_pairs("auto", "auto", CPU)}
+    assert ("openvino", "int8") in candidate_pairs("auto", "auto", CPU, calibrated=True)
+    with pytest.raises(registry.BackendError, match="int8 needs calibration images"):
+        ti.load("classify", "shapes_classifier", backend="openvino", precision="int8")
+    folder = tmp_path / "calibration"
+    folder.mkdir()
+    from torchinfer.datasets import shapes as ds
+
+    for i in range(16):
+        ds.generate_scene(ds.scene_rng(777, i), 128).image.save(folder / f"{i}.png")
+    p = ti.load("classify", "shapes_classifier", calibration=folder, precision="fp32",
+                backend="openvino")  # fp32 pinned: int8 not even built
+    assert p.backend_report.chosen.label == "openvino/fp32"
+    q = ti.load("classify", "shapes_classifier", calibration=folder)
+    q.prepare()
+    int8 = {c.label: c for c in q.backend_report.candidates}["openvino/int8"]
+    assert int8.error is None and int8.check is not None  # quantised, then verified
+    assert int8.check.agreement_kind == "top-1"
+    assert list((tmp_path / "cache" / "openvino").glob("*int8*.xml"))  # kept for next time
+    if not int8.check.passed:  # out-of-domain photographs may flip: then never chosen
+        assert q.backend_report.chosen.label != "openvino/int8"
+    with pytest.raises(registry.BackendError, match="not a folder"):
+        ti.load("classify", "shapes_classifier", calibration=tmp_path / "nope").prepare()

@@ -27,9 +27,9 @@ from .models import (
     registered_model,
     torchvision_task,
 )
-from .runtime.memo import memo_enabled
+from .runtime.memo import memo_enabled, source_stamp
 from .runtime.registry import backend_for_file
-from .runtime.select import AUTO, Preparation, check_request, choose_runtime, default_request, memo_file
+from .runtime.select import AUTO, Preparation, check_request, default_request
 from .tasks import Predictor
 from .tasks.group import PredictorGroup
 from .tasks.heads import make_heads
@@ -44,7 +44,7 @@ def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = 
          strict: bool = True, trust_pickle: bool = False, trust_code: bool = False,
          model_kwargs: dict[str, Any] | None = None, backend: str | None = None,
          precision: str | None = None, verify_backend: bool = True, memo: bool = True,
-         **options: Any) -> Predictor:
+         calibration: str | Path | None = None, **options: Any) -> Predictor:
     """Build the predictor for ``task`` ("classify", ...) around ``model`` + ``weights``.
 
     Preprocessing and labels come with the weights; ``labels`` (a list or a .txt/.json file),
@@ -59,7 +59,10 @@ def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = 
     fp32 on the photographs). Loading only loads: the measuring, verifying and the reduced
     JPEG decode's check run before the first batch (or at ``predictor.prepare()``) and are
     remembered per model file and machine (``memo=False`` or ``$TORCHINFER_NO_MEMO=1``: not).
-    A backend named is built and verified here, so a refusal comes now.
+    A backend named is built and verified here (with the decode's check), so a refusal comes
+    now. ``calibration``: a folder of the pictures the model will see, for int8 (OpenVINO
+    with NNCF's post-training quantisation): int8 becomes a candidate, kept only where its
+    decisions agree with fp32 on the photographs.
     Big JPEGs are decoded at a reduced scale unless ``exact_decode=True``.
     Other keyword arguments go to the task's predictor (e.g. ``top_k``, ``batch_size``,
     ``max_pixels``, ``bgr``). ``trust_pickle`` / ``trust_code``: see ``load_model`` (files
@@ -73,7 +76,12 @@ def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = 
     if known is not None and known != task:  # refuse before spending time building it
         raise TorchinferError(f"{model} is a {known} model, not {task}: use task {known!r}")
     file = Path(model) if isinstance(model, (str, Path)) else None
-    owner = backend_for_file(file) if file is not None else None
+    owner = backend_for_file(file) if file is not None and file.is_file() else None
+    if owner is not None and device == "auto" and not owner.precisions(torch.device("cuda")):
+        device = "cpu"  # a file only a CPU runtime reads (an OpenVINO IR)
+    # stamped before it is read: a file replaced meanwhile never lends its stamp to the old
+    # weights (what is remembered about the model is kept under it)
+    source = source_stamp(model, weights) if memo_enabled(memo) else None
     if owner is not None and file is not None:  # a file in a backend's own format (OpenVINO)
         if weights is not None:
             raise TorchinferError(f"{model} holds its own weights (got {weights})")
@@ -98,12 +106,11 @@ def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = 
         names = read_labels(labels) if isinstance(labels, (str, Path)) else list(labels)
     loaded = replace(loaded, preprocess=preprocess, labels=names)
     predictor = spec.predictor_for(loaded, device=device, **options)
-    pinned = backend != AUTO
-    if pinned:  # asked for by name: built and verified now, so a refusal comes at load
-        choose_runtime(predictor, backend, precision, verify=verify_backend,
-                       memo=memo_file(predictor) if memo_enabled(memo) else None)
     predictor.preparation = Preparation(predictor, backend, precision, verify=verify_backend,
-                                        memo=memo, choose=not pinned)
+                                        memo=memo, calibration=Path(calibration) if calibration
+                                        else None, source=source)
+    if backend != AUTO:  # asked for by name: built and verified now, so a refusal comes now
+        predictor.prepare()
     return predictor
 
 

@@ -150,6 +150,7 @@ class LoadOptions(ModelOptions):
     precision: Optional[str] = None
     verify_backend: bool = True
     exact_decode: bool = False
+    calibration: Optional[Path] = None  # images for int8 (OpenVINO)
     # the task's own: classify
     top_k: Optional[int] = None
     multi_label: Optional[bool] = None
@@ -166,7 +167,8 @@ class LoadOptions(ModelOptions):
     _LOAD_ARGS = ("device", "num_classes", "labels", "input_size", "mean", "std", "strict",
                   "trust_pickle", "trust_code", "model_kwargs", "top_k", "multi_label", "conf",
                   "iou", "max_det", "classes", "decoder", "batch_size", "max_pixels", "backend",
-                  "precision", "verify_backend", "decode_workers", "exact_decode")
+                  "precision", "verify_backend", "decode_workers", "exact_decode",
+                  "calibration")
     # the options only one task's predictor takes: given for another, load() would fail deep
     # inside with a TypeError instead of a message (per-task, like predict.RESULT_TABLES: for
     # the task registry to provide)

@@ -76,6 +76,10 @@ PrecisionOpt = Annotated[Optional[str], typer.Option(help="auto (the default: fp
                          "where the CPU runs it natively and its answers agree), fp32, bf16 or "
                          "fp16; reduced precision is verified against fp32 on photographs.",
                          show_default=False)]
+CalibrationOpt = Annotated[Optional[Path], typer.Option(help="A folder of the pictures the model "
+                           "will see (a few hundred): makes OpenVINO int8 (NNCF's post-training "
+                           "quantisation on them) a candidate, kept only where its answers "
+                           "agree with fp32 (extra: openvino).")]
 VerifyBackendOpt = Annotated[bool, typer.Option(help="Check a backend/precision (and reduced "
                              "JPEG decoding) against fp32 PyTorch on photographs before using it.")]
 ExactDecodeOpt = Annotated[bool, typer.Option(help="Decode every pixel of big JPEGs, as "

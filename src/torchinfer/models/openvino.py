@@ -26,7 +26,8 @@ from .config import PreprocessConfig
 from .loaded import LoadedModel
 
 # torchinfer's precision names -> OpenVINO's inference precision hints
-PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+# (an int8 model's quantised layers run in int8 whatever the hint; the rest in f32)
+PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 
 
 def import_openvino() -> Any:
@@ -68,10 +69,8 @@ class OpenVinoModule(nn.Module):
             self.compiled = ov.Core().compile_model(self.ov_model, "CPU", config)
         except Exception as exc:  # an op OpenVINO cannot compile
             raise TorchinferError(f"{self.source}: OpenVINO cannot compile the model: "
-                                  f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"
-                                  ) from exc
+                                  f"{_first_line(exc)}") from exc
         self.threads = threads
-        self._local = threading.local()  # requests of the old compilation are let go
 
     def set_threads(self, threads: int) -> None:
         """Run on ``threads`` threads (compiled again; nothing happens when unchanged)."""
@@ -83,17 +82,21 @@ class OpenVinoModule(nn.Module):
         return int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self.compiled.create_infer_request()
+        # this thread's request, made from the current compilation (set_threads may have
+        # compiled again since: a request and its outputs belong to one compilation)
+        compiled = self.compiled
+        pair = getattr(self._local, "pair", None)
+        if pair is None or pair[0] is not compiled:
+            pair = self._local.pair = (compiled, compiled.create_infer_request())
+        request = pair[1]
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
         try:
-            outputs = request.infer({0: array}, share_inputs=True)
+            request.infer({0: array}, share_inputs=True)
         except Exception as exc:  # OpenVINO's errors: wrong rank or shape
             raise TorchinferError(f"{self.source}: OpenVINO failed on an input of shape "
-                                  f"{tuple(array.shape)}: {exc}") from exc
-        out = outputs[self.compiled.output(0)]
+                                  f"{tuple(array.shape)}: {_first_line(exc)}") from exc
         # the request reuses its output buffer on the next call: the result is copied out
+        out = request.get_output_tensor(0).data
         return torch.from_numpy(np.array(out, dtype=np.float32, copy=True)).to(x.device)
 
     def extra_repr(self) -> str:
@@ -113,8 +116,7 @@ def load_openvino_model(path: str | Path, *, precision: str = "fp32") -> LoadedM
         model = ov.Core().read_model(str(path))
     except Exception as exc:
         raise TorchinferError(f"{path}: not an OpenVINO IR OpenVINO can read "
-                              f"({str(exc).strip().splitlines()[0] if str(exc).strip() else exc})"
-                              ) from exc
+                              f"({_first_line(exc)})") from exc
     keys = list(OPENVINO_RT_INFO_PATH)
     text = model.get_rt_info(keys).astype(str) if model.has_rt_info(keys) else ""
     card = ModelCard.from_openvino_rt_info(text, str(path))
@@ -128,6 +130,11 @@ def load_openvino_model(path: str | Path, *, precision: str = "fp32") -> LoadedM
                        labels=list(card.labels) if card.labels is not None else None,
                        weights=str(path), weights_format="openvino",
                        preprocess_from="weights" if card.preprocess else "default")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _default_preprocess(model: Any) -> PreprocessConfig:

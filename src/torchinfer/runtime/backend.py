@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -29,7 +30,8 @@ from ..errors import TorchinferError
 from ..models import LoadedModel
 from ..models.outputs import main_output
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+# int8: post-training quantisation, only with calibration images (``BuildRequest.calibration``)
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -48,6 +50,10 @@ class BuildRequest:
     device: torch.device
     example: torch.Tensor  # a prepared batch of photographs, in the backend's layout
     stamp: str | None  # runtime.memo.model_stamp: a key for the files the backend keeps
+    # int8's calibration: prepared batches of the user's images (read when first called), and
+    # a stamp of their folder; None when no calibration folder was given
+    calibration: Callable[[], list[torch.Tensor]] | None = None
+    calibration_stamp: str | None = None
 
 
 class Backend(ABC):

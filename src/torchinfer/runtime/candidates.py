@@ -23,11 +23,20 @@ from torch import nn
 from ..errors import TorchinferError
 from ..models.outputs import main_output
 from ..tasks.registry import task_spec
-from ..verify import BF16_TOLERANCE, FP16_TOLERANCE, FP32_TOLERANCE, Comparison, OutputCheck, Tolerance
+from ..verify import (
+    BF16_TOLERANCE,
+    FP16_TOLERANCE,
+    FP32_TOLERANCE,
+    INT8_TOLERANCE,
+    Comparison,
+    OutputCheck,
+    Tolerance,
+)
 from .backend import BackendError, BuildRequest, first_line
 from .registry import get_backend
 
-TOLERANCES = {"fp32": FP32_TOLERANCE, "bf16": BF16_TOLERANCE, "fp16": FP16_TOLERANCE}
+TOLERANCES = {"fp32": FP32_TOLERANCE, "bf16": BF16_TOLERANCE, "fp16": FP16_TOLERANCE,
+              "int8": INT8_TOLERANCE}
 
 
 @dataclass
@@ -43,6 +52,9 @@ class Candidate:
     error: str | None = None
     # the verdict of an earlier check of this model on this machine, reused (runtime.memo)
     remembered: str | None = None
+    # an error that building again would meet again (not a full disk or a lack of memory):
+    # worth remembering
+    lasting_error: bool = False
 
     @property
     def label(self) -> str:
@@ -98,10 +110,13 @@ def build(request: BuildRequest, backend: str) -> Candidate:
         built = owner.build(request)
     except (BackendError, TorchinferError) as exc:
         return Candidate(backend, request.precision, None, time.perf_counter() - t0,
-                         error=str(exc))
-    except Exception as exc:  # a tracer or runtime refusing this model: say which and why
+                         error=first_line(exc), lasting_error=True)
+    except (OSError, MemoryError) as exc:  # this machine now, not the model: not remembered
         return Candidate(backend, request.precision, None, time.perf_counter() - t0,
                          error=f"{type(exc).__name__}: {first_line(exc)}")
+    except Exception as exc:  # a tracer or runtime refusing this model: say which and why
+        return Candidate(backend, request.precision, None, time.perf_counter() - t0,
+                         error=f"{type(exc).__name__}: {first_line(exc)}", lasting_error=True)
     return Candidate(backend, request.precision, built, time.perf_counter() - t0)
 
 
@@ -146,17 +161,21 @@ def refusal(candidate: Candidate) -> str:
 
 
 def pick_fastest(candidates: Sequence[Candidate], run: Callable[[nn.Module], Any],
-                 images: int, repeats: int = 3) -> tuple[Candidate, str]:
+                 images: int, repeats: int = 5) -> tuple[Candidate, str]:
     """Time each usable candidate on ``run`` (one batch of ``images`` photographs): warm-up twice
     (TorchScript's profiling executor optimises on the second call), then the best of
     ``repeats``, interleaved so drifting machine load hits every candidate alike."""
     usable = [c for c in candidates if c.usable]
+    for c in list(usable):  # warm-up; a candidate failing at this batch size is dropped
+        try:
+            for _ in range(2):
+                run(c.module)  # type: ignore[arg-type]
+        except Exception as exc:
+            c.error, c.lasting_error = f"failed at batch {images}: {first_line(exc)}", True
+            usable.remove(c)
     if not usable:
-        raise BackendError("no backend can run this model:\n" + "\n".join(
-            f"  {refusal(c)}" for c in candidates))
-    for c in usable:
-        for _ in range(2):
-            run(c.module)  # type: ignore[arg-type]
+        raise BackendError("no backend can run this model: " + "; ".join(
+            refusal(c) for c in candidates))
     best = {c.label: float("inf") for c in usable}
     for _ in range(repeats):
         for c in usable:

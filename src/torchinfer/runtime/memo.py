@@ -9,7 +9,9 @@ multi-GB model), the architecture's parameter names and shapes, the task, the pr
 and the versions of torch and torchinfer.
 
 A model with no file behind it (random weights, or an ``nn.Module`` handed in) has no stamp
-and is measured afresh in each process. ``TORCHINFER_NO_MEMO=1`` (or ``memo=False`` to
+and is measured afresh in each process. The file is stamped by ``ti.load`` before it is
+read (``source_stamp``), so a file replaced while loading never lends its stamp to the old
+weights. ``TORCHINFER_NO_MEMO=1`` (or ``memo=False`` to
 ``ti.load``) turns remembering off.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import inspect
 import json
 import os
 import sys
@@ -24,8 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torchvision
 
 from ..models import LoadedModel
+from ..models.bundled import bundled_path
+from ..models.hub import is_named_weights
 
 EDGE_BYTES = 1 << 20  # how much of each end of a file goes into its stamp
 
@@ -66,21 +72,48 @@ def file_stamp(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def model_stamp(loaded: LoadedModel, task: str) -> str | None:
-    """The key of what is remembered about ``loaded`` for ``task``, or None when it has no
-    file behind it (random weights, a module handed in): nothing is remembered then."""
-    source = loaded.weights
+# files that belong to a model file: an OpenVINO IR's weights, an ONNX file's external data
+COMPANIONS = {".xml": (".bin",), ".onnx": (".onnx.data",)}
+
+
+def source_stamp(model: object, weights: object) -> str | None:
+    """The stamp of what a model is read from, taken before it is read (a file replaced while
+    loading then never lends its stamp to the old weights): the weights file, else the model
+    file (with its companions), else a torchvision weights name (immutable downloads) or a
+    bundled model's file. None for anything else: a module handed in, random weights."""
+    if weights is None and isinstance(model, (str, Path)) and bundled_path(str(model)):
+        return file_stamp(bundled_path(str(model)))  # type: ignore[arg-type]
+    source = weights if weights is not None else model
+    if not isinstance(source, (str, Path)):
+        return None
+    path = Path(source)
+    if path.is_file():
+        parts = [file_stamp(path)] + [
+            file_stamp(extra) for suffix in COMPANIONS.get(path.suffix.lower(), ())
+            if (extra := path.with_name(path.stem + suffix)).is_file()]
+        return hashlib.sha256("".join(parts).encode()).hexdigest()
+    if weights is not None and is_named_weights(str(weights)):
+        return f"torchvision:{model}:{weights}"
+    return None
+
+
+def model_stamp(loaded: LoadedModel, task: str, source: str | None) -> str | None:
+    """The key of what is remembered about ``loaded`` for ``task``: its ``source_stamp``, the
+    architecture (parameter names and shapes, the class and its source file), the
+    preprocessing and the versions of torch, torchvision and torchinfer. None without a
+    source: nothing is remembered then."""
     if source is None:
         return None
-    if Path(source).exists():
-        weights = file_stamp(source)
-    elif "." in source or source == "DEFAULT":  # a torchvision weights name (immutable URLs)
-        weights = f"torchvision:{source}"
-    else:
-        return None
+    cls = type(loaded.module)
+    try:
+        code = inspect.getsourcefile(cls)
+        code_stamp = f"{code}:{Path(code).stat().st_mtime_ns}" if code else ""
+    except (TypeError, OSError):
+        code_stamp = ""
     h = hashlib.sha256()
-    h.update(json.dumps([weights, loaded.name, task, type(loaded.module).__qualname__,
-                         loaded.preprocess.to_dict(), torch.__version__, package_version()]).encode())
+    h.update(json.dumps([source, loaded.name, task, cls.__module__, cls.__qualname__, code_stamp,
+                         loaded.preprocess.to_dict(), torch.__version__,
+                         torchvision.__version__, package_version()]).encode())
     for key, tensor in loaded.module.state_dict().items():  # the architecture: names, shapes
         h.update(f"{key}{tuple(tensor.shape)}{tensor.dtype}".encode())
     return h.hexdigest()[:20]
@@ -94,13 +127,16 @@ def package_version() -> str:
         return "unknown"
 
 
-def read_memo(path: Path) -> dict[str, Any]:
-    """The JSON object kept at ``path`` (empty when absent or unreadable)."""
+def read_memo(path: Path) -> dict[str, dict[str, Any]]:
+    """The JSON object kept at ``path``, its sections objects (empty when absent or
+    unreadable; a section of another shape is dropped: measured again)."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, dict)}
 
 
 def update_memo(path: Path, section: str, key: str, value: Any) -> None:

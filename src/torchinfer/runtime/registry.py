@@ -61,11 +61,12 @@ def get_backend(name: str) -> Backend:
     if target is None:
         raise BackendError(f"unknown backend {name!r}: use auto, {', '.join(backend_names())}")
     module_name, _, attribute = target.partition(":")
-    try:
+    try:  # a plugin is someone else's code: whatever it raises, it is not available
         loaded = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise BackendError(f"backend {name!r} ({target}) cannot be imported: {exc}") from exc
-    instance = loaded() if isinstance(loaded, type) else loaded
+        instance = loaded() if isinstance(loaded, type) else loaded
+    except Exception as exc:
+        raise BackendError(f"backend {name!r} ({target}) cannot be imported: "
+                           f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(instance, Backend) or instance.name != name:
         raise BackendError(f"backend {name!r} ({target}) is not a torchinfer Backend "
                            f"named {name!r}")
@@ -81,7 +82,11 @@ def available_backends() -> list[Backend]:
             backend = get_backend(name)
         except BackendError:
             continue  # a broken plugin is reported when it is asked for by name
-        if backend.unavailable() is None:
+        try:
+            missing = backend.unavailable()
+        except Exception:  # a plugin's own check failing: not available
+            continue
+        if missing is None:
             found.append(backend)
     return found
 

@@ -31,7 +31,7 @@ from .backend import PRECISIONS, BackendError, BuildRequest
 from .candidates import BackendReport, Candidate, build, pick_fastest, refusal, verify
 from .cpu import cpu_name, native_bf16, vector_flags
 from .decoding import check_reduced_decode
-from .memo import cache_dir, memo_enabled, model_stamp, read_memo, update_memo
+from .memo import cache_dir, file_stamp, memo_enabled, model_stamp, read_memo, update_memo
 from .registry import available_backends, get_backend
 
 if TYPE_CHECKING:
@@ -60,26 +60,34 @@ def check_request(backend: str, precision: str) -> None:
 
 
 def candidate_pairs(backend: str, precision: str, device: torch.device,
-                    weights_format: str | None = None) -> list[tuple[str, str]]:
+                    weights_format: str | None = None, *,
+                    calibrated: bool = False) -> list[tuple[str, str]]:
     """(backend, precision) pairs to consider. A named backend and precision: that one (built
-    even where it cannot run, so the refusal says why). ``auto`` precision: fp32, and bf16
-    where the CPU runs it natively (on CUDA, reduced precision is asked for by name). ``auto``
-    backend: every available backend that runs the precision on ``device``. A model loaded
-    from a backend's own file runs on that backend only."""
+    even where it cannot run, so the refusal says why). ``auto`` precision: fp32, bf16 where
+    the CPU runs it natively, and int8 where calibration images were given (``calibrated``;
+    on CUDA, reduced precision is asked for by name). ``auto`` backend: every available
+    backend that runs the precision on ``device``. A model loaded from a backend's own file
+    runs on that backend only."""
     owner = FILE_BACKENDS.get(weights_format or "")
     if backend == AUTO:
         names = [owner] if owner else [b.name for b in available_backends()]
     else:
         names = [backend]
     if precision == AUTO:
-        wanted = ["fp32"] + (["bf16"] if device.type == "cpu" and native_bf16() else [])
+        wanted = ["fp32"] + (["bf16"] if device.type == "cpu" and native_bf16() else []) + (
+            ["int8"] if calibrated and device.type == "cpu" else [])
     else:
         wanted = [precision]
     pairs = []
     for name in names:
         if backend != AUTO and precision != AUTO:
             return [(name, precision)]
-        runs = get_backend(name).precisions(device)
+        try:
+            runs = get_backend(name).precisions(device)
+        except Exception:  # a runtime that cannot even say what it runs
+            if backend != AUTO:
+                return [(name, wanted[0])]  # named: built, so its error is shown
+            continue
         pairs += [(name, p) for p in wanted if p in runs]
     return pairs
 
@@ -94,57 +102,83 @@ class Preparation:
     precision: str
     verify: bool = True
     memo: bool = True
-    choose: bool = True  # False: the runtime was chosen at load already (a pinned request)
+    calibration: Path | None = None  # images for int8's quantisation
+    source: str | None = None  # memo.source_stamp of the model's file, taken at load
 
     def __call__(self) -> None:
         p = self.predictor
-        memo = memo_file(p) if memo_enabled(self.memo) else None
-        check_reduced_decode(p, verify=self.verify, memo=memo)
-        if self.choose:
-            choose_runtime(p, self.backend, self.precision, verify=self.verify, memo=memo)
+        stamp = model_stamp(p.model, p.task, self.source)
+        memo = memo_file(p, stamp) if memo_enabled(self.memo) else None
+        check_reduced_decode(p, verify=self.verify, memo=memo)  # on the eager fp32 module
+        choose_runtime(p, self.backend, self.precision, verify=self.verify, memo=memo,
+                       calibration=self.calibration, stamp=stamp)
 
 
 def choose_runtime(predictor: Predictor, backend: str, precision: str, *,
-                   verify: bool = True, memo: Path | None = None) -> None:
+                   verify: bool = True, memo: Path | None = None,
+                   calibration: Path | None = None, stamp: str | None = None) -> None:
     """Make ``predictor`` run on the choice for ``backend`` x ``precision`` (see the module
     doc); ``predictor.backend_report`` says what runs, why and what was reused. Raises
-    BackendError when nothing asked for can run it."""
+    BackendError when nothing asked for can run it. ``calibration``: a folder of images for
+    int8's quantisation (int8 is a candidate only with one). ``stamp``: ``memo.model_stamp``,
+    naming the files backends keep (None: named by a hash of the weights)."""
     check_request(backend, precision)
+    eager = (backend, precision) in ((AUTO, AUTO), ("torch", AUTO), ("torch", "fp32"))
     if not predictor.supports_backends or predictor.model.weights_format == "torchscript":
-        if (backend, precision) not in ((AUTO, AUTO), ("torch", AUTO), ("torch", "fp32")):
+        if not eager:
             why = predictor.supports_backends_reason or "a TorchScript file runs on torch"
             raise BackendError(f"{predictor.model.name} runs on torch in fp32 only: {why}")
         return  # eager float32, as loaded
-    pairs = candidate_pairs(backend, precision, predictor.device, predictor.model.weights_format)
-    if pairs == [("torch", "fp32")] or not pairs:
+    owner = FILE_BACKENDS.get(predictor.model.weights_format or "")
+    if owner is not None and backend not in (AUTO, owner) and not eager:
+        raise BackendError(f"{predictor.model.name} is a {owner} file: it runs on {owner}, "
+                           f"not {backend}")
+    if owner is not None and (eager or (backend, precision) == (owner, "fp32")):
+        itself = Candidate(owner, "fp32", predictor.module)  # the file, as it was loaded
+        predictor.backend_report = BackendReport(itself, [itself], "the file's own runtime")
         return
-    stamp = model_stamp(predictor.model, predictor.task)
-    key = f"{backend}/{precision}/batch {predictor.batch_size}"
+    pairs = candidate_pairs(backend, precision, predictor.device, predictor.model.weights_format,
+                            calibrated=calibration is not None)
+    if pairs == [("torch", "fp32")] or (not pairs and eager):
+        return
+    if not pairs:
+        raise BackendError(f"nothing here runs {backend} in {precision} on "
+                           f"{predictor.device.type} (see torchinfer env)")
+    calibrate = Calibration(predictor, calibration) if calibration is not None else None
+    key = f"{backend}/{precision}/batch {predictor.batch_size}" + (
+        "" if verify else "/unverified")
+    if calibrate is not None:  # int8's verdict and the choice depend on the images
+        key += f"/calibration {calibrate.stamp[:12]}"
     kept = read_memo(memo) if memo is not None else {}
-    verdicts: dict[str, Any] = kept.get("verdicts", {})
+    verdicts = kept.get("verdicts", {})
     choice = kept.get("choices", {}).get(key)
-    if choice is not None and choice.get("chosen") in {f"{b}/{p}" for b, p in pairs}:
+    if isinstance(choice, dict) and isinstance(choice.get("reason"), str) and \
+            choice.get("chosen") in {f"{b}/{p}" for b, p in pairs}:
         chosen_backend, chosen_precision = choice["chosen"].split("/")
         reused = _build_checked(predictor, [(chosen_backend, chosen_precision)], verdicts,
-                                verify, stamp)
+                                verify, stamp, calibrate)
         if reused and reused[0].usable:
             _use(predictor, reused[0], f"{choice['reason']}; remembered ({memo.name})"
                  if memo is not None else choice["reason"], reused)
             return
-    candidates = _build_checked(predictor, pairs, verdicts, verify, stamp)
-    if memo is not None:
-        for c in candidates:
-            if c.remembered is None and (c.check is not None or c.error is not None):
-                update_memo(memo, "verdicts", c.label, _verdict(c))
-    if len(candidates) == 1:
-        chosen = candidates[0]
-        if not chosen.usable:
-            raise BackendError(refusal(chosen))
-        reason = "requested" + ("" if verify or chosen.check is not None else ", not verified")
-    else:
-        chosen, reason = _time(predictor, candidates)
-        if memo is not None:
+    candidates = _build_checked(predictor, pairs, verdicts, verify, stamp, calibrate)
+    try:
+        if len(candidates) == 1:
+            chosen = candidates[0]
+            if not chosen.usable:
+                raise BackendError(refusal(chosen))
+            reason = "requested"
+        else:
+            chosen, reason = _time(predictor, candidates)
+        if not verify and chosen.check is None and chosen.remembered is None:
+            reason += ", not verified"
+        if memo is not None and len(candidates) > 1:
             update_memo(memo, "choices", key, {"chosen": chosen.label, "reason": reason})
+    finally:  # what was learnt about each candidate, kept even when none can run
+        for c in candidates:
+            if memo is not None and c.remembered is None and (
+                    c.check is not None or c.lasting_error):
+                update_memo(memo, "verdicts", verdict_key(c.label, calibrate), _verdict(c))
     for c in candidates:  # only the chosen one stays in memory
         if c is not chosen:
             c.module = None
@@ -152,26 +186,29 @@ def choose_runtime(predictor: Predictor, backend: str, precision: str, *,
 
 
 def _build_checked(predictor: Predictor, pairs: list[tuple[str, str]],
-                   verdicts: dict[str, Any], verify_outputs: bool, stamp: str | None
-                   ) -> list[Candidate]:
+                   verdicts: dict[str, Any], verify_outputs: bool, stamp: str | None,
+                   calibrate: Calibration | None = None) -> list[Candidate]:
     """Each pair built and verified, unless a remembered verdict says how it went."""
     batches: list[torch.Tensor] | None = None
     out = []
     for b, p in pairs:
         label = f"{b}/{p}"
-        verdict = verdicts.get(label)
-        if verdict is not None and not verdict.get("passed"):
-            out.append(Candidate(b, p, None, error=verdict.get("why") or "refused earlier",
-                                 remembered=verdict.get("why")))
+        verdict = verdicts.get(verdict_key(label, calibrate))
+        verdict = verdict if isinstance(verdict, dict) else None
+        if verdict is not None and not verdict.get("passed") and verify_outputs:
+            why = f"refused earlier on this machine: {verdict.get('why')}"
+            out.append(Candidate(b, p, None, error=why, remembered=why))
             continue
         if batches is None:
             batches = verification_batches(predictor)
         layout = get_backend(b).layout
         example = batches[0].contiguous() if layout == "NCHW" else batches[0]
         request = BuildRequest(predictor.model, predictor.module, predictor.task, p,
-                               predictor.device, example, stamp)
+                               predictor.device, example, stamp,
+                               calibration=calibrate.batches if calibrate else None,
+                               calibration_stamp=calibrate.stamp if calibrate else None)
         candidate = build(request, b)
-        if verdict is not None:
+        if verdict is not None and verdict.get("passed"):
             candidate.remembered = verdict.get("why")
         elif verify_outputs:
             candidate = verify(candidate, predictor.module, batches, predictor.task)
@@ -179,11 +216,50 @@ def _build_checked(predictor: Predictor, pairs: list[tuple[str, str]],
     return out
 
 
+def verdict_key(label: str, calibrate: Calibration | None) -> str:
+    """An int8 verdict holds for its calibration images only."""
+    return f"{label}/calibration {calibrate.stamp[:12]}" if calibrate is not None and \
+        label.endswith("/int8") else label
+
+
+class Calibration:
+    """int8's calibration images: the folder's stamp now, its prepared batches (one image
+    each, NCHW, as the predictor prepares real ones) when first asked for."""
+
+    MAX_IMAGES = 300  # NNCF's default subset: enough for the ranges of every layer
+
+    def __init__(self, predictor: Predictor, folder: Path):
+        if not Path(folder).is_dir():
+            raise BackendError(f"calibration folder {folder} does not exist or is not a folder")
+        self.predictor, self.folder = predictor, Path(folder)
+        self.stamp = file_stamp(self.folder)
+        self._batches: list[torch.Tensor] | None = None
+
+    def batches(self) -> list[torch.Tensor]:
+        if self._batches is None:
+            from ..runner.inputs import iter_sources
+
+            out = []
+            for source in iter_sources(str(self.folder)):
+                decoded = self.predictor.decode([source])
+                if decoded.batch is not None:
+                    tensor = self.predictor.to_device(decoded.batch.tensor)
+                    out.append(self.predictor.device_preprocess(tensor).contiguous())
+                if len(out) >= self.MAX_IMAGES:
+                    break
+            if not out:
+                raise BackendError(f"calibration folder {self.folder} holds no image "
+                                   "torchinfer can read")
+            self._batches = out
+        return self._batches
+
+
 def _verdict(candidate: Candidate) -> dict[str, Any]:
     if candidate.usable:
         why = candidate.check.describe() if candidate.check is not None else "built"
         return {"passed": True, "why": why}
-    return {"passed": False, "why": refusal(candidate)}
+    failed = candidate.error or (candidate.check.describe() if candidate.check else "refused")
+    return {"passed": False, "why": failed}
 
 
 def _time(predictor: Predictor, candidates: list[Candidate]) -> tuple[Candidate, str]:
@@ -193,17 +269,19 @@ def _time(predictor: Predictor, candidates: list[Candidate]) -> tuple[Candidate,
     layouts = {"NCHW": tensor.contiguous(), None: tensor}
     inputs = {id(c.module): layouts[get_backend(c.backend).layout] for c in candidates
               if c.module is not None}
-    reference = predictor.module
+    nchw = {id(c.module) for c in candidates if get_backend(c.backend).layout == "NCHW"}
+    reference, layout = predictor.module, predictor.channels_last
 
     def run(module: torch.nn.Module) -> None:
         predictor.module = module
+        predictor.channels_last = layout and id(module) not in nchw  # as _use will set it
         predictor.forward(inputs[id(module)], batch)
         predictor.sync()
 
     try:
         return pick_fastest(candidates, run, len(batch.sources))
     finally:
-        predictor.module = reference
+        predictor.module, predictor.channels_last = reference, layout
 
 
 def _use(predictor: Predictor, candidate: Candidate, reason: str,
@@ -214,10 +292,9 @@ def _use(predictor: Predictor, candidate: Candidate, reason: str,
     predictor.backend_report = BackendReport(candidate, candidates, reason)
 
 
-def memo_file(predictor: Predictor) -> Path | None:
-    """Where what is measured about this model on this machine is kept (None: a model with
-    no file behind it, measured afresh each time)."""
-    stamp = model_stamp(predictor.model, predictor.task)
+def memo_file(predictor: Predictor, stamp: str | None) -> Path | None:
+    """Where what is measured about this model (``stamp``: ``memo.model_stamp``) on this
+    machine is kept (None: a model with no file behind it, measured afresh each time)."""
     if stamp is None:
         return None
     name = predictor.model.name.replace("/", "_").replace("\\", "_")

@@ -22,8 +22,11 @@ def refuse_foreign(request: BuildRequest, name: str) -> None:
     if isinstance(request.module, OrtModule):
         raise BackendError(f"{request.loaded.name} is an ONNX file: it runs on onnxruntime "
                            f"only, not {name}")
-    if request.precision not in torch_precisions(request.device):
+    if request.precision == "fp16" and request.device.type == "cpu":
         raise BackendError("fp16 on the CPU has no fast kernels (use bf16, or fp16 on CUDA)")
+    if request.precision not in torch_precisions(request.device):
+        raise BackendError(f"{name} runs {', '.join(torch_precisions(request.device))}, not "
+                           f"{request.precision} (int8: --backend openvino with --calibration)")
 
 
 def cast(module: nn.Module, precision: str) -> nn.Module:

@@ -38,6 +38,7 @@ from ..results import Result
 from ..runner.batches import Decoded
 from ..runner.inputs import Source
 from ..runner.plan import PROBE_FULL, PROBE_SPLIT
+from ..runner.streamer import size_session
 from ..tasks import Predictor
 from .batcher import Batcher, Job, JobsHook
 from .config import REQUEST_OPTIONS, ModelSpec, ServeConfig
@@ -72,6 +73,7 @@ class ModelEngine:
         self.batcher: Batcher | None = None
         self.decode_pool: ThreadPoolExecutor | None = None
         self.model_threads: int | None = None
+        self.worker_torch_threads: int | None = None  # torch's, in each worker (see load)
         self.model_workers = 1
         self.decode_threads: int | None = None
         self.load_seconds: float | None = None
@@ -105,6 +107,9 @@ class ModelEngine:
             self.model_threads = self.config.model_threads
         self.model_workers = self.config.model_workers or default_workers(
             predictor, usable_cores(), self.model_threads)
+        # a runtime with a pool of its own (ONNX Runtime, OpenVINO) gets the model's threads,
+        # and torch keeps to one around it; eager and TorchScript run on torch's
+        self.worker_torch_threads = size_session(predictor.module, self.model_threads)
         # decoding runs torch ops too (preprocess): one thread each, beside the model's (with
         # decoding in turn, one thread draws the pictures asked for)
         self.decode_pool = ThreadPoolExecutor(
@@ -182,11 +187,12 @@ class ModelEngine:
         """In each worker's own thread, once: its torch threads (torch keeps the count per
         thread once the thread has run a parallel op; before that, the first op would take
         whatever another thread set last, so run one, then set it again)."""
-        if self.model_threads is None:
+        threads = self.worker_torch_threads
+        if threads is None:
             return
-        torch.set_num_threads(self.model_threads)
+        torch.set_num_threads(threads)
         torch.softmax(torch.ones(2, 2), 1)  # this thread's first parallel op: its init
-        torch.set_num_threads(self.model_threads)
+        torch.set_num_threads(threads)
 
     def _run_group(self, jobs: list[Job]) -> list[Result | Exception]:
         assert self.predictor is not None

@@ -117,7 +117,7 @@ class Predictor(ABC, Generic[R]):
         # What is left to do before the first batch (the runtime's checks and choice of
         # backend, handed in by ``ti.load``); run once by ``prepare``
         self.preparation: Callable[[], None] | None = None
-        self._prepare_lock = threading.Lock()
+        self._prepare_lock = threading.RLock()
         self._streamer = Streamer(self)
 
     # --- what a task defines ---------------------------------------------------------------
@@ -146,14 +146,10 @@ class Predictor(ABC, Generic[R]):
         once done. A server calls it at start, so no request waits for it."""
         if self.preparation is None:
             return
-        with self._prepare_lock:
-            preparation, self.preparation = self.preparation, None
-            if preparation is not None:
-                try:
-                    preparation()
-                except BaseException:
-                    self.preparation = preparation  # not done: tried again next time
-                    raise
+        with self._prepare_lock:  # other threads wait here until it is done
+            if self.preparation is not None:
+                self.preparation()  # raising, it stays pending: tried again next time
+                self.preparation = None
 
     def device_preprocess(self, tensor: torch.Tensor) -> torch.Tensor:
         """Device-side part of preprocessing: uint8 -> normalised float (``normalise``)."""

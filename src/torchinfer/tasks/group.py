@@ -56,6 +56,8 @@ class PredictorGroup(Predictor[MultiTask]):
         if any(isinstance(p, PredictorGroup) for p in members.values()):
             raise TorchinferError("a group's members are single models")
         self.members = dict(members)
+        for member in self.members.values():  # their modules and decoding, as chosen
+            member.prepare()
         first = next(iter(members.values()))
         model = LoadedModel(module=nn.ModuleDict({n: p.module for n, p in members.items()}),
                             name=" + ".join(p.model.name for p in members.values()),
