@@ -95,8 +95,9 @@ def bench_model(name: str, tmp: Path, paths: list[Path], cores: int, rounds: int
     batches = -(-len(paths) // bs)
     forward = {label: forward_only(p, bs, crop, batches) for label, p in pinned.items()}
     # what weights that pass every candidate's check get (trained ones pass bf16's where
-    # these random ones may not): the default with verification off
-    unchecked = load(verify_backend=False, batch_size=bs)
+    # these random ones may not): the default with verification off, decoding JPEGs as the
+    # verified default does (its reduced decode's check is skipped too)
+    unchecked = load(verify_backend=False, batch_size=bs, exact_decode=not default.reduced_decode)
     unchecked.prepare()
     end_to_end = {"eager fp32 (library default before)": eager,
                   f"fastest fp32 ({_chosen(fp32_best)}; predict's before)": fp32_best,
@@ -117,7 +118,9 @@ def bench_model(name: str, tmp: Path, paths: list[Path], cores: int, rounds: int
             best[key] = min(best[key], time.perf_counter() - t)
     n = len(paths)
     print(f"== {name}: batch {bs}; the default measured {len(report.candidates)} candidates "
-          f"in {measure_s:.1f} s (once per model and machine) and chose {report.chosen.label}")
+          f"in {measure_s:.1f} s (once per model and machine) and chose {report.chosen.label}; "
+          f"JPEGs decoded {'reduced' if default.reduced_decode else 'in full'} "
+          f"({default.decode_report.reason[:70]})")
     print(f"  {'forward only, all cores':<52} ms/img  vs eager   verified")
     eager_ms = best["forward torch/fp32"] * 1000 / (batches * bs)
     verified = {c.label: _verified(c) for c in report.candidates}

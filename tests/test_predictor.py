@@ -112,7 +112,8 @@ def test_parallel_decode_keeps_input_order_and_bounds_memory(tiny_classifier_wei
     source = Endless(photo_paths)
     stream = threaded.stream(iter(source), batch_size=2)
     next(stream)
-    assert source.pulled <= (3 + 1 + 1) * 2  # decode_workers + 1 ahead, plus the one chunked
+    # decode_workers + 1 ahead (+ 1 the model's thread may decode instead of waiting)
+    assert source.pulled <= (3 + 1 + 1) * 2
     stream.close()
 
 

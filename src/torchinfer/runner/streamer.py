@@ -2,7 +2,8 @@
 
 The ``Streamer`` owns how decoding and the model share the machine: *in turn* (a batch per core
 decoded at once while the model waits) or *overlapped* (decode threads work ahead while the
-model runs on the other cores). On the CPU the first batches of a stream measure both ways and
+model runs on the other cores; when the next batch is not ready, the model's thread decodes a
+later one itself instead of waiting). On the CPU the first batches of a stream measure both ways and
 the faster is kept (``plan.py``); the choice belongs to the model (``model.pipeline``), since it
 depends on the model's speed.
 
@@ -78,15 +79,17 @@ class Streamer:
 
     def _overlapped(self, chunks: Iterator[list[Source]], workers: int, threads: int | None,
                     timings: list[Timing] | None = None) -> Pairs:
-        """Batches decoded by ``workers`` threads, at most ``workers + 1`` ahead, run in order."""
+        """Batches decoded by ``workers`` threads, at most ``workers + 1`` ahead, run in order.
+        When the next batch is not decoded yet, the model's thread decodes a later one itself
+        rather than wait (a split of 2 cores into 1 + 1 is rarely balanced)."""
         with _decode_pool(workers) as pool:
             ahead: collections.deque[Future[Decoded]] = collections.deque()
             for chunk in chunks:
                 ahead.append(pool.submit(self.model.decode, chunk))
                 if len(ahead) > workers:
-                    yield from self._run_next(ahead, threads, timings)
+                    yield from self._run_next(ahead, threads, timings, chunks, workers)
             while ahead:
-                yield from self._run_next(ahead, threads, timings)
+                yield from self._run_next(ahead, threads, timings, chunks, workers)
 
     def _probe(self, chunks: Iterator[list[Source]]
                ) -> Generator[tuple[Source, Any], None, PipelinePlan | None]:
@@ -115,8 +118,19 @@ class Streamer:
                       _ms_per_image(overlapped[1:], lambda t: t.wait_s + t.main_s))
 
     def _run_next(self, ahead: collections.deque[Future[Decoded]], threads: int | None,
-                  timings: list[Timing] | None) -> list[tuple[Source, Any]]:
+                  timings: list[Timing] | None, chunks: Iterator[list[Source]],
+                  workers: int) -> list[tuple[Source, Any]]:
         t0 = time.perf_counter()
+        # instead of waiting, decode a later batch here (bounded: one batch more in memory
+        # than the decode threads alone keep); it joins the queue in order, already done
+        while not ahead[0].done() and len(ahead) <= workers + 1:
+            chunk = next(chunks, None)
+            if chunk is None:
+                break
+            stolen: Future[Decoded] = Future()
+            with torch_threads(1):
+                stolen.set_result(self.model.decode(chunk))
+            ahead.append(stolen)
         decoded = ahead.popleft().result()
         return self._run(decoded, threads, time.perf_counter() - t0, timings)
 

@@ -11,6 +11,7 @@ the batch size and the machine; see BENCHMARKS.md).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from ..verify import (
 from .backend import BackendError, BuildRequest, first_line
 from .registry import get_backend
 
+# how long one timed measurement of a candidate lasts at least (pick_fastest)
+MEASURE_S = 0.15
 TOLERANCES = {"fp32": FP32_TOLERANCE, "bf16": BF16_TOLERANCE, "fp16": FP16_TOLERANCE,
               "int8": INT8_TOLERANCE}
 
@@ -164,24 +167,31 @@ def pick_fastest(candidates: Sequence[Candidate], run: Callable[[nn.Module], Any
                  images: int, repeats: int = 5) -> tuple[Candidate, str]:
     """Time each usable candidate on ``run`` (one batch of ``images`` photographs): warm-up twice
     (TorchScript's profiling executor optimises on the second call), then the best of
-    ``repeats``, interleaved so drifting machine load hits every candidate alike."""
+    ``repeats`` measurements, interleaved so drifting machine load hits every candidate alike.
+    A measurement runs the batch enough times to last ``MEASURE_S`` (one run of a small model
+    is a few milliseconds: the scheduler's noise)."""
     usable = [c for c in candidates if c.usable]
+    slowest = 0.0
     for c in list(usable):  # warm-up; a candidate failing at this batch size is dropped
         try:
-            for _ in range(2):
-                run(c.module)  # type: ignore[arg-type]
+            run(c.module)  # type: ignore[arg-type]
+            t0 = time.perf_counter()
+            run(c.module)  # type: ignore[arg-type]
+            slowest = max(slowest, time.perf_counter() - t0)
         except Exception as exc:
             c.error, c.lasting_error = f"failed at batch {images}: {first_line(exc)}", True
             usable.remove(c)
     if not usable:
         raise BackendError("no backend can run this model: " + "; ".join(
             refusal(c) for c in candidates))
+    calls = max(1, math.ceil(MEASURE_S / max(slowest, 1e-6)))
     best = {c.label: float("inf") for c in usable}
     for _ in range(repeats):
         for c in usable:
             t0 = time.perf_counter()
-            run(c.module)  # type: ignore[arg-type]
-            best[c.label] = min(best[c.label], time.perf_counter() - t0)
+            for _ in range(calls):
+                run(c.module)  # type: ignore[arg-type]
+            best[c.label] = min(best[c.label], (time.perf_counter() - t0) / calls)
     for c in usable:
         c.ms_per_image = best[c.label] * 1000 / images
     winner = min(usable, key=lambda c: best[c.label])
