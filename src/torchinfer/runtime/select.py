@@ -27,6 +27,7 @@ import torch
 
 from ..assets import load_photographs
 from ..devices import usable_cpus
+from ..runner.streamer import size_session, torch_threads
 from .backend import PRECISIONS, BackendError, BuildRequest
 from .candidates import BackendReport, Candidate, build, pick_fastest, refusal, verify
 from .cpu import cpu_name, native_bf16, vector_flags
@@ -275,8 +276,12 @@ def _time(predictor: Predictor, candidates: list[Candidate]) -> tuple[Candidate,
     def run(module: torch.nn.Module) -> None:
         predictor.module = module
         predictor.channels_last = layout and id(module) not in nchw  # as _use will set it
-        predictor.forward(inputs[id(module)], batch)
-        predictor.sync()
+        # threads as a stream gives them: a runtime with its own pool gets every core, and
+        # torch keeps to one thread around it (two pools spinning on the same cores would
+        # time the contention, not the runtime)
+        with torch_threads(size_session(module, None)):
+            predictor.forward(inputs[id(module)], batch)
+            predictor.sync()
 
     try:
         return pick_fastest(candidates, run, len(batch.sources))
