@@ -78,18 +78,19 @@ class Streamer:
                     yield from self._run(batch, threads, wait_s, timings)
 
     def _overlapped(self, chunks: Iterator[list[Source]], workers: int, threads: int | None,
-                    timings: list[Timing] | None = None) -> Pairs:
+                    timings: list[Timing] | None = None, steal: bool = True) -> Pairs:
         """Batches decoded by ``workers`` threads, at most ``workers + 1`` ahead, run in order.
         When the next batch is not decoded yet, the model's thread decodes a later one itself
-        rather than wait (a split of 2 cores into 1 + 1 is rarely balanced)."""
+        rather than wait (``steal``; a split of 2 cores into 1 + 1 is rarely balanced)."""
         with _decode_pool(workers) as pool:
             ahead: collections.deque[Future[Decoded]] = collections.deque()
+            spare = workers + 1 if steal else 0  # how far ahead the model's thread decodes
             for chunk in chunks:
                 ahead.append(pool.submit(self.model.decode, chunk))
                 if len(ahead) > workers:
-                    yield from self._run_next(ahead, threads, timings, chunks, workers)
+                    yield from self._run_next(ahead, threads, timings, chunks, spare)
             while ahead:
-                yield from self._run_next(ahead, threads, timings, chunks, workers)
+                yield from self._run_next(ahead, threads, timings, chunks, spare)
 
     def _probe(self, chunks: Iterator[list[Source]]
                ) -> Generator[tuple[Source, Any], None, PipelinePlan | None]:
@@ -110,8 +111,10 @@ class Streamer:
                                                     f"{model_ms:.2f} ms/img")
         overlapped: list[Timing] = []
         threads = size_session(self.model.module, cores - split)
+        # timed without the model's thread decoding: a probe of a few batches would credit it
+        # with decodes the pipeline pays for later (the plan then only gains from it)
         yield from self._overlapped(itertools.islice(chunks, PROBE_SPLIT), split, threads,
-                                    overlapped)
+                                    overlapped, steal=False)
         if len(overlapped) < 2:  # the warm-up batch alone says nothing
             return None
         return choose(in_turn_ms, cores, split,
@@ -119,11 +122,12 @@ class Streamer:
 
     def _run_next(self, ahead: collections.deque[Future[Decoded]], threads: int | None,
                   timings: list[Timing] | None, chunks: Iterator[list[Source]],
-                  workers: int) -> list[tuple[Source, Any]]:
+                  spare: int) -> list[tuple[Source, Any]]:
         t0 = time.perf_counter()
-        # instead of waiting, decode a later batch here (bounded: one batch more in memory
-        # than the decode threads alone keep); it joins the queue in order, already done
-        while not ahead[0].done() and len(ahead) <= workers + 1:
+        # instead of waiting, decode a later batch here while fewer than ``spare`` are queued
+        # (one batch more in memory than the decode threads alone keep); it joins the queue
+        # in order, already done
+        while not ahead[0].done() and len(ahead) <= spare:
             chunk = next(chunks, None)
             if chunk is None:
                 break

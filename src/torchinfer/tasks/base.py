@@ -217,7 +217,8 @@ class Predictor(ABC, Generic[R]):
 
     def decode(self, sources: list[Source]) -> Decoded:
         """Decode and preprocess ``sources`` into one CPU batch; the ones that fail are kept
-        apart with their reasons (any thread may call this)."""
+        apart with their reasons (any thread may call this). A caller driving ``decode`` and
+        ``run`` itself calls ``prepare()`` first: its checks may change how images decode."""
         t0 = time.perf_counter()
         images, errors = self.load_images(sources)
         decoded = self.preprocess_images(sources, images, errors)
