@@ -131,15 +131,17 @@ def choose_runtime(predictor: Predictor, backend: str, precision: str, *,
             raise BackendError(f"{predictor.model.name} runs on torch in fp32 only: {why}")
         return  # eager float32, as loaded
     owner = FILE_BACKENDS.get(predictor.model.weights_format or "")
-    if owner is not None and backend not in (AUTO, owner) and not eager:
-        raise BackendError(f"{predictor.model.name} is a {owner} file: it runs on {owner}, "
-                           f"not {backend}")
-    if owner is not None and (eager or (backend, precision) == (owner, "fp32")):
+    if owner is not None and backend not in (AUTO, owner):
+        if not eager:
+            raise BackendError(f"{predictor.model.name} is a {owner} file: it runs on {owner}, "
+                               f"not {backend}")
+        backend, precision = owner, "fp32"  # "torch" (a pinned default): the file, as it is
+    pairs = candidate_pairs(backend, precision, predictor.device, predictor.model.weights_format,
+                            calibrated=calibration is not None)
+    if owner is not None and pairs == [(owner, "fp32")]:
         itself = Candidate(owner, "fp32", predictor.module)  # the file, as it was loaded
         predictor.backend_report = BackendReport(itself, [itself], "the file's own runtime")
         return
-    pairs = candidate_pairs(backend, precision, predictor.device, predictor.model.weights_format,
-                            calibrated=calibration is not None)
     if pairs == [("torch", "fp32")] or (not pairs and eager):
         return
     if not pairs:
