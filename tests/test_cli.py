@@ -32,6 +32,9 @@ def test_env_json():
     info = json.loads(result.output)
     assert info["torch"] and info["torchvision"] and "cuda_available" in info
     assert info["torch_threads"] >= 1
+    # what the default's candidates depend on: the CPU's flags and the backends here
+    assert isinstance(info["native_bf16"], bool) and info["cpu"]
+    assert info["backends"]["torch"] == "available"
 
 
 def test_models_by_task():

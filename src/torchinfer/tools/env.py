@@ -11,6 +11,9 @@ from typing import Any
 import torch
 import torchvision
 
+from ..runtime.cpu import describe_cpu, native_bf16
+from ..runtime.registry import backend_names, get_backend
+
 
 def environment() -> dict[str, Any]:
     info: dict[str, Any] = {
@@ -30,6 +33,13 @@ def environment() -> dict[str, Any]:
         "onnxruntime": _version("onnxruntime"),
         "onnxruntime_providers": _ort_providers(),
         "onnx": _version("onnx"),
+        "openvino": _version("openvino"),
+        "nncf": _version("nncf"),
+        # what the default's candidates depend on: the CPU's vector units (bf16 is measured
+        # only where it runs natively) and the backends that can run here, plugins included
+        "cpu": describe_cpu(),
+        "native_bf16": native_bf16(),
+        "backends": {b: _unavailable(b) or "available" for b in backend_names()},
     }
     if info["cuda_available"]:
         for i in range(torch.cuda.device_count()):
@@ -41,6 +51,13 @@ def environment() -> dict[str, Any]:
                 "bf16": torch.cuda.is_bf16_supported() if i == torch.cuda.current_device() else None,
             })
     return info
+
+
+def _unavailable(name: str) -> str | None:
+    try:
+        return get_backend(name).unavailable()
+    except Exception as exc:  # a plugin that cannot even be imported
+        return f"cannot be loaded: {exc}"
 
 
 def _version(dist: str) -> str | None:
