@@ -18,7 +18,7 @@ import threading
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from .backend import Backend, BackendError
+from .backend import Backend, BackendError, first_line
 
 ENTRY_POINT_GROUP = "torchinfer.backends"
 # name -> "module:attribute" of the built-in backends, imported when first asked for
@@ -66,7 +66,7 @@ def get_backend(name: str) -> Backend:
         instance = loaded() if isinstance(loaded, type) else loaded
     except Exception as exc:
         raise BackendError(f"backend {name!r} ({target}) cannot be imported: "
-                           f"{type(exc).__name__}: {exc}") from exc
+                           f"{type(exc).__name__}: {first_line(exc)}") from exc
     if not isinstance(instance, Backend) or instance.name != name:
         raise BackendError(f"backend {name!r} ({target}) is not a torchinfer Backend "
                            f"named {name!r}")
