@@ -361,3 +361,20 @@ def test_int8_is_a_candidate_only_with_calibration_images(tmp_path, monkeypatch)
         assert q.backend_report.chosen.label != "openvino/int8"
     with pytest.raises(registry.BackendError, match="not a folder"):
         ti.load("classify", "shapes_classifier", calibration=tmp_path / "nope").prepare()
+
+
+def test_an_ir_that_differs_is_kept_aside_and_nothing_is_left_at_the_path(tmp_path,
+                                                                          monkeypatch):
+    pytest.importorskip("openvino")
+    from torchinfer.exporters.common import ExportVerificationError
+    from torchinfer.verify import Tolerance
+
+    xml = tmp_path / "shapes.xml"
+    ti.export("shapes_classifier", xml, format="openvino")  # an older, verified export
+    monkeypatch.setattr("torchinfer.exporters.openvino.FP32_TOLERANCE",
+                        Tolerance(atol=0.0, rtol=0.0, min_agreement=1.0))
+    with pytest.raises(ExportVerificationError, match="unverified.xml"):
+        ti.export("shapes_classifier", xml, format="openvino")
+    assert not xml.exists() and not xml.with_suffix(".bin").exists()
+    kept = tmp_path / "shapes.unverified.xml"
+    assert kept.is_file() and kept.with_suffix(".bin").is_file()

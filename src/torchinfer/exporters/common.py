@@ -4,6 +4,7 @@ card the file carries, and the small helpers for tracing a model on the CPU."""
 from __future__ import annotations
 
 import copy
+import importlib.metadata
 import math
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -124,13 +125,11 @@ def export_card(loaded: LoadedModel, task: str, preprocess: PreprocessConfig,
                 static_hw: tuple[int, int] | None, half: bool) -> ModelCard:
     """The card an exported file carries: what running it by its path alone needs. No
     architecture: the file holds the graph itself."""
-    from .. import __version__  # at call time: torchinfer/__init__ may import this module
-
     return ModelCard(task=task, model_name=loaded.name,
                      labels=tuple(loaded.labels) if loaded.labels is not None else None,
                      preprocess=preprocess, input_size=static_hw,
                      precision="fp16" if half else "fp32",
-                     versions={"torchinfer": __version__, "torch": torch.__version__})
+                     versions={"torchinfer": package_version(), "torch": torch.__version__})
 
 
 def cpu_eval(module: nn.Module) -> nn.Module:
@@ -158,3 +157,11 @@ def tracer_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
 def first_line(obj: object) -> str:
     text = str(obj).strip()
     return text.splitlines()[0] if text else type(obj).__name__
+
+
+def package_version() -> str:
+    """torchinfer's installed version (read from its metadata, not the package root)."""
+    try:
+        return importlib.metadata.version("torchinfer")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

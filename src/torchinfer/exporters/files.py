@@ -82,7 +82,12 @@ def files_of(onnx_file: Path) -> list[Path]:
 
 def move(staged: Path, path: Path) -> None:
     """Put the staged file (and its data) at ``path``; data first, so the graph never
-    appears before the weights it points to."""
+    appears before the weights it points to. An OpenVINO IR's weights are the ``.bin`` named
+    after its ``.xml``; an ONNX file's external data keeps the name its graph refers to."""
+    if staged.suffix == ".xml":
+        os.replace(staged.with_suffix(".bin"), path.with_suffix(".bin"))
+        os.replace(staged, path)
+        return
     data = staged.with_name(data_name(staged))
     if data.exists():
         os.replace(data, path.with_name(data.name))
@@ -96,6 +101,8 @@ def fail_verification(report: ExportReport, staged: Path, path: Path) -> None:
     (it would no longer match this model), and raise with what differs."""
     unverified = path.with_name(f"{path.stem}.unverified{path.suffix or '.onnx'}")
     path.unlink(missing_ok=True)
+    if path.suffix == ".xml":
+        path.with_suffix(".bin").unlink(missing_ok=True)
     move(staged, unverified)
     report = replace(report, path=str(unverified))
     lines = [f"{path}: the {report.format} export of {report.model_name} does not compute what the "

@@ -13,7 +13,6 @@ is kept as ``<name>.unverified.xml`` and nothing is left at the requested path.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 import warnings
@@ -32,13 +31,13 @@ from ..verify import FP32_TOLERANCE, Comparison
 from .common import (
     ExportError,
     ExportReport,
-    ExportVerificationError,
     agreement_kind,
     cpu_eval,
     export_card,
     first_line,
     output_name,
 )
+from .files import fail_verification, move
 from .prepare import MainOutput, dummy_input, export_preprocess, input_shape, task_of
 from .verification import check, preprocess_images, verification_images
 
@@ -109,31 +108,10 @@ def export_openvino(loaded: LoadedModel, path: str | Path, *,
             report = replace(report, verified=True, inputs=len(inputs), checks=checks,
                              verify_seconds=time.perf_counter() - t1)
             if not report.passed:
-                _fail(report, staged, path)
-        _move(staged, path)
+                fail_verification(report, staged, path)
+        move(staged, path)
     return report
 
 
 def card_text(model: Any) -> str:
     return model.get_rt_info(list(OPENVINO_RT_INFO_PATH)).astype(str)
-
-
-def _move(staged: Path, path: Path) -> None:
-    """The weights first, so the .xml never appears before the .bin it reads."""
-    os.replace(staged.with_suffix(".bin"), path.with_suffix(".bin"))
-    os.replace(staged, path)
-
-
-def _fail(report: ExportReport, staged: Path, path: Path) -> None:
-    unverified = path.with_name(f"{path.stem}.unverified.xml")
-    path.unlink(missing_ok=True)
-    path.with_suffix(".bin").unlink(missing_ok=True)
-    _move(staged, unverified)
-    report = replace(report, path=str(unverified))
-    lines = [f"{path}: the openvino export of {report.model_name} does not compute what the "
-             f"PyTorch model computes on {report.inputs} real images (fp32, allowed: "
-             f"{report.tolerance.describe()}):"]
-    lines += [f"  {c.describe()}" for c in report.failures]
-    lines.append(f"  The file was kept as {unverified} for inspection; nothing was written "
-                 f"to {path}.")
-    raise ExportVerificationError("\n".join(lines), report, unverified)

@@ -87,7 +87,7 @@ def _checked(predictor: Predictor, memo: Path | None) -> DecodeReport:
         f"photographs ({'; '.join(c.describe() for c in checks if not c.passed)})",
         tuple(checks))
     if memo is not None:
-        update_memo(memo, "decode", key, report.to_dict())
+        update_memo(memo, "decode", {key: report.to_dict()})
     return report
 
 

@@ -18,7 +18,6 @@ weights. ``TORCHINFER_NO_MEMO=1`` (or ``memo=False`` to
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import inspect
 import json
 import os
@@ -29,6 +28,7 @@ from typing import Any
 import torch
 import torchvision
 
+from ..exporters.common import package_version
 from ..models import LoadedModel
 from ..models.bundled import bundled_path
 from ..models.hub import is_named_weights
@@ -119,14 +119,6 @@ def model_stamp(loaded: LoadedModel, task: str, source: str | None) -> str | Non
     return h.hexdigest()[:20]
 
 
-def package_version() -> str:
-    """torchinfer's installed version (the exporters' output changes with it)."""
-    try:
-        return importlib.metadata.version("torchinfer")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def read_memo(path: Path) -> dict[str, dict[str, Any]]:
     """The JSON object kept at ``path``, its sections objects (empty when absent or
     unreadable; a section of another shape is dropped: measured again)."""
@@ -139,11 +131,13 @@ def read_memo(path: Path) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in data.items() if isinstance(v, dict)}
 
 
-def update_memo(path: Path, section: str, key: str, value: Any) -> None:
-    """Set ``[section][key]`` in the JSON object at ``path``, replaced atomically. Two
-    processes measuring at once may lose one's entry: it is measured again next time."""
+def update_memo(path: Path, section: str, entries: dict[str, Any]) -> None:
+    """Set ``entries`` in ``[section]`` of the JSON object at ``path``, replaced atomically.
+    Two processes measuring at once may lose one's entries: measured again next time."""
+    if not entries:
+        return
     data = read_memo(path)
-    data.setdefault(section, {})[key] = value
+    data.setdefault(section, {}).update(entries)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")

@@ -9,8 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..models import LoadedModel
-from ..models.onnx import OrtModule, load_onnx_model
+from ..models.onnx import OrtModule
 from ..models.onnx_session import PREDICTOR_SESSION, make_session
 from .backend import Backend, BackendError, BuildRequest
 from .memo import cache_dir, content_fingerprint
@@ -20,7 +19,7 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     layout = "NCHW"  # a session takes a plain array: the batch is reordered once, in uint8
     requires = ("onnxruntime", "onnx")
-    file_suffixes = (".onnx",)
+    # .onnx files are read by models.loader (inspect and export read them too), not here
 
     def precisions(self, device: torch.device) -> tuple[str, ...]:
         if device.type == "cpu":
@@ -45,9 +44,6 @@ class OnnxRuntimeBackend(Backend):
         device = request.device
         ort_device = "cpu" if device.type == "cpu" else f"cuda:{device.index or 0}"
         return OrtModule(make_session(path, device=ort_device, **PREDICTOR_SESSION), str(path))
-
-    def load_file(self, path: Path, device: torch.device) -> LoadedModel:
-        return load_onnx_model(path, device=str(device))
 
 
 def exported_file(request: BuildRequest, folder: str, suffix: str, tag: str | None = None

@@ -176,12 +176,12 @@ def choose_runtime(predictor: Predictor, backend: str, precision: str, *,
         if not verify and chosen.check is None and chosen.remembered is None:
             reason += ", not verified"
         if memo is not None and len(candidates) > 1:
-            update_memo(memo, "choices", key, {"chosen": chosen.label, "reason": reason})
+            update_memo(memo, "choices", {key: {"chosen": chosen.label, "reason": reason}})
     finally:  # what was learnt about each candidate, kept even when none can run
-        for c in candidates:
-            if memo is not None and c.remembered is None and (
-                    c.check is not None or c.lasting_error):
-                update_memo(memo, "verdicts", verdict_key(c.label, calibrate), _verdict(c))
+        if memo is not None:
+            update_memo(memo, "verdicts", {
+                verdict_key(c.label, calibrate): _verdict(c) for c in candidates
+                if c.remembered is None and (c.check is not None or c.lasting_error)})
     for c in candidates:  # only the chosen one stays in memory
         if c is not chosen:
             c.module = None
