@@ -22,9 +22,8 @@ from .models import (
     LoadedModel,
     check_input_size,
     load_model,
+    model_task,
     read_labels,
-    read_weights,
-    registered_model,
     torchvision_task,
 )
 from .runtime.memo import memo_enabled, source_stamp
@@ -155,21 +154,6 @@ def _group_member(member: GroupMember) -> tuple[str, Any, Any]:
         raise TorchinferError(f"the task of {member} is not known from its name or file: give "
                               "it as TASK:MODEL (or (task, model) in Python)")
     return task, member, None
-
-
-def model_task(model: str | Path) -> str | None:
-    """The task a model name or file says it has (torchvision's names, registered models, a
-    file's card), or None."""
-    name = str(model)
-    known = torchvision_task(name)
-    if known is None and (entry := registered_model(name)) is not None:
-        known = entry.task
-    if known is None and Path(name).is_file() and Path(name).suffix.lower() != ".onnx":
-        try:
-            known = read_weights(name).card.task
-        except TorchinferError:
-            return None  # its own error comes when it is loaded
-    return known
 
 
 def inspect(model: str | Path | nn.Module, weights: str | Path | None = None, *,

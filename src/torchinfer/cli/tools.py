@@ -187,9 +187,9 @@ def bench_cmd(
 
 
 def _task_of_name(model: str) -> str:
-    from ..models import torchvision_task
+    from ..models import model_task
 
-    task = torchvision_task(model)
+    task = model_task(model)
     if task is None and model.endswith(".onnx") and Path(model).is_file():
         from ..models.onnx import load_onnx_model
 

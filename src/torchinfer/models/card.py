@@ -359,10 +359,8 @@ def _preprocess(value: Any, source: str) -> PreprocessConfig | None:
         raise WeightsError(f"{source}: metadata 'preprocess' must be a JSON object, got "
                            f"{type(value).__name__}")
     try:
-        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
-                                  for k, v in value.items()}
-        return PreprocessConfig(**fields)
-    except (TypeError, AttributeError, TorchinferError) as exc:
+        return PreprocessConfig.from_dict(value)
+    except TorchinferError as exc:
         raise WeightsError(f"{source}: metadata 'preprocess' is not a preprocessing config "
                            f"({exc})") from exc
 

@@ -8,6 +8,7 @@ from torchvision's ``ImageClassification`` defaults, and every value can be over
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from torchvision.transforms._presets import ImageClassification
 from ..errors import TorchinferError
 
 _INTERPOLATIONS = {m.value: m for m in InterpolationMode}
+FLAVOURS = ("torchvision", "transformers")
 MAX_INPUT_SIDE = 8192  # pixels: 4x the largest resize torchvision's published weights use
 
 
@@ -35,6 +37,13 @@ class PreprocessConfig:
     std: tuple[float, ...]
     interpolation: str = "bilinear"
     antialias: bool = True
+    # with a short-side resize: the long side's cap (DETR's ``longest_edge``), the short side
+    # shrinking to keep the aspect ratio (transformers' ``get_size_with_aspect_ratio``)
+    max_size: int | None = None
+    # whose arithmetic the resize and crop follow, to the pixel: "torchvision" (PIL resize,
+    # the crop's offset rounded; torchvision's and timm's transforms) or "transformers" (a
+    # uint8 tensor resize, the crop's offset truncated; its default image processors)
+    flavour: str = "torchvision"
 
     def __post_init__(self) -> None:
         if self.interpolation not in _INTERPOLATIONS:
@@ -50,7 +59,14 @@ class PreprocessConfig:
             raise TorchinferError(f"resize_size must be 1 or 2 positive ints, got {self.resize_size}")
         if self.crop_size is not None and (len(self.crop_size) != 2 or min(self.crop_size) <= 0):
             raise TorchinferError(f"crop_size must be 2 positive ints, got {self.crop_size}")
-        sides = (*self.resize_size, *(self.crop_size or ()))
+        if self.flavour not in FLAVOURS:
+            raise TorchinferError(f"unknown preprocessing flavour {self.flavour!r}: use one of "
+                                  f"{', '.join(FLAVOURS)}")
+        if self.max_size is not None and (len(self.resize_size) != 1 or
+                                          self.max_size < self.resize_size[0]):
+            raise TorchinferError(f"max_size caps a short-side resize and is at least it, got "
+                                  f"max_size {self.max_size} with resize {self.resize_size}")
+        sides = (*self.resize_size, *(self.crop_size or ()), self.max_size or 0)
         if max(sides) > MAX_INPUT_SIDE:
             # every image is resampled to this size before the model runs: a file (or a typo)
             # asking for 60,000 pixels would allocate gigabytes per image
@@ -110,11 +126,24 @@ class PreprocessConfig:
             cfg = replace(cfg, interpolation=interpolation)
         return cfg
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PreprocessConfig:
+        """The inverse of ``to_dict`` (lists for tuples); TorchinferError on unknown keys or
+        bad values."""
+        try:
+            fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                      for k, v in data.items()}
+            return cls(**fields)
+        except (TypeError, AttributeError) as exc:
+            raise TorchinferError(f"not a preprocessing config ({exc})") from exc
+
     def to_dict(self) -> dict[str, Any]:
         return {"resize_size": list(self.resize_size),
                 "crop_size": list(self.crop_size) if self.crop_size else None,
                 "mean": list(self.mean), "std": list(self.std),
-                "interpolation": self.interpolation, "antialias": self.antialias}
+                "interpolation": self.interpolation, "antialias": self.antialias,
+                **({"max_size": self.max_size} if self.max_size is not None else {}),
+                **({"flavour": self.flavour} if self.flavour != "torchvision" else {})}
 
 
 def read_utf8(path: Path, what: str) -> str:

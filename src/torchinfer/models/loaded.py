@@ -29,6 +29,10 @@ class LoadedModel:
     preprocess_from: str = "weights"
     # a multi-head model's heads as its file's card gives them (tasks.heads reads them)
     heads: tuple[dict[str, Any], ...] | None = None
+    # which model source built it (models.sources: "torchvision", "timm", "transformers"...)
+    # and, for a hub snapshot, the commit it was read from
+    source: str | None = None
+    revision: str | None = None
 
     @property
     def random_init(self) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from types import ModuleType
@@ -29,6 +29,7 @@ from torch import nn
 from torchvision.models import get_model_builder, get_model_weights
 
 from ..errors import ModelNotFoundError, UntrustedCodeError
+from .config import PreprocessConfig
 
 TASKS = ("classify", "segment", "detect", "multi")
 
@@ -93,6 +94,10 @@ class RegisteredModel:
     name: str
     task: str | None
     factory: Callable[..., nn.Module]
+    # what feeds the model and names its outputs, as torchvision's weights carry transforms
+    # and meta (None: the task's defaults, class numbers)
+    preprocess: PreprocessConfig | None = None
+    labels: tuple[str, ...] | None = None
 
     @property
     def import_path(self) -> str:
@@ -103,12 +108,20 @@ class RegisteredModel:
 _REGISTERED: dict[str, RegisteredModel] = {}
 
 
-def register_model(name: str | None = None, *, task: str | None = None
+def register_model(name: str | None = None, *, task: str | None = None,
+                   preprocess: PreprocessConfig | Mapping[str, Any] | None = None,
+                   labels: Sequence[str] | None = None
                    ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: make a model factory buildable by name, and trusted when a file names it.
 
-        @torchinfer.register_model(task="classify")
-        def my_net(num_classes: int = 10) -> nn.Module: ...
+        @torchinfer.register_model(task="classify", labels=["cat", "dog"],
+                                   preprocess={"resize_size": [160], "crop_size": [144, 144],
+                                               "mean": [0.5] * 3, "std": [0.5] * 3})
+        def my_net(num_classes: int = 2) -> nn.Module: ...
+
+    ``preprocess`` and ``labels`` travel with the model, as torchvision's weights carry their
+    transforms and categories: a run by name feeds it what it was trained on (a weights file
+    whose own card says otherwise wins; labels apply while the head keeps their count).
 
     ``load_model("my_net")`` then builds it, and a weights file whose metadata says
     ``architecture: my_net`` (or ``mypkg.nets:my_net``) loads without ``trust_code``: the code
@@ -116,12 +129,17 @@ def register_model(name: str | None = None, *, task: str | None = None
     """
     if task is not None and task not in TASKS:
         raise ValueError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
+    recipe = preprocess if preprocess is None or isinstance(preprocess, PreprocessConfig) \
+        else PreprocessConfig.from_dict(preprocess)
+    if labels is not None and (isinstance(labels, str) or not all(isinstance(x, str) for x in labels)):
+        raise ValueError("labels must be a sequence of class names")
 
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or factory.__name__
         if key in _REGISTERED or torchvision_task(key) is not None:
             raise ValueError(f"a model named {key!r} is already registered")
-        _REGISTERED[key] = RegisteredModel(key, task, factory)
+        _REGISTERED[key] = RegisteredModel(key, task, factory, recipe,
+                                           tuple(labels) if labels is not None else None)
         return factory
 
     return decorate

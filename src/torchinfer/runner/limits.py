@@ -44,14 +44,28 @@ def _ratio(long: int, short: int) -> str:
     return f"{long / short:,.2f}".rstrip("0").rstrip(".")
 
 
-def resized_size(size: tuple[int, int], resize_size: Sequence[int]) -> tuple[int, int]:
+def resized_size(size: tuple[int, int], resize_size: Sequence[int],
+                 max_size: int | None = None) -> tuple[int, int]:
     """The (w, h) torchvision's ``resize(img, resize_size)`` gives an image of ``size`` (w, h):
     the short side to S and the long side in proportion (truncated, as torchvision does), or
-    exactly (H, W)."""
+    exactly (H, W). ``max_size`` caps the long side as transformers' DETR-style processors do
+    (``get_size_with_aspect_ratio``: the short side rounded, an image already at size kept)."""
     if len(resize_size) == 2:
         return resize_size[1], resize_size[0]
     w, h = size
     s = resize_size[0]
+    if max_size is not None:
+        short, long = float(min(w, h)), float(max(w, h))
+        raw = None
+        if long / short * s > max_size:
+            raw = max_size * short / long
+            s = int(round(raw))
+        if (h <= w and h == s) or (w <= h and w == s):
+            return w, h
+        scale = raw if raw is not None else s
+        if w < h:
+            return s, int(scale * h / w)
+        return int(scale * w / h), s
     if w <= h:
         return s, int(s * h / w)
     return int(s * w / h), s

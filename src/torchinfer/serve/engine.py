@@ -255,10 +255,9 @@ class ModelEngine:
 def resolve_task(spec: ModelSpec) -> str:
     """The task of a model given without one: a bundled model's, torchvision's name, or the
     file's own metadata (read by building it once)."""
-    from ..models import load_model, torchvision_task
-    from ..models.bundled import BUNDLED
+    from ..models import load_model, model_task
 
-    task = BUNDLED.get(spec.model) or torchvision_task(spec.model)
+    task = model_task(spec.model)
     if task is None:
         options = {k: v for k, v in spec.options.items()
                    if k in ("trust_pickle", "trust_code", "num_classes", "strict", "model_kwargs")}

@@ -8,16 +8,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as F
 from PIL import Image
 
 from ..errors import OptionError, TorchinferError
 from ..models import LoadedModel
 from ..models.outputs import main_output
 from ..results import Classification, ClassScore
-from ..runner.images import full_size
-from ..runner.limits import check_resize, resized_size
+from ..runner.limits import resized_size
 from .base import Batch, Normalise, Predictor
+from .resizing import resize_and_crop
 
 
 class ClassificationPredictor(Predictor[Classification]):
@@ -48,21 +47,13 @@ class ClassificationPredictor(Predictor[Classification]):
         self.normalise = Normalise(cfg.mean, cfg.std, self.device)
 
     def resize_target(self, size: tuple[int, int]) -> tuple[int, int]:
-        return resized_size(size, self.config.resize_size)
+        return resized_size(size, self.config.resize_size, self.config.max_size)
 
     def preprocess(self, images: Sequence[Image.Image], sources: Sequence[str]) -> Batch:
         cfg = self.config
         hwc = []
         for img, source in zip(images, sources):
-            size = full_size(img)
-            check_resize(size, cfg.resize_size, source)  # for images that skip the loader
-            # to the size the whole picture resizes to: a reduced decode gives the same crop
-            w, h = resized_size(size, cfg.resize_size)
-            img = F.resize(img, [h, w], interpolation=cfg.interpolation_mode,
-                           antialias=cfg.antialias)
-            if cfg.crop_size is not None:
-                img = F.center_crop(img, list(cfg.crop_size))
-            hwc.append(torch.from_numpy(np.array(img)))
+            hwc.append(torch.from_numpy(np.array(resize_and_crop(img, cfg, source))))
         # (N, C, H, W) view of NHWC memory: already channels_last, so no copy is needed later
         return Batch(torch.stack(hwc).permute(0, 3, 1, 2), list(sources), [None] * len(hwc))
 

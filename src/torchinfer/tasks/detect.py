@@ -1,11 +1,13 @@
 """Object detection: what every detection predictor shares, and which one runs a model.
 
-Two kinds of model read images in unrelated ways, so each has its own predictor:
+Three kinds of model read images in unrelated ways, so each has its own predictor:
 
 - torchvision detectors (detect_torchvision.py): they resize and normalise inside and take a
   list of images of any sizes;
 - raw-tensor detectors, YOLOv5/YOLOv8/YOLO11 exports (detect_yolo.py): letterbox, decode,
-  NMS; with segment, pose and OBB heads also masks, keypoints and rotated boxes.
+  NMS; with segment, pose and OBB heads also masks, keypoints and rotated boxes;
+- set-prediction detectors, DETR and its family from transformers (detect_sets.py): queries
+  decoded as their own post-processing does, no NMS.
 
 ``DetectionPredictor`` is their common base: the options (conf, max_det, classes) and the
 ``Detections`` they return are the same. Called itself, ``DetectionPredictor(model, ...)``
@@ -38,6 +40,15 @@ def is_torchvision_detector(module: torch.nn.Module) -> bool:
 
     return isinstance(getattr(module, "transform", None), GeneralizedRCNNTransform) or \
         getattr(module, "returns_torchvision_detections", False)  # an exported one
+
+
+def set_prediction_of(module: torch.nn.Module) -> tuple[str, int | None] | None:
+    """(scoring, top_k) of a DETR-family detector (``tasks.detect_sets``), or None: what its
+    module says (``set_prediction``), or, once exported, its file's card."""
+    scoring = getattr(module, "set_prediction", None)
+    if scoring in ("softmax", "sigmoid"):
+        return scoring, getattr(module, "top_k", None)
+    return None
 
 
 class DetectionPredictor(Predictor[Detections]):

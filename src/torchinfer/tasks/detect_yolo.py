@@ -17,7 +17,7 @@ from ..errors import OptionError, TorchinferError
 from ..models import LoadedModel
 from ..results import Detections
 from .base import Batch, Normalise
-from .detect import AUTO, DetectionPredictor, is_torchvision_detector
+from .detect import AUTO, DetectionPredictor, is_torchvision_detector, set_prediction_of
 from .yolo import DECODERS, Letterbox, RawDetections, decode, fitted_size, guess_decoder, letterbox
 from .yolo_heads import (
     HEAD_DECODERS,
@@ -57,7 +57,8 @@ class YoloDetectionPredictor(DetectionPredictor):
 
     @classmethod
     def claims_model(cls, module: torch.nn.Module) -> bool:
-        return not is_torchvision_detector(module)  # any other module: its output tensor
+        # any other module: its output tensor
+        return not is_torchvision_detector(module) and set_prediction_of(module) is None
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -35,6 +35,7 @@ from ..results import Classification, Detections, MultiTask, Segmentation
 from .base import Predictor
 from .classify import ClassificationPredictor
 from .detect import AUTO, DetectionPredictor
+from .detect_sets import SetDetectionPredictor
 from .detect_torchvision import TorchvisionDetectionPredictor
 from .detect_yolo import YoloDetectionPredictor
 from .multi import SHARED_OPTIONS, MultiHeadPredictor
@@ -162,7 +163,8 @@ _SPECS = {spec.name: spec for spec in (
              read_dataset=read_segmentation_data, evaluator=evaluate_segmentation,
              evaluation_options=SEGMENTATION_OPTIONS, columns=("classes (area)", "size"),
              describe=_describe_segmentation, draw=overlay_segmentation),
-    TaskSpec(name="detect", predictors=(TorchvisionDetectionPredictor, YoloDetectionPredictor),
+    TaskSpec(name="detect", predictors=(TorchvisionDetectionPredictor, YoloDetectionPredictor,
+                                        SetDetectionPredictor),
              choose=_detector,
              # YOLO-style raw detectors: a 640x640 letterbox, inputs in [0, 1] (no mean/std);
              # torchvision detectors normalise inside and ignore the size

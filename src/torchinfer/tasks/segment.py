@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as TF
-import torchvision.transforms.functional as F
 from PIL import Image
 
 from ..errors import TorchinferError
@@ -24,8 +23,9 @@ from ..models import LoadedModel
 from ..models.outputs import main_output
 from ..results import Segmentation
 from ..runner.images import full_size
-from ..runner.limits import check_resize, resized_size
+from ..runner.limits import resized_size
 from .base import Batch, Normalise, Predictor
+from .resizing import resize_and_crop
 
 
 @dataclass(frozen=True)
@@ -53,21 +53,15 @@ class SegmentationPredictor(Predictor[Segmentation]):
         self.normalise = Normalise(self.config.mean, self.config.std, self.device)
 
     def resize_target(self, size: tuple[int, int]) -> tuple[int, int]:
-        return resized_size(size, self.config.resize_size)
+        return resized_size(size, self.config.resize_size, self.config.max_size)
 
     def preprocess(self, images: Sequence[Image.Image], sources: Sequence[str]) -> Batch:
         cfg = self.config
         arrays, originals = [], []
         for img, source in zip(images, sources):
             size = full_size(img)  # a reduced decode's masks are still the file's size
-            check_resize(size, cfg.resize_size, source)  # for images that skip the loader
             originals.append((size[1], size[0]))
-            w, h = resized_size(size, cfg.resize_size)
-            img = F.resize(img, [h, w], interpolation=cfg.interpolation_mode,
-                           antialias=cfg.antialias)
-            if cfg.crop_size is not None:
-                img = F.center_crop(img, list(cfg.crop_size))
-            arrays.append(np.asarray(img))
+            arrays.append(resize_and_crop(img, cfg, source))
         container, transposed = _pad_together(arrays)
         geometry = [_Geometry(original, arr.shape[:2], t)
                     for original, arr, t in zip(originals, arrays, transposed)]

@@ -1,0 +1,120 @@
+"""Set-prediction detectors (DETR and its family, from transformers): a fixed number of queries,
+each a class score vector and a box relative to the image, with no NMS.
+
+Decoded as their image processor's ``post_process_object_detection`` does: "softmax" (DETR,
+YOLOS: the last class is "no object" and is left out, each query keeps its best class) or
+"sigmoid" (RT-DETR, Conditional/Deformable DETR: every class scored alone, the ``top_k`` best
+query-class pairs kept). Boxes, centre x/y + width/height relative to the picture, are
+scaled to its original pixels. Images of a batch run in same-size groups, never padded, so
+each sees what it would see alone.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..models import LoadedModel
+from ..results import Detections
+from ..runner.images import full_size
+from ..runner.limits import resized_size
+from .base import Batch, Normalise
+from .detect import AUTO, DetectionPredictor, set_prediction_of
+from .resizing import resize_and_crop
+from .yolo import RawDetections
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    original: tuple[int, int]  # (h, w) of the picture
+    resized: tuple[int, int]  # (h, w) fed to the model
+
+
+class SetDetectionPredictor(DetectionPredictor):
+    """A DETR-family detector's queries, decoded as its own post-processing does, filtered by
+    conf, classes and max_det."""
+
+    decoders = ("detr", "detr-sigmoid")
+    shrinks_images = True
+
+    def __init__(self, model: LoadedModel, *, decoder: str = AUTO, iou: float | None = None,
+                 **kwargs: Any):
+        # iou is accepted for one set of detect options: these models need no NMS
+        super().__init__(model, **kwargs)
+        self.check_decoder(decoder)
+        scoring, top_k = set_prediction_of(model.module) or ("softmax", None)
+        if decoder == "detr":
+            scoring = "softmax"
+        elif decoder == "detr-sigmoid":
+            scoring = "sigmoid"
+        self.scoring, self.top_k = scoring, top_k
+        self.config = model.preprocess
+        self.loader = replace(self.loader, resize_size=self.config.resize_size)
+        self.normalise = Normalise(self.config.mean, self.config.std, self.device)
+
+    @classmethod
+    def claims_model(cls, module: torch.nn.Module) -> bool:
+        return set_prediction_of(module) is not None
+
+    def resize_target(self, size: tuple[int, int]) -> tuple[int, int]:
+        return resized_size(size, self.config.resize_size, self.config.max_size)
+
+    def preprocess(self, images: Sequence[Image.Image], sources: Sequence[str]) -> Batch:
+        arrays = [resize_and_crop(img, self.config, src) for img, src in zip(images, sources)]
+        h = max(a.shape[0] for a in arrays)
+        w = max(a.shape[1] for a in arrays)
+        container = np.zeros((len(arrays), h, w, 3), dtype=np.uint8)
+        for i, a in enumerate(arrays):
+            container[i, :a.shape[0], :a.shape[1]] = a
+        geometry = [_Geometry((full_size(img)[1], full_size(img)[0]), a.shape[:2])
+                    for img, a in zip(images, arrays)]
+        return Batch(torch.from_numpy(container).permute(0, 3, 1, 2), list(sources), geometry)
+
+    def forward(self, tensor: torch.Tensor, batch: Batch | None = None) -> Any:
+        """Per image, (logits, boxes) of its queries."""
+        if batch is None:
+            logits, boxes = self.module(tensor)
+            return list(zip(logits, boxes))
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, g in enumerate(batch.meta):
+            groups[g.resized].append(i)
+        out: list[Any] = [None] * len(batch.meta)
+        for (h, w), idx in groups.items():
+            logits, boxes = self.module(tensor[idx, :, :h, :w])
+            for j, i in enumerate(idx):
+                out[i] = (logits[j], boxes[j])
+        return out
+
+    def postprocess(self, raw: list[tuple[torch.Tensor, torch.Tensor]],
+                    batch: Batch) -> list[Detections]:
+        return [self.decode_queries(logits, boxes, src, g.original)
+                for (logits, boxes), src, g in zip(raw, batch.sources, batch.meta)]
+
+    def decode_queries(self, logits: torch.Tensor, boxes: torch.Tensor, source: str,
+                       size: tuple[int, int]) -> Detections:
+        """One image's (queries, classes) logits and (queries, 4) relative boxes -> its
+        Detections in the pixels of ``size`` (h, w)."""
+        logits, boxes = logits.float(), boxes.float()
+        if self.scoring == "softmax":
+            scores, labels = logits.softmax(-1)[:, :-1].max(-1)
+            kept = boxes
+        else:
+            k = min(self.top_k or logits.shape[0], logits.numel())
+            scores, index = logits.sigmoid().flatten().topk(k)
+            labels, kept = index % logits.shape[1], boxes[index // logits.shape[1]]
+        h, w = size
+        cx, cy, bw, bh = kept.unbind(-1)
+        xyxy = torch.stack([cx - 0.5 * bw, cy - 0.5 * bh, cx + 0.5 * bw, cy + 0.5 * bh], -1)
+        xyxy = xyxy * torch.tensor([w, h, w, h], dtype=xyxy.dtype, device=xyxy.device)
+        keep = scores > self.conf  # strictly above, as post_process_object_detection
+        if self.classes is not None:
+            keep &= torch.isin(labels, torch.tensor(self.classes, device=labels.device))
+        idx = torch.nonzero(keep).flatten()
+        idx = idx[scores[idx].argsort(descending=True, stable=True)][: self.max_det]
+        return self.to_detections(source, size, RawDetections(xyxy[idx], scores[idx], labels[idx]))
