@@ -130,9 +130,9 @@ def export_cmd(
     options = parsed(ExportOptions.from_cli, **locals())
     from ..api import export
     from ..exporters.onnx import ExportVerificationError
-    from ..models.bundled import BUNDLED
+    from ..models.loader import holds_weights
 
-    if options.weights is None and not Path(options.model).is_file() and options.model not in BUNDLED:
+    if options.weights is None and not holds_weights(options.model):
         err_console.print(f"[yellow]warning:[/] no --weights: exporting {escape(options.model)} "
                           "with random weights")
     try:

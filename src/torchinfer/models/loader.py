@@ -69,6 +69,14 @@ def model_task(model: str | Path) -> str | None:
     return source.task(str(model))
 
 
+def holds_weights(model: str | Path) -> bool:
+    """Whether ``model`` brings its own weights (a file, a saved folder, a bundled name)."""
+    try:
+        return find_source(str(model)).holds_weights(str(model))
+    except TorchinferError:
+        return False
+
+
 def check_input_size(loaded: LoadedModel, size: tuple[int, int]) -> None:
     """Refuse an input size a model is not built for (ViT-style ``image_size``), naming how to
     build it at that size instead of failing inside its forward."""

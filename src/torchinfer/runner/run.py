@@ -395,6 +395,10 @@ class _Run:
         summary.outputs.update(predictions=str(predictions),
                                summary=str(self.out / "summary.json"))
         info = dict(run_info or {})
+        model = getattr(predictor, "model", None)  # which source built it, at which commit
+        if getattr(model, "source", None) is not None:
+            info["model_source"] = {"source": model.source, "name": model.name,
+                                    "revision": model.revision}
         if predictor.backend_report is not None:
             info["backend"] = predictor.backend_report.to_dict()
         if predictor.decode_report is not None:

@@ -54,6 +54,11 @@ class ModelSource(ABC):
         """The task the name or its files say, or None when only building would tell."""
         return None
 
+    def holds_weights(self, spec: str) -> bool:
+        """Whether what ``spec`` names brings its own weights (a file, a saved folder); else
+        it is built with random weights unless weights are given."""
+        return False
+
     @abstractmethod
     def load(self, spec: str, request: SourceRequest) -> LoadedModel:
         """Build the model ``spec`` names, in eval mode on the CPU, with its recipe and labels."""

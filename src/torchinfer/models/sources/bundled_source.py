@@ -21,6 +21,9 @@ class BundledSource(ModelSource):
     def task(self, spec: str) -> str | None:
         return BUNDLED.get(spec)
 
+    def holds_weights(self, spec: str) -> bool:
+        return True
+
     def load(self, spec: str, request: SourceRequest) -> LoadedModel:
         if request.weights is not None:
             raise WeightsError(f"{spec} is a bundled model with its own weights (got {request.weights})")

@@ -27,6 +27,9 @@ class FileSource(ModelSource):
         except TorchinferError:
             return None  # its own error comes when it is loaded
 
+    def holds_weights(self, spec: str) -> bool:
+        return True
+
     def load(self, spec: str, request: SourceRequest) -> LoadedModel:
         path = Path(spec)
         if request.weights is not None:

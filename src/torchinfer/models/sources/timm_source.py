@@ -51,6 +51,9 @@ class TimmSource(ModelSource):
     def task(self, spec: str) -> str | None:
         return "classify"  # timm's models are image classifiers (their heads: features too)
 
+    def holds_weights(self, spec: str) -> bool:
+        return not spec.startswith(PREFIX)
+
     def load(self, spec: str, request: SourceRequest) -> LoadedModel:
         if spec.startswith(PREFIX):
             return _load_by_name(spec[len(PREFIX):], request)

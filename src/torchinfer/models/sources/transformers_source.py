@@ -45,8 +45,10 @@ class TransformersSource(ModelSource):
     requires = ("transformers", "hf")
 
     def recognises(self, spec: str) -> bool:
+        # every model folder timm does not claim: one whose config cannot be read or names
+        # no architecture is then refused by what is wrong with it
         folder = local_folder(spec)
-        return folder is not None and config_kind(folder) == "transformers"
+        return folder is not None and config_kind(folder) != "timm"
 
     def task(self, spec: str) -> str | None:
         folder = local_folder(spec)
@@ -57,6 +59,9 @@ class TransformersSource(ModelSource):
                                           folder))[0]
         except (WeightsError, ModelNotFoundError):
             return None  # its own error comes when it is loaded
+
+    def holds_weights(self, spec: str) -> bool:
+        return True
 
     def load(self, spec: str, request: SourceRequest) -> LoadedModel:
         folder = local_folder(spec)
