@@ -262,3 +262,22 @@ def test_the_command_starts_and_stops_a_private_local_ray(images, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["pipeline"]["address"] == "local" and summary["total"] == 27
+
+
+def test_a_transformers_folder_runs_as_a_job_by_its_path(local_ray, tmp_path):
+    pytest.importorskip("transformers")
+    from hub_fixtures import photos, save_hf_folder
+
+    folder = save_hf_folder(tmp_path / "vit", "vit")
+    pictures = photos(tmp_path / "photos")
+    predictor = ti.load("classify", str(folder), decode_workers=0)
+    with torch_threads(1):
+        run_to_dir(predictor, [str(p) for p in pictures], tmp_path / "local")
+    out = tmp_path / "ray"
+    result = CliRunner().invoke(app, ["predict", "classify", *map(str, pictures), "-m",
+                                      str(folder), "--out", str(out), "--engine", "ray",
+                                      "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert records(out) == records(tmp_path / "local")
+    assert json.loads((out / "summary.json").read_text())["model_source"]["source"] == \
+        "transformers"

@@ -752,3 +752,32 @@ def test_threads_in_the_server_process_answer_the_same(images, tmp_path):
             assert _comparable(response.json()) == expected[str(path)]
         info = httpx.get(f"{base}/v1/models").json()["models"][0]
         assert info["model_processes"] == 0 and info["pids"] == []
+
+
+def test_a_transformers_folder_is_served_by_its_path_alone(tmp_path):
+    """A folder saved by transformers, named only by its path: the server finds its task in
+    its config and answers what ``torchinfer predict`` writes."""
+    pytest.importorskip("transformers")
+    from hub_fixtures import photos, save_hf_folder
+
+    folder = save_hf_folder(tmp_path / "detr", "detr")
+    pictures = photos(tmp_path / "photos")[:2]
+    with live_server(quick(ModelSpec(str(folder), options={"conf": 0.3}))) as (base, server):
+        (name,) = server.holders
+        assert server.holders[name].task == "detect"
+        got = {}
+        for path in pictures:
+            response = post_file(base, name, path)
+            assert response.status_code == 200, response.text
+            got[Path(response.json()["source"]).name] = _comparable(response.json())
+    out = tmp_path / "cli"
+    assert cli(["predict", "detect", *map(str, pictures), "-m", str(folder), "--conf", "0.3",
+                "--out", str(out), "-q"]) == 0
+    expected = {Path(r["source"]).name: _comparable(r) for r in read_jsonl(out / "predictions.jsonl")}
+    assert got.keys() == expected.keys()
+    for key in got:
+        g, e = got[key]["detections"], expected[key]["detections"]
+        assert [d["label"] for d in g] == [d["label"] for d in e] and len(g) > 0
+        for a, b in zip(g, e):
+            assert a["box"] == pytest.approx(b["box"], abs=0.02)
+            assert a["score"] == pytest.approx(b["score"], abs=1e-4)

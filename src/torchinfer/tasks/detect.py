@@ -62,6 +62,8 @@ class DetectionPredictor(Predictor[Detections]):
     """
 
     task = "detect"
+    # NMS overlap threshold: the YOLO kind's; the others take none (their own NMS, or none)
+    iou: float | None = None
     # the decoder names a kind answers to; "auto" lets ``claims_model`` decide
     decoders: ClassVar[tuple[str, ...]] = ()
 
