@@ -378,6 +378,14 @@ def test_export_onnx_verified_and_the_measured_default(hf_folders, timm_folders,
         exported = ti.load("classify", str(tmp_path / f"{name}.onnx"), **torch_only())
         direct = ti.load("classify", str(folder), **torch_only())
         assert exported(pictures[0]).top1.index == direct(pictures[0]).top1.index
+    # a DETR's queries are one tensor: exported, verified, and decoded from the file's card
+    assert ti.export(str(hf_folders["detr"]), tmp_path / "detr.onnx").verified
+    exported = ti.load("detect", str(tmp_path / "detr.onnx"), conf=0.3, **torch_only())
+    direct = ti.load("detect", str(hf_folders["detr"]), conf=0.3, **torch_only())
+    for path in pictures[:2]:
+        a, b = exported(path), direct(path)
+        assert list(a.labels) == list(b.labels) and len(a) > 0
+        assert np.abs(a.boxes - b.boxes).max() < 0.05
     monkeypatch.delenv("TORCHINFER_BACKEND", raising=False)
     monkeypatch.delenv("TORCHINFER_PRECISION", raising=False)
     auto = ti.load("classify", str(hf_folders["convnext"]), memo=False)

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..errors import TorchinferError
 from ..models import LoadedModel, ModelCard, PreprocessConfig
+from ..models.card import set_prediction_format
 from ..tasks.registry import task_spec
 from ..verify import OutputCheck, Tolerance
 
@@ -125,9 +126,12 @@ def export_card(loaded: LoadedModel, task: str, preprocess: PreprocessConfig,
                 static_hw: tuple[int, int] | None, half: bool) -> ModelCard:
     """The card an exported file carries: what running it by its path alone needs. No
     architecture: the file holds the graph itself."""
+    scoring = getattr(loaded.module, "set_prediction", None)  # a DETR-family detector's
+    detector_format = set_prediction_format(scoring, getattr(loaded.module, "top_k", None)) \
+        if scoring is not None else None
     return ModelCard(task=task, model_name=loaded.name,
                      labels=tuple(loaded.labels) if loaded.labels is not None else None,
-                     preprocess=preprocess, input_size=static_hw,
+                     preprocess=preprocess, input_size=static_hw, detector_format=detector_format,
                      precision="fp16" if half else "fp32",
                      versions={"torchinfer": package_version(), "torch": torch.__version__})
 

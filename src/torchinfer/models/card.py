@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -33,8 +34,33 @@ TORCHSCRIPT_EXTRA_FILE = "torchinfer.json"
 # where an OpenVINO IR keeps the card: its runtime info, under these keys
 OPENVINO_RT_INFO_PATH = ("torchinfer", "card")
 PRECISIONS = ("fp32", "fp16")
-# "torchvision": one (3, H, W) image in, boxes/labels/scores out (exporters.detectors)
-DETECTOR_FORMATS = ("torchvision",)
+# "torchvision": one (3, H, W) image in, boxes/labels/scores out (exporters.detectors);
+# "set-softmax", "set-sigmoid[-topK]": a DETR-family detector's queries, one (N, queries,
+# classes + 4) tensor (``set_prediction_format``)
+DETECTOR_FORMATS = ("torchvision", "set-softmax", "set-sigmoid", "set-sigmoid-topK")
+_SET_FORMAT = re.compile(r"^set-(softmax|sigmoid)(?:-top([1-9][0-9]{0,5}))?$")
+
+
+def set_prediction_format(scoring: str, top_k: int | None) -> str:
+    """The ``detector_format`` of a set-prediction detector scoring classes with ``scoring``
+    ("softmax" or "sigmoid") and keeping its ``top_k`` best query-class pairs."""
+    return f"set-{scoring}" + (f"-top{top_k}" if top_k else "")
+
+
+def mark_set_prediction(module: Any, card: ModelCard) -> None:
+    """Give a file's module the ``set_prediction`` / ``top_k`` its card records, as the
+    transformers detector it was exported from has them (``tasks.detect_sets`` reads them)."""
+    found = parse_set_prediction(card.detector_format)
+    if found is not None:
+        module.set_prediction, module.top_k = found
+
+
+def parse_set_prediction(detector_format: str | None) -> tuple[str, int | None] | None:
+    """(scoring, top_k) of a set-prediction ``detector_format``, else None."""
+    found = _SET_FORMAT.match(detector_format or "")
+    if found is None:
+        return None
+    return found.group(1), int(found.group(2)) if found.group(2) else None
 # Keyword arguments that make a builder fetch weights: a file may not start a download.
 DOWNLOADING_KWARGS = frozenset({"weights", "weights_backbone", "pretrained",
                                 "pretrained_backbone", "progress"})
@@ -98,7 +124,8 @@ class ModelCard:
         if self.precision not in PRECISIONS:
             raise WeightsError(f"{where} 'precision' must be one of {', '.join(PRECISIONS)}, "
                                f"got {self.precision!r}")
-        if self.detector_format is not None and self.detector_format not in DETECTOR_FORMATS:
+        if self.detector_format is not None and self.detector_format != "torchvision" and \
+                parse_set_prediction(self.detector_format) is None:
             raise WeightsError(f"{where} 'detector_format' {self.detector_format!r} is not one "
                                f"this torchinfer reads ({', '.join(DETECTOR_FORMATS)})")
         for name in ("versions", "extra"):

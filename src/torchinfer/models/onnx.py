@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import TorchinferError
-from .card import ModelCard
+from .card import ModelCard, mark_set_prediction
 from .config import PreprocessConfig
 from .loaded import LoadedModel
 from .onnx_session import CPU_PROVIDER, PREDICTOR_SESSION, make_session, usable_cpus
@@ -158,6 +158,7 @@ def load_onnx_model(path: str | Path, *, device: str = "auto") -> LoadedModel:
                            labels=labels, weights=str(path), weights_format="onnx",
                            preprocess_from="weights" if card.preprocess else "default")
     module = OrtModule(session, str(path), named_outputs=card.heads is not None)
+    mark_set_prediction(module, card)
     preprocess = card.preprocess or _default_preprocess(module.input_shape)
     return LoadedModel(module=module, name=name, task=card.task, preprocess=preprocess,
                        labels=labels, weights=str(path), weights_format="onnx",

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..devices import usable_cpus
 from ..errors import MissingExtraError, TorchinferError
-from .card import OPENVINO_RT_INFO_PATH, ModelCard
+from .card import OPENVINO_RT_INFO_PATH, ModelCard, mark_set_prediction
 from .config import PreprocessConfig
 from .loaded import LoadedModel
 
@@ -124,6 +124,7 @@ def load_openvino_model(path: str | Path, *, precision: str = "fp32") -> LoadedM
         raise TorchinferError(f"{path}: the model has {len(model.inputs)} inputs; torchinfer "
                               "feeds one image batch")
     module = OpenVinoModule(model, str(path), precision)
+    mark_set_prediction(module, card)
     preprocess = card.preprocess or _default_preprocess(model)
     return LoadedModel(module=module, name=card.model_name or path.stem, task=card.task,
                        preprocess=preprocess,

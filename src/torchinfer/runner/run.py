@@ -396,7 +396,7 @@ class _Run:
                                summary=str(self.out / "summary.json"))
         info = dict(run_info or {})
         model = getattr(predictor, "model", None)  # which source built it, at which commit
-        if getattr(model, "source", None) is not None:
+        if model is not None and getattr(model, "source", None) is not None:
             info["model_source"] = {"source": model.source, "name": model.name,
                                     "revision": model.revision}
         if predictor.backend_report is not None:

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from ..models import LoadedModel
+from ..models.outputs import main_output
 from ..results import Detections
 from ..runner.images import full_size
 from ..runner.limits import resized_size
@@ -77,24 +78,23 @@ class SetDetectionPredictor(DetectionPredictor):
         return Batch(torch.from_numpy(container).permute(0, 3, 1, 2), list(sources), geometry)
 
     def forward(self, tensor: torch.Tensor, batch: Batch | None = None) -> Any:
-        """Per image, (logits, boxes) of its queries."""
+        """Per image, its queries: (queries, classes + 4), the class logits then the box."""
         if batch is None:
-            logits, boxes = self.module(tensor)
-            return list(zip(logits, boxes))
+            return list(main_output(self.module(tensor), ndim=3, what="the detector"))
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, g in enumerate(batch.meta):
             groups[g.resized].append(i)
         out: list[Any] = [None] * len(batch.meta)
         for (h, w), idx in groups.items():
-            logits, boxes = self.module(tensor[idx, :, :h, :w])
+            queries = main_output(self.module(tensor[idx, :, :h, :w]), ndim=3,
+                                  what="the detector")
             for j, i in enumerate(idx):
-                out[i] = (logits[j], boxes[j])
+                out[i] = queries[j]
         return out
 
-    def postprocess(self, raw: list[tuple[torch.Tensor, torch.Tensor]],
-                    batch: Batch) -> list[Detections]:
-        return [self.decode_queries(logits, boxes, src, g.original)
-                for (logits, boxes), src, g in zip(raw, batch.sources, batch.meta)]
+    def postprocess(self, raw: list[torch.Tensor], batch: Batch) -> list[Detections]:
+        return [self.decode_queries(q[:, :-4], q[:, -4:], src, g.original)
+                for q, src, g in zip(raw, batch.sources, batch.meta)]
 
     def decode_queries(self, logits: torch.Tensor, boxes: torch.Tensor, source: str,
                        size: tuple[int, int]) -> Detections:

@@ -47,7 +47,7 @@ class YoloDetectionPredictor(DetectionPredictor):
         if not 0.0 <= iou <= 1.0:
             raise OptionError(f"iou must be in [0, 1], got {iou}")
         self.decoder = self.check_decoder(decoder)
-        self.iou = iou
+        self.iou: float = iou
         self.config = model.preprocess
         self.normalise = Normalise(self.config.mean, self.config.std, self.device)
         # what the head gives; None: a plain detector whose layout the output's shape tells

@@ -128,8 +128,9 @@ def _builder(name: str, pretrained_cfg: dict[str, Any] | None) -> Any:
     import timm
 
     def build(**kwargs: Any) -> nn.Module:
-        extra = {"pretrained_cfg": pretrained_cfg} if pretrained_cfg is not None else {}
-        return timm.create_model(name, pretrained=False, **extra, **kwargs)
+        if pretrained_cfg is not None:
+            kwargs = {**kwargs, "pretrained_cfg": pretrained_cfg}
+        return timm.create_model(name, pretrained=False, **kwargs)
 
     build.__name__ = f"timm.create_model({name!r})"
     return build

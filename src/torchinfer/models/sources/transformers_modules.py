@@ -44,8 +44,9 @@ class TransformersSegmenter(nn.Module):
 
 
 class TransformersDetector(nn.Module):
-    """Pixels -> (logits (N, queries, classes[+1]), boxes (N, queries, 4) as centre x, centre
-    y, width, height relative to the image)."""
+    """Pixels -> (N, queries, classes[+1] + 4): each query's class logits, then its box as
+    centre x, centre y, width, height relative to the image. One tensor, so every runtime,
+    export and verification reads it as any raw detector's output."""
 
     def __init__(self, model: nn.Module, set_prediction: str, top_k: int | None):
         super().__init__()
@@ -53,9 +54,9 @@ class TransformersDetector(nn.Module):
         self.set_prediction = set_prediction
         self.top_k = top_k
 
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         out = self.model(pixel_values=pixel_values)
-        return out.logits, out.pred_boxes
+        return torch.cat([out.logits, out.pred_boxes.to(out.logits.dtype)], dim=-1)
 
 
 def wrap(model: nn.Module, task: str, processor: Any = None) -> nn.Module:

@@ -67,9 +67,10 @@ def recipe_of(processor: Any, task: str, where: Path) -> PreprocessConfig:
     interpolation = _RESAMPLE.get(int(resample) if resample is not None else 2)
     if interpolation is None:
         raise WeightsError(f"{where}: unknown resample {resample!r}")
-    return PreprocessConfig(resize_size=resize, crop_size=crop, max_size=max_size,
-                            interpolation=interpolation, flavour="transformers",
-                            **_normalisation(processor, where))
+    mean, std = _normalisation(processor, where)
+    return PreprocessConfig(resize_size=resize, crop_size=crop, mean=mean, std=std,
+                            max_size=max_size, interpolation=interpolation,
+                            flavour="transformers")
 
 
 def _size_dict(size: Any) -> dict[str, int]:
@@ -79,7 +80,7 @@ def _size_dict(size: Any) -> dict[str, int]:
     return {k: int(v) for k, v in items if v is not None}
 
 
-def _normalisation(processor: Any, where: Path) -> dict[str, tuple[float, ...]]:
+def _normalisation(processor: Any, where: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """mean/std on [0, 1] pixels that give the processor's ``(x * rescale - mean) / std``
     on [0, 255] ones: (x / 255 - M) / S with M = mean / (255 rescale), S = std / (255 rescale)."""
     factor = float(processor.rescale_factor) if getattr(processor, "do_rescale", True) else 1.0
@@ -90,7 +91,7 @@ def _normalisation(processor: Any, where: Path) -> dict[str, tuple[float, ...]]:
     if factor <= 0:
         raise WeightsError(f"{where}: rescale_factor must be positive, got {factor}")
     scale = 255.0 * factor
-    return {"mean": tuple(m / scale for m in mean), "std": tuple(s / scale for s in std)}
+    return tuple(m / scale for m in mean), tuple(s / scale for s in std)
 
 
 def _three(values: Any, where: Path) -> tuple[float, ...]:
