@@ -84,6 +84,27 @@ def test_a_timm_folder_gives_timms_own_answer(arch, timm_folders, pictures):
     assert len(tops) > 1  # the answers depend on the picture
 
 
+def test_reduced_jpeg_decoding_keeps_agreeing_with_timm(timm_folders, pictures, tmp_path):
+    """Big JPEGs decoded at a reduced scale (the default) give timm's top-1 on the full
+    decode: the reduction keeps twice the resize target, so the resize still filters."""
+    folder = timm_folders["resnet10t"]
+    reference = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=reference))
+    ours = ti.load("classify", str(folder), top_k=10, **torch_only())
+    assert ours.reduced_decode
+    for path in pictures:
+        image = Image.open(path).convert("RGB")
+        big = tmp_path / f"{path.stem}_big.jpg"
+        image.resize((image.width * 4, image.height * 4), Image.BICUBIC).save(big, quality=92)
+        with torch.inference_mode():
+            probs = reference(transform(Image.open(big).convert("RGB"))[None]).softmax(-1)[0]
+        result = ours(big)
+        # the criterion of reduced decoding is the decision (runtime.decoding checks it on
+        # photographs); probabilities move a little with the pixels (up to 0.05 here)
+        assert result.top1.index == int(probs.argmax()), big
+        assert max(abs(s.score - float(probs[s.index])) for s in result.topk) < 0.1
+
+
 def test_a_timm_recipe_is_timms(timm_folders):
     cfg = load_model(str(timm_folders["resnet10t"])).preprocess
     assert (cfg.resize_size, cfg.crop_size, cfg.interpolation) == ((185,), (176, 176), "bicubic")
