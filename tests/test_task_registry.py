@@ -109,7 +109,8 @@ def test_detection_picks_the_yolo_predictor_for_the_bundled_shapes_detector():
     assert spec.predictor_class(loaded, decoder="torchvision") is TorchvisionDetectionPredictor
     det = DetectionPredictor(loaded, device="cpu")
     assert type(det) is YoloDetectionPredictor and det.decoder == "auto" and det.supports_backends
-    with pytest.raises(ti.TorchinferError, match="unknown decoder 'yolov9': use auto, torchvision, yolov5, yolov8"):
+    with pytest.raises(ti.TorchinferError,
+                       match="unknown decoder 'yolov9': use auto, detr, detr-sigmoid, torchvision, yolov5, yolov8"):
         spec.predictor_class(loaded, decoder="yolov9")
     with pytest.raises(ti.TorchinferError, match="cannot use decoder 'torchvision'"):
         YoloDetectionPredictor(loaded, device="cpu", decoder="torchvision")

@@ -399,12 +399,10 @@ class _Run:
         if model is not None and getattr(model, "source", None) is not None:
             info["model_source"] = {"source": model.source, "name": model.name,
                                     "revision": model.revision}
-        if predictor.backend_report is not None:
-            info["backend"] = predictor.backend_report.to_dict()
-        if predictor.decode_report is not None:
-            info["decode"] = predictor.decode_report.to_dict()
-        if predictor.pipeline is not None:
-            info["pipeline"] = predictor.pipeline.to_dict()
+        for key, report in (("backend", predictor.backend_report),
+                            ("decode", predictor.decode_report), ("pipeline", predictor.pipeline)):
+            if report is not None:
+                info[key] = report.to_dict()
         write_json_atomic(self.out / "summary.json", {**info, **summary.to_dict()})
 
 
