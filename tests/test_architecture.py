@@ -117,6 +117,7 @@ LAYERS = (
     ("torchinfer.runner",),
     ("torchinfer.models",),
     ("torchinfer.datasets",),
+    ("torchinfer.manifests",),
     ("torchinfer.results", "torchinfer.draw", "torchinfer.verify", "torchinfer.errors",
      "torchinfer.devices", "torchinfer.assets"),
 )

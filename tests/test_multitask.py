@@ -193,7 +193,7 @@ def test_head_options_per_head_and_shared():
     ([{"name": "x", "task": "pose"}], "unknown task 'pose'"),
     ([dict(HEADS[0]), dict(HEADS[0])], "head names must be unique"),
     ([dict(HEADS[0], output="seg")], "needs a 2-D output"),
-    ([dict(HEADS[2], options={"conf": 2})], "conf must be a number in [0, 1]"),
+    ([dict(HEADS[2], options={"conf": 2})], "conf must be in [0, 1], got 2"),
     ([dict(HEADS[0], options={"conf": 0.5})], "has no option 'conf'"),
 ])
 def test_bad_head_specifications_are_clear(heads, expected):

@@ -12,10 +12,10 @@ import torchvision
 from PIL import Image
 
 import torchinfer as ti
+from torchinfer.manifests import task_manifest, task_names
 from torchinfer.models import load_model
 from torchinfer.results import Classification, ClassScore, Detections, MultiTask, Segmentation
 from torchinfer.tasks import (
-    TASK_NAMES,
     DetectionPredictor,
     Predictor,
     TaskSpec,
@@ -34,6 +34,7 @@ SAMPLES = {
 }
 SAMPLES["multi"] = MultiTask(source="a.jpg", heads={"cls": SAMPLES["classify"],
                                                    "det": SAMPLES["detect"]})
+TASK_NAMES = task_names()
 
 
 def test_the_tasks_in_order():
@@ -45,13 +46,15 @@ def test_the_tasks_in_order():
 def test_every_spec_is_complete(name):
     spec = task_spec(name)
     assert isinstance(spec, TaskSpec)
-    optional = {"agreement"}  # detection defines no agreement beyond the tolerance
-    for f in dataclasses.fields(spec):
-        assert f.name in optional or getattr(spec, f.name) is not None, f.name
+    optional = {"choose", "write"}  # the first predictor runs every model; the record is all
+    for f in dataclasses.fields(spec.implementation):
+        assert f.name in optional or getattr(spec.implementation, f.name) is not None, f.name
+    assert spec.manifest is task_manifest(name) and spec.name == name
     assert spec.predictors and all(issubclass(p, Predictor) and p.task == name
                                    for p in spec.predictors)
-    for fn in (spec.choose, spec.read_dataset, spec.evaluator, spec.describe, spec.draw):
+    for fn in (spec.read_dataset, spec.evaluator, spec.describe, spec.draw):
         assert callable(fn)
+    assert isinstance(SAMPLES[name], spec.result)
     assert isinstance(spec.preprocess, ti.PreprocessConfig)
     assert spec.output_name and spec.columns
     row = spec.describe(SAMPLES[name])
@@ -60,7 +63,7 @@ def test_every_spec_is_complete(name):
     picture = spec.draw(Image.new("RGB", (2, 2) if name == "segment" else (8, 8)), SAMPLES[name])
     assert isinstance(picture, Image.Image)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        spec.name = "other"  # type: ignore[misc]
+        spec.manifest = None  # type: ignore[misc]
 
 
 def test_lookups_hold_what_the_old_tables_held():
@@ -116,9 +119,7 @@ def test_detection_picks_the_yolo_predictor_for_the_bundled_shapes_detector():
         YoloDetectionPredictor(loaded, device="cpu", decoder="torchvision")
 
 
-def test_the_model_registry_knows_the_same_tasks():
-    """models/ sits below tasks/ and keeps its own tuple of task names (for torchvision's
-    model families and @register_model): it must name the same tasks as the registry."""
-    from torchinfer.models import TASKS
-
-    assert tuple(TASKS) == tuple(TASK_NAMES)
+def test_the_manifest_lists_the_decoders_the_detectors_know():
+    """The detect manifest names its decoders without torch; the predictors are the truth."""
+    known = {"auto", *(d for kind in DetectionPredictor.__subclasses__() for d in kind.decoders)}
+    assert set(task_manifest("detect").option("decoder").choices) == known

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..errors import OptionError
+from ..manifests import task_names
 from .evaluate import JsonOpt, LimitOpt, ModelArg, OutOpt, evaluate
 from .options import EvalOptions, PredictOptions
 from .params import (
@@ -43,8 +44,6 @@ from .params import (
     parsed,
 )
 from .predict import predict
-
-TASKS = ("classify", "segment", "detect", "multi")  # what TASK:MODEL may name
 
 HeadOpt = Annotated[Optional[list[str]], typer.Option(
     "--head", help="A head: NAME=TASK[:labels file or voc/coco/coco80/imagenet][:yolov5|yolov8]"
@@ -111,8 +110,8 @@ def _member(text: str) -> tuple[str, Any]:
     if not eq:
         name, rest = "", text
     task, colon, model = rest.partition(":")
-    member: Any = (task, model) if colon and task in TASKS else rest
-    return name or Path(model if colon and task in TASKS else rest).stem, member
+    member: Any = (task, model) if colon and task in task_names() else rest
+    return name or Path(model if colon and task in task_names() else rest).stem, member
 
 
 def _value(text: str) -> Any:

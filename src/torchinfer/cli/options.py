@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import OptionError
+from ..manifests import accepted_options, task_manifest, task_names
 
 Size = int | tuple[int, int]
 
@@ -71,18 +72,6 @@ def parse_model_kwargs(text: Optional[str]) -> Optional[dict[str, Any]]:
         except json.JSONDecodeError:
             kwargs[key.strip()] = raw
     return kwargs
-
-
-def parse_class_ids(text: Optional[str]) -> Optional[tuple[int, ...]]:
-    if text is None:
-        return None
-    try:
-        ids = tuple(int(x) for x in text.split(","))
-    except ValueError:
-        raise OptionError(f"--classes must be comma-separated class ids, got {text!r}") from None
-    if min(ids) < 0:
-        raise OptionError(f"--classes must be class ids >= 0, got {text!r}")
-    return ids
 
 
 def parse_list(text: str) -> tuple[str, ...]:
@@ -151,44 +140,44 @@ class LoadOptions(ModelOptions):
     verify_backend: bool = True
     exact_decode: bool = False
     calibration: Optional[Path] = None  # images for int8 (OpenVINO)
-    # the task's own: classify
-    top_k: Optional[int] = None
-    multi_label: Optional[bool] = None
-    # detect
-    conf: Optional[float] = None
-    iou: Optional[float] = None
-    max_det: Optional[int] = None
-    classes: Optional[tuple[int, ...]] = None
-    decoder: Optional[str] = None
+    # the task's own (its manifest's: top_k for classify, conf for detect...), checked
+    task_options: Mapping[str, Any] = field(default_factory=dict)
     # streaming (predict)
     max_pixels: Optional[int] = None
     decode_workers: Optional[int] = None
 
     _LOAD_ARGS = ("device", "num_classes", "labels", "input_size", "mean", "std", "strict",
-                  "trust_pickle", "trust_code", "model_kwargs", "top_k", "multi_label", "conf",
-                  "iou", "max_det", "classes", "decoder", "batch_size", "max_pixels", "backend",
-                  "precision", "verify_backend", "decode_workers", "exact_decode",
+                  "trust_pickle", "trust_code", "model_kwargs", "batch_size", "max_pixels",
+                  "backend", "precision", "verify_backend", "decode_workers", "exact_decode",
                   "calibration")
-    # the options only one task's predictor takes: given for another, load() would fail deep
-    # inside with a TypeError instead of a message (per-task, like predict.RESULT_TABLES: for
-    # the task registry to provide)
-    _TASK_ONLY = {"top_k": ("classify", "multi"), "multi_label": ("classify", "multi"),
-                  "conf": ("detect", "multi"),
-                  "iou": ("detect", "multi"), "max_det": ("detect", "multi"),
-                  "classes": ("detect", "multi"), "decoder": ("detect",)}
 
     def __post_init__(self) -> None:
-        for name, tasks in self._TASK_ONLY.items():
-            if getattr(self, name) is not None and self.task not in tasks:
-                raise OptionError(f"{name} is an option of {' and '.join(tasks)}, not of "
-                                  f"{self.task}")
+        accepted = accepted_options(self.task)
+        for name in self.task_options:
+            if name not in accepted:
+                takers = [t for t in task_names() if name in accepted_options(t)]
+                raise OptionError(f"{name} is an option of {' and '.join(takers)}, not of "
+                                  f"{self.task}" if takers else
+                                  f"{self.task} has no option {name}")
+        checked = {k: accepted[k].check(v) for k, v in self.task_options.items()
+                   if v is not None}
+        object.__setattr__(self, "task_options", checked)
+
+    @classmethod
+    def split_task_options(cls, task: str, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` less those of the task (they move into ``task_options``), for a
+        command whose parameters hold both."""
+        mine = {f.name for f in fields(cls)}
+        theirs = {k: options.pop(k) for k in list(options) if k not in mine
+                  and k in accepted_options(task)}
+        return {**options, "task_options": {**options.get("task_options", {}), **theirs}}
 
     def load_kwargs(self) -> dict[str, Any]:
         """``ti.load(self.task, self.model, self.weights, **load_kwargs())``."""
         kwargs = _pick(self, self._LOAD_ARGS)
-        for name in ("model_kwargs", "classes"):  # the types the library has always had
-            if name in kwargs:
-                kwargs[name] = _plain(kwargs[name])
+        if "model_kwargs" in kwargs:  # the type the library has always had
+            kwargs["model_kwargs"] = _plain(kwargs["model_kwargs"])
+        kwargs.update({k: _plain(v) for k, v in self.task_options.items()})
         return kwargs
 
 
@@ -230,15 +219,15 @@ class PredictOptions(LoadOptions):
     _SPEED_ONLY = frozenset({"device", "batch_size", "decode_workers", "verify_backend"})
 
     @classmethod
-    def from_cli(cls, *, sources: list[str], input_size: Optional[str] = None,
+    def from_cli(cls, *, task: str, sources: list[str], input_size: Optional[str] = None,
                  mean: Optional[str] = None, std: Optional[str] = None,
-                 model_kwargs: Optional[str] = None, classes: Optional[str] = None,
-                 **options: Any) -> PredictOptions:
-        """From the command's parameters, the text ones still text."""
-        return cls(sources=tuple(sources), input_size=parse_size(input_size),
+                 model_kwargs: Optional[str] = None, **options: Any) -> PredictOptions:
+        """From the command's parameters, the text ones still text; the task's own options
+        (its manifest's) among them."""
+        return cls(task=task, sources=tuple(sources), input_size=parse_size(input_size),
                    mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"),
                    model_kwargs=parse_model_kwargs(model_kwargs),
-                   classes=parse_class_ids(classes), **options)
+                   **cls.split_task_options(task, options))
 
     def run_kwargs(self) -> dict[str, Any]:
         """``runner.run.run_to_dir(predictor, sources, out, **run_kwargs())``, less the
@@ -269,28 +258,28 @@ class EvalOptions(LoadOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.task == "detect":
-            if self.data is None and (self.annotations is None or self.images is None):
-                raise OptionError("give --data, or both --annotations and --images")
-        elif self.data is None:
-            raise OptionError(f"eval {self.task} needs --data")
-        if self.task != "segment" and self.split is not None:
-            raise OptionError("--split is an option of segment")
-        if self.task != "detect" and (self.annotations is not None or self.images is not None):
-            raise OptionError("--annotations and --images are options of detect")
+        names = task_manifest(self.task).eval_data  # data, or the parts it may be given in
+        parts = [n for n in names if n not in ("data", "split")]
+        if self.data is None and (not parts or any(getattr(self, n) is None for n in parts)):
+            raise OptionError(f"give --data, or all of {', '.join('--' + n for n in parts)}"
+                              if parts else f"eval {self.task} needs --data")
+        for name in ("split", "annotations", "images"):
+            if getattr(self, name) is not None and name not in names:
+                takers = [t for t in task_names() if name in task_manifest(t).eval_data]
+                raise OptionError(f"--{name} is an option of {' and '.join(takers)}")
 
     @classmethod
-    def from_cli(cls, *, input_size: Optional[str] = None, mean: Optional[str] = None,
-                 std: Optional[str] = None, model_kwargs: Optional[str] = None,
-                 **options: Any) -> EvalOptions:
-        return cls(input_size=parse_size(input_size), mean=parse_floats(mean, "--mean"),
-                   std=parse_floats(std, "--std"),
-                   model_kwargs=parse_model_kwargs(model_kwargs), **options)
+    def from_cli(cls, *, task: str, input_size: Optional[str] = None,
+                 mean: Optional[str] = None, std: Optional[str] = None,
+                 model_kwargs: Optional[str] = None, **options: Any) -> EvalOptions:
+        return cls(task=task, input_size=parse_size(input_size),
+                   mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"),
+                   model_kwargs=parse_model_kwargs(model_kwargs),
+                   **cls.split_task_options(task, options))
 
     def evaluate_kwargs(self) -> dict[str, Any]:
         """``evaluation.evaluate(self.task, self.model, **evaluate_kwargs(), progress=...)``."""
-        data = {"classify": ("data",), "segment": ("data", "split"),
-                "detect": ("data", "annotations", "images")}[self.task]
+        data = task_manifest(self.task).eval_data
         return dict(weights=self.weights, limit=self.limit,
                     **{name: getattr(self, name) for name in data}, **self.load_kwargs())
 

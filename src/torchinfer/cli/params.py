@@ -3,14 +3,16 @@ the options more than one command takes."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional, TypeVar
+from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
 
 from ..errors import OptionError
+from ..manifests import TaskOption
 
 console = Console()
 err_console = Console(stderr=True)
@@ -28,6 +30,21 @@ def parsed(build: Callable[..., T], /, **params: object) -> T:
         return build(**params)
     except OptionError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+def option_parameter(option: TaskOption) -> inspect.Parameter:
+    """A task option (its manifest's) as a command parameter: typed, with its help, range and
+    default. Closed choices and class ids are checked by the option itself, after parsing."""
+    kind: Any = {"int": int, "float": float, "bool": bool, "str": str, "ids": str}[option.type]
+    if option.default is None:
+        kind = Optional[kind]
+    limits = {"min": option.minimum, "max": option.maximum} if option.type in ("int", "float") \
+        else {}
+    help_text = option.help + (f" One of {', '.join(option.choices)}." if option.choices
+                               and ", ".join(option.choices) not in option.help else "")
+    annotation = Annotated[kind, typer.Option(help=help_text, **limits)]
+    return inspect.Parameter(option.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=annotation,
+                             default=option.default)
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]

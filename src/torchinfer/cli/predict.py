@@ -3,6 +3,7 @@ show progress and a table of the first results."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import time
@@ -15,6 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..manifests import task_manifest, task_names
 from .options import PredictOptions
 from .params import (
     EXIT_INPUT_FAILED,
@@ -47,6 +49,7 @@ from .params import (
     WeightsOpt,
     console,
     err_console,
+    option_parameter,
     parsed,
 )
 
@@ -69,92 +72,54 @@ ParquetOpt = Annotated[bool, typer.Option(help="Also write predictions.parquet."
 
 
 # --- the commands ----------------------------------------------------------------------------
-# Each builds its PredictOptions from its own parameters (locals() at the top holds exactly
-# them) and hands it to predict().
+# One per task, made from its manifest: the parameters every task shares (the template below)
+# with the task's own options and output flags among them. Each builds its PredictOptions from
+# its parameters and hands it to predict().
 
-@predict_app.command("classify")
-def predict_classify(
+def _shared(
     sources: Sources, model: ModelOpt, weights: WeightsOpt = None,
     num_classes: NumClassesOpt = None, labels: LabelsOpt = None,
     input_size: InputSizeOpt = None, mean: MeanOpt = None, std: StdOpt = None,
-    top_k: Annotated[int, typer.Option(help="Classes per image.", min=1)] = 5,
-    multi_label: Annotated[bool, typer.Option(help="Sigmoid per class instead of softmax.")] = False,
     device: DeviceOpt = "auto", batch_size: BatchOpt = None,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/classify"),
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs"),
     save_vis: SaveVisOpt = False, trust_pickle: TrustOpt = False, strict: StrictOpt = True,
     max_pixels: MaxPixelsOpt = None, allow_failures: AllowFailuresOpt = False,
     quiet: QuietOpt = False, backend: BackendOpt = None, precision: PrecisionOpt = None,
     verify_backend: VerifyBackendOpt = True, exact_decode: ExactDecodeOpt = False,
-    calibration: CalibrationOpt = None,
-    resume: ResumeOpt = False,
+    calibration: CalibrationOpt = None, resume: ResumeOpt = False,
     video_stride: VideoStrideOpt = 1, decode_workers: DecodeWorkersOpt = None,
     exist_ok: ExistOkOpt = False, trust_code: TrustCodeOpt = False,
     model_kwargs: ModelKwargsOpt = None, engine: EngineOpt = "local",
     address: AddressOpt = None, workers: WorkersOpt = None,
     gpus_per_worker: GpusPerWorkerOpt = 0.0, parquet: ParquetOpt = False,
 ) -> None:
-    """Classify images: top-k labels and scores per image, one JSONL line per input."""
-    predict(parsed(PredictOptions.from_cli, task="classify", **locals()))
+    """The parameters of every ``predict`` command (the signature's template)."""
 
 
-@predict_app.command("segment")
-def predict_segment(
-    sources: Sources, model: ModelOpt, weights: WeightsOpt = None,
-    num_classes: NumClassesOpt = None, labels: LabelsOpt = None,
-    input_size: InputSizeOpt = None, mean: MeanOpt = None, std: StdOpt = None,
-    device: DeviceOpt = "auto", batch_size: BatchOpt = None,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/segment"),
-    save_vis: SaveVisOpt = False,
-    save_masks: Annotated[bool, typer.Option(help="Write masks/<name>.png: class indices as a "
-                          "palette PNG (VOC colours).")] = False,
-    trust_pickle: TrustOpt = False, strict: StrictOpt = True, max_pixels: MaxPixelsOpt = None,
-    allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
-    backend: BackendOpt = None, precision: PrecisionOpt = None,
-    verify_backend: VerifyBackendOpt = True, exact_decode: ExactDecodeOpt = False,
-    calibration: CalibrationOpt = None,
-    resume: ResumeOpt = False,
-    video_stride: VideoStrideOpt = 1, decode_workers: DecodeWorkersOpt = None,
-    exist_ok: ExistOkOpt = False, trust_code: TrustCodeOpt = False,
-    model_kwargs: ModelKwargsOpt = None, engine: EngineOpt = "local",
-    address: AddressOpt = None, workers: WorkersOpt = None,
-    gpus_per_worker: GpusPerWorkerOpt = 0.0, parquet: ParquetOpt = False,
-) -> None:
-    """Segment images: a class per pixel at the original size; class areas in the JSONL."""
-    predict(parsed(PredictOptions.from_cli, task="segment", **locals()))
+def predict_command(task: str) -> Callable[..., None]:
+    """``torchinfer predict TASK``: the command of ``task``, from its manifest."""
+    manifest = task_manifest(task)
+
+    def command(**params: Any) -> None:
+        predict(parsed(PredictOptions.from_cli, task=task, **params))
+
+    shared = list(inspect.signature(_shared, eval_str=True).parameters.values())
+    at = [p.name for p in shared].index("device")
+    own = [option_parameter(o) for o in manifest.options if o.type != "any"]
+    saves = [option_parameter(o) for o in manifest.save_options]
+    out = next(p for p in shared if p.name == "out").replace(default=Path("runs") / task)
+    params = [*shared[:at], *own, *(out if p.name == "out" else p for p in shared[at:])]
+    vis = [p.name for p in params].index("save_vis")
+    command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [*params[:vis + 1], *saves, *params[vis + 1:]])
+    command.__doc__ = manifest.summary
+    command.__name__ = f"predict_{task}"
+    return command
 
 
-@predict_app.command("detect")
-def predict_detect(
-    sources: Sources, model: ModelOpt, weights: WeightsOpt = None,
-    num_classes: NumClassesOpt = None, labels: LabelsOpt = None,
-    input_size: Annotated[Optional[str], typer.Option(help="Raw-tensor (YOLO) models: the "
-                          "letterbox size, N or H,W (default 640).")] = None,
-    conf: Annotated[float, typer.Option(help="Minimum score kept.", min=0.0, max=1.0)] = 0.25,
-    iou: Annotated[float, typer.Option(help="NMS IoU threshold (raw-tensor models).", min=0.0,
-                                       max=1.0)] = 0.45,
-    max_det: Annotated[int, typer.Option(help="Most detections per image.", min=1)] = 300,
-    classes: Annotated[Optional[str], typer.Option(help="Keep only these class ids, e.g. 0,2.")] = None,
-    decoder: Annotated[str, typer.Option(help="auto, torchvision, yolov5, yolov8, yolov8-seg, "
-                                         "yolov5-seg, yolov8-pose or yolov8-obb.")] = "auto",
-    device: DeviceOpt = "auto", batch_size: BatchOpt = None,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/detect"),
-    save_vis: SaveVisOpt = False,
-    save_masks: Annotated[bool, typer.Option(help="Write masks/<name>.png: instance i as "
-                          "value i + 1 (models with masks).")] = False,
-    trust_pickle: TrustOpt = False, strict: StrictOpt = True, max_pixels: MaxPixelsOpt = None,
-    allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
-    backend: BackendOpt = None, precision: PrecisionOpt = None,
-    verify_backend: VerifyBackendOpt = True, exact_decode: ExactDecodeOpt = False,
-    calibration: CalibrationOpt = None,
-    resume: ResumeOpt = False,
-    video_stride: VideoStrideOpt = 1, decode_workers: DecodeWorkersOpt = None,
-    exist_ok: ExistOkOpt = False, trust_code: TrustCodeOpt = False,
-    model_kwargs: ModelKwargsOpt = None, engine: EngineOpt = "local",
-    address: AddressOpt = None, workers: WorkersOpt = None,
-    gpus_per_worker: GpusPerWorkerOpt = 0.0, parquet: ParquetOpt = False,
-) -> None:
-    """Detect objects: boxes in original pixels, JSONL plus coco_results.json."""
-    predict(parsed(PredictOptions.from_cli, task="detect", **locals()))
+for _task in task_names():
+    if _task != "multi":  # several models or heads: cli/multi.py has its command
+        predict_app.command(_task)(predict_command(_task))
 
 
 # --- running -------------------------------------------------------------------------------

@@ -82,7 +82,8 @@ def serve(
     """Serve models over HTTP: dynamic batching, Open Inference Protocol v2, /metrics, a web
     page at /. Binds 127.0.0.1 unless told otherwise; SIGTERM drains requests in flight."""
     from ..errors import OptionError, TorchinferError
-    from ..serve.config import TASK_NAMES, ModelSpec, ServeConfig, check_address, read_config
+    from ..manifests import task_names
+    from ..serve.config import ModelSpec, ServeConfig, check_address, read_config
 
     if engine not in ("local", "ray"):
         raise OptionError(f"--engine must be local or ray, got {engine!r}")
@@ -93,7 +94,7 @@ def serve(
     api_key = api_key or os.environ.get("TORCHINFER_API_KEY") or None
     check_address(host or base.host, api_key)  # at once, before torch is imported
 
-    specs = list(base.models) + [ModelSpec.parse(m, TASK_NAMES) for m in model or ()]
+    specs = list(base.models) + [ModelSpec.parse(m, task_names()) for m in model or ()]
     shared: dict[str, Any] = {"device": device, "backend": backend, "precision": precision,
                               "verify_backend": verify_backend, "trust_pickle": trust_pickle,
                               "trust_code": trust_code}

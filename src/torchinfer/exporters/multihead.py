@@ -24,6 +24,7 @@ from PIL import Image
 from torch import nn
 from torchvision.ops import box_iou
 
+from ..manifests import task_manifest
 from ..models import LoadedModel, ModelCard
 from ..models.card import TORCHSCRIPT_EXTRA_FILE
 from ..models.onnx_session import make_session
@@ -38,7 +39,6 @@ from .verification import verification_images
 
 # decisions a detection head is verified on: what a default predict keeps
 VERIFY_CONF, VERIFY_IOU, MATCH_IOU = 0.25, 0.45, 0.5
-AGREEMENT = {"classify": "top-1", "segment": "pixel", "detect": None}
 
 
 class HeadOutputs(nn.Module):
@@ -200,7 +200,7 @@ def _verify(report: ExportReport, run: Callable[[torch.Tensor], Sequence[np.ndar
     inputs = _inputs(card, images)
     checks: list[OutputCheck] = []
     for size in sizes:
-        per_head = {h.name: Comparison(h.output, report.tolerance, AGREEMENT[h.task],
+        per_head = {h.name: Comparison(h.output, report.tolerance, task_manifest(h.task).agreement,
                                        candidate=candidate).start(size) for h in heads}
         matched = {h.name: [0, 0] for h in heads}
         for i in range(0, len(inputs), size):

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from ..errors import TorchinferError
+from ..manifests import task_names
 from ..models import LoadedModel, PreprocessConfig
 from ..models.outputs import main_output
-from ..tasks.registry import TASK_NAMES
 from ..verify import FP16_TOLERANCE, FP32_TOLERANCE, Tolerance
 from .common import ExportError, cpu_eval
 
@@ -43,9 +43,9 @@ def task_of(loaded: LoadedModel) -> str:
         raise ExportError(f"{loaded.name}: exporting torchvision detectors is not supported yet "
                           "(their outputs are per-image lists of boxes); raw-tensor (YOLO) "
                           "detectors export")
-    if task not in TASK_NAMES:
+    if task not in task_names():
         raise ExportError(f"{loaded.name}: cannot export task {task!r}; "
-                          f"supported: {', '.join(TASK_NAMES)}")
+                          f"supported: {', '.join(task_names())}")
     return task
 
 

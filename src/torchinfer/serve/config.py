@@ -40,12 +40,6 @@ DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_DELAY_MS = 2.0
 DEFAULT_MAX_QUEUE = 128  # requests admitted per model (decoding or waiting) before 503
 DEFAULT_TIMEOUT_S = 30.0
-# what ``TASK:MODEL`` may name: the task registry's names (tasks.registry.TASK_NAMES; a test
-# keeps the two equal), here because the server's process must not import torch to read them
-TASK_NAMES = ("classify", "segment", "detect", "multi")
-# the request options a model may take per request, and the predictor attribute each sets
-REQUEST_OPTIONS = {"classify": ("top_k",), "detect": ("conf", "iou", "classes", "max_det"),
-                   "segment": ()}
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError, TorchinferError
+from ..manifests import task_manifest
 from ..results import Result
 from ..runner.batches import Decoded
 from ..runner.inputs import Source
@@ -41,7 +42,7 @@ from ..runner.plan import PROBE_FULL, PROBE_SPLIT
 from ..runner.streamer import size_session
 from ..tasks import Predictor
 from .batcher import Batcher, Job, JobsHook
-from .config import REQUEST_OPTIONS, ModelSpec, ServeConfig
+from .config import ModelSpec, ServeConfig
 from .decoding import merge
 
 MAX_VIEWS = 64  # distinct option sets kept ready per model (least recently used dropped)
@@ -225,6 +226,7 @@ class ModelEngine:
         if p is None:
             return {"task": self.task}
         pre = p.model.preprocess
+        request_options = [o for o in task_manifest(self.task or p.task).options if o.per_request]
         backend = p.backend_report.to_dict() if p.backend_report is not None else \
             {"backend": "torch", "precision": "fp32"}
         return dict(
@@ -235,7 +237,9 @@ class ModelEngine:
                         "mean": list(pre.mean), "std": list(pre.std),
                         "interpolation": str(pre.interpolation)},
             backend=backend, device=str(p.device),
-            options={k: getattr(p, k) for k in REQUEST_OPTIONS.get(self.task or "", ())},
+            # what a request may set, with this model's values and how the page shows them
+            options={o.name: _plain(getattr(p, o.name, o.default)) for o in request_options},
+            option_specs=[o.to_dict() for o in request_options],
             max_batch_size=self.max_batch_size,
             max_delay_ms=self.batcher.max_delay_s * 1000 if self.batcher else None,
             model_threads=self.model_threads,
@@ -333,3 +337,7 @@ def warm_up(predictor: Predictor) -> None:
                for p in (photos * (count // max(1, len(photos)) + 1))[:count]]
     for _ in predictor.stream_sources(sources):
         pass
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value

@@ -24,9 +24,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from ..errors import OptionError, TorchinferError
+from ..manifests import task_manifest
 from ..results import Result
 from .batcher import JobTiming, QueueFull
-from .config import REQUEST_OPTIONS, ModelSpec, ServeConfig
+from .config import ModelSpec, ServeConfig
 from .metrics import ServerMetrics
 from .process_client import ModelProcessClient
 from .sniff import sniff_image
@@ -144,23 +145,13 @@ class ModelHolder:
 
     def request_options(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """The typed, checked per-request options of ``raw`` (text from a query or form, or
-        JSON values); an OptionError names a wrong one."""
-        allowed = REQUEST_OPTIONS.get(self.task or "", ())
-        out: dict[str, Any] = {}
-        for key, value in raw.items():
-            if key not in allowed:
-                takes = ", ".join(allowed) if allowed else "no options"
-                raise OptionError(f"unknown option {key!r} for {self.task} model {self.name} "
-                                  f"(it takes {takes})")
-            out[key] = _typed(key, value)
+        JSON values), as the task's manifest declares them; an OptionError names a wrong one."""
+        if not raw:
+            return {}
+        if self.task is None:
+            raise OptionError(f"model {self.name} is not loaded yet: it takes no options now")
+        out = task_manifest(self.task).request_options(raw, f"{self.task} model {self.name}: ")
         labels = self.info.get("labels")
-        if "conf" in out and not 0.0 <= out["conf"] <= 1.0:
-            raise OptionError(f"conf must be in [0, 1], got {out['conf']}")
-        if "iou" in out and not 0.0 <= out["iou"] <= 1.0:
-            raise OptionError(f"iou must be in [0, 1], got {out['iou']}")
-        for key in ("max_det", "top_k"):
-            if key in out and out[key] < 1:
-                raise OptionError(f"{key} must be >= 1, got {out[key]}")
         if out.get("classes") is not None and labels:
             unknown = sorted({c for c in out["classes"] if not 0 <= c < len(labels)})
             if unknown:
@@ -234,24 +225,3 @@ class ModelHolder:
             self.state = "closed"
         for runner in self.runners:
             runner.close(timeout)
-
-
-def _typed(key: str, value: Any) -> Any:
-    try:
-        if key in ("top_k", "max_det"):
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if key in ("conf", "iou"):
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if key == "classes":
-            if value is None or value == "":
-                return None
-            items = value if isinstance(value, (list, tuple)) else str(value).split(",")
-            return tuple(int(v) for v in items)
-    except (TypeError, ValueError):
-        raise OptionError(f"option {key}={value!r} is not a valid "
-                          f"{'list of class ids' if key == 'classes' else 'number'}") from None
-    return value

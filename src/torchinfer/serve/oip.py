@@ -3,8 +3,9 @@
 Request: one BYTES input of shape [N] whose elements are the encoded images, base64 in JSON
 (JSON strings cannot carry raw bytes); ``parameters`` may hold the request options
 (``conf``, ``top_k``...). Response: ``{model_name, model_version, id, outputs}``, each output
-``{name, datatype, shape, data}`` with ``data`` flattened in row-major order. Outputs per task
-(N images; variable-length ones padded to the longest, their lengths given):
+``{name, datatype, shape, data}`` with ``data`` flattened in row-major order. Each task's
+manifest declares its outputs and fills them (N images; variable-length ones padded to the
+longest, their lengths given); the built-in ones:
 
     classify  topk_indices INT64 [N, K], topk_scores FP32 [N, K], topk_labels BYTES [N, K]
     detect    boxes FP32 [N, M, 4] (x0, y0, x1, y1 in image pixels), scores FP32 [N, M],
@@ -23,19 +24,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import TorchinferError
-from ..results import Classification, Detections, Result, Segmentation
+from ..manifests import task_manifest
+from ..results import Result
 from ..runner.sinks import dumps
 
 MAX_IMAGES_PER_REQUEST = 64
 
-_OUTPUTS = {
-    "classify": (("topk_indices", "INT64", [-1, -1]), ("topk_scores", "FP32", [-1, -1]),
-                 ("topk_labels", "BYTES", [-1, -1])),
-    "detect": (("boxes", "FP32", [-1, -1, 4]), ("scores", "FP32", [-1, -1]),
-               ("class_ids", "INT64", [-1, -1]), ("labels", "BYTES", [-1, -1]),
-               ("num_detections", "INT64", [-1])),
-    "segment": (("mask", "INT32", [-1, -1, -1]), ("size", "INT64", [-1, 2])),
-}
 INPUT_NAME = "image"
 
 
@@ -45,7 +39,8 @@ class ProtocolError(TorchinferError):
 
 def model_metadata(name: str, task: str, platform: str) -> dict[str, Any]:
     """``GET /v2/models/{name}``: inputs and outputs, -1 for a variable dimension."""
-    outputs = [{"name": n, "datatype": d, "shape": s} for n, d, s in _OUTPUTS.get(task, ())]
+    outputs = [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
+               for t in task_manifest(task).outputs]
     outputs.append({"name": "record", "datatype": "BYTES", "shape": [-1]})
     return {"name": name, "versions": ["1"], "platform": platform,
             "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1]}],
@@ -117,37 +112,8 @@ def response(name: str, task: str, results: Sequence[Result], wanted: list[str] 
 
 
 def _tensors(task: str, results: Sequence[Result]) -> dict[str, tuple[str, list[int], list[Any]]]:
-    n = len(results)
-    if task == "classify":
-        rows = [r.topk for r in results if isinstance(r, Classification)]
-        k = max(len(t) for t in rows)
-        return {"topk_indices": ("INT64", [n, k], [c.index for t in rows for c in t]),
-                "topk_scores": ("FP32", [n, k], [round(c.score, 6) for t in rows for c in t]),
-                "topk_labels": ("BYTES", [n, k], [c.label for t in rows for c in t])}
-    if task == "detect":
-        dets = [r for r in results if isinstance(r, Detections)]
-        m = max((len(d) for d in dets), default=0)
-        boxes, scores, ids, labels = [], [], [], []
-        for d in dets:
-            pad = m - len(d)
-            boxes += [round(float(v), 2) for v in d.boxes.reshape(-1)] + [0.0] * 4 * pad
-            scores += [round(float(s), 5) for s in d.scores] + [0.0] * pad
-            ids += [int(c) for c in d.class_ids] + [-1] * pad
-            labels += list(d.labels) + [""] * pad
-        return {"boxes": ("FP32", [n, m, 4], boxes), "scores": ("FP32", [n, m], scores),
-                "class_ids": ("INT64", [n, m], ids), "labels": ("BYTES", [n, m], labels),
-                "num_detections": ("INT64", [n], [len(d) for d in dets])}
-    if task == "segment":
-        segs = [r for r in results if isinstance(r, Segmentation)]
-        h = max(s.size[0] for s in segs)
-        w = max(s.size[1] for s in segs)
-        masks = np.full((n, h, w), -1, dtype=np.int64)
-        for i, s in enumerate(segs):
-            assert s.mask is not None
-            masks[i, : s.size[0], : s.size[1]] = s.mask
-        return {"mask": ("INT32", [n, h, w], masks.reshape(-1).tolist()),
-                "size": ("INT64", [n, 2], [v for s in segs for v in s.size])}
-    return {}
+    encode = task_manifest(task).encode
+    return dict(encode(results)) if encode is not None else {}
 
 
 def server_metadata(version: str) -> dict[str, Any]:

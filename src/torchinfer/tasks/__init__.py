@@ -1,4 +1,5 @@
-"""One predictor per task (two for detection); ``task_spec(name)`` says everything about a task."""
+"""One predictor per task (several for detection); ``task_spec(name)`` says everything about a
+task: its manifest (``torchinfer.manifests``) and its implementation."""
 
 from .base import Batch, Predictor
 from .classify import ClassificationPredictor
@@ -6,9 +7,10 @@ from .detect import DetectionPredictor
 from .detect_sets import SetDetectionPredictor
 from .detect_torchvision import TorchvisionDetectionPredictor
 from .detect_yolo import YoloDetectionPredictor
-from .registry import TASK_NAMES, TaskSpec, task_spec
+from .registry import TaskSpec, task_spec
 from .segment import SegmentationPredictor
+from .spec import TaskImplementation
 
-__all__ = ["TASK_NAMES", "Batch", "ClassificationPredictor", "DetectionPredictor",
-           "Predictor", "SegmentationPredictor", "SetDetectionPredictor", "TaskSpec", "TorchvisionDetectionPredictor",
-           "YoloDetectionPredictor", "task_spec"]
+__all__ = ["Batch", "ClassificationPredictor", "DetectionPredictor", "Predictor",
+           "SegmentationPredictor", "SetDetectionPredictor", "TaskImplementation", "TaskSpec",
+           "TorchvisionDetectionPredictor", "YoloDetectionPredictor", "task_spec"]

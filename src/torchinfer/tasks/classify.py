@@ -10,13 +10,16 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..draw import annotate_classification
 from ..errors import OptionError, TorchinferError
-from ..models import LoadedModel
+from ..evaluation import CLASSIFICATION_OPTIONS, evaluate_classification, read_classification_data
+from ..models import LoadedModel, PreprocessConfig
 from ..models.outputs import main_output
 from ..results import Classification, ClassScore
 from ..runner.limits import resized_size
 from .base import Batch, Normalise, Predictor
 from .resizing import resize_and_crop
+from .spec import TaskImplementation
 
 
 class ClassificationPredictor(Predictor[Classification]):
@@ -85,3 +88,25 @@ def classification_results(logits: torch.Tensor, sources: Sequence[str],
                      for s, i in zip(row_scores, row_idx))
         results.append(Classification(source=source, topk=topk))
     return results
+
+
+def describe(result: Classification) -> tuple[str, ...]:
+    return result.top1.label, f"{result.top1.score:.4f}"
+
+
+# below this, the banner of top classes would cover most of the picture
+MIN_BANNER_PICTURE = 256
+
+
+def draw(image: Image.Image, result: Classification) -> Image.Image:
+    # no coordinates to keep, so a small picture can be drawn larger, with room for the banner
+    if max(image.size) < MIN_BANNER_PICTURE:
+        image = image.resize((image.width * 2, image.height * 2), Image.Resampling.LANCZOS)
+    return annotate_classification(image, result)
+
+
+TASK = TaskImplementation(
+    result=Classification, predictors=(ClassificationPredictor,),
+    preprocess=PreprocessConfig.default(), output_name="logits",
+    read_dataset=read_classification_data, evaluator=evaluate_classification,
+    evaluation_options=CLASSIFICATION_OPTIONS, describe=describe, draw=draw)

@@ -19,7 +19,7 @@ image's part of it before they are upsampled to the original size.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import OptionError, TorchinferError
+from ..manifests import TaskOption, manifests, task_manifest
 from ..models import read_labels
 from ..results import Detections, Result
 from .classify import classification_results
@@ -36,51 +37,18 @@ from .segment import Window, segmentation_results
 from .yolo import DECODERS, Letterbox, decode, guess_decoder
 
 AUTO = "auto"
-HEAD_TASKS = ("classify", "segment", "detect")
 
 
-def _top_k(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError("an integer >= 1")
-    return value
+def head_tasks() -> tuple[str, ...]:
+    """The tasks a head may have: those whose manifest says so."""
+    return tuple(m.name for m in manifests() if m.head)
 
 
-def _probability(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ValueError("a number in [0, 1]")
-    return float(value)
+def head_options(task: str) -> dict[str, TaskOption]:
+    """The options a head of ``task`` takes: its task's (defaults: the single-task predictor's,
+    so a head left alone answers as that predictor would)."""
+    return {o.name: o for o in task_manifest(task).options}
 
-
-def _flag(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError("true or false")
-    return value
-
-
-def _class_ids(value: Any) -> list[int] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool)
-                                              and v >= 0 for v in value):
-        raise ValueError("a list of class ids (integers >= 0)")
-    return list(value)
-
-
-def _decoder(value: Any) -> str:
-    if value not in (AUTO, *DECODERS):
-        raise ValueError(f"one of {', '.join((AUTO, *DECODERS))}")
-    return str(value)
-
-
-# The options each task's head takes, with their checks and defaults (the single-task
-# predictors' defaults: a head left alone answers as that predictor would).
-OPTIONS: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
-    "classify": {"top_k": (_top_k, 5), "multi_label": (_flag, False)},
-    "segment": {},
-    "detect": {"conf": (_probability, 0.25), "iou": (_probability, 0.45),
-               "max_det": (_top_k, 300), "classes": (_class_ids, None),
-               "decoder": (_decoder, AUTO)},
-}
 
 # Label sets known by name, read from torchvision's published weights metadata (no download)
 _LABEL_SETS = {"voc": "DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1",
@@ -101,7 +69,7 @@ def label_set(name: str) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class Head:
     """One head: ``output`` names the model output it reads (a dict key, a named tuple's
-    field, or a position "0", "1"... of a tuple); ``options`` are its task's (``OPTIONS``)."""
+    field, or a position "0", "1"... of a tuple); ``options`` are its task's (``head_options``)."""
 
     name: str
     task: str
@@ -110,7 +78,7 @@ class Head:
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def option(self, key: str) -> Any:
-        return self.options.get(key, OPTIONS[self.task][key][1])
+        return self.options.get(key, head_options(self.task)[key].default)
 
     def to_dict(self) -> dict[str, Any]:
         """The head as a model card or a head file writes it."""
@@ -128,9 +96,9 @@ def make_head(data: Mapping[str, Any], where: str = "head") -> Head:
     if not isinstance(name, str) or not name:
         raise TorchinferError(f"{where}: every head needs a name, got {name!r}")
     task = data.get("task")
-    if task not in HEAD_TASKS:
+    if task not in head_tasks():
         raise TorchinferError(f"{where}: head {name!r} has unknown task {task!r}: use one of "
-                              f"{', '.join(HEAD_TASKS)}")
+                              f"{', '.join(head_tasks())}")
     output = data.get("output", name)
     if not isinstance(output, str) or not output:
         raise TorchinferError(f"{where}: head {name!r}: 'output' must name a model output")
@@ -149,17 +117,13 @@ def with_options(head: Head, options: Mapping[str, Any], where: str = "head") ->
     """``head`` with ``options`` checked against its task's and laid over its own."""
     if not isinstance(options, Mapping):
         raise OptionError(f"{where}: options of head {head.name!r} must be an object")
-    known = OPTIONS[head.task]
+    known = head_options(head.task)
     checked = dict(head.options)
     for key, value in options.items():
         if key not in known:
             raise OptionError(f"{where}: head {head.name!r} ({head.task}) has no option "
                               f"{key!r}: use {', '.join(known) or 'none'}")
-        try:
-            checked[key] = known[key][0](value)
-        except ValueError as exc:
-            raise OptionError(f"{where}: head {head.name!r}: {key} must be {exc}, got "
-                              f"{value!r}") from None
+        checked[key] = known[key].check(value, f"{where}: head {head.name!r}: ")
     return Head(head.name, head.task, head.output, head.labels, checked)
 
 
@@ -183,8 +147,8 @@ def parse_head_argument(text: str) -> Head:
     task, *parts = rest.split(":")
     data: dict[str, Any] = {"name": name, "task": task}
     options: dict[str, Any] = {}
-    if task not in HEAD_TASKS:
-        raise OptionError(f"{where}: unknown task {task!r}: use one of {', '.join(HEAD_TASKS)}")
+    if task not in head_tasks():
+        raise OptionError(f"{where}: unknown task {task!r}: use one of {', '.join(head_tasks())}")
     for part in parts:
         key, is_option, value = part.partition("=")
         if is_option and key == "output":

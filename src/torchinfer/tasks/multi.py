@@ -27,17 +27,30 @@ from ..errors import TorchinferError
 from ..models import LoadedModel
 from ..results import MultiTask
 from .base import Batch, Normalise, Predictor
-from .heads import OPTIONS, Head, check_heads, head_results, make_heads, named_outputs, with_options
+from .heads import (
+    Head,
+    check_heads,
+    head_options,
+    head_results,
+    head_tasks,
+    make_heads,
+    named_outputs,
+    with_options,
+)
 from .yolo import fitted_size, letterbox
 
-# Options given once for every head whose task takes them (``top_k=3`` for every classifier)
-SHARED_OPTIONS = frozenset(k for options in OPTIONS.values() for k in options)
+
+def shared_options() -> frozenset[str]:
+    """Options given once for every head whose task takes them (``top_k=3`` for every
+    classifier)."""
+    return frozenset(k for task in head_tasks() for k in head_options(task))
+
 
 
 class MultiHeadPredictor(Predictor[MultiTask]):
     """Runs a multi-head model. ``heads``: Head objects or their JSON form (default: the
     model card's); ``head_options``: {head name: {option: value}}; options named in
-    ``SHARED_OPTIONS`` (``top_k``, ``conf``, ``iou``, ``max_det``, ``classes``...) apply to every
+    ``shared_options()`` (``top_k``, ``conf``, ``iou``, ``max_det``, ``classes``...) apply to every
     head that takes them, a head's own options win.
 
     Every head sees one letterboxed input (the model's preprocessing size, mean and std). The
@@ -54,7 +67,7 @@ class MultiHeadPredictor(Predictor[MultiTask]):
     def __init__(self, model: LoadedModel, *,
                  heads: Sequence[Head | Mapping[str, Any]] | None = None,
                  head_options: Mapping[str, Mapping[str, Any]] | None = None, **kwargs: Any):
-        shared = {k: kwargs.pop(k) for k in list(kwargs) if k in SHARED_OPTIONS}
+        shared = {k: kwargs.pop(k) for k in list(kwargs) if k in shared_options()}
         super().__init__(model, **kwargs)
         given = heads if heads is not None else model.heads
         if not given:
@@ -74,7 +87,7 @@ class MultiHeadPredictor(Predictor[MultiTask]):
                                   f"{', '.join(h.name for h in heads)}")
         out = []
         for head in heads:
-            common = {k: v for k, v in shared.items() if k in OPTIONS[head.task] and v is not None}
+            common = {k: v for k, v in shared.items() if k in head_options(head.task) and v is not None}
             out.append(with_options(with_options(head, common), per_head.get(head.name, {})))
         return tuple(out)
 

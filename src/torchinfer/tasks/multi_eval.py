@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 
 from ..errors import TorchinferError
 from ..evaluation import EvalReport
-from ..results import Classification, Detections, Result, Segmentation
-from .heads import OPTIONS, Head, with_options
+from ..results import Result
+from .heads import Head, head_options, with_options
 from .multi import MultiHeadPredictor
 
 
@@ -25,9 +25,10 @@ class HeadView:
     labels, its results, and its options as the attributes the evaluators read and set
     (``top_k``; ``conf``, ``iou``, ``max_det``, ``decoder``)."""
 
-    def __init__(self, predictor: MultiHeadPredictor, name: str):
+    def __init__(self, predictor: MultiHeadPredictor, name: str, result: type[Result]):
         self.predictor = predictor
         self.name = name
+        self.result = result  # the head task's result type (failures are given as one)
         head = self.head
         self.model = replace(predictor.model, labels=list(head.labels) if head.labels else None,
                              task=head.task)
@@ -41,7 +42,7 @@ class HeadView:
     def option(self, key: str) -> Any:
         """The head's option, or None when its task has no such option (an attribute that a
         single-task predictor of another task would not have)."""
-        return self.head.option(key) if key in OPTIONS[self.head.task] else None
+        return self.head.option(key) if key in head_options(self.head.task) else None
 
     def set_option(self, key: str, value: Any) -> None:
         self.predictor.heads = tuple(with_options(h, {key: value}) if h.name == self.name else h
@@ -60,13 +61,7 @@ class HeadView:
                                                                        result.error or "")
 
     def failed(self, source: str, reason: str) -> Result:
-        return _FAILED[self.head.task](source, reason)
-
-
-_FAILED: dict[str, Callable[[str, str], Result]] = {
-    "classify": lambda source, reason: Classification(source=source, error=reason),
-    "segment": lambda source, reason: Segmentation(source=source, error=reason),
-    "detect": lambda source, reason: Detections(source=source, error=reason)}
+        return self.result(source=source, error=reason)
 
 
 @dataclass(kw_only=True)
@@ -92,16 +87,13 @@ class MultiTaskReport(EvalReport):
         return words, min(values) if values else None
 
 
-# per single task, given by the registry: its reader, its evaluator (predictor, data, limit=,
-# progress=) -> report, and the options it is customarily run with (detect: conf 0.001...)
-Evaluators = Mapping[str, tuple[Callable[..., Any], Callable[..., EvalReport], Mapping[str, Any]]]
-
-
-def evaluate_heads(predictor: MultiHeadPredictor, data: Mapping[str, Any], evaluators: Evaluators,
+def evaluate_heads(predictor: MultiHeadPredictor, data: Mapping[str, Any],
+                   spec_of: Callable[[str], Any],
                    *, limit: int | None = None,
                    progress: Callable[[int, int], None] | None = None) -> MultiTaskReport:
     """Score each head named in ``data`` ({head: its data}) with its task's reader and
-    evaluator (``evaluators``: task -> (read_dataset, evaluator))."""
+    evaluator, run with the options it is customarily run with (detect: conf 0.001...);
+    ``spec_of``: task name -> its ``TaskSpec`` (the registry's)."""
     if not isinstance(predictor, MultiHeadPredictor):
         raise TorchinferError("eval multi scores a multi-head model's heads: several models "
                               "over one decode are scored one by one with their own task")
@@ -110,7 +102,7 @@ def evaluate_heads(predictor: MultiHeadPredictor, data: Mapping[str, Any], evalu
     if unknown or not data:
         raise TorchinferError(f"give data for heads among {', '.join(names)} (--data "
                               f"HEAD=PATH){'; unknown: ' + ', '.join(unknown) if unknown else ''}")
-    datasets = {name: evaluators[task][0](data[name])  # a wrong path fails before any image
+    datasets = {name: spec_of(task).read_dataset(data[name])  # a wrong path fails before any image
                 for name, task in ((h.name, h.task) for h in predictor.heads) if name in data}
     reports: dict[str, EvalReport] = {}
     given = predictor.heads
@@ -118,12 +110,12 @@ def evaluate_heads(predictor: MultiHeadPredictor, data: Mapping[str, Any], evalu
         for head in given:
             if head.name not in datasets:
                 continue
-            _, evaluator, options = evaluators[head.task]
-            view = HeadView(predictor, head.name)
-            for key, value in options.items():  # scored as that task's own evaluation would
+            spec = spec_of(head.task)
+            view = HeadView(predictor, head.name, spec.result)
+            for key, value in spec.evaluation_options.items():  # as that task's own evaluation
                 view.set_option(key, value)
-            reports[head.name] = evaluator(view, datasets[head.name], limit=limit,
-                                           progress=progress)
+            reports[head.name] = spec.evaluator(view, datasets[head.name], limit=limit,
+                                                progress=progress)
     finally:
         predictor.heads = given  # the caller's predictor answers as before
     first = next(iter(reports.values()))

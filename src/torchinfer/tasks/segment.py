@@ -17,15 +17,19 @@ import numpy as np
 import torch
 import torch.nn.functional as TF
 from PIL import Image
+from torchvision.transforms._presets import SemanticSegmentation
 
+from ..draw import overlay_segmentation
 from ..errors import TorchinferError
-from ..models import LoadedModel
+from ..evaluation import SEGMENTATION_OPTIONS, evaluate_segmentation, read_segmentation_data
+from ..models import LoadedModel, PreprocessConfig
 from ..models.outputs import main_output
 from ..results import Segmentation
 from ..runner.images import full_size
 from ..runner.limits import resized_size
 from .base import Batch, Normalise, Predictor
 from .resizing import resize_and_crop
+from .spec import TaskImplementation
 
 
 @dataclass(frozen=True)
@@ -284,3 +288,16 @@ def _sample_positions(n_in: int, n_out: int, device: torch.device
     i0 = src.floor().long().clamp(max=n_in - 1)
     i1 = torch.clamp(i0 + 1, max=n_in - 1)
     return i0, i1, src - i0
+
+
+def describe(result: Segmentation) -> tuple[str, ...]:
+    return (", ".join(f"{a.label} {a.fraction:.0%}" for a in result.areas[:4]),
+            f"{result.size[1]}x{result.size[0]}")
+
+
+TASK = TaskImplementation(
+    result=Segmentation, predictors=(SegmentationPredictor,),
+    # torchvision's segmentation recipe: short side to 520, no crop, ImageNet mean/std
+    preprocess=PreprocessConfig.from_transforms(SemanticSegmentation(resize_size=520)),
+    output_name="out", read_dataset=read_segmentation_data, evaluator=evaluate_segmentation,
+    evaluation_options=SEGMENTATION_OPTIONS, describe=describe, draw=overlay_segmentation)

@@ -1,0 +1,57 @@
+"""What runs a task: the torch side of a task's manifest (``manifests``).
+
+A task's module ends with its implementation::
+
+    TASK = TaskImplementation(result=Depth, predictors=(DepthPredictor,),
+                              preprocess=PreprocessConfig.default(), output_name="depth",
+                              read_dataset=read_depth_data, evaluator=evaluate_depth,
+                              describe=describe, draw=draw_depth)
+
+and its manifest names it (``implementation="mypkg.depth:TASK"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from ..models import LoadedModel, PreprocessConfig
+from ..results import Result
+from .base import Predictor
+
+# (model, predictor options) -> the predictor class that runs the model
+PredictorChoice = Callable[[LoadedModel, Mapping[str, Any]], type[Predictor]]
+# (result, output folder, the run's options) -> {output kind: path} of the files written
+ResultWriter = Callable[[Any, Path, Mapping[str, Any]], Mapping[str, str]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskImplementation:
+    """result: the one result type of the task. predictors: the classes that can run it;
+    choose: which one runs a loaded model with given options (None: the first). preprocess:
+    the preprocessing of a model whose weights bring none. output_name: the exported graph's
+    output. read_dataset / evaluator / evaluation_options: the labelled layout, its scorer (it
+    takes a predictor) and the predictor options it is customarily run with. describe: the
+    cells of a result's row in a summary table (the manifest's columns). draw: ``draw(image,
+    result)``, the picture of a result on its image. write: the task's own files for a result
+    (``predict`` writes the JSON record of every task; a depth map...), given the output folder
+    and the run's options; None when the record is all."""
+
+    result: type[Result]
+    predictors: tuple[type[Predictor], ...]
+    preprocess: PreprocessConfig
+    output_name: str
+    read_dataset: Callable[..., Any]
+    evaluator: Callable[..., Any]
+    describe: Callable[[Any], tuple[str, ...]]
+    draw: Callable[[Image.Image, Any], Image.Image]
+    choose: PredictorChoice | None = None
+    evaluation_options: Mapping[str, Any] = field(default_factory=dict)
+    write: ResultWriter | None = None
+
+    def predictor_class(self, model: LoadedModel, options: Mapping[str, Any]) -> type[Predictor]:
+        return self.predictors[0] if self.choose is None else self.choose(model, options)
