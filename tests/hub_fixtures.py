@@ -323,8 +323,10 @@ def save_timm_folder(folder: str | os.PathLike, architecture: str, *, num_classe
 # transformers
 # --------------------------------------------------------------------------------------------
 
-HF_KINDS = ("vit", "convnext", "detr", "rt_detr", "segformer", "upernet")
+HF_KINDS = ("vit", "convnext", "detr", "rt_detr", "segformer", "upernet", "dpt",
+            "depth_anything")
 _DEFAULT_NUM_LABELS = {"vit": 10, "convnext": 10, "detr": 6, "rt_detr": 6, "segformer": 8,
+                       "dpt": 2, "depth_anything": 2,
                        "upernet": 8}
 _IMAGENET_MEAN = [0.485, 0.456, 0.406]
 _IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -417,8 +419,58 @@ def _build_upernet(id2label):
     return UperNetForSemanticSegmentation(config), processor
 
 
+def _build_dpt(id2label):
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    config = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                       intermediate_size=64, image_size=384, patch_size=16,
+                       backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[16, 32, 64, 64],
+                       fusion_hidden_size=32)
+    # As Intel/dpt-large: 384x384 squash, bicubic, mean/std 0.5 (a plain ViT DPT reads square
+    # inputs only)
+    processor = DPTImageProcessor(size={"height": 384, "width": 384}, keep_aspect_ratio=False,
+                                  ensure_multiple_of=1, resample=3, image_mean=[0.5] * 3,
+                                  image_std=[0.5] * 3)
+    return DPTForDepthEstimation(config), processor
+
+
+def _build_depth_anything(id2label):
+    from transformers import (
+        DepthAnythingConfig,
+        DepthAnythingForDepthEstimation,
+        Dinov2Config,
+        DPTImageProcessor,
+    )
+
+    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                            intermediate_size=64, image_size=140, patch_size=14,
+                            out_indices=[1, 2, 3, 4], reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32,
+                                 neck_hidden_sizes=[16, 32, 64, 64], fusion_hidden_size=32,
+                                 head_hidden_size=16, depth_estimation_type="relative")
+    # As depth-anything/Depth-Anything-V2-Small-hf (518 there): the aspect ratio kept, sides
+    # in multiples of 14, bicubic, ImageNet mean/std
+    processor = DPTImageProcessor(size={"height": 140, "width": 140}, keep_aspect_ratio=True,
+                                  ensure_multiple_of=14, resample=3, image_mean=_IMAGENET_MEAN,
+                                  image_std=_IMAGENET_STD)
+    return DepthAnythingForDepthEstimation(config), processor
+
+
+@torch.no_grad()
+def _calibrate_depth(model, batch: torch.Tensor) -> None:
+    """Depth heads end in a 1x1 convolution and a ReLU: random weights give ~0 everywhere.
+    The last convolution is scaled so that the maps vary from picture to picture and place
+    to place (mean 2, std 0.7 before the ReLU)."""
+    run = lambda: model(pixel_values=batch)  # noqa: E731
+    _measure_batch_norms(model, run)
+    last = [m for m in model.head.modules()
+            if isinstance(m, nn.Conv2d) and m.out_channels == 1 and m.kernel_size == (1, 1)][-1]
+    _standardise_outputs(last, _layer_inputs(run, last), 2.0, 0.7)
+
+
 _BUILDERS = {"vit": _build_vit, "convnext": _build_convnext, "detr": _build_detr,
-             "rt_detr": _build_rt_detr, "segformer": _build_segformer, "upernet": _build_upernet}
+             "rt_detr": _build_rt_detr, "segformer": _build_segformer, "upernet": _build_upernet,
+             "dpt": _build_dpt, "depth_anything": _build_depth_anything}
 
 
 def _processor_input_size(processor) -> tuple[int, int]:
@@ -543,6 +595,11 @@ def save_hf_folder(folder: str | os.PathLike, kind: str, *, num_labels: int | No
       SegformerImageProcessor 256x256 squash, bilinear, ImageNet mean/std.
     * ``"upernet"``: UperNetForSemanticSegmentation on a tiny ConvNext backbone +
       SegformerImageProcessor 256x256 (the processor openmmlab/upernet-* repositories use).
+    * ``"dpt"``: DPTForDepthEstimation (a 4-layer ViT, width 32) + DPTImageProcessor 384x384
+      squash, bicubic, mean/std 0.5.
+    * ``"depth_anything"``: DepthAnythingForDepthEstimation on a 4-layer DINOv2 (patch 14) +
+      DPTImageProcessor 140x140 with the aspect ratio kept in multiples of 14, bicubic,
+      ImageNet mean/std.
 
     ``labels`` (else ``num_labels`` readable names, default 10 for classifiers, 6 for
     detectors, 8 for segmenters) become ``id2label``.
@@ -567,6 +624,8 @@ def save_hf_folder(folder: str | os.PathLike, kind: str, *, num_labels: int | No
         _calibrate_segmenter(model, batch)
     elif kind == "detr":
         _calibrate_detr(model, batch, seed)
+    elif kind in ("dpt", "depth_anything"):
+        _calibrate_depth(model, batch)
     else:
         _calibrate_rt_detr(model, batch, seed)
     model.eval()

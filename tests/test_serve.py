@@ -777,3 +777,38 @@ def test_a_transformers_folder_is_served_by_its_path_alone(tmp_path):
         for a, b in zip(g, e):
             assert a["box"] == pytest.approx(b["box"], abs=0.02)
             assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+
+
+def test_a_depth_folder_is_served_over_http_and_oip(tmp_path):
+    """A task added by its manifest alone (depth): the JSON answer is predict's record, the
+    OIP answer its manifest's outputs, the picture its own drawing."""
+    pytest.importorskip("transformers")
+    import numpy as np
+
+    from hub_fixtures import photos, save_hf_folder
+
+    folder = save_hf_folder(tmp_path / "anything", "depth_anything")
+    picture = photos(tmp_path / "photos")[0]
+    options = {"backend": "torch", "precision": "fp32", "exact_decode": True}
+    expected = ti.load("depth", str(folder), device="cpu", **options)(str(picture)).depth
+    with live_server(quick(ModelSpec(str(folder), options=options))) as (base, server):
+        (name,) = server.holders
+        assert server.holders[name].task == "depth"
+        meta = httpx.get(f"{base}/v2/models/{name}", timeout=30).json()
+        assert [o["name"] for o in meta["outputs"]] == ["depth", "size", "record"]
+        plain = post_file(base, name, picture)
+        assert plain.status_code == 200, plain.text
+        assert plain.json()["max"] == pytest.approx(float(expected.max()), abs=1e-4)
+        body = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                            "data": [base64.b64encode(picture.read_bytes()).decode()]}]}
+        answer = httpx.post(f"{base}/v2/models/{name}/infer", json=body, timeout=60).json()
+        outputs = {o["name"]: o for o in answer["outputs"]}
+        assert outputs["size"]["data"] == list(expected.shape)
+        got = np.array(outputs["depth"]["data"], np.float32).reshape(outputs["depth"]["shape"])[0]
+        assert np.abs(got - expected).max() < 1e-4
+        drawn = httpx.post(f"{base}/v1/models/{name}/predict?visualize=1",
+                           files={"file": (picture.name, picture.read_bytes())}, timeout=60)
+        assert drawn.status_code == 200 and drawn.json()["visualization"]
+        wrong = httpx.post(f"{base}/v1/models/{name}/predict?top_k=3",
+                           files={"file": (picture.name, picture.read_bytes())}, timeout=60)
+        assert wrong.status_code == 422 and "takes no options" in wrong.text

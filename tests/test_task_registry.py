@@ -23,6 +23,7 @@ from torchinfer.tasks import (
     YoloDetectionPredictor,
     task_spec,
 )
+from torchinfer.tasks.depth import Depth
 
 SAMPLES = {
     "classify": Classification(source="a.jpg", topk=(ClassScore(1, "cat", 0.75),)),
@@ -34,11 +35,12 @@ SAMPLES = {
 }
 SAMPLES["multi"] = MultiTask(source="a.jpg", heads={"cls": SAMPLES["classify"],
                                                    "det": SAMPLES["detect"]})
+SAMPLES["depth"] = Depth(source="a.jpg", depth=np.array([[1, 2], [3, 4]], np.float32))
 TASK_NAMES = task_names()
 
 
 def test_the_tasks_in_order():
-    assert TASK_NAMES == ("classify", "segment", "detect", "multi")
+    assert TASK_NAMES == ("classify", "segment", "detect", "multi", "depth")
     assert [task_spec(name).name for name in TASK_NAMES] == list(TASK_NAMES)
 
 
@@ -60,7 +62,8 @@ def test_every_spec_is_complete(name):
     row = spec.describe(SAMPLES[name])
     assert isinstance(row, tuple) and len(row) == len(spec.columns)
     assert all(isinstance(cell, str) for cell in row)
-    picture = spec.draw(Image.new("RGB", (2, 2) if name == "segment" else (8, 8)), SAMPLES[name])
+    picture = spec.draw(Image.new("RGB", (2, 2) if name in ("segment", "depth") else (8, 8)),
+                        SAMPLES[name])
     assert isinstance(picture, Image.Image)
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.manifest = None  # type: ignore[misc]

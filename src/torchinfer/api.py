@@ -263,9 +263,13 @@ def evaluate(task: str, model: str | Path | nn.Module, data: str | Path | None =
     it on ``data``: an ImageFolder (classify), a VOC folder (segment, ``split`` optional) or a
     COCO folder / annotations file (detect; or ``annotations`` + ``images``). Each task runs
     with ``task_spec(task).evaluation_options`` (detect conf=0.001, max_det=100, iou=0.6;
-    classify top_k=5); pass them to override."""
+    classify top_k=5); pass them to override. The evaluator's own options (depth's
+    ``max_depth``, ``align``) go to it."""
     spec = task_spec(task)
+    # the evaluator's own options (its manifest's eval_options: depth's max_depth...)
+    scoring = {o.name: o.check(options.pop(o.name)) for o in spec.manifest.eval_options
+               if options.get(o.name) is not None}
     # read the layout first: a wrong path fails in a moment, before the model is built
     dataset = spec.read_dataset(data, split=split, annotations=annotations, images=images)
     predictor = load(task, model, weights, **{**spec.evaluation_options, **options})
-    return spec.evaluator(predictor, dataset, limit=limit, progress=progress)
+    return spec.evaluator(predictor, dataset, limit=limit, progress=progress, **scoring)

@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 
 from ..errors import TorchinferError
-from .evaluate import eval_app
+from .evaluate import add_generated_commands, eval_app
 from .multi import eval_multi, predict_multi
 from .params import EXIT_CONFIG_ERROR, err_console
 from .predict import predict_app
@@ -30,6 +30,7 @@ for _name, _command in COMMANDS.items():
     app.command(_name)(_command)
 predict_app.command("multi")(predict_multi)
 eval_app.command("multi")(eval_multi)
+add_generated_commands()
 app.add_typer(predict_app, name="predict")
 app.add_typer(eval_app, name="eval")
 app.command("serve")(serve)

@@ -8,6 +8,7 @@ and the problem).
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..errors import TorchinferError
+from ..manifests import task_manifest, task_names
 from .options import EvalOptions
 from .params import (
     EXIT_CONFIG_ERROR,
@@ -43,6 +45,7 @@ from .params import (
     WeightsOpt,
     console,
     err_console,
+    option_parameter,
     parsed,
 )
 
@@ -128,6 +131,48 @@ def eval_detect(
 ) -> None:
     """COCO mAP@[.5:.95], mAP@.5, mAP@.75 and per-category AP (pycocotools)."""
     evaluate(parsed(EvalOptions.from_cli, task="detect", **locals()))
+
+
+def _shared(
+    model: ModelArg, data: Path,
+    weights: WeightsOpt = None, num_classes: NumClassesOpt = None, labels: LabelsOpt = None,
+    input_size: InputSizeOpt = None, mean: MeanOpt = None, std: StdOpt = None,
+    device: DeviceOpt = "auto", batch_size: BatchOpt = None, limit: LimitOpt = None,
+    as_json: JsonOpt = False, out: OutOpt = None, trust_pickle: TrustOpt = False,
+    strict: StrictOpt = True, allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
+    backend: BackendOpt = None, precision: PrecisionOpt = None,
+    verify_backend: VerifyBackendOpt = True, exact_decode: ExactDecodeOpt = False,
+    trust_code: TrustCodeOpt = False, model_kwargs: ModelKwargsOpt = None,
+) -> None:
+    """The parameters of a generated ``eval`` command (the signature's template)."""
+
+
+def eval_command(task: str) -> Callable[..., None]:
+    """``torchinfer eval TASK`` from the task's manifest: ``--data`` in its layout, its
+    evaluator's options and its own, over the parameters every eval command takes."""
+    manifest = task_manifest(task)
+
+    def command(**params: Any) -> None:
+        evaluate(parsed(EvalOptions.from_cli, task=task, **params))
+
+    shared = list(inspect.signature(_shared, eval_str=True).parameters.values())
+    data = shared[1].replace(annotation=Annotated[Path, typer.Option(help=manifest.eval_help)])
+    own = [option_parameter(o) for o in (*manifest.eval_options, *manifest.options)
+           if o.type != "any"]
+    command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [shared[0], data, *own, *shared[2:]])
+    command.__doc__ = f"Score a {task} model on labelled data."
+    command.__name__ = f"eval_{task}"
+    return command
+
+
+def add_generated_commands() -> None:
+    """An eval command for every task that has an evaluator's layout and no command of its
+    own above (a task added by its manifest)."""
+    written = {c.name for c in eval_app.registered_commands}
+    for task in task_names():
+        if task not in written and task_manifest(task).eval_help:
+            eval_app.command(task)(eval_command(task))
 
 
 def evaluate(options: EvalOptions) -> None:

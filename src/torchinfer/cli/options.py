@@ -165,12 +165,19 @@ class LoadOptions(ModelOptions):
 
     @classmethod
     def split_task_options(cls, task: str, options: dict[str, Any]) -> dict[str, Any]:
-        """``options`` less those of the task (they move into ``task_options``), for a
-        command whose parameters hold both."""
+        """``options`` with the task's own moved into ``task_options`` (and, for ``predict``,
+        its manifest's save options into ``save_options``), for a command whose parameters
+        hold them all; ``eval``'s evaluator options into ``eval_options``."""
         mine = {f.name for f in fields(cls)}
         theirs = {k: options.pop(k) for k in list(options) if k not in mine
                   and k in accepted_options(task)}
-        return {**options, "task_options": {**options.get("task_options", {}), **theirs}}
+        out = {**options, "task_options": {**options.get("task_options", {}), **theirs}}
+        for kind in ("save_options", "eval_options"):  # predict's and eval's
+            if kind in mine:
+                named = {o.name for o in getattr(task_manifest(task), kind)} - mine
+                out[kind] = {**options.get(kind, {}),
+                             **{k: out.pop(k) for k in list(out) if k in named}}
+        return out
 
     def load_kwargs(self) -> dict[str, Any]:
         """``ti.load(self.task, self.model, self.weights, **load_kwargs())``."""
@@ -201,9 +208,17 @@ class PredictOptions(LoadOptions):
     workers: Optional[int] = None
     gpus_per_worker: float = 0.0
     parquet: bool = False
+    # what the task's manifest lets predict write beyond the records (depth_format...), checked
+    save_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        saves = {o.name: o for o in task_manifest(self.task).save_options}
+        for name in self.save_options:
+            if name not in saves:
+                raise OptionError(f"{self.task} writes no {name}")
+        object.__setattr__(self, "save_options", {k: saves[k].check(v) for k, v
+                                                  in self.save_options.items() if v is not None})
         if self.engine not in ("local", "ray"):
             raise OptionError(f"--engine must be local or ray, got {self.engine!r}")
         if self.engine == "local" and (self.address is not None or self.workers is not None
@@ -234,7 +249,7 @@ class PredictOptions(LoadOptions):
         progress callback and run information the caller adds."""
         return dict(save_vis=self.save_vis, save_masks=self.save_masks, resume=self.resume,
                     exist_ok=self.exist_ok, video_stride=self.video_stride,
-                    fingerprint=self.fingerprint())
+                    fingerprint={**self.fingerprint(), **dict(self.save_options)})
 
     def fingerprint(self) -> dict[str, Any]:
         """The options that decide a run's answers, as JSON: what --resume must find unchanged."""
@@ -255,9 +270,17 @@ class EvalOptions(LoadOptions):
     out: Optional[Path] = None
     quiet: bool = False
     allow_failures: bool = False
+    # the evaluator's own (its manifest's eval_options: depth's max_depth...), checked
+    eval_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        scoring = {o.name: o for o in task_manifest(self.task).eval_options}
+        for name in self.eval_options:
+            if name not in scoring:
+                raise OptionError(f"eval {self.task} has no option {name}")
+        object.__setattr__(self, "eval_options", {k: scoring[k].check(v) for k, v
+                                                  in self.eval_options.items() if v is not None})
         names = task_manifest(self.task).eval_data  # data, or the parts it may be given in
         parts = [n for n in names if n not in ("data", "split")]
         if self.data is None and (not parts or any(getattr(self, n) is None for n in parts)):
@@ -281,7 +304,8 @@ class EvalOptions(LoadOptions):
         """``evaluation.evaluate(self.task, self.model, **evaluate_kwargs(), progress=...)``."""
         data = task_manifest(self.task).eval_data
         return dict(weights=self.weights, limit=self.limit,
-                    **{name: getattr(self, name) for name in data}, **self.load_kwargs())
+                    **{name: getattr(self, name) for name in data}, **self.load_kwargs(),
+                    **self.eval_options)
 
 
 @dataclass(frozen=True, kw_only=True)

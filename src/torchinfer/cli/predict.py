@@ -153,9 +153,14 @@ def predict(options: PredictOptions, predictor: Any = None) -> None:
 
     run_info = {"task": task, "model": options.model, "weights": options.weights,
                 "device": str(predictor.device)}
+    write = spec.implementation.write
+    saves = dict(options.save_options)
     try:
-        summary = _run_with_progress(predictor, list(options.sources), out, quiet, show,
-                                     run_info=run_info, **options.run_kwargs())
+        summary = _run_with_progress(
+            predictor, list(options.sources), out, quiet, show, run_info=run_info,
+            draw=spec.draw, write=None if write is None else
+            (lambda result, folder, name: write(result, folder, name, saves)),
+            **options.run_kwargs())
     except KeyboardInterrupt:
         err_console.print(f"interrupted: every finished input is in {escape(str(out))}/predictions.jsonl."
                           "partial; the same command with --resume runs only the rest",

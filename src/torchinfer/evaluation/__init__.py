@@ -23,6 +23,10 @@ from .evaluators import (
     evaluate_classification,
     evaluate_detection,
     evaluate_segmentation,
+    failure_record,
+    limited,
+    predict_paths,
+    predictor_options,
     read_mask,
 )
 from .metrics import add_to_confusion, segmentation_scores
@@ -30,6 +34,7 @@ from .readers import read_classification_data, read_detection_data, read_segment
 from .report import ClassificationReport, DetectionReport, EvalReport, SegmentationReport
 
 __all__ = [
+    "failure_record", "limited", "predict_paths", "predictor_options",
     "CLASSIFICATION_OPTIONS", "DETECTION_OPTIONS", "SEGMENTATION_OPTIONS", "CategoryMap",
     "ClassificationReport", "CocoScores", "DatasetError", "DetectionReport", "EvalReport",
     "EvaluatedPredictor", "SegmentationReport", "add_to_confusion", "coco_evaluate",

@@ -68,8 +68,8 @@ class EvaluatedPredictor(Protocol):
     def failed(self, source: str, reason: str) -> Any: ...
 
 
-def _predict(predictor: EvaluatedPredictor, paths: Sequence[str], *, batch_size: int | None,
-             progress: Progress | None) -> Iterator[tuple[int, Result]]:
+def predict_paths(predictor: EvaluatedPredictor, paths: Sequence[str], *, batch_size: int | None,
+                  progress: Progress | None) -> Iterator[tuple[int, Result]]:
     """(position, result) for every path, in order. Files that are missing (or would be read
     as a list of paths) become failed results without reaching the predictor, so its stream
     gets exactly one input per result."""
@@ -90,11 +90,11 @@ def _predict(predictor: EvaluatedPredictor, paths: Sequence[str], *, batch_size:
         yield i, result
 
 
-def _failure(result: Result) -> dict[str, str]:
+def failure_record(result: Result) -> dict[str, str]:
     return {"source": result.source, "error": result.error or ""}
 
 
-def _limited(items: Sequence[Any], limit: int | None) -> Sequence[Any]:
+def limited(items: Sequence[Any], limit: int | None) -> Sequence[Any]:
     if limit is not None and limit < 1:
         raise OptionError(f"limit must be >= 1, got {limit}")
     return items[:limit] if limit is not None else items
@@ -154,7 +154,7 @@ def evaluate_classification(predictor: EvaluatedPredictor, root: str | Path | Im
     """
     start = time.perf_counter()
     data = root if isinstance(root, ImageFolder) else read_image_folder(root)
-    samples = _limited(data.samples, limit)
+    samples = limited(data.samples, limit)
     targets = _class_targets(data.classes, predictor.model.labels, data.root)
     owner = {i: name for name, idx in targets.items() for i in idx}
     position = {name: j for j, name in enumerate(data.classes)}
@@ -169,12 +169,12 @@ def evaluate_classification(predictor: EvaluatedPredictor, root: str | Path | Im
     if saved_top_k is not None and saved_top_k < TOP_K:
         predictor.top_k = TOP_K  # type: ignore[attr-defined]
     try:
-        for i, result in _predict(predictor, [p for p, _ in samples], batch_size=batch_size,
+        for i, result in predict_paths(predictor, [p for p, _ in samples], batch_size=batch_size,
                                   progress=progress):
             name = samples[i][1]
             per_class[name]["images"] += 1
             if not result.ok:
-                failures.append(_failure(result))
+                failures.append(failure_record(result))
                 per_class[name]["failed"] += 1
                 continue
             ranked = [c.index for c in result.topk]
@@ -211,7 +211,7 @@ def evaluate_classification(predictor: EvaluatedPredictor, root: str | Path | Im
     return ClassificationReport(
         data=str(data.root), model=predictor.model.name, weights=predictor.model.weights,
         images=len(samples), failures=failures, warnings=warnings,
-        seconds=time.perf_counter() - start, options=_options(predictor),
+        seconds=time.perf_counter() - start, options=predictor_options(predictor),
         top1=ratio(correct1, scored), top5=ratio(correctk, scored), top5_k=k,
         mean_class_accuracy=float(np.mean(accuracies)) if accuracies else None,
         classes=classes, confusion=confusion.tolist(), misclassified=misclassified)
@@ -251,16 +251,16 @@ def evaluate_segmentation(predictor: EvaluatedPredictor, root: str | Path | VocS
     start = time.perf_counter()
     data = root if isinstance(root, VocSegmentation) else read_voc_segmentation(root, split)
     split = data.split
-    samples = _limited(data.samples, limit)
+    samples = limited(data.samples, limit)
     confusion: np.ndarray | None = None
     labels: tuple[str, ...] = ()
     failures: list[dict[str, str]] = []
     warnings: list[str] = []
     ignored = 0
-    for i, result in _predict(predictor, [s[1] for s in samples], batch_size=batch_size,
+    for i, result in predict_paths(predictor, [s[1] for s in samples], batch_size=batch_size,
                               progress=progress):
         if not result.ok:
-            failures.append(_failure(result))
+            failures.append(failure_record(result))
             continue
         mask_path = samples[i][2]
         if confusion is None:
@@ -288,7 +288,7 @@ def evaluate_segmentation(predictor: EvaluatedPredictor, root: str | Path | VocS
         data=str(data.root), model=predictor.model.name, weights=predictor.model.weights,
         images=len(samples), failures=failures, warnings=warnings,
         seconds=time.perf_counter() - start,
-        options={**_options(predictor), **({"split": split} if split else {})},
+        options={**predictor_options(predictor), **({"split": split} if split else {})},
         ignored_pixels=ignored)
     if confusion is None:
         return report
@@ -355,18 +355,18 @@ def evaluate_detection(predictor: EvaluatedPredictor, data: str | Path | CocoDat
                            f"category ({', '.join(map(repr, names[:6]))}...; model: "
                            f"{', '.join(map(repr, labels[:6]))}...): pass --labels")
     warnings = _detection_warnings(predictor, cmap, ann_path)
-    items = _limited(coco.images, limit)
+    items = limited(coco.images, limit)
     sizes = {img["id"]: (img.get("height"), img.get("width")) for img in coco.dataset["images"]}
     records = CocoRecords()
     failures: list[dict[str, str]] = []
     scored: list[Any] = []
     any_masks, keypoint_count = False, 0
     size_mismatch = []
-    for i, result in _predict(predictor, [p for _, p in items], batch_size=batch_size,
+    for i, result in predict_paths(predictor, [p for _, p in items], batch_size=batch_size,
                               progress=progress):
         image_id = items[i][0]
         if not result.ok:
-            failures.append(_failure(result))
+            failures.append(failure_record(result))
             continue
         scored.append(image_id)
         any_masks |= result.masks is not None
@@ -432,7 +432,7 @@ def evaluate_detection(predictor: EvaluatedPredictor, data: str | Path | CocoDat
     return DetectionReport(
         data=str(ann_path), model=predictor.model.name, weights=predictor.model.weights,
         images=len(items), failures=failures, warnings=warnings,
-        seconds=time.perf_counter() - start, options=_options(predictor),
+        seconds=time.perf_counter() - start, options=predictor_options(predictor),
         bbox=bbox.stats, segm=segm.stats if segm is not None else None,
         keypoints=points.stats if points is not None else None, classes=classes,
         detections=len(records.bbox), dropped_detections=records.dropped,
@@ -473,7 +473,7 @@ def _has_mask_truth(dataset: dict[str, Any], image_ids: set[Any]) -> bool:
     return bool(anns) and sized and all(a.get("segmentation") for a in anns)
 
 
-def _options(predictor: EvaluatedPredictor) -> dict[str, Any]:
+def predictor_options(predictor: EvaluatedPredictor) -> dict[str, Any]:
     out: dict[str, Any] = {"device": str(predictor.device), "batch_size": predictor.batch_size}
     # a model that resizes and normalises inside (torchvision's detectors) is given neither
     # the preprocessing nor an NMS threshold, so they are not the settings that made its scores

@@ -109,8 +109,9 @@ class TaskManifest:
     beyond the tolerance ("top-1", "pixel", "per head" or None). head: whether it can be one
     head of a multi-head model; takes_head_options: whether it takes the options of its heads'
     tasks, given once for every head (a multi-head model). eval_data: the options naming
-    ``eval``'s labelled data. save_options: ``predict``'s options of what it writes beyond the
-    records (``save_masks``).
+    ``eval``'s labelled data; eval_help: the layout ``--data`` reads; eval_options: the
+    evaluator's own (depth's ``max_depth``). save_options: ``predict``'s options of what it
+    writes beyond the records (``save_masks``).
     """
 
     name: str
@@ -124,6 +125,8 @@ class TaskManifest:
     head: bool = False
     takes_head_options: bool = False
     eval_data: tuple[str, ...] = ("data",)
+    eval_help: str = ""
+    eval_options: tuple[TaskOption, ...] = ()
     save_options: tuple[TaskOption, ...] = ()
 
     def __post_init__(self) -> None:

@@ -44,6 +44,11 @@ class PreprocessConfig:
     # the crop's offset rounded; torchvision's and timm's transforms) or "transformers" (a
     # uint8 tensor resize, the crop's offset truncated; its default image processors)
     flavour: str = "torchvision"
+    # with a resize to (H, W): each side rounded to a multiple of this (transformers' DPT and
+    # Depth Anything processors, ``ensure_multiple_of``); with ``keep_aspect_ratio`` both
+    # sides scale by the factor nearer 1 first (``get_resize_output_image_size``)
+    multiple_of: int | None = None
+    keep_aspect_ratio: bool = False
 
     def __post_init__(self) -> None:
         if self.interpolation not in _INTERPOLATIONS:
@@ -66,6 +71,12 @@ class PreprocessConfig:
                                           self.max_size < self.resize_size[0]):
             raise TorchinferError(f"max_size caps a short-side resize and is at least it, got "
                                   f"max_size {self.max_size} with resize {self.resize_size}")
+        if (self.multiple_of is not None or self.keep_aspect_ratio) and (
+                len(self.resize_size) != 2 or self.max_size is not None
+                or (self.multiple_of is not None and self.multiple_of < 1)):
+            raise TorchinferError(f"multiple_of and keep_aspect_ratio shape a resize to H,W "
+                                  f"(multiple_of >= 1), got resize {self.resize_size}, "
+                                  f"multiple_of {self.multiple_of}")
         sides = (*self.resize_size, *(self.crop_size or ()), self.max_size or 0)
         if max(sides) > MAX_INPUT_SIDE:
             # every image is resampled to this size before the model runs: a file (or a typo)
@@ -143,7 +154,9 @@ class PreprocessConfig:
                 "mean": list(self.mean), "std": list(self.std),
                 "interpolation": self.interpolation, "antialias": self.antialias,
                 **({"max_size": self.max_size} if self.max_size is not None else {}),
-                **({"flavour": self.flavour} if self.flavour != "torchvision" else {})}
+                **({"flavour": self.flavour} if self.flavour != "torchvision" else {}),
+                **({"multiple_of": self.multiple_of} if self.multiple_of is not None else {}),
+                **({"keep_aspect_ratio": True} if self.keep_aspect_ratio else {})}
 
 
 def read_utf8(path: Path, what: str) -> str:

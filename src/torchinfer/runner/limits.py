@@ -20,6 +20,7 @@ of the default limit) resized to a short side of 256 would become 256,000,000 x 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from ..errors import InputError
@@ -45,11 +46,25 @@ def _ratio(long: int, short: int) -> str:
 
 
 def resized_size(size: tuple[int, int], resize_size: Sequence[int],
-                 max_size: int | None = None) -> tuple[int, int]:
+                 max_size: int | None = None, multiple_of: int | None = None,
+                 keep_aspect_ratio: bool = False) -> tuple[int, int]:
     """The (w, h) torchvision's ``resize(img, resize_size)`` gives an image of ``size`` (w, h):
     the short side to S and the long side in proportion (truncated, as torchvision does), or
     exactly (H, W). ``max_size`` caps the long side as transformers' DETR-style processors do
-    (``get_size_with_aspect_ratio``: the short side rounded, an image already at size kept)."""
+    (``get_size_with_aspect_ratio``: the short side rounded, an image already at size kept).
+    ``multiple_of`` / ``keep_aspect_ratio``: transformers' DPT-style processors
+    (``get_resize_output_image_size``): the scale nearer 1 for both sides when the aspect
+    ratio is kept, then each side rounded to the multiple (half to even, as Python's round)."""
+    if multiple_of is not None or keep_aspect_ratio:
+        w, h = size
+        sh, sw = resize_size[0] / h, resize_size[1] / w
+        if keep_aspect_ratio:
+            if abs(1 - sw) < abs(1 - sh):
+                sh = sw
+            else:
+                sw = sh
+        m = multiple_of or 1
+        return _to_multiple(sw * w, m), _to_multiple(sh * h, m)
     if len(resize_size) == 2:
         return resize_size[1], resize_size[0]
     w, h = size
@@ -69,3 +84,8 @@ def resized_size(size: tuple[int, int], resize_size: Sequence[int],
     if w <= h:
         return s, int(s * h / w)
     return int(s * w / h), s
+
+
+def _to_multiple(value: float, multiple: int) -> int:
+    x = round(value / multiple) * multiple
+    return x if x > 0 else math.ceil(value / multiple) * multiple

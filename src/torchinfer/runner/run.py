@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..draw import instance_mask_image, mask_image, visualise
 from ..errors import InputError, TorchinferError
-from ..results import STAGES, Detections, MultiTask, Result, Segmentation
+from ..results import STAGES, Detections, MultiTask, Result
 from .images import ImageLoader
 from .inputs import Source, iter_sources
+from .pictures import Drawing, Outputs, VideoPictures, Writer, save_outputs
 from .plan import PipelinePlan
 from .sinks import (
     JsonlWriter,
@@ -28,12 +28,11 @@ from .sinks import (
     check_writable,
     read_jsonl,
     remove_outputs,
-    save_image_atomic,
     write_dota,
     write_json_atomic,
 )
 from .sources import check_sources, expand_sources, shown
-from .video import AnnotatedVideo, count_frames, is_video
+from .video import count_frames, is_video
 
 
 class Predictor(Protocol):
@@ -92,10 +91,10 @@ def count_inputs(sources: Iterable[str], out_dir: str | Path | None = None,
 
 
 # What a run writes in its output folder, and nothing else: --exist-ok deletes only these
-# (in vis/ and masks/ only the kinds of file a run writes there).
+# (in vis/, masks/ and maps/ only the files its records name).
 RUN_FILES = ("run.json", "predictions.jsonl", "predictions.jsonl.partial", "summary.json",
              "coco_results.json")
-RUN_FOLDERS = ("vis", "masks", "dota")
+RUN_FOLDERS = ("vis", "masks", "maps", "dota")
 
 
 def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
@@ -103,16 +102,18 @@ def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
                on_result: Callable[[Result], None] | None = None,
                run_info: dict[str, Any] | None = None, save_vis: bool = False,
                save_masks: bool = False, resume: bool = False, video_stride: int = 1,
-               exist_ok: bool = False,
-               fingerprint: Mapping[str, Any] | None = None) -> RunSummary:
+               exist_ok: bool = False, fingerprint: Mapping[str, Any] | None = None,
+               draw: Drawing | None = None, write: Writer | None = None) -> RunSummary:
     """Run ``predictor`` over ``sources``; write ``predictions.jsonl`` and ``summary.json``.
 
     Bad inputs become lines with an ``error`` field saying why (a file that cannot be decoded,
     "file not found", "permission denied", "symlink loop", a folder that cannot be listed); the
     run goes on, and lines come in input order. ``on_result`` sees each result as it arrives
     (progress bars, tables). ``save_vis`` writes ``vis/<name>.jpg`` (the result drawn on its
-    image); ``save_masks`` writes segmentation class maps as palette PNGs in ``masks/``. Each
-    line of the JSONL names the files written for it. Names that are not UTF-8 are written as
+    image, by ``draw(image, result)`` when given, else ``draw.visualise``); ``save_masks`` writes
+    segmentation class maps as palette PNGs in ``masks/``; ``write(result, out, name)``, the
+    task's own files (``runner.pictures.Writer``). Each line of the JSONL names the files
+    written for it. Names that are not UTF-8 are written as
     ``\\udcXX`` escapes that read back to the same str (``torchinfer.runner.sinks.dumps``).
 
     Before any work, TorchinferError (one line) when: the sources give no input at all ("no
@@ -152,8 +153,9 @@ def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
         _clear_outputs(out, exist_ok)
         kept = []
     write_json_atomic(out / "run.json", {"fingerprint": stamp})
-    run = _Run(predictor, out, kept, stamp, save_vis=save_vis, save_masks=save_masks,
-               video_stride=video_stride, on_result=on_result)
+    outputs = Outputs(vis=save_vis, masks=save_masks, draw=draw, write=write)
+    run = _Run(predictor, out, kept, stamp, outputs, video_stride=video_stride,
+               on_result=on_result)
     done = {r["source"] for r in kept}  # files only: a resumed run reads videos again
     todo = (s for s in inputs if not (s.is_file and s.name in done))
     with JsonlWriter(out / "predictions.jsonl", initial=kept) as writer:
@@ -303,10 +305,10 @@ class _Run:
     """What a run gathers as its results arrive: counts, timings, picture names, COCO records."""
 
     def __init__(self, predictor: Predictor, out: Path, kept: list[dict[str, Any]],
-                 fingerprint: dict[str, Any], *, save_vis: bool, save_masks: bool,
-                 video_stride: int, on_result: Callable[[Result], None] | None):
+                 fingerprint: dict[str, Any], outputs: Outputs, *, video_stride: int,
+                 on_result: Callable[[Result], None] | None):
         self.predictor, self.out, self.on_result = predictor, out, on_result
-        self.save_vis, self.save_masks = save_vis, save_masks
+        self.outputs = outputs
         self.summary = RunSummary(total=len(kept), resumed=len(kept), fingerprint=fingerprint)
         self.names = UniqueNames()
         for record in kept:
@@ -316,7 +318,7 @@ class _Run:
         self.records_for_coco = [r for r in kept if "detections" in r or any(
             "detections" in h for h in r.get("heads", {}).values())]
         self.is_detection = bool(self.records_for_coco)
-        self.videos = _VideoVis(out, video_stride) if save_vis else None
+        self.videos = VideoPictures(out, video_stride, outputs.draw) if outputs.vis else None
         self.totals = dict.fromkeys(STAGES, 0.0)
         self.timed = 0
         self.draw_s = 0.0
@@ -335,10 +337,11 @@ class _Run:
             self.is_detection = True
             if result.ok:
                 self.records_for_coco.append(record)
-        if result.ok and (self.save_vis or self.save_masks):
+        if result.ok and self.outputs.wanted:
             t0 = time.perf_counter()
             try:
-                record["files"] = self._pictures(source, result)
+                record["files"], fields = self._pictures(source, result)
+                record.update(fields)
             except (InputError, OSError) as exc:  # the file changed since, a name too long...
                 # the answer stands; only its pictures are missing, and the line says why
                 reason = exc.reason if isinstance(exc, InputError) else exc.strerror or str(exc)
@@ -349,12 +352,12 @@ class _Run:
         if self.on_result is not None:
             self.on_result(result)
 
-    def _pictures(self, source: Source, result: Result) -> dict[str, str]:
-        files = _save_pictures(self.predictor, source, result, self.out,
-                               self.names(result.source), self.save_vis, self.save_masks)
+    def _pictures(self, source: Source, result: Result) -> tuple[dict[str, str], dict[str, Any]]:
+        files, fields = save_outputs(self.predictor.loader, source, result, self.out,
+                                     self.names(result.source), self.outputs)
         if self.videos is not None and source.kind == "frame":
             files.update(self.videos.add(source, result, self.names))
-        return files
+        return files, fields
 
     def _count(self, result: Result) -> None:
         self.summary.total += 1
@@ -406,35 +409,6 @@ class _Run:
         write_json_atomic(self.out / "summary.json", {**info, **summary.to_dict()})
 
 
-class _VideoVis:
-    """With --save-vis, the annotated frames of each input video become ``vis/<name>.mp4``
-    (one open writer at a time: results come in input order, video after video)."""
-
-    def __init__(self, out: Path, stride: int):
-        self.out, self.stride = out, stride
-        self.current: AnnotatedVideo | None = None
-
-    def add(self, source: Source, result: Result, names: UniqueNames) -> dict[str, str]:
-        path, index = source.path, source.frame
-        assert path is not None and index is not None  # a frame knows its video and place
-        if self.current is None or self.current.source != path:
-            self.close()
-            self.current = AnnotatedVideo(path, self.out / "vis" / f"{names(path)}.mp4",
-                                          self.stride)
-        self.current.add(index, result, visualise)
-        return {"vis": str(self.current.out)}
-
-    def close(self) -> None:
-        if self.current is not None:
-            self.current.close()
-            self.current = None
-
-    def abandon(self) -> None:
-        if self.current is not None:
-            self.current.abandon()
-            self.current = None
-
-
 def _file_stamp(source: str) -> dict[str, int] | None:
     """Size and modification time of a file input (None for in-memory inputs): what --resume
     compares to decide an input is unchanged."""
@@ -475,25 +449,3 @@ def coco_records(record: dict[str, Any]) -> list[dict[str, Any]]:
             entry["keypoints"] = [v for kp in det["keypoints"] for v in kp]
         entries.append(entry)
     return entries
-
-
-def _save_pictures(predictor: Predictor, source: Source, result: Result, out: Path, name: str,
-                   save_vis: bool, save_masks: bool) -> dict[str, str]:
-    files = {}
-    if isinstance(result, MultiTask):  # each head's mask beside the others: <name>.<head>.png
-        for head_name, head in result.heads.items():
-            if save_masks:
-                files.update({f"{head_name}.{k}": v for k, v in _save_pictures(
-                    predictor, source, head, out, f"{name}.{head_name}", False, True).items()})
-        save_masks = False  # the picture, below, draws every head on one image
-    if save_masks and isinstance(result, Segmentation):
-        files["mask"] = str(save_image_atomic(mask_image(result), out / "masks" / f"{name}.png"))
-    if save_masks and isinstance(result, Detections) and result.masks is not None:
-        files["mask"] = str(save_image_atomic(instance_mask_image(result),
-                                              out / "masks" / f"{name}.png"))
-    # in-memory inputs and video frames have no image file to redraw
-    if save_vis and source.is_file:
-        image = predictor.loader.load(source.item, source.name)
-        files["vis"] = str(save_image_atomic(visualise(result, image), out / "vis" / f"{name}.jpg",
-                                             quality=90))
-    return files

@@ -38,12 +38,17 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
+    return write_bytes_atomic(path, dumps(data, indent=2).encode("utf-8") + b"\n")
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` under a temporary name, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fh, tmp = _create_temporary(path)
     try:
         with fh:
-            fh.write(dumps(data, indent=2).encode("utf-8") + b"\n")
+            fh.write(data)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -155,10 +155,11 @@ class ModelEngine:
 
     def draw_png(self, data: bytes, name: str, result: Result) -> bytes:
         """The annotated picture of ``result`` on its image, as PNG (a decode thread)."""
-        from ..draw import visualise
+        from ..tasks.registry import task_spec
 
         assert self.predictor is not None
-        image = visualise(result, self.predictor.loader.load(data, name))
+        draw = task_spec(self.task or self.predictor.task).draw  # the task's own picture
+        image = draw(self.predictor.loader.load(data, name), result)
         buffer = io.BytesIO()
         image.save(buffer, "PNG", optimize=False, compress_level=3)
         return buffer.getvalue()

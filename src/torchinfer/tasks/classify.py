@@ -16,9 +16,8 @@ from ..evaluation import CLASSIFICATION_OPTIONS, evaluate_classification, read_c
 from ..models import LoadedModel, PreprocessConfig
 from ..models.outputs import main_output
 from ..results import Classification, ClassScore
-from ..runner.limits import resized_size
 from .base import Batch, Normalise, Predictor
-from .resizing import resize_and_crop
+from .resizing import input_size_of, resize_and_crop
 from .spec import TaskImplementation
 
 
@@ -50,7 +49,7 @@ class ClassificationPredictor(Predictor[Classification]):
         self.normalise = Normalise(cfg.mean, cfg.std, self.device)
 
     def resize_target(self, size: tuple[int, int]) -> tuple[int, int]:
-        return resized_size(size, self.config.resize_size, self.config.max_size)
+        return input_size_of(size, self.config)
 
     def preprocess(self, images: Sequence[Image.Image], sources: Sequence[str]) -> Batch:
         cfg = self.config

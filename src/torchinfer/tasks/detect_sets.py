@@ -11,30 +11,20 @@ each sees what it would see alone.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 
 from ..models import LoadedModel
 from ..models.outputs import main_output
 from ..results import Detections
-from ..runner.images import full_size
-from ..runner.limits import resized_size
 from .base import Batch, Normalise
 from .detect import AUTO, DetectionPredictor, set_prediction_of
-from .resizing import resize_and_crop
+from .resizing import by_size, fitted_batch, input_size_of
 from .yolo import RawDetections
-
-
-@dataclass(frozen=True)
-class _Geometry:
-    original: tuple[int, int]  # (h, w) of the picture
-    resized: tuple[int, int]  # (h, w) fed to the model
 
 
 class SetDetectionPredictor(DetectionPredictor):
@@ -64,33 +54,18 @@ class SetDetectionPredictor(DetectionPredictor):
         return set_prediction_of(module) is not None
 
     def resize_target(self, size: tuple[int, int]) -> tuple[int, int]:
-        return resized_size(size, self.config.resize_size, self.config.max_size)
+        return input_size_of(size, self.config)
 
     def preprocess(self, images: Sequence[Image.Image], sources: Sequence[str]) -> Batch:
-        arrays = [resize_and_crop(img, self.config, src) for img, src in zip(images, sources)]
-        h = max(a.shape[0] for a in arrays)
-        w = max(a.shape[1] for a in arrays)
-        container = np.zeros((len(arrays), h, w, 3), dtype=np.uint8)
-        for i, a in enumerate(arrays):
-            container[i, :a.shape[0], :a.shape[1]] = a
-        geometry = [_Geometry((full_size(img)[1], full_size(img)[0]), a.shape[:2])
-                    for img, a in zip(images, arrays)]
-        return Batch(torch.from_numpy(container).permute(0, 3, 1, 2), list(sources), geometry)
+        return fitted_batch(images, sources, self.config)
 
     def forward(self, tensor: torch.Tensor, batch: Batch | None = None) -> Any:
         """Per image, its queries: (queries, classes + 4), the class logits then the box."""
         if batch is None:
             return list(main_output(self.module(tensor), ndim=3, what="the detector"))
-        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for i, g in enumerate(batch.meta):
-            groups[g.resized].append(i)
-        out: list[Any] = [None] * len(batch.meta)
-        for (h, w), idx in groups.items():
-            queries = main_output(self.module(tensor[idx, :, :h, :w]), ndim=3,
-                                  what="the detector")
-            for j, i in enumerate(idx):
-                out[i] = queries[j]
-        return out
+        return by_size(tensor, batch.meta,
+                       lambda images: main_output(self.module(images), ndim=3,
+                                                  what="the detector"))
 
     def postprocess(self, raw: list[torch.Tensor], batch: Batch) -> list[Detections]:
         return [self.decode_queries(q[:, :-4], q[:, -4:], src, g.original)

@@ -4,6 +4,11 @@ crop's offset; transformers' image processors resize a uint8 tensor and truncate
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import torch
 import torchvision.transforms.functional as F
@@ -13,6 +18,13 @@ from PIL import Image
 from ..models import PreprocessConfig
 from ..runner.images import full_size
 from ..runner.limits import check_resize, resized_size
+from .base import Batch
+
+
+def input_size_of(size: tuple[int, int], cfg: PreprocessConfig) -> tuple[int, int]:
+    """The (w, h) an image of ``size`` (w, h) is resized to by ``cfg``, before any crop."""
+    return resized_size(size, cfg.resize_size, cfg.max_size, cfg.multiple_of,
+                        cfg.keep_aspect_ratio)
 
 
 def resize_and_crop(img: Image.Image, cfg: PreprocessConfig, source: str) -> np.ndarray:
@@ -20,7 +32,7 @@ def resize_and_crop(img: Image.Image, cfg: PreprocessConfig, source: str) -> np.
     size) and cropped: (H, W, 3) uint8."""
     size = full_size(img)  # the file's size: a reduced decode resizes to the same pixels
     check_resize(size, cfg.resize_size, source)  # for images that skip the loader
-    w, h = resized_size(size, cfg.resize_size, cfg.max_size)
+    w, h = input_size_of(size, cfg)
     if cfg.flavour == "transformers":
         # planar (C, H, W) memory, as the processor's tensor
         tensor = torch.from_numpy(np.asarray(img).transpose(2, 0, 1).copy())
@@ -41,3 +53,41 @@ def resize_and_crop(img: Image.Image, cfg: PreprocessConfig, source: str) -> np.
     if cfg.crop_size is not None:
         img = F.center_crop(img, list(cfg.crop_size))
     return np.asarray(img)
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """Where one picture of a batch stands: its own (h, w), and the (h, w) fed to the model
+    (the top-left corner of the batch's container)."""
+
+    original: tuple[int, int]
+    resized: tuple[int, int]
+
+
+def fitted_batch(images: Sequence[Image.Image], sources: Sequence[str],
+                 cfg: PreprocessConfig) -> Batch:
+    """Each picture resized by ``cfg`` at the top left of one uint8 container; ``meta``: its
+    ``Fitted``. The model sees each one alone or with others of its size (``by_size``), never
+    the padding."""
+    arrays = [resize_and_crop(img, cfg, src) for img, src in zip(images, sources)]
+    container = np.zeros((len(arrays), max(a.shape[0] for a in arrays),
+                          max(a.shape[1] for a in arrays), 3), dtype=np.uint8)
+    for i, a in enumerate(arrays):
+        container[i, :a.shape[0], :a.shape[1]] = a
+    meta = [Fitted((full_size(img)[1], full_size(img)[0]), (a.shape[0], a.shape[1]))
+            for img, a in zip(images, arrays)]
+    return Batch(torch.from_numpy(container).permute(0, 3, 1, 2), list(sources), meta)
+
+
+def by_size(tensor: Any, meta: Sequence[Fitted], run: Callable[[Any], Any]
+            ) -> list[Any]:
+    """``run`` on the pictures of each size together (a batch of their (h, w) corner); per
+    picture, its row of what ``run`` returned, in the batch's order."""
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, fitted in enumerate(meta):
+        groups[fitted.resized].append(i)
+    out: list[Any] = [None] * len(meta)
+    for (h, w), idx in groups.items():
+        for i, row in zip(idx, run(tensor[idx, :, :h, :w])):
+            out[i] = row
+    return out

@@ -26,9 +26,8 @@ from ..models import LoadedModel, PreprocessConfig
 from ..models.outputs import main_output
 from ..results import Segmentation
 from ..runner.images import full_size
-from ..runner.limits import resized_size
 from .base import Batch, Normalise, Predictor
-from .resizing import resize_and_crop
+from .resizing import input_size_of, resize_and_crop
 from .spec import TaskImplementation
 
 
@@ -57,7 +56,7 @@ class SegmentationPredictor(Predictor[Segmentation]):
         self.normalise = Normalise(self.config.mean, self.config.std, self.device)
 
     def resize_target(self, size: tuple[int, int]) -> tuple[int, int]:
-        return resized_size(size, self.config.resize_size, self.config.max_size)
+        return input_size_of(size, self.config)
 
     def preprocess(self, images: Sequence[Image.Image], sources: Sequence[str]) -> Batch:
         cfg = self.config

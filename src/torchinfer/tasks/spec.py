@@ -25,8 +25,10 @@ from .base import Predictor
 
 # (model, predictor options) -> the predictor class that runs the model
 PredictorChoice = Callable[[LoadedModel, Mapping[str, Any]], type[Predictor]]
-# (result, output folder, the run's options) -> {output kind: path} of the files written
-ResultWriter = Callable[[Any, Path, Mapping[str, Any]], Mapping[str, str]]
+# (result, output folder, the input's file stem, the manifest's save options) -> (the files
+# written {kind: path}, what the record says of them beyond their paths)
+ResultWriter = Callable[[Any, Path, str, Mapping[str, Any]],
+                        tuple[Mapping[str, str], Mapping[str, Any]]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,8 +40,8 @@ class TaskImplementation:
     takes a predictor) and the predictor options it is customarily run with. describe: the
     cells of a result's row in a summary table (the manifest's columns). draw: ``draw(image,
     result)``, the picture of a result on its image. write: the task's own files for a result
-    (``predict`` writes the JSON record of every task; a depth map...), given the output folder
-    and the run's options; None when the record is all."""
+    (``predict`` writes the JSON record of every task; a depth map...), given the output
+    folder, the input's name and the manifest's save options; None when the record is all."""
 
     result: type[Result]
     predictors: tuple[type[Predictor], ...]

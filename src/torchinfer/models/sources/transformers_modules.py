@@ -43,6 +43,18 @@ class TransformersSegmenter(nn.Module):
         return self.model(pixel_values=pixel_values).logits
 
 
+class TransformersDepth(nn.Module):
+    """Pixels -> predicted depth (N, 1, h, w) at the model's output resolution (the predictor
+    resizes it to each image, as ``post_process_depth_estimation`` does)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values).predicted_depth.unsqueeze(1)
+
+
 class TransformersDetector(nn.Module):
     """Pixels -> (N, queries, classes[+1] + 4): each query's class logits, then its box as
     centre x, centre y, width, height relative to the image. One tensor, so every runtime,
@@ -65,6 +77,8 @@ def wrap(model: nn.Module, task: str, processor: Any = None) -> nn.Module:
         return TransformersClassifier(model)
     if task == "segment":
         return TransformersSegmenter(model)
+    if task == "depth":
+        return TransformersDepth(model)
     kind = type(processor).__name__
     if kind in _SIGMOID:
         return TransformersDetector(model, "sigmoid", _SIGMOID[kind])

@@ -4,7 +4,8 @@ The processors read here are transformers' default (torchvision) backend: a uint
 resized with antialiasing, cropped with the offset truncated, rescaled and normalised in
 float32. Their size forms are ``height``/``width`` (squash), ``shortest_edge`` (the aspect
 ratio kept; ConvNeXt's ``crop_pct`` below 384), and ``shortest_edge`` + ``longest_edge``
-(DETR's). A processor class not listed here may preprocess in its own way (flip channels,
+(DETR's), and DPT's ``height``/``width`` with ``keep_aspect_ratio`` and ``ensure_multiple_of``
+(DPT, Depth Anything). A processor class not listed here may preprocess in its own way (flip channels,
 add offsets): it is refused rather than approximated.
 """
 
@@ -22,7 +23,7 @@ SUPPORTED = frozenset({
     "ViTImageProcessor", "DeiTImageProcessor", "BeitImageProcessor", "BitImageProcessor",
     "ConvNextImageProcessor", "SegformerImageProcessor", "DetrImageProcessor",
     "ConditionalDetrImageProcessor", "DeformableDetrImageProcessor", "YolosImageProcessor",
-    "RTDetrImageProcessor",
+    "RTDetrImageProcessor", "DPTImageProcessor",
 })
 # transformers' PIL resample numbers -> the tensor interpolation its torchvision backend uses
 _RESAMPLE = {0: "nearest-exact", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box",
@@ -68,9 +69,19 @@ def recipe_of(processor: Any, task: str, where: Path) -> PreprocessConfig:
     if interpolation is None:
         raise WeightsError(f"{where}: unknown resample {resample!r}")
     mean, std = _normalisation(processor, where)
+    multiple, keep_aspect = None, False
+    if kind == "DPTImageProcessor":
+        if getattr(processor, "do_pad", False):
+            raise WeightsError(f"{where}: the processor pads to a multiple of its size_divisor, "
+                               "which torchinfer does not reproduce yet")
+        keep_aspect = bool(getattr(processor, "keep_aspect_ratio", False))
+        multiple = int(getattr(processor, "ensure_multiple_of", 1) or 1)
+        if len(resize) != 2:
+            raise WeightsError(f"{where}: a DPT processor's size must be height and width")
     return PreprocessConfig(resize_size=resize, crop_size=crop, mean=mean, std=std,
                             max_size=max_size, interpolation=interpolation,
-                            flavour="transformers")
+                            flavour="transformers", multiple_of=multiple,
+                            keep_aspect_ratio=keep_aspect)
 
 
 def _size_dict(size: Any) -> dict[str, int]:

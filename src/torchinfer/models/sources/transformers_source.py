@@ -30,11 +30,17 @@ from .hub_files import (
     weights_file,
 )
 
-# the architectures class's suffix -> torchinfer task, and transformers' mapping for it
+# the architectures class's suffix -> torchinfer task, transformers' mapping for it, and its
+# auto class (for a folder's own classes, with --trust-code)
 TASK_SUFFIXES = {
-    "ForImageClassification": ("classify", "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES"),
-    "ForObjectDetection": ("detect", "MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES"),
-    "ForSemanticSegmentation": ("segment", "MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES"),
+    "ForImageClassification": ("classify", "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",
+                               "AutoModelForImageClassification"),
+    "ForObjectDetection": ("detect", "MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES",
+                           "AutoModelForObjectDetection"),
+    "ForSemanticSegmentation": ("segment", "MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES",
+                                "AutoModelForSemanticSegmentation"),
+    "ForDepthEstimation": ("depth", "MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES",
+                           "AutoModelForDepthEstimation"),
 }
 # image sizes a config may give (ViT's image_size...): as the recipe's own bound
 MAX_IMAGE_SIDE = 8192
@@ -79,10 +85,11 @@ def _architecture(config: dict[str, Any], folder: HubFolder) -> str:
     return names[0]
 
 
-def _task_of(architecture: str) -> tuple[str, str]:
-    for suffix, (task, mapping) in TASK_SUFFIXES.items():
+def _task_of(architecture: str) -> tuple[str, str, str]:
+    """(torchinfer task, transformers' mapping of its models, its auto class)."""
+    for suffix, found in TASK_SUFFIXES.items():
         if architecture.endswith(suffix):
-            return task, mapping
+            return found
     kinds = ", ".join(f"*{s}" for s in TASK_SUFFIXES)
     raise ModelNotFoundError(f"{architecture} is not a model torchinfer runs from transformers "
                              f"yet ({kinds} are)")
@@ -104,7 +111,7 @@ def load_folder(folder: HubFolder, request: SourceRequest) -> LoadedModel:
                                 "preprocessor_config.json": processor_config},
                        request.trust.code)
     architecture = _architecture(config, folder)
-    task, _ = _task_of(architecture)
+    task = _task_of(architecture)[0]
     labels = labels_by_index(config.get("id2label"), config_path)
     _check_sizes(config, config_path)
     weights = weights_file(folder, request.trust.pickle)
@@ -136,7 +143,7 @@ def _model_class(architecture: str, folder: HubFolder) -> Any:
     import transformers
     from transformers.models.auto import modeling_auto
 
-    _, mapping_name = _task_of(architecture)
+    mapping_name = _task_of(architecture)[1]
     known = set(getattr(modeling_auto, mapping_name).values())
     if architecture in known:
         return getattr(transformers, architecture)
@@ -157,11 +164,7 @@ def _build(folder: HubFolder, architecture: str, weights: Any,
                                                      trust_remote_code=trust_code)
     _no_pretrained_backbone(config)
     if auto_map:  # allowed by --trust-code: the folder's own classes
-        task, _ = _task_of(architecture)
-        auto = {"classify": transformers.AutoModelForImageClassification,
-                "detect": transformers.AutoModelForObjectDetection,
-                "segment": transformers.AutoModelForSemanticSegmentation}[task]
-        cls: Any = auto
+        cls: Any = getattr(transformers, _task_of(architecture)[2])
     else:
         cls = _model_class(architecture, folder)
         _check_against_file(cls, config, weights, folder)

@@ -1,0 +1,53 @@
+"""Depth estimation: a depth map per image, at the image's own size."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .base import OutputTensor, TaskManifest, TaskOption, Tensor
+
+
+def encode(results: Sequence[Any]) -> dict[str, Tensor]:
+    """The OIP outputs of depth maps (all succeeded): the maps padded with 0 to the largest,
+    and each one's size."""
+    n = len(results)
+    h = max(r.depth.shape[0] for r in results)
+    w = max(r.depth.shape[1] for r in results)
+    maps = np.zeros((n, h, w), dtype=np.float32)
+    for i, r in enumerate(results):
+        maps[i, : r.depth.shape[0], : r.depth.shape[1]] = r.depth
+    return {"depth": ("FP32", [n, h, w], maps.reshape(-1).tolist()),
+            "size": ("INT64", [n, 2], [int(v) for r in results for v in r.depth.shape])}
+
+
+MANIFEST = TaskManifest(
+    name="depth",
+    summary="Estimate depth: a map per image at its original size (depth/<name>.png, 16-bit, "
+            "its scale in the record), with min, median and max.",
+    implementation="torchinfer.tasks.depth:TASK",
+    options=(TaskOption(name="depth_kind", type="str", default=None,
+                        choices=("relative", "metric"),
+                        help="What the model predicts: relative (depth up to scale and shift, "
+                             "or inverse depth) or metric (metres). Default: what the model "
+                             "says, else relative."),),
+    save_options=(TaskOption(name="depth_format", type="str", default="png",
+                             choices=("png", "npy", "none"),
+                             help="The depth map per image: a 16-bit PNG (value x scale + "
+                                  "offset, both in the record), float32 .npy, or none."),),
+    columns=("min", "median", "max", "size"),
+    outputs=(OutputTensor("depth", "FP32", (-1, -1, -1)), OutputTensor("size", "INT64", (-1, 2))),
+    encode=encode, agreement=None, eval_data=("data",),
+    eval_help="NYUv2's layout: rgb/<name>.jpg|png and depth/<name>.png (16-bit millimetres, "
+              "0 = no depth) or depth/<name>.npy (metres).",
+    eval_options=(TaskOption(name="max_depth", type="float", default=10.0, minimum=1e-3,
+                             help="Depths beyond this (metres) are not scored; predictions "
+                                  "are clipped to it (NYUv2: 10)."),
+                  TaskOption(name="align", type="str", default="auto",
+                             choices=("auto", "none", "depth", "disparity"),
+                             help="Least-squares scale and shift before scoring: of the "
+                                  "depth, of its inverse (a model that predicts disparity), "
+                                  "or none; auto: depth for relative models, none for metric "
+                                  "ones.")))
