@@ -177,3 +177,51 @@ def test_help_is_quick(args):
     elapsed = time.perf_counter() - start
     # a budget of its own for a loaded 2-core machine; the README's figure is measured alone
     assert elapsed < 3.0
+
+
+# --- task names ---------------------------------------------------------------------------------
+# A task is its manifest (manifests/<task>.py) and its implementation (tasks/...): no other
+# module spells its name, except the model sources that map an outside format to it (a
+# transformers *ForDepthEstimation is a depth model). The built-in tasks predate the
+# manifests: the modules that still spell their names are listed, to shrink and never grow.
+TASK_NAME_DEBT = {
+    "classify": {"cli/evaluate.py", "datasets/shapes.py", "evaluation/readers.py",
+                 "evaluation/report.py", "exporters/prepare.py", "models/card.py",
+                 "models/registry.py", "models/shapes.py", "tasks/heads.py", "tools/demo.py"},
+    "segment": {"cli/evaluate.py", "datasets/shapes.py", "evaluation/readers.py",
+                "evaluation/report.py", "exporters/prepare.py", "models/card.py",
+                "models/registry.py", "models/shapes.py", "tasks/detect_yolo.py",
+                "tasks/heads.py", "tasks/yolo_heads.py", "tools/demo.py"},
+    "detect": {"cli/evaluate.py", "datasets/shapes.py", "evaluation/report.py",
+               "exporters/detectors.py", "exporters/multihead.py", "exporters/prepare.py",
+               "models/card.py", "models/onnx.py", "models/registry.py", "models/shapes.py",
+               "tasks/detect_yolo.py", "tasks/heads.py", "tasks/yolo_heads.py", "tools/demo.py"},
+    "multi": {"api.py", "cli/app.py", "cli/multi.py", "cli/predict.py", "exporters/multihead.py",
+              "models/shapes.py", "runtime/decoding.py", "tasks/group.py", "tasks/multi_eval.py",
+              "tools/demo.py"},
+}
+
+
+def _task_name_literals() -> dict[str, set[str]]:
+    """task name -> the modules where it is a string literal (docstrings aside)."""
+    from torchinfer.manifests import task_names
+
+    names = set(task_names())
+    found: dict[str, set[str]] = {name: set() for name in names}
+    for path in PACKAGE.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docs = {id(node.body[0].value) for node in ast.walk(tree)
+                if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                                     ast.AsyncFunctionDef))
+                and node.body and isinstance(node.body[0], ast.Expr)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value in names and id(node) not in docs:
+                found[node.value].add(path.relative_to(PACKAGE).as_posix())
+    return found
+
+
+def test_a_task_name_is_spelled_in_its_own_modules_only():
+    for name, modules in _task_name_literals().items():
+        own = {f"manifests/{name}.py", f"tasks/{name}.py", f"tasks/{name}_task.py"}
+        elsewhere = {m for m in modules - own if not m.startswith("models/sources/")}
+        assert elsewhere <= TASK_NAME_DEBT.get(name, set()), (name, sorted(elsewhere))

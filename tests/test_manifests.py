@@ -164,9 +164,12 @@ MANIFEST = TaskManifest(
 
 @pytest.fixture
 def plugin_path(tmp_path: Path) -> Path:
+    return install_plugin(tmp_path / "site")
+
+
+def install_plugin(site: Path) -> Path:
     """A package installed the way pip leaves one: its module and a dist-info whose
     entry_points.txt names the manifest."""
-    site = tmp_path / "site"
     site.mkdir()
     (site / "scores_task.py").write_text(textwrap.dedent(PLUGIN))
     info = site / "scores_task-1.0.dist-info"

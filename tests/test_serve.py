@@ -812,3 +812,41 @@ def test_a_depth_folder_is_served_over_http_and_oip(tmp_path):
         wrong = httpx.post(f"{base}/v1/models/{name}/predict?top_k=3",
                            files={"file": (picture.name, picture.read_bytes())}, timeout=60)
         assert wrong.status_code == 422 and "takes no options" in wrong.text
+
+
+def test_a_plugin_task_is_served_over_http_and_oip(tmp_path, monkeypatch, images):
+    """A task from another package (tests/test_manifests.py's ``scores``), installed on the
+    path with its entry point: the server runs it, checks its request option and answers
+    its OIP outputs, with no edit here."""
+    from test_manifests import install_plugin
+
+    from torchinfer.manifests import forget_plugins, task_names
+
+    site = install_plugin(tmp_path / "site")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    forget_plugins()
+    try:
+        spec = ModelSpec.parse("scores:scores_task:make_model", task_names())
+        spec = ModelSpec(spec.model, task=spec.task, name="scores",
+                         options={"trust_code": True, "backend": "torch"})
+        with live_server(quick(spec)) as (base, server):
+            assert server.holders["scores"].task == "scores"
+            plain = post_file(base, "scores", images[0])
+            doubled = post_file(base, "scores", images[0], scale=2)
+            assert plain.status_code == doubled.status_code == 200, plain.text
+            assert doubled.json()["values"] == pytest.approx([2 * v for v in plain.json()["values"]],
+                                                             abs=2e-4)
+            refused = post_file(base, "scores", images[0], scale=-1)
+            assert refused.status_code == 422 and "scale must be >= 0" in refused.text
+            meta = httpx.get(f"{base}/v2/models/scores", timeout=30).json()
+            assert [o["name"] for o in meta["outputs"]] == ["values", "record"]
+            body = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                                "data": [base64.b64encode(images[0].read_bytes()).decode()]}]}
+            answer = httpx.post(f"{base}/v2/models/scores/infer", json=body, timeout=60).json()
+            values = next(o for o in answer["outputs"] if o["name"] == "values")
+            assert values["shape"] == [1, 4]
+            assert values["data"] == pytest.approx(plain.json()["values"], abs=2e-4)
+    finally:
+        forget_plugins()
+        sys.modules.pop("scores_task", None)

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..errors import OptionError
-from ..manifests import task_names
+from ..manifests import is_task
 from .evaluate import JsonOpt, LimitOpt, ModelArg, OutOpt, evaluate
 from .options import EvalOptions, PredictOptions
 from .params import (
@@ -110,8 +110,8 @@ def _member(text: str) -> tuple[str, Any]:
     if not eq:
         name, rest = "", text
     task, colon, model = rest.partition(":")
-    member: Any = (task, model) if colon and task in task_names() else rest
-    return name or Path(model if colon and task in task_names() else rest).stem, member
+    member: Any = (task, model) if colon and is_task(task) else rest
+    return name or Path(model if colon and is_task(task) else rest).stem, member
 
 
 def _value(text: str) -> Any:

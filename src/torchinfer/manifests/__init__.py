@@ -8,6 +8,7 @@ from .registry import (
     accepted_options,
     broken_tasks,
     forget_plugins,
+    is_task,
     manifests,
     register_task,
     task_manifest,
@@ -15,4 +16,4 @@ from .registry import (
 )
 
 __all__ = ["ENTRY_POINT_GROUP", "accepted_options", "OutputTensor", "TaskManifest", "TaskOption", "broken_tasks",
-           "forget_plugins", "manifests", "register_task", "task_manifest", "task_names"]
+           "forget_plugins", "is_task", "manifests", "register_task", "task_manifest", "task_names"]

@@ -55,6 +55,16 @@ def task_names() -> tuple[str, ...]:
     return (*built_in, *others)
 
 
+def is_task(name: str) -> bool:
+    """Whether ``name`` is a task. Plugins are looked for only when it is not built in or
+    registered: a model registered for a built-in task while a module is imported never
+    imports a plugin (whose own imports could need that module)."""
+    with _lock:
+        if name in _load_built_in() or name in _registered:
+            return True
+        return name in _load_plugins()
+
+
 def task_manifest(name: str) -> TaskManifest:
     """The manifest of task ``name``; a TorchinferError naming the known tasks otherwise."""
     with _lock:

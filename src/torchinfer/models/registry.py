@@ -29,7 +29,7 @@ from torch import nn
 from torchvision.models import get_model_builder, get_model_weights
 
 from ..errors import ModelNotFoundError, UntrustedCodeError
-from ..manifests import task_names
+from ..manifests import is_task, task_names
 from .config import PreprocessConfig
 
 
@@ -69,7 +69,7 @@ def torchvision_task(name: str) -> str | None:
 
 def torchvision_entries(task: str | None = None) -> list[ModelEntry]:
     """torchvision's models (of ``task``), with their published weights."""
-    if task is not None and task not in task_names():
+    if task is not None and not is_task(task):
         raise ModelNotFoundError(f"unknown task {task!r}: use one of {', '.join(task_names())}")
     return [_entry(name, t) for t, names in _names_by_task().items()
             if task is None or t == task for name in names]
@@ -126,7 +126,7 @@ def register_model(name: str | None = None, *, task: str | None = None,
     ``architecture: my_net`` (or ``mypkg.nets:my_net``) loads without ``trust_code``: the code
     is yours and already imported. Names must be new (torchvision's included).
     """
-    if task is not None and task not in task_names():
+    if task is not None and not is_task(task):
         raise ValueError(f"unknown task {task!r}: use one of {', '.join(task_names())}")
     recipe = preprocess if preprocess is None or isinstance(preprocess, PreprocessConfig) \
         else PreprocessConfig.from_dict(preprocess)
