@@ -819,7 +819,6 @@ def test_a_plugin_task_is_served_over_http_and_oip(tmp_path, monkeypatch, images
     path with its entry point: the server runs it, checks its request option and answers
     its OIP outputs, with no edit here."""
     from test_manifests import install_plugin
-
     from torchinfer.manifests import forget_plugins, task_names
 
     site = install_plugin(tmp_path / "site")
