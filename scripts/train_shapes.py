@@ -5,14 +5,19 @@ from this command alone: nothing is downloaded. Each model is saved as fp16 safe
 its labels, preprocessing, architecture and provenance in the header, which is all
 ``torchinfer.load`` needs.
 
-    python scripts/train_shapes.py                         # all four, into src/torchinfer/assets
+    python scripts/train_shapes.py                         # all five, into src/torchinfer/assets
     python scripts/train_shapes.py --task detect --out weights/
     python scripts/train_shapes.py --evaluate-only         # the bundled files on unseen seeds
 
 Evaluation writes 500 images per task with a seed no training run uses (the writers' own
-files: PNG for classification, JPEG for segmentation and detection), runs them through
-torchinfer's predictors and prints top-1, mIoU (background included) and COCO box mAP
-(pycocotools, conf 0.001).
+files: PNG for classification and depth, JPEG for segmentation and detection), runs them
+through torchinfer's predictors and prints top-1, mIoU (background included), COCO box mAP
+(pycocotools, conf 0.001) and, for depth, ``torchinfer eval depth``'s AbsRel, RMSE and δ.
+
+The depth model (``--task depth``, ``shapes_depth``) is the segmenter's U-Net with one output,
+exp of which is the depth in metres, trained with L1 on log depth on
+``torchinfer.datasets.shapes_depth`` scenes (shapes at known distances before a slanted, tiled
+background, in haze).
 
 The multi-task model (``--task multi``, ``shapes_multitask``) learns all three from one scene:
 the dominant shape class, the semantic mask and the boxes. Its scenes, for training and for
@@ -53,12 +58,13 @@ from torchvision.ops import box_iou, generalized_box_iou_loss
 
 import torchinfer
 from torchinfer.datasets import shapes as ds
+from torchinfer.datasets.shapes_depth import generate_depth_scene, write_depth_scenes
 from torchinfer.models import ModelCard, PreprocessConfig, load_model
 from torchinfer.models import shapes as arch
 from torchinfer.tasks.yolo import letterbox
 
 ROOT = Path(__file__).resolve().parents[1]
-TASKS = ("classify", "segment", "detect", "multi")
+TASKS = ("classify", "segment", "detect", "multi", "depth")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 EVAL_SEED = 20_240_601  # never a training seed: training uses --seed + 0, 1, 2, 3
 # multi-task scenes: the largest visible class area is at least this times the next one
@@ -100,6 +106,8 @@ RECIPES = {
     "multi": Recipe("shapes_multitask", len(ds.CLASSES), 256, 2400, 3, 16, 3e-3,
                     PreprocessConfig((256, 256), None, IMAGENET_MEAN, IMAGENET_STD),
                     init="shapes_segmenter", frozen=("encoder",)),
+    "depth": Recipe("shapes_depth", 1, 256, 2400, 12, 16, 3e-3,
+                    PreprocessConfig((256,), None, IMAGENET_MEAN, IMAGENET_STD)),
 }
 
 
@@ -222,8 +230,15 @@ def detection_targets(owner: np.ndarray, boxes: np.ndarray, classes: list[int], 
     return cls_t, box_t
 
 
+def _depth_item(job: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    seed, i, size = job
+    scene = generate_depth_scene(ds.scene_rng(seed, i), size)
+    return np.asarray(_jpeg(scene.image, seed, i)), scene.depth
+
+
 ITEMS: dict[str, Callable] = {"classify": _classify_item, "segment": _segment_item,
-                              "detect": _detect_item, "multi": _multi_item}
+                              "detect": _detect_item, "multi": _multi_item,
+                              "depth": _depth_item}
 
 
 def generate(task: str, seed: int, n: int, size: int, workers: int) -> list[torch.Tensor]:
@@ -390,8 +405,18 @@ def multi_loss(model, batch, flips, cfg):
                                                            label_smoothing=0.05)
 
 
+def depth_loss(model, batch, flips, cfg):
+    """L1 on log depth at the label resolution (the map upsampled as torchinfer does): the
+    relative error, alike near and far."""
+    images, depth = batch
+    x = inputs(images, flips, cfg)
+    pred = F.interpolate(model(x), size=depth.shape[-2:], mode="bicubic", align_corners=False)
+    truth = dihedral(depth[:, None], flips)
+    return (pred.clamp_min(1e-3).log() - truth.log()).abs().mean()
+
+
 LOSSES: dict[str, Callable] = {"classify": classify_loss, "segment": segment_loss,
-                               "detect": detect_loss, "multi": multi_loss}
+                               "detect": detect_loss, "multi": multi_loss, "depth": depth_loss}
 
 
 def initial_weights(model: torch.nn.Module, name: str, out: Path,
@@ -471,6 +496,8 @@ def fit(task: str, recipe: Recipe, model: torch.nn.Module, data: list[torch.Tens
 def save(model: torch.nn.Module, task: str, recipe: Recipe, path: Path, *, seed: int,
          epochs: int, n: int) -> None:
     labels = list(ds.CLASSES) if task != "segment" else ["background", *ds.CLASSES]
+    if task == "depth":
+        labels = ["depth"]  # one output: metres
     extra = {"initialised_from": recipe.init} if recipe.init else {}
     if recipe.frozen:
         extra["frozen"] = ", ".join(recipe.frozen)
@@ -612,8 +639,17 @@ def evaluate_multi(weights: Path, root: Path, n: int, seed: int, *, conf: float 
             "mAP50_95": float(ev.stats[0]), "file_MB": weights.stat().st_size / 1e6}
 
 
+def evaluate_depth(weights: Path, root: Path, n: int, seed: int) -> dict[str, float]:
+    """torchinfer's own ``eval depth`` on unseen depth scenes (metric: no alignment)."""
+    write_depth_scenes(root, n, seed)
+    recipe = RECIPES["depth"]
+    report = torchinfer.evaluate("depth", f"torchinfer.models.shapes:{recipe.factory}", root,
+                                 weights, batch_size=25)
+    return {k: float(v) for k, v in report.metrics.items() if v is not None}
+
+
 EVALUATORS = {"classify": evaluate_classify, "segment": evaluate_segment,
-              "detect": evaluate_detect, "multi": evaluate_multi}
+              "detect": evaluate_detect, "multi": evaluate_multi, "depth": evaluate_depth}
 
 
 # --------------------------------------------------------------------------- command line

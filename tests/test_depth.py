@@ -218,3 +218,62 @@ def test_eval_depth_from_the_command_line(tmp_path, anything_folder):
     broken = subprocess.run([sys.executable, "-m", "torchinfer", "eval", "depth", "resnet18",
                              "--data", str(data)], capture_output=True, text=True, timeout=300)
     assert broken.returncode == 2 and "has no depth/a.png or .npy" in broken.stderr
+
+
+# --- the shapes scenes with depth, and the bundled model trained on them ------------------------
+
+def test_depth_scenes_are_exact_by_construction(tmp_path):
+    from torchinfer.datasets.shapes import scene_rng
+    from torchinfer.datasets.shapes_depth import SHAPE_DEPTH, generate_depth_scene, write_depth_scenes
+
+    for i in range(6):
+        scene = generate_depth_scene(scene_rng(5, i), (96, 128))
+        depth = scene.depth
+        assert depth.shape == (96, 128) and scene.image.size == (128, 96)
+        shapes = (depth >= SHAPE_DEPTH[0]) & (depth <= SHAPE_DEPTH[1])
+        assert len(np.unique(depth[shapes])) <= len(scene.classes)  # one flat depth per shape
+        # everything else is one plane: its values are an exact linear function of x and y
+        ys, xs = np.nonzero(~shapes)
+        a = np.stack([xs + 0.5, ys + 0.5, np.ones_like(xs)], 1).astype(np.float64)
+        coef, *_ = np.linalg.lstsq(a, depth[~shapes].astype(np.float64), rcond=None)
+        assert np.abs(a @ coef - depth[~shapes]).max() < 1e-4
+        assert depth[~shapes].min() > SHAPE_DEPTH[1]  # the plane is behind every shape
+    root = write_depth_scenes(tmp_path / "nyu", 2, seed=5)
+    again = generate_depth_scene(scene_rng(5, 1), 256).depth
+    png = np.asarray(Image.open(root / "depth" / "000001.png"), dtype=np.float64) / 1000
+    assert np.abs(png - again).max() <= 0.0005 + 1e-6
+
+
+def test_the_bundled_depth_model_on_unseen_scenes(tmp_path):
+    """scripts/train_shapes.py trained it on seed 4; these are seed 20261207's."""
+    from torchinfer.datasets.shapes_depth import write_depth_scenes
+
+    data = write_depth_scenes(tmp_path / "nyu", 24, seed=20_261_207)
+    report = ti.evaluate("depth", "shapes_depth", data, device="cpu")
+    assert report.alignment == "none" and report.evaluated == 24  # metric: scored as it is
+    assert report.metrics["abs_rel"] <= 0.10 and report.metrics["delta1"] >= 0.90, report.metrics
+
+
+class ShapeAndDepth(torch.nn.Module):
+    """A two-head "model" whose answers are known: the mean of each channel as class logits,
+    and the red channel as the depth map, over the whole letterboxed input."""
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"shape": x.mean(dim=(2, 3)) * 10, "depth": x[:, :1]}
+
+
+def test_depth_is_a_head_of_a_multi_head_model():
+    heads = [{"name": "shape", "task": "classify", "output": "shape", "labels": ["r", "g", "b"]},
+             {"name": "far", "task": "depth", "output": "depth",
+              "options": {"depth_kind": "metric"}}]
+    predictor = ti.load("multi", ShapeAndDepth(), heads=heads, input_size=128, device="cpu",
+                        mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    result = predictor(Image.new("RGB", (96, 64), (200, 30, 30)))
+    far = result.heads["far"]
+    assert far.depth.shape == (64, 96) and far.kind == "metric"  # the letterbox's padding cut away
+    assert np.abs(far.depth - 200 / 255).max() < 1e-3
+    assert result.heads["shape"].top1.label == "r"
+    assert result.to_dict()["heads"]["far"]["median"] == pytest.approx(200 / 255, abs=1e-3)
+    with pytest.raises(ti.TorchinferError, match="needs a 3 or 4-D output"):
+        ti.load("multi", ShapeAndDepth(), input_size=128, device="cpu",
+                heads=[{"name": "far", "task": "depth", "output": "shape"}])

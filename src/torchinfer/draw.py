@@ -247,7 +247,9 @@ def _(result: Detections, image: Image.Image) -> Image.Image:
 @visualise.register
 def _(result: MultiTask, image: Image.Image) -> Image.Image:
     # all heads on one picture: masks under boxes, the classes' banner on top
+    # (a head of a task this module does not draw, a depth map, is left out of the picture)
     order = {Segmentation: 0, Detections: 1, Classification: 2}
     for head in sorted(result.heads.values(), key=lambda r: order.get(type(r), 3)):
-        image = visualise(head, image)
+        if visualise.dispatch(type(head)) is not visualise.dispatch(object):
+            image = visualise(head, image)
     return image

@@ -180,13 +180,13 @@ def _boxes_near(a: np.ndarray, b: np.ndarray, margin: float) -> bool:
                 and b[:, 1].min() - margin <= a[:, 1].max())
 
 
-def _finish(rng: np.random.Generator, img: np.ndarray) -> Image.Image:
+def finish_picture(rng: np.random.Generator, img: np.ndarray) -> Image.Image:
     sigma = rng.uniform(0, 10)
     img = img + sigma * rng.standard_normal(img.shape, dtype=np.float32)
     return Image.fromarray(np.clip(np.rint(img), 0, 255).astype(np.uint8), mode="RGB")
 
 
-def _draw(img: np.ndarray, alpha: np.ndarray, colour: np.ndarray, rng: np.random.Generator,
+def draw_shape(img: np.ndarray, alpha: np.ndarray, colour: np.ndarray, rng: np.random.Generator,
           polygon: np.ndarray) -> None:
     """Composite a shape filled with ``colour`` plus a gentle linear shading, in place (only
     inside the outline's bounding box, where the coverage can be non-zero)."""
@@ -241,13 +241,13 @@ def generate_scene(rng: np.random.Generator, size: int | tuple[int, int] = 256, 
         avoid = [img[inside].mean(axis=0)] + [col for _, p, col, _ in drawn
                                                if _boxes_near(p, polygon, margin=3.0)]
         colour = _pick_colour(rng, avoid)
-        _draw(img, alpha, colour, rng, polygon)
+        draw_shape(img, alpha, colour, rng, polygon)
         owner[inside] = len(drawn)
         drawn.append((class_id, polygon, colour, int(inside.sum())))
     instances = [Instance(c, p, tuple(int(v) for v in np.clip(np.rint(col), 0, 255)),
                           owner == k, area)
                  for k, (c, p, col, area) in enumerate(drawn)]
-    return Scene(_finish(rng, img), instances)
+    return Scene(finish_picture(rng, img), instances)
 
 
 def generate_single(rng: np.random.Generator, size: int = 128, class_id: int | None = None,
@@ -266,10 +266,10 @@ def generate_single(rng: np.random.Generator, size: int = 128, class_id: int | N
     alpha = coverage(polygon, h, w)
     inside = alpha >= 0.5
     colour = _pick_colour(rng, [img[inside].mean(axis=0)])
-    _draw(img, alpha, colour, rng, polygon)
+    draw_shape(img, alpha, colour, rng, polygon)
     inst = Instance(class_id, polygon, tuple(int(v) for v in np.clip(np.rint(colour), 0, 255)),
                     inside, int(inside.sum()))
-    return Scene(_finish(rng, img), [inst])
+    return Scene(finish_picture(rng, img), [inst])
 
 
 def jpeg_roundtrip(image: Image.Image, quality: int = JPEG_QUALITY) -> Image.Image:

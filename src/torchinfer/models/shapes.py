@@ -135,6 +135,16 @@ class ShapesSegmenter(nn.Module):
         return self.head(y)
 
 
+class ShapesDepth(ShapesSegmenter):
+    """The segmenter's U-Net with one output: depth in metres, exp of what the head gives (so
+    always positive, and trained on log depth), at half the input resolution."""
+
+    depth_kind = "metric"  # what tasks.depth reads: it predicts metres, not relative depth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).clamp(-8.0, 8.0).exp()
+
+
 def cell_centres(h: int, w: int, stride: int, device: torch.device) -> torch.Tensor:
     """(2, h*w) x, y of the centres of an h x w grid of ``stride``-pixel cells, in input
     pixels."""
@@ -306,6 +316,13 @@ def shapes_segmenter(num_classes: int = 5) -> ShapesSegmenter:
 def shapes_detector(num_classes: int = 4) -> ShapesDetector:
     """Shape detector: YOLOv8-layout output (B, 4 + C, N), one level at stride 8."""
     return ShapesDetector(num_classes)
+
+
+@register_model(task="depth")
+def shapes_depth(num_classes: int = 1) -> ShapesDepth:
+    """Shape-scene depth in metres (torchinfer.datasets.shapes_depth): the segmenter's U-Net
+    with one output, at half the input resolution."""
+    return ShapesDepth(num_classes)
 
 
 @register_model(task="multi")

@@ -149,11 +149,35 @@ def depth_maps(raw: Any) -> torch.Tensor:
                           "(N, 1, H, W) or (N, H, W)")
 
 
+def read_depth_head(head: Any, output: torch.Tensor, sources: Sequence[str],
+                    letterboxes: Sequence[Any], input_size: tuple[int, int]) -> list[Depth]:
+    """A multi-head model's depth head: each image's map brought to the letterboxed input's
+    size, its part of the input cut out and resized to the image (bicubic, as the
+    single-task predictor resizes)."""
+    kind = head.option("depth_kind") or "relative"
+    results = []
+    for source, depth, lb in zip(sources, depth_maps(output), letterboxes):
+        (oh, ow), (left, top) = lb.original, lb.pad
+        nh, nw = max(1, round(oh * lb.scale)), max(1, round(ow * lb.scale))  # as letterbox()
+        full = F.interpolate(depth.float()[None, None], size=input_size, mode="bicubic",
+                             align_corners=False)
+        part = full[:, :, top:top + nh, left:left + nw]
+        if (nh, nw) != (oh, ow):
+            part = F.interpolate(part, size=(oh, ow), mode="bicubic", align_corners=False)
+        results.append(Depth(source=source, depth=part[0, 0].cpu().numpy().astype(np.float32),
+                             kind=kind))
+    return results
+
+
 def model_depth_kind(model: LoadedModel) -> str | None:
-    """What the model says it predicts: a transformers config's ``depth_estimation_type``."""
+    """What the model says it predicts: its module's ``depth_kind`` attribute, or a
+    transformers config's ``depth_estimation_type``."""
     inner = getattr(model.module, "model", None)
-    kind = getattr(getattr(inner, "config", None), "depth_estimation_type", None)
-    return kind if kind in KINDS else None
+    for kind in (getattr(model.module, "depth_kind", None),
+                 getattr(getattr(inner, "config", None), "depth_estimation_type", None)):
+        if kind in KINDS:
+            return kind
+    return None
 
 
 # --- what predict writes ------------------------------------------------------------------------
@@ -406,4 +430,4 @@ TASK = TaskImplementation(
                                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
                                 interpolation="bicubic", multiple_of=32, keep_aspect_ratio=True),
     output_name="depth", read_dataset=read_depth_data, evaluator=evaluate_depth, describe=describe,
-    draw=draw_depth, write=write_depth)
+    draw=draw_depth, write=write_depth, head_ranks=(3, 4), read_head=read_depth_head)

@@ -33,6 +33,7 @@ from ..manifests import TaskOption, manifests, task_manifest
 from ..models import read_labels
 from ..results import Detections, Result
 from .classify import classification_results
+from .registry import task_spec
 from .segment import Window, segmentation_results
 from .yolo import DECODERS, Letterbox, decode, guess_decoder
 
@@ -220,8 +221,9 @@ def check_heads(heads: Sequence[Head], raw: Any, model: str) -> None:
             raise TorchinferError(f"{model}: head {head.name!r} reads output {head.output!r}, "
                                   f"but the model's outputs are {', '.join(outputs)}")
         out = outputs[head.output]
-        rank = {"classify": 2, "segment": 4, "detect": 3}[head.task]
-        if not isinstance(out, torch.Tensor) or out.ndim != rank:
+        ranks = _BUILT_IN_RANKS.get(head.task) or task_spec(head.task).implementation.head_ranks
+        if not isinstance(out, torch.Tensor) or out.ndim not in ranks:
+            rank = " or ".join(map(str, ranks))
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise TorchinferError(f"{model}: head {head.name!r} ({head.task}) needs a "
                                   f"{rank}-D output, but {head.output!r} is {shape}")
@@ -230,6 +232,10 @@ def check_heads(heads: Sequence[Head], raw: Any, model: str) -> None:
             raise TorchinferError(f"{model}: head {head.name!r} has {len(head.labels)} labels "
                                   f"but output {head.output!r} gives {classes} classes "
                                   f"(shape {tuple(out.shape)})")
+
+
+# the output ranks of the heads this module reads; other tasks' say theirs (TaskImplementation)
+_BUILT_IN_RANKS = {"classify": (2,), "segment": (4,), "detect": (3,)}
 
 
 def _class_count(head: Head, out: torch.Tensor) -> int:
@@ -254,7 +260,12 @@ def head_results(head: Head, output: torch.Tensor, sources: Sequence[str],
         logits, sizes, windows = zip(*(image_part(output[i], lb, input_size)
                                        for i, lb in enumerate(letterboxes)))
         return list(segmentation_results(logits, sources, sizes, head.labels, windows=windows))
-    return list(_detections(head, output, sources, letterboxes))
+    if head.task == "detect":
+        return list(_detections(head, output, sources, letterboxes))
+    read = task_spec(head.task).implementation.read_head
+    if read is None:
+        raise TorchinferError(f"task {head.task} cannot be a head of a multi-head model")
+    return read(head, output, sources, letterboxes, input_size)
 
 
 def image_part(logits: torch.Tensor, lb: Letterbox, input_size: tuple[int, int]

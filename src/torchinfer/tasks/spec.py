@@ -12,7 +12,7 @@ and its manifest names it (``implementation="mypkg.depth:TASK"``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,9 @@ from .base import Predictor
 
 # (model, predictor options) -> the predictor class that runs the model
 PredictorChoice = Callable[[LoadedModel, Mapping[str, Any]], type[Predictor]]
+# (head, the head's output for the batch, sources, letterboxes, input (h, w)) -> one result per
+# image: how a task reads its head of a multi-head model (tasks.heads)
+HeadReader = Callable[[Any, Any, Sequence[str], Sequence[Any], tuple[int, int]], list[Any]]
 # (result, output folder, the input's file stem, the manifest's save options) -> (the files
 # written {kind: path}, what the record says of them beyond their paths)
 ResultWriter = Callable[[Any, Path, str, Mapping[str, Any]],
@@ -41,7 +44,10 @@ class TaskImplementation:
     cells of a result's row in a summary table (the manifest's columns). draw: ``draw(image,
     result)``, the picture of a result on its image. write: the task's own files for a result
     (``predict`` writes the JSON record of every task; a depth map...), given the output
-    folder, the input's name and the manifest's save options; None when the record is all."""
+    folder, the input's name and the manifest's save options; None when the record is all.
+    head_ranks / read_head: for a task that can be a head of a multi-head model (its
+    manifest's ``head``) beyond the built-in three, the ranks its output may have and how one
+    batch of it becomes results through the shared letterbox."""
 
     result: type[Result]
     predictors: tuple[type[Predictor], ...]
@@ -54,6 +60,8 @@ class TaskImplementation:
     choose: PredictorChoice | None = None
     evaluation_options: Mapping[str, Any] = field(default_factory=dict)
     write: ResultWriter | None = None
+    head_ranks: tuple[int, ...] = ()
+    read_head: HeadReader | None = None
 
     def predictor_class(self, model: LoadedModel, options: Mapping[str, Any]) -> type[Predictor]:
         return self.predictors[0] if self.choose is None else self.choose(model, options)

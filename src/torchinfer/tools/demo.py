@@ -1,11 +1,12 @@
 """``torchinfer demo``: the main jobs end to end on bundled models and generated images.
 
 Runs offline in about a minute on two CPU cores and writes what a newcomer should look at in
-``runs/demo/``: the three bundled models (trained on procedural shapes, see
-``scripts/train_shapes.py``) classify, segment and detect freshly generated shapes pictures
-(a seed the models were not trained on); each task's answers are scored against the truth the
-generator drew; the models are inspected (parameters, MACs); and the classifier is exported to
-ONNX, verified against PyTorch on scikit-image's photographs, and scored again from the file.
+``runs/demo/``: the bundled models (trained on procedural shapes, see
+``scripts/train_shapes.py``) classify, segment, detect and estimate the depth of freshly
+generated shapes pictures (a seed the models were not trained on); each task's answers are
+scored against the truth the generator drew; the models are inspected (parameters, MACs);
+and the classifier is exported to ONNX, verified against PyTorch on scikit-image's
+photographs, and scored again from the file.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from rich.table import Table
 
 from ..api import export, inspect, load, load_group
 from ..datasets.shapes import WRITERS, write_dominant
+from ..datasets.shapes_depth import write_depth_scenes
 from ..draw import contact_sheet
 from ..models.bundled import BUNDLED, bundled_path
 from ..runner.run import RunSummary, run_to_dir
@@ -28,7 +30,9 @@ from ..tasks.registry import task_spec
 
 # Not a training seed (scripts/train_shapes.py trains on seeds 0..), so these are new pictures.
 DEMO_SEED = 20_261_126
-DEMO_IMAGES = {"classify": 24, "segment": 8, "detect": 8}
+DEMO_IMAGES = {"classify": 24, "segment": 8, "detect": 8, "depth": 8}
+# each bundled model's data, in the layout its task's eval reads
+LAYOUT_WRITERS = {**WRITERS, "depth": write_depth_scenes}
 MODELS = {task: name for name, task in BUNDLED.items() if task != "multi"}
 MULTITASK = "shapes_multitask"  # one encoder, the three tasks' heads (scripts/train_shapes.py)
 MULTITASK_IMAGES = 24  # scenes run each way to compare speeds
@@ -70,7 +74,8 @@ def run_demo(out: str | Path = "runs/demo", *, console: Console | None = None,
 
 def _write_data(root: Path) -> dict[str, Path]:
     """Freshly generated pictures with their truth, in the layouts `torchinfer eval` reads."""
-    return {task: WRITERS[task](root / task, DEMO_IMAGES[task], DEMO_SEED) for task in MODELS}
+    return {task: LAYOUT_WRITERS[task](root / task, DEMO_IMAGES[task], DEMO_SEED)
+            for task in MODELS}
 
 
 def _run_task(task: str, model: str, data: Path, out: Path, device: str,
@@ -133,6 +138,7 @@ def _multitask(out: Path, data: dict[str, Path], device: str, console: Console,
     three models one after another and three models over one decode."""
     multi = load("multi", MULTITASK, device=device)
     heads = {h.task: h.name for h in multi.heads}
+    shared = {task: model for task, model in MODELS.items() if task in heads}
     # the "shape" head names a whole scene's dominant shape: scored on scenes, not on the
     # classifier's single-shape pictures
     scenes_by_class = write_dominant(out / "data" / "multi-classify", DEMO_IMAGES["classify"],
@@ -141,13 +147,13 @@ def _multitask(out: Path, data: dict[str, Path], device: str, console: Console,
     report = task_spec("multi").evaluator(multi, {heads[t]: path for t, path in layouts.items()})
     scores = Table("task", "single-task model", "score", "multitask head", "score",
                    title=f"{MULTITASK}: one network with three heads, beside three networks")
-    for task, model in MODELS.items():
+    for task, model in shared.items():
         scores.add_row(task, model, single[task].metric, heads[task],
                        report.heads[heads[task]].headline()[0])
     console.print(scores)
 
     scenes = task_spec("detect").read_dataset(data["detect"]).paths
-    alone = {task: load(task, model, device=device) for task, model in MODELS.items()}
+    alone = {task: load(task, model, device=device) for task, model in shared.items()}
     answers = Table("scene", "objects (detector)", "objects (multitask)",
                     "largest (segmenter)", "largest (multitask)", "dominant (multitask)",
                     title=f"the same scenes: the single-task models and {MULTITASK}")
@@ -164,7 +170,7 @@ def _multitask(out: Path, data: dict[str, Path], device: str, console: Console,
     for predictor in alone.values():
         list(predictor.stream(work))
     speeds["three models, one after another"] = len(work) / (time.perf_counter() - t0)
-    group = load_group(list(MODELS.values()), device=device)
+    group = load_group(list(shared.values()), device=device)
     t0 = time.perf_counter()
     list(group.stream(work))
     speeds["three models over one decode"] = len(work) / (time.perf_counter() - t0)
@@ -181,7 +187,7 @@ def _multitask(out: Path, data: dict[str, Path], device: str, console: Console,
                   f"{out / 'multi'}/vis/", highlight=False)
     return [DemoRow(f"{task} (multitask head)", MULTITASK, r.images, *r.headline(),
                     summary.images_per_second, r.failed)
-            for task in MODELS for r in [report.heads[heads[task]]]]
+            for task in shared for r in [report.heads[heads[task]]]]
 
 
 def _count(result: Any) -> str:
