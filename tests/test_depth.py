@@ -124,7 +124,7 @@ def test_depth_options_are_checked_in_one_line(pictures):
 
 
 def test_the_oip_outputs_of_depth_maps():
-    from torchinfer.tasks.depth import Depth
+    from torchinfer.manifests.depth import Depth
 
     maps = [Depth(source="a", depth=np.ones((2, 3), np.float32)),
             Depth(source="b", depth=np.full((3, 2), 2.0, np.float32))]

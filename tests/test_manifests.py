@@ -220,3 +220,24 @@ def test_a_plugin_task_runs_in_the_library_with_its_scale_checked(plugin_path, p
     finally:
         forget_plugins()
         sys.modules.pop("scores_task", None)
+
+
+def test_a_plugin_task_runs_on_ray_as_it_runs_here(plugin_path, tmp_path, photo_paths):
+    """``--engine ray``: the workers of a private local Ray import the plugin from the same
+    path and give the records a local run gives."""
+    pytest.importorskip("ray")
+    common = [*map(str, photo_paths[:3]), "-m", "scores_task:make_model", "--trust-code",
+              "--backend", "torch", "--quiet", "--device", "cpu"]
+    runs = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / engine
+        extra = ["--engine", "ray", "--workers", "1"] if engine == "ray" else []
+        done = subprocess.run([sys.executable, "-m", "torchinfer", "predict", "scores", *common,
+                               "--out", str(out), *extra],
+                              capture_output=True, text=True, env=_env(plugin_path), timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs[engine] = {r["source"]: r["values"] for r in map(
+            json.loads, (out / "predictions.jsonl").read_text().splitlines())}
+    assert runs["ray"].keys() == runs["local"].keys() and len(runs["ray"]) == 3
+    for source, values in runs["local"].items():
+        assert runs["ray"][source] == pytest.approx(values, abs=2e-4)

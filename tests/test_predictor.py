@@ -205,3 +205,27 @@ def test_result_to_dict_is_json(clf, photo_paths):
     d = clf(photo_paths[0]).to_dict()
     assert json.loads(json.dumps(d)) == d
     assert d["top1"] == d["topk"][0] and set(d["speed"]) == set(STAGES)
+
+
+def test_results_carry_extras_in_data():
+    """Free-form extras, as supervision's ``data``: per result, and per detection for boxes
+    (a tracker's ids follow the boxes through indexing)."""
+    import json
+
+    from torchinfer.results import Detections
+
+    clf = Classification(source="x", topk=(ClassScore(0, "a", 0.9),),
+                         data={"camera": "north", "frame": np.int64(7)})
+    assert clf.to_dict()["data"] == {"camera": "north", "frame": 7}
+    dets = Detections(source="x", boxes=np.array([[0, 0, 2, 2], [1, 1, 3, 3]], np.float32),
+                      scores=np.array([0.9, 0.4], np.float32), class_ids=np.array([0, 1]),
+                      labels=("a", "b"), image_size=(4, 4),
+                      data={"tracker_id": np.array([11, 12]), "colour": ["red", "blue"]})
+    kept = dets[dets.scores > 0.5]
+    assert kept.data["tracker_id"].tolist() == [11] and kept.data["colour"] == ["red"]
+    record = json.loads(json.dumps(dets.to_dict()))
+    assert [d["data"] for d in record["detections"]] == [
+        {"tracker_id": 11, "colour": "red"}, {"tracker_id": 12, "colour": "blue"}]
+    with pytest.raises(ValueError, match=r"data\['tracker_id'\] must be 2 values"):
+        Detections(source="x", boxes=dets.boxes, scores=dets.scores, class_ids=dets.class_ids,
+                   labels=dets.labels, data={"tracker_id": [1]})

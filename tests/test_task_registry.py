@@ -13,6 +13,7 @@ from PIL import Image
 
 import torchinfer as ti
 from torchinfer.manifests import task_manifest, task_names
+from torchinfer.manifests.depth import Depth
 from torchinfer.models import load_model
 from torchinfer.results import Classification, ClassScore, Detections, MultiTask, Segmentation
 from torchinfer.tasks import (
@@ -23,7 +24,6 @@ from torchinfer.tasks import (
     YoloDetectionPredictor,
     task_spec,
 )
-from torchinfer.tasks.depth import Depth
 
 SAMPLES = {
     "classify": Classification(source="a.jpg", topk=(ClassScore(1, "cat", 0.75),)),

@@ -23,14 +23,21 @@ STAGES = ("preprocess", "inference", "postprocess", "wait")
 
 @dataclass(frozen=True, kw_only=True)
 class Result:
+    """``data``: extras a caller attaches (a camera id, attributes...), JSON values, written
+    in the record as ``data``; a ``Detections``' data holds one value per detection instead
+    (tracker ids...), as supervision's does."""
+
     source: str
     speed: Mapping[str, float] = field(default_factory=dict)
     error: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         unknown = set(self.speed) - set(STAGES)
         if unknown:
             raise ValueError(f"speed keys must be among {STAGES}, got {sorted(unknown)}")
+        if not all(isinstance(k, str) for k in self.data):
+            raise ValueError(f"{self.source}: data keys must be names (str)")
 
     @property
     def ok(self) -> bool:
@@ -41,6 +48,8 @@ class Result:
         if self.error is not None:
             out["error"] = self.error
         out["speed"] = {k: round(v, 3) for k, v in self.speed.items()}
+        if self.data and not isinstance(self, Detections):
+            out["data"] = {k: _plain(v) for k, v in self.data.items()}
         return out
 
 
@@ -258,6 +267,10 @@ class Detections(Result):
         if self.rotated is not None:
             expect("rotated", self.rotated.shape == (n, 5), f"({n}, 5) cx, cy, w, h, angle",
                    self.rotated.shape)
+        for key, values in self.data.items():
+            expect(f"data[{key!r}]", hasattr(values, "__len__") and len(values) == n,
+                   f"{n} values (one per detection)",
+                   len(values) if hasattr(values, "__len__") else type(values).__name__)
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -281,7 +294,8 @@ class Detections(Result):
             masks=None if self.masks is None else tuple(self.masks[i] for i in idx),
             keypoints=None if self.keypoints is None else self.keypoints[idx],
             keypoint_names=self.keypoint_names, skeleton=self.skeleton,
-            rotated=None if self.rotated is None else self.rotated[idx])
+            rotated=None if self.rotated is None else self.rotated[idx],
+            data={k: _take(v, idx) for k, v in self.data.items()})
 
     @property
     def corners(self) -> np.ndarray | None:
@@ -312,6 +326,8 @@ class Detections(Result):
                                       "h": round(h, 2), "angle": round(angle, 6)}
                 obj["corners"] = [[round(float(v), 2) for v in p] for p in rotated_corners(
                     self.rotated[i:i + 1])[0]]
+            if self.data:
+                obj["data"] = {k: _plain(v[i]) for k, v in self.data.items()}
             objects.append(obj)
         out["detections"] = objects
         if self.keypoint_names is not None:
@@ -389,3 +405,23 @@ def rotated_corners(rotated: np.ndarray) -> np.ndarray:
     across = np.concatenate([-half_h * sin, half_h * cos], 1)[:, None]
     return np.concatenate([centre + along + across, centre + along - across,
                            centre - along - across, centre - along + across], 1)
+
+
+def _plain(value: Any) -> Any:
+    """A JSON value: NumPy scalars and arrays as Python numbers and lists."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _take(values: Any, idx: np.ndarray) -> Any:
+    """``values`` (an array or a sequence, one per detection) at the positions ``idx``."""
+    if isinstance(values, np.ndarray):
+        return values[idx]
+    return [values[i] for i in idx]

@@ -1,13 +1,67 @@
-"""Depth estimation: a depth map per image, at the image's own size."""
+"""Depth estimation: a depth map per image, at the image's own size. Its manifest and its
+result type, both without torch: the server's process unpickles results and encodes their
+OIP outputs without importing the predictor (``tasks/depth.py``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ..errors import TorchinferError
+from ..results import Result
 from .base import OutputTensor, TaskManifest, TaskOption, Tensor
+
+KINDS = ("relative", "metric")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Depth(Result):
+    """``depth``: (H, W) float32 at the original image's size. ``kind``: "relative" (up to
+    scale and shift, or inverse depth, as the model was trained) or "metric" (metres)."""
+
+    depth: np.ndarray | None = field(default=None, compare=False, repr=False)
+    kind: str = "relative"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.source}: kind must be one of {KINDS}, got {self.kind!r}")
+        if self.error is not None:
+            if self.depth is not None:
+                raise ValueError(f"{self.source}: a failed result carries no depth")
+            return
+        if self.depth is None or self.depth.ndim != 2 or self.depth.dtype != np.float32:
+            got = "None" if self.depth is None else f"{self.depth.dtype} {self.depth.shape}"
+            raise ValueError(f"{self.source}: depth must be a 2-D float32 array (H, W), got {got}")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the original image."""
+        if self.depth is None:
+            raise TorchinferError(f"{self.source}: no depth ({self.error})")
+        return int(self.depth.shape[0]), int(self.depth.shape[1])
+
+    def stats(self) -> dict[str, float]:
+        """min, median and max of the finite values."""
+        assert self.depth is not None
+        finite = self.depth[np.isfinite(self.depth)]
+        if finite.size == 0:
+            return {"min": float("nan"), "median": float("nan"), "max": float("nan")}
+        return {"min": float(finite.min()), "median": float(np.median(finite)),
+                "max": float(finite.max())}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if self.ok:
+            out["kind"] = self.kind
+            out["size"] = list(self.size)
+            out.update({k: round(v, 6) for k, v in self.stats().items()})
+        return out
+
+
 
 
 def encode(results: Sequence[Any]) -> dict[str, Tensor]:

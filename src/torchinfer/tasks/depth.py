@@ -4,6 +4,11 @@ The model gives (N, 1, h, w) or (N, h, w) at its input resolution; each map is r
 image with bicubic interpolation (align_corners False), as transformers'
 ``post_process_depth_estimation`` does. Images of different shapes in one batch run in
 same-shape groups: no padding changes what a model with global context sees.
+
+The task's torch side is here (its manifest and its result type, read without torch by the
+command line and the server's process, are in ``manifests/depth.py``): the predictor, a
+multi-head model's depth head, what ``predict`` writes (``maps/``), the drawing, and ``eval
+depth`` on NYUv2's layout.
 """
 
 from __future__ import annotations
@@ -29,61 +34,15 @@ from ..evaluation import (
     predict_paths,
     predictor_options,
 )
+from ..manifests.depth import KINDS, Depth
 from ..models import LoadedModel, PreprocessConfig
-from ..results import Result
 from ..runner.sinks import save_image_atomic, write_bytes_atomic
 from .base import Batch, Normalise, Predictor
 from .resizing import by_size, fitted_batch, input_size_of
 from .spec import TaskImplementation
 
-KINDS = ("relative", "metric")
 PNG_MAX = 65535
 MILLIMETRE = 1e-3  # metres per PNG step of a metric map, as NYUv2's 16-bit depth files
-
-
-@dataclass(frozen=True, kw_only=True)
-class Depth(Result):
-    """``depth``: (H, W) float32 at the original image's size. ``kind``: "relative" (up to
-    scale and shift, or inverse depth, as the model was trained) or "metric" (metres)."""
-
-    depth: np.ndarray | None = field(default=None, compare=False, repr=False)
-    kind: str = "relative"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.kind not in KINDS:
-            raise ValueError(f"{self.source}: kind must be one of {KINDS}, got {self.kind!r}")
-        if self.error is not None:
-            if self.depth is not None:
-                raise ValueError(f"{self.source}: a failed result carries no depth")
-            return
-        if self.depth is None or self.depth.ndim != 2 or self.depth.dtype != np.float32:
-            got = "None" if self.depth is None else f"{self.depth.dtype} {self.depth.shape}"
-            raise ValueError(f"{self.source}: depth must be a 2-D float32 array (H, W), got {got}")
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(height, width) of the original image."""
-        if self.depth is None:
-            raise TorchinferError(f"{self.source}: no depth ({self.error})")
-        return int(self.depth.shape[0]), int(self.depth.shape[1])
-
-    def stats(self) -> dict[str, float]:
-        """min, median and max of the finite values."""
-        assert self.depth is not None
-        finite = self.depth[np.isfinite(self.depth)]
-        if finite.size == 0:
-            return {"min": float("nan"), "median": float("nan"), "max": float("nan")}
-        return {"min": float(finite.min()), "median": float(np.median(finite)),
-                "max": float(finite.max())}
-
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        if self.ok:
-            out["kind"] = self.kind
-            out["size"] = list(self.size)
-            out.update({k: round(v, 6) for k, v in self.stats().items()})
-        return out
 
 
 class DepthPredictor(Predictor[Depth]):
@@ -224,8 +183,7 @@ def turbo(values: np.ndarray) -> np.ndarray:
 
 
 def draw_depth(image: Image.Image, result: Depth) -> Image.Image:
-    """The map in Turbo colours (blue lowest, red highest) beside nothing else: the picture is
-    the map, at the image's size."""
+    """The map in Turbo colours (blue lowest, red highest), at the image's size."""
     assert result.depth is not None
     s = result.stats()
     span = s["max"] - s["min"]
