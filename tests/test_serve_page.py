@@ -100,6 +100,13 @@ def test_page_detects_and_draws_boxes(browser, page_server, tmp_path):
     assert float(timing.get_attribute("data-server-ms")) > 0 and "server" in timing.text
     curl = browser.find_element(By.ID, "curl").text
     assert curl.startswith("curl -F 'file=@scene.png'") and "/v1/models/shapes_detector" in curl
+    # the controls are the detect manifest's request options, at the model's values
+    controls = {e.get_attribute("data-option"): e for e in
+                browser.find_elements(By.CSS_SELECTOR, "#task-options [data-option]")}
+    assert set(controls) == {"conf", "iou", "max_det", "classes"}
+    assert controls["conf"].get_attribute("type") == "range"
+    assert float(controls["conf"].get_attribute("value")) == 0.25
+    assert "conf=0.25" in curl and "max_det=300" in curl and "classes" not in curl
     browser.save_screenshot(str(tmp_path / "page.png"))
 
 
@@ -114,6 +121,8 @@ def test_page_classifies_into_a_table_and_overlays_masks(browser, page_server, t
     assert [r.find_elements(By.TAG_NAME, "td")[1].text for r in rows] == \
         [c["label"] for c in shown["topk"]]
     assert len(rows) == 4  # top 5 of the 4 shape classes
+    top_k = browser.find_element(By.ID, "option-top_k")
+    assert (top_k.get_attribute("type"), top_k.get_attribute("value")) == ("number", "5")
 
     path = tmp_path / "scene.png"
     image = ds.generate_scene(ds.scene_rng(5, 3), 256).image

@@ -34,33 +34,80 @@ async function loadModels() {
 
 function currentModel() { return state.models[$("model").value]; }
 
+// The tasks whose answers this page draws itself (boxes, a table of classes); the others are
+// shown as the picture the server draws (visualize=1), laid over the image.
+const DRAWN_HERE = ["detect", "classify"];
+
 function showModel() {
   const m = currentModel();
   if (!m) return;
-  $("detect-options").hidden = m.task !== "detect";
-  $("classify-options").hidden = m.task !== "classify";
-  $("overlay-options").hidden = m.task !== "segment";
+  buildOptions(m);
+  $("overlay-options").hidden = DRAWN_HERE.includes(m.task);
   const backend = m.backend ? `${m.backend.backend || ""} ${m.backend.precision || ""}` : "";
   $("model-info").textContent = m.ready
     ? `${m.task} · ${(m.labels || []).length} classes · ${backend} on ${m.device} · batch ≤ ${m.max_batch_size}`
     : `${m.state}${m.error ? ": " + m.error : ""}`;
-  if (m.options) {
-    if (m.options.conf !== undefined) setRange("conf", m.options.conf);
-    if (m.options.iou !== undefined) setRange("iou", m.options.iou);
-    if (m.options.top_k !== undefined) $("top_k").value = m.options.top_k;
-  }
   updateCurl();
 }
 
-function setRange(id, value) { $(id).value = value; $(id + "-value").textContent = Number(value).toFixed(2); }
+// One control per request option the model's task declares (its type, range and choices come
+// from the server's option_specs), set to the model's own value.
+function buildOptions(m) {
+  const box = $("task-options");
+  box.innerHTML = "";
+  for (const o of (m.option_specs || [])) {
+    const own = m.options ? m.options[o.name] : undefined;
+    const value = own !== undefined && own !== null ? own : o.default;
+    const label = document.createElement("label");
+    label.title = o.help;
+    label.append(o.name.replace(/_/g, " ") + " ");
+    let input;
+    if (o.choices) {
+      input = document.createElement("select");
+      for (const choice of o.choices) {
+        const option = document.createElement("option");
+        option.value = option.textContent = choice;
+        input.appendChild(option);
+      }
+      input.value = value;
+    } else if (o.type === "bool") {
+      input = document.createElement("input");
+      input.type = "checkbox";
+      input.checked = Boolean(value);
+    } else if (o.type === "float" && o.minimum !== undefined && o.maximum !== undefined) {
+      input = document.createElement("input");
+      Object.assign(input, { type: "range", min: o.minimum, max: o.maximum,
+                             step: (o.maximum - o.minimum) / 100, value: value });
+      const shown = document.createElement("output");
+      shown.textContent = Number(value).toFixed(2);
+      input.addEventListener("input", () => { shown.textContent = Number(input.value).toFixed(2); });
+      label.appendChild(shown);
+    } else {
+      input = document.createElement("input");
+      input.type = o.type === "int" || o.type === "float" ? "number" : "text";
+      if (o.minimum !== undefined) input.min = o.minimum;
+      if (o.maximum !== undefined) input.max = o.maximum;
+      if (o.type === "ids") input.placeholder = "all (or e.g. 0,2)";
+      input.value = Array.isArray(value) ? value.join(",") : (value === null ? "" : value);
+    }
+    input.id = "option-" + o.name;
+    input.dataset.option = o.name;
+    input.addEventListener("input", later);
+    label.appendChild(input);
+    box.appendChild(label);
+  }
+  box.hidden = !box.children.length;
+}
 
 function options() {
   const m = currentModel();
   const params = new URLSearchParams();
   if (!m) return params;
-  if (m.task === "detect") { params.set("conf", $("conf").value); params.set("iou", $("iou").value); }
-  if (m.task === "classify") params.set("top_k", $("top_k").value);
-  if (m.task === "segment") params.set("visualize", "1");
+  for (const input of $("task-options").querySelectorAll("[data-option]")) {
+    const value = input.type === "checkbox" ? String(input.checked) : input.value;
+    if (value !== "") params.set(input.dataset.option, value);
+  }
+  if (!DRAWN_HERE.includes(m.task)) params.set("visualize", "1");
   return params;
 }
 
@@ -207,10 +254,6 @@ drop.addEventListener("drop", (e) => {
   useFile(e.dataTransfer.files[0]);
 });
 $("model").addEventListener("change", () => { showModel(); state.result = null; draw(); predict(); });
-for (const id of ["conf", "iou"]) {
-  $(id).addEventListener("input", () => { $(id + "-value").textContent = Number($(id).value).toFixed(2); later(); });
-}
-$("top_k").addEventListener("input", later);
 $("opacity").addEventListener("input", () => { $("opacity-value").textContent = Number($("opacity").value).toFixed(2); draw(); });
 $("copy").addEventListener("click", async () => {
   const text = $("curl").textContent;
