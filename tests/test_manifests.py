@@ -122,8 +122,8 @@ class ScoresPredictor(ClassificationPredictor):
         super().__init__(model, **kwargs)
         self.scale = scale
 
-    def postprocess(self, raw, batch):
-        rows = (raw.float() * self.scale).tolist()
+    def postprocess(self, raw, batch, *, scale=None):  # a request's scale, for its call only
+        rows = (raw.float() * (self.scale if scale is None else scale)).tolist()
         return [Scores(source=s, values=tuple(r)) for s, r in zip(batch.sources, rows)]
 
     def failed(self, source, reason):
@@ -241,3 +241,32 @@ def test_a_plugin_task_runs_on_ray_as_it_runs_here(plugin_path, tmp_path, photo_
     assert runs["ray"].keys() == runs["local"].keys() and len(runs["ray"]) == 3
     for source, values in runs["local"].items():
         assert runs["ray"][source] == pytest.approx(values, abs=2e-4)
+
+
+def _bad_task():
+    from torchinfer.models import PreprocessConfig
+    from torchinfer.results import Classification
+    from torchinfer.tasks import ClassificationPredictor, TaskImplementation
+
+    return TaskImplementation(result=Classification, predictors=(ClassificationPredictor,),
+                              preprocess=PreprocessConfig.default(), output_name="x",
+                              read_dataset=print, evaluator=print, describe=str,
+                              draw=lambda image, r: image)
+
+
+BAD_TASK = _bad_task()  # the test below names it by its import path
+
+
+def test_a_per_request_option_the_predictor_does_not_take_is_refused():
+    from torchinfer.tasks.registry import task_spec
+
+    register_task(TaskManifest(
+        name="badscores", summary="", implementation="test_manifests:BAD_TASK",
+        options=(TaskOption(name="gamma", type="float", default=1.0, per_request=True,
+                            help=""),)))
+    try:
+        with pytest.raises(TorchinferError, match=r"ClassificationPredictor.postprocess does "
+                                                  r"not take its per-request option\(s\) gamma"):
+            task_spec("badscores")
+    finally:
+        forget_plugins()

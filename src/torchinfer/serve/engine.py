@@ -1,4 +1,4 @@
-"""The model's side of a served model: its predictor, decode threads, batcher and option views.
+"""The model's side of a served model: its predictor, decode threads and batcher.
 
 ``ModelEngine`` runs wherever the model lives: in a process of its own (the default,
 process_main.py: the server's process then only speaks HTTP) or in the server's process on
@@ -7,26 +7,25 @@ threads (``model_processes=0``, local.py). ``load()`` builds the predictor as ``
 batcher; ``decode`` turns one request's bytes into a batch of one (on ``decode_pool``);
 ``submit`` queues it; ``describe`` says what was loaded, as plain data.
 
-Per-request options (``top_k``, ``conf``, ``iou``, ``classes``, ``max_det``) are attributes
-the predictor's postprocess reads. Each distinct set runs on a *view* of the predictor: a
-shallow copy with those attributes set, sharing the model, its weights and its runtime. The
-batcher runs requests with equal options together, so results equal a predictor built with
-those options (tests/test_serve.py checks against ``predict``).
+Per-request options (those the task's manifest marks ``per_request``: ``top_k``, ``conf``,
+``iou``, ``classes``, ``max_det``...) are checked by the manifest (holder.py) and given to the
+predictor's ``run`` for that call only (its ``postprocess`` takes them as keywords, as a
+transformers pipeline's ``_sanitize_parameters`` hands its stages theirs): the one predictor is
+never changed by a request. The batcher runs requests with equal options together, so results
+equal a predictor built with those options (tests/test_serve.py checks against ``predict``).
 
 A model may have several workers (``model_workers``; by default as many as the spare cores
 hold, see ``default_workers``), all calling ``Predictor.run`` at once. That is safe: ``run``
-keeps its state in locals, the module is only read under ``inference_mode``, and a view
-shares the module rather than copying state. The one mutation, the runtime's choice of backend
-(``predictor.prepare()``: it measures the candidates and swaps the module for the fastest), is
-made in ``load``, once at start, before any worker or view exists.
+keeps its state in locals and the module is only read under ``inference_mode``. The one
+mutation, the runtime's choice of backend (``predictor.prepare()``: it measures the candidates
+and swaps the module for the fastest), is made in ``load``, once at start, before any worker
+exists.
 """
 
 from __future__ import annotations
 
 import io
-import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +44,6 @@ from .batcher import Batcher, Job, JobsHook
 from .config import ModelSpec, ServeConfig
 from .decoding import merge
 
-MAX_VIEWS = 64  # distinct option sets kept ready per model (least recently used dropped)
 Options = tuple[tuple[str, Any], ...]  # sorted (name, value) pairs: hashable, comparable
 
 
@@ -78,8 +76,6 @@ class ModelEngine:
         self.model_workers = 1
         self.decode_threads: int | None = None
         self.load_seconds: float | None = None
-        self._views: OrderedDict[Options, Predictor] = OrderedDict()
-        self._views_lock = threading.Lock()
 
     # --- loading --------------------------------------------------------------------------
 
@@ -166,25 +162,6 @@ class ModelEngine:
 
     # --- the workers' side ----------------------------------------------------------------
 
-    def view(self, options: Options) -> Predictor:
-        """The predictor with ``options`` set (a shallow copy sharing the model)."""
-        assert self.predictor is not None
-        if not options:
-            return self.predictor
-        with self._views_lock:  # the workers share the views
-            view = self._views.get(options)
-            if view is None:
-                view = object.__new__(type(self.predictor))
-                view.__dict__.update(self.predictor.__dict__)
-                for key, value in options:
-                    setattr(view, key, list(value) if key == "classes" else value)
-                self._views[options] = view
-                if len(self._views) > MAX_VIEWS:
-                    self._views.popitem(last=False)
-            else:
-                self._views.move_to_end(options)
-            return view
-
     def _start_worker(self) -> None:
         """In each worker's own thread, once: its torch threads (torch keeps the count per
         thread once the thread has run a parallel op; before that, the first op would take
@@ -211,10 +188,11 @@ class ModelEngine:
             ready.append(job)
         if not ready:
             return answers
-        predictor = self.view(jobs[0].options)  # type: ignore[arg-type]  # ours: a tuple
+        predictor = self.predictor
+        options: dict[str, Any] = dict(jobs[0].options)  # type: ignore[call-overload]  # pairs
         results: list[Result] = []
         for decoded in merge(predictor, [j.decoded for j in ready]):
-            results.extend(predictor.run(decoded))
+            results.extend(predictor.run(decoded, options=options))
         ran = iter(results)
         return [next(ran) if answer is None else answer for answer in answers]
 

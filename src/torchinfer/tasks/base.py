@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar, Generic, TypeVar, overload
 
@@ -161,7 +161,10 @@ class Predictor(ABC, Generic[R]):
 
     @abstractmethod
     def postprocess(self, raw: Any, batch: Batch) -> list[R]:
-        """One result per image of the batch, in order."""
+        """One result per image of the batch, in order. A task with per-request options (its
+        manifest marks them ``per_request``) takes each as a keyword-only argument, None by
+        default: the value of this call, in place of the predictor's own setting (a server
+        request's, checked there). The predictor is shared and never changed by a request."""
 
     @abstractmethod
     def failed(self, source: str, reason: str) -> R:
@@ -269,12 +272,14 @@ class Predictor(ABC, Generic[R]):
         return self.preprocess(kept, [names[i] for i in ok]) if kept else None
 
     def run(self, decoded: Decoded, *, wait_s: float = 0.0,
-            timings: list[Timing] | None = None) -> list[R]:
+            timings: list[Timing] | None = None,
+            options: Mapping[str, Any] | None = None) -> list[R]:
         """The seed's three lines, timed: preprocess (finished on the device), model, postprocess.
         One result per source of ``decoded``, failures included, in order.
 
         ``wait_s``: how long the model waited for this batch to be decoded; ``timings`` gets
-        the batch's Timing, for the pipeline plan."""
+        the batch's Timing, for the pipeline plan; ``options``: per-request options for
+        ``postprocess``, this call only."""
         results: list[R] = []
         if self.preparation is not None:  # a caller driving batches itself: not charged
             self.prepare()
@@ -289,7 +294,7 @@ class Predictor(ABC, Generic[R]):
                 raw = self.forward(tensor, decoded.batch)
                 self.sync()
                 t2 = time.perf_counter()
-                results = self.postprocess(raw, decoded.batch)
+                results = self.postprocess(raw, decoded.batch, **(options or {}))
                 t3 = time.perf_counter()
             speed = {"preprocess": (decoded.preprocess_s + prepare_s) * 1000 / n,
                      "inference": (t2 - t1) * 1000 / n,

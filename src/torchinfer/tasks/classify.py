@@ -59,10 +59,12 @@ class ClassificationPredictor(Predictor[Classification]):
         # (N, C, H, W) view of NHWC memory: already channels_last, so no copy is needed later
         return Batch(torch.stack(hwc).permute(0, 3, 1, 2), list(sources), [None] * len(hwc))
 
-    def postprocess(self, raw: Any, batch: Batch) -> list[Classification]:
+    def postprocess(self, raw: Any, batch: Batch, *, top_k: int | None = None
+                    ) -> list[Classification]:
         logits = main_output(raw, ndim=2, what="the classifier")
         return classification_results(logits, batch.sources, self.model.labels,
-                                      top_k=self.top_k, multi_label=self.multi_label)
+                                      top_k=self.top_k if top_k is None else top_k,
+                                      multi_label=self.multi_label)
 
     def failed(self, source: str, reason: str) -> Classification:
         return Classification(source=source, error=reason)

@@ -67,14 +67,23 @@ class SetDetectionPredictor(DetectionPredictor):
                        lambda images: main_output(self.module(images), ndim=3,
                                                   what="the detector"))
 
-    def postprocess(self, raw: list[torch.Tensor], batch: Batch) -> list[Detections]:
-        return [self.decode_queries(q[:, :-4], q[:, -4:], src, g.original)
+    def postprocess(self, raw: list[torch.Tensor], batch: Batch, *, conf: float | None = None,
+                    iou: float | None = None, max_det: int | None = None,
+                    classes: Sequence[int] | None = None) -> list[Detections]:
+        # iou: these models need no NMS (accepted for one set of detect options)
+        conf = self.conf if conf is None else conf
+        max_det = self.max_det if max_det is None else max_det
+        classes = self.classes if classes is None else list(classes)
+        return [self.decode_queries(q[:, :-4], q[:, -4:], src, g.original, conf=conf,
+                                    max_det=max_det, classes=classes)
                 for q, src, g in zip(raw, batch.sources, batch.meta)]
 
     def decode_queries(self, logits: torch.Tensor, boxes: torch.Tensor, source: str,
-                       size: tuple[int, int]) -> Detections:
+                       size: tuple[int, int], *, conf: float, max_det: int,
+                       classes: Sequence[int] | None) -> Detections:
         """One image's (queries, classes) logits and (queries, 4) relative boxes -> its
-        Detections in the pixels of ``size`` (h, w)."""
+        Detections in the pixels of ``size`` (h, w): above ``conf``, of ``classes`` (None:
+        all), at most ``max_det``."""
         logits, boxes = logits.float(), boxes.float()
         if self.scoring == "softmax":
             scores, labels = logits.softmax(-1)[:, :-1].max(-1)
@@ -87,9 +96,9 @@ class SetDetectionPredictor(DetectionPredictor):
         cx, cy, bw, bh = kept.unbind(-1)
         xyxy = torch.stack([cx - 0.5 * bw, cy - 0.5 * bh, cx + 0.5 * bw, cy + 0.5 * bh], -1)
         xyxy = xyxy * torch.tensor([w, h, w, h], dtype=xyxy.dtype, device=xyxy.device)
-        keep = scores > self.conf  # strictly above, as post_process_object_detection
-        if self.classes is not None:
-            keep &= torch.isin(labels, torch.tensor(self.classes, device=labels.device))
+        keep = scores > conf  # strictly above, as post_process_object_detection
+        if classes is not None:
+            keep &= torch.isin(labels, torch.tensor(list(classes), device=labels.device))
         idx = torch.nonzero(keep).flatten()
-        idx = idx[scores[idx].argsort(descending=True, stable=True)][: self.max_det]
+        idx = idx[scores[idx].argsort(descending=True, stable=True)][: max_det]
         return self.to_detections(source, size, RawDetections(xyxy[idx], scores[idx], labels[idx]))

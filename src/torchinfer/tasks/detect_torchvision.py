@@ -86,17 +86,24 @@ class TorchvisionDetectionPredictor(DetectionPredictor):
             return self.module(list(tensor))
         return self.module(cut_apart(tensor, batch.meta))
 
-    def postprocess(self, raw: Any, batch: Batch) -> list[Detections]:
-        return [self.from_output(out, src, size)
+    def postprocess(self, raw: Any, batch: Batch, *, conf: float | None = None,
+                    iou: float | None = None, max_det: int | None = None,
+                    classes: Sequence[int] | None = None) -> list[Detections]:
+        # iou is the model's own NMS threshold, set when it is built: not a per-call option
+        conf = self.conf if conf is None else conf
+        max_det = self.max_det if max_det is None else max_det
+        classes = self.classes if classes is None else list(classes)
+        return [self.from_output(out, src, size, conf=conf, max_det=max_det, classes=classes)
                 for out, src, size in zip(raw, batch.sources, batch.meta)]
 
-    def from_output(self, out: dict[str, torch.Tensor], source: str,
-                    size: tuple[int, int]) -> Detections:
-        """One image's dict from the model as Detections, filtered by this predictor."""
-        keep = out["scores"] >= self.conf
-        if self.classes is not None:
-            keep &= torch.isin(out["labels"], torch.tensor(self.classes, device=out["labels"].device))
-        idx = torch.nonzero(keep).flatten()[: self.max_det]  # torchvision sorts by score
+    def from_output(self, out: dict[str, torch.Tensor], source: str, size: tuple[int, int], *,
+                    conf: float, max_det: int, classes: Sequence[int] | None) -> Detections:
+        """One image's dict from the model as Detections, kept above ``conf``, of ``classes``
+        (None: all), at most ``max_det``."""
+        keep = out["scores"] >= conf
+        if classes is not None:
+            keep &= torch.isin(out["labels"], torch.tensor(list(classes), device=out["labels"].device))
+        idx = torch.nonzero(keep).flatten()[: max_det]  # torchvision sorts by score
         found = RawDetections(out["boxes"][idx], out["scores"][idx], out["labels"][idx])
         masks = None
         if "masks" in out:  # (n, 1, H, W) probabilities at the image size

@@ -83,14 +83,19 @@ class YoloDetectionPredictor(DetectionPredictor):
         # Ultralytics' torch models return (predictions, feature maps) in eval mode
         return raw[0] if isinstance(raw, (tuple, list)) else raw
 
-    def postprocess(self, raw: Any, batch: Batch) -> list[Detections]:
+    def postprocess(self, raw: Any, batch: Batch, *, conf: float | None = None,
+                    iou: float | None = None, max_det: int | None = None,
+                    classes: Sequence[int] | None = None) -> list[Detections]:
         head = self.head
         if head is None:  # a plain detector: its layout from the output's shape
             first = split_output(raw, YoloHead(), None, self.model.name).predictions
             head = YoloHead(layout=guess_decoder(first))
         out = split_output(raw, head, self.model.labels, self.model.name)
-        decoded = decode(out.predictions, head.layout, conf=self.conf, iou=self.iou,
-                         max_det=self.max_det, classes=self.classes,
+        decoded = decode(out.predictions, head.layout,
+                         conf=self.conf if conf is None else conf,
+                         iou=self.iou if iou is None else iou,
+                         max_det=self.max_det if max_det is None else max_det,
+                         classes=self.classes if classes is None else list(classes),
                          num_classes=out.num_classes, rotated=head.task == "obb")
         return [self._detections(head, out, b, found, src, lb)
                 for b, (found, src, lb) in enumerate(zip(decoded, batch.sources, batch.meta))]

@@ -95,8 +95,12 @@ class PredictorGroup(Predictor[MultiTask]):
         raise TorchinferError("a group postprocesses per model: use run()")
 
     def run(self, decoded: Decoded, *, wait_s: float = 0.0,
-            timings: list[Timing] | None = None) -> list[MultiTask]:
-        """Each model runs its own batch; one MultiTask per source, failures included."""
+            timings: list[Timing] | None = None,
+            options: Mapping[str, Any] | None = None) -> list[MultiTask]:
+        """Each model runs its own batch; one MultiTask per source, failures included (a
+        group takes no per-request options)."""
+        if options:
+            raise TorchinferError("a group of models takes no per-request options")
         if not isinstance(decoded.batch, GroupBatch):
             return [self.failed(s.name, decoded.errors[i]) for i, s in enumerate(decoded.sources)]
         t0 = time.perf_counter()

@@ -11,6 +11,7 @@ prints and draws), so no other module keeps a table or an if/elif keyed by task 
 from __future__ import annotations
 
 import importlib
+import inspect
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -119,8 +120,23 @@ def task_spec(name: str) -> TaskSpec:
     if not isinstance(implementation, TaskImplementation):
         raise TorchinferError(f"task {name!r}: {target} is a {type(implementation).__name__}, "
                               "not a torchinfer TaskImplementation")
+    _check_request_options(manifest, implementation)
     with _lock:
         return _specs.setdefault(manifest, TaskSpec(manifest, implementation))
+
+
+def _check_request_options(manifest: TaskManifest, implementation: TaskImplementation) -> None:
+    """Every predictor of the task takes its per-request options in ``postprocess``, so a
+    request's option is never silently ignored."""
+    wanted = [o.name for o in manifest.options if o.per_request]
+    for kind in implementation.predictors:
+        params = inspect.signature(kind.postprocess).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            continue
+        missing = [name for name in wanted if name not in params]
+        if missing:
+            raise TorchinferError(f"task {manifest.name!r}: {kind.__name__}.postprocess does not "
+                                  f"take its per-request option(s) {', '.join(missing)}")
 
 
 def task_options(name: str) -> tuple[str, ...]:
