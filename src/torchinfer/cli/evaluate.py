@@ -1,6 +1,7 @@
-"""``torchinfer eval classify|segment|detect MODEL --data ...``: score a model on labelled data.
+"""``torchinfer eval TASK MODEL --data ...``: score a model on labelled data.
 
-A thin layer over ``torchinfer.evaluation``: each command builds one :class:`EvalOptions`.
+A thin layer over ``torchinfer.evaluation``: one command per task, made from its manifest
+(``eval_command``), each building one :class:`EvalOptions`.
 Exit codes: 0 evaluated; 1 some images could not be processed (they are listed;
 ``--allow-failures`` makes that 0); 2 a usage, model or data error (the message names the file
 and the problem).
@@ -62,77 +63,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON.
 OutOpt = Annotated[Optional[Path], typer.Option(help="Also write the report to <out>/eval.json.")]
 
 
-@eval_app.command("classify")
-def eval_classify(
-    model: ModelArg,
-    data: Annotated[Path, typer.Option(help="ImageFolder: <data>/<class name>/<images>; "
-                                            "folder names are the model's class names.")],
-    weights: WeightsOpt = None, num_classes: NumClassesOpt = None, labels: LabelsOpt = None,
-    input_size: InputSizeOpt = None, mean: MeanOpt = None, std: StdOpt = None,
-    device: DeviceOpt = "auto", batch_size: BatchOpt = None, limit: LimitOpt = None,
-    as_json: JsonOpt = False, out: OutOpt = None, trust_pickle: TrustOpt = False,
-    strict: StrictOpt = True, allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
-    backend: BackendOpt = None, precision: PrecisionOpt = None,
-    verify_backend: VerifyBackendOpt = True, exact_decode: ExactDecodeOpt = False,
-    trust_code: TrustCodeOpt = False,
-    model_kwargs: ModelKwargsOpt = None,
-) -> None:
-    """Top-1/top-5 accuracy, per-class accuracy and the confusion matrix."""
-    evaluate(parsed(EvalOptions.from_cli, task="classify", **locals()))
-
-
-@eval_app.command("segment")
-def eval_segment(
-    model: ModelArg,
-    data: Annotated[Path, typer.Option(help="VOC layout: JPEGImages/<id>.jpg, "
-                                            "SegmentationClass/<id>.png (255 = ignore).")],
-    split: Annotated[Optional[str], typer.Option(help="Use ImageSets/Segmentation/<split>.txt "
-                     "(default: every mask in SegmentationClass).")] = None,
-    weights: WeightsOpt = None, num_classes: NumClassesOpt = None, labels: LabelsOpt = None,
-    input_size: InputSizeOpt = None, mean: MeanOpt = None, std: StdOpt = None,
-    device: DeviceOpt = "auto", batch_size: BatchOpt = None, limit: LimitOpt = None,
-    as_json: JsonOpt = False, out: OutOpt = None, trust_pickle: TrustOpt = False,
-    strict: StrictOpt = True, allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
-    backend: BackendOpt = None, precision: PrecisionOpt = None,
-    verify_backend: VerifyBackendOpt = True, exact_decode: ExactDecodeOpt = False,
-    trust_code: TrustCodeOpt = False,
-    model_kwargs: ModelKwargsOpt = None,
-) -> None:
-    """mIoU, pixel accuracy and per-class IoU, at the original image resolution."""
-    evaluate(parsed(EvalOptions.from_cli, task="segment", **locals()))
-
-
-@eval_app.command("detect")
-def eval_detect(
-    model: ModelArg,
-    data: Annotated[Optional[Path], typer.Option(
-        help="A folder holding annotations.json (COCO) and images/, or the annotations "
-             "file.")] = None,
-    annotations: Annotated[Optional[Path], typer.Option(help="COCO annotations file.")] = None,
-    images: Annotated[Optional[Path], typer.Option(
-        help="Folder the file_name entries are in.")] = None,
-    weights: WeightsOpt = None, num_classes: NumClassesOpt = None, labels: LabelsOpt = None,
-    input_size: InputSizeOpt = None,
-    conf: Annotated[float, typer.Option(help="Minimum score kept (low, so the precision-recall "
-                    "curve runs out).", min=0.0, max=1.0)] = 0.001,
-    iou: Annotated[float, typer.Option(help="NMS IoU threshold (raw-tensor models).",
-                                       min=0.0, max=1.0)] = 0.6,
-    max_det: Annotated[int, typer.Option(help="Most detections per image (COCO scores 100).",
-                                           min=1)] = 100,
-    decoder: Annotated[str, typer.Option(help="auto, torchvision, yolov5, yolov8, yolov8-seg, "
-                       "yolov5-seg, yolov8-pose or yolov8-obb.")] = "auto",
-    device: DeviceOpt = "auto", batch_size: BatchOpt = None, limit: LimitOpt = None,
-    as_json: JsonOpt = False, out: OutOpt = None, trust_pickle: TrustOpt = False,
-    strict: StrictOpt = True, allow_failures: AllowFailuresOpt = False, quiet: QuietOpt = False,
-    backend: BackendOpt = None, precision: PrecisionOpt = None,
-    verify_backend: VerifyBackendOpt = True, exact_decode: ExactDecodeOpt = False,
-    trust_code: TrustCodeOpt = False,
-    model_kwargs: ModelKwargsOpt = None,
-) -> None:
-    """COCO mAP@[.5:.95], mAP@.5, mAP@.75 and per-category AP (pycocotools)."""
-    evaluate(parsed(EvalOptions.from_cli, task="detect", **locals()))
-
-
 def _shared(
     model: ModelArg, data: Path,
     weights: WeightsOpt = None, num_classes: NumClassesOpt = None, labels: LabelsOpt = None,
@@ -148,27 +78,32 @@ def _shared(
 
 
 def eval_command(task: str) -> Callable[..., None]:
-    """``torchinfer eval TASK`` from the task's manifest: ``--data`` in its layout, its
-    evaluator's options and its own, over the parameters every eval command takes."""
+    """``torchinfer eval TASK`` from the task's manifest: ``--data`` in its layout, the
+    options of its evaluation and the task's own, over the parameters every eval command
+    takes. The task's options default to what its evaluation customarily runs with
+    (``TaskImplementation.evaluation_options``: detection down to conf 0.001)."""
     manifest = task_manifest(task)
 
     def command(**params: Any) -> None:
         evaluate(parsed(EvalOptions.from_cli, task=task, **params))
 
     shared = list(inspect.signature(_shared, eval_str=True).parameters.values())
-    data = shared[1].replace(annotation=Annotated[Path, typer.Option(help=manifest.eval_help)])
-    own = [option_parameter(o) for o in (*manifest.eval_options, *manifest.options)
-           if o.type != "any"]
+    parts = [n for n in manifest.eval_data if n not in ("data", "split")]
+    data = Annotated[Optional[Path], typer.Option(help=manifest.eval_help)] if parts else \
+        Annotated[Path, typer.Option(help=manifest.eval_help)]
+    data_param = shared[1].replace(annotation=data, default=None if parts else shared[1].default)
+    own = [option_parameter(o) for o in manifest.eval_options]
+    own += [option_parameter(o, default=None) for o in manifest.options if o.type != "any"]
     command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [shared[0], data, *own, *shared[2:]])
-    command.__doc__ = f"Score a {task} model on labelled data."
+        [shared[0], data_param, *own, *shared[2:]])
+    command.__doc__ = manifest.eval_summary or f"Score a {task} model on labelled data."
     command.__name__ = f"eval_{task}"
     return command
 
 
 def add_generated_commands() -> None:
-    """An eval command for every task that has an evaluator's layout and no command of its
-    own above (a task added by its manifest)."""
+    """An eval command for every task that reads a labelled layout and has no command of its
+    own (multi-head models: cli/multi.py)."""
     written = {c.name for c in eval_app.registered_commands}
     for task in task_names():
         if task not in written and task_manifest(task).eval_help:

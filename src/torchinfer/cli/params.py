@@ -32,11 +32,13 @@ def parsed(build: Callable[..., T], /, **params: object) -> T:
         raise typer.BadParameter(str(exc)) from None
 
 
-def option_parameter(option: TaskOption) -> inspect.Parameter:
+def option_parameter(option: TaskOption, **override: Any) -> inspect.Parameter:
     """A task option (its manifest's) as a command parameter: typed, with its help, range and
-    default. Closed choices and class ids are checked by the option itself, after parsing."""
+    default (``default=`` in ``override`` replaces it: None, "what the command's library call
+    uses"). Closed choices and class ids are checked by the option itself, after parsing."""
+    default = override.get("default", option.default)
     kind: Any = {"int": int, "float": float, "bool": bool, "str": str, "ids": str}[option.type]
-    if option.default is None:
+    if default is None:
         kind = Optional[kind]
     limits = {"min": option.minimum, "max": option.maximum} if option.type in ("int", "float") \
         else {}
@@ -44,7 +46,7 @@ def option_parameter(option: TaskOption) -> inspect.Parameter:
                                and ", ".join(option.choices) not in option.help else "")
     annotation = Annotated[kind, typer.Option(help=help_text, **limits)]
     return inspect.Parameter(option.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=annotation,
-                             default=option.default)
+                             default=default)
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]

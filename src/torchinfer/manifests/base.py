@@ -109,9 +109,10 @@ class TaskManifest:
     beyond the tolerance ("top-1", "pixel", "per head" or None). head: whether it can be one
     head of a multi-head model; takes_head_options: whether it takes the options of its heads'
     tasks, given once for every head (a multi-head model). eval_data: the options naming
-    ``eval``'s labelled data; eval_help: the layout ``--data`` reads; eval_options: the
-    evaluator's own (depth's ``max_depth``). save_options: ``predict``'s options of what it
-    writes beyond the records (``save_masks``).
+    ``eval``'s labelled data; eval_help: the layout ``--data`` reads; eval_summary: what
+    ``eval`` reports; eval_options: the options of ``eval`` beyond the model's (depth's
+    ``max_depth``, the parts a dataset may be given in: segment's ``split``). save_options:
+    ``predict``'s options of what it writes beyond the records (``save_masks``).
     """
 
     name: str
@@ -126,6 +127,7 @@ class TaskManifest:
     takes_head_options: bool = False
     eval_data: tuple[str, ...] = ("data",)
     eval_help: str = ""
+    eval_summary: str = ""
     eval_options: tuple[TaskOption, ...] = ()
     save_options: tuple[TaskOption, ...] = ()
 

@@ -29,4 +29,7 @@ MANIFEST = TaskManifest(
     outputs=(OutputTensor("topk_indices", "INT64", (-1, -1)),
              OutputTensor("topk_scores", "FP32", (-1, -1)),
              OutputTensor("topk_labels", "BYTES", (-1, -1))),
-    encode=encode, agreement="top-1", head=True)
+    encode=encode, agreement="top-1", head=True,
+    eval_help="ImageFolder: <data>/<class name>/<images>; folder names are the model's class "
+              "names.",
+    eval_summary="Top-1/top-5 accuracy, per-class accuracy and the confusion matrix.")

@@ -94,6 +94,8 @@ MANIFEST = TaskManifest(
     columns=("min", "median", "max", "size"),
     outputs=(OutputTensor("depth", "FP32", (-1, -1, -1)), OutputTensor("size", "INT64", (-1, 2))),
     encode=encode, agreement=None, head=True, eval_data=("data",),
+    eval_summary="AbsRel, RMSE and δ<1.25^k, per image then averaged; a relative model "
+                 "aligned by least squares first.",
     eval_help="NYUv2's layout: rgb/<name>.jpg|png and depth/<name>.png (16-bit millimetres, "
               "0 = no depth) or depth/<name>.npy (metres).",
     eval_options=(TaskOption(name="max_depth", type="float", default=10.0, minimum=1e-3,

@@ -52,4 +52,11 @@ MANIFEST = TaskManifest(
              OutputTensor("num_detections", "INT64", (-1,))),
     save_options=(TaskOption(name="save_masks", type="bool", default=False,
                              help="Write masks/<name>.png: instance i as value i + 1 (models with masks)."),),
-    encode=encode, agreement=None, head=True, eval_data=("data", "annotations", "images"))
+    encode=encode, agreement=None, head=True, eval_data=("data", "annotations", "images"),
+    eval_help="A folder holding annotations.json (COCO) and images/, or the annotations file.",
+    eval_summary="COCO mAP@[.5:.95], mAP@.5, mAP@.75 and per-category AP (pycocotools); "
+                 "scored down to conf 0.001, 100 boxes per image.",
+    eval_options=(TaskOption(name="annotations", type="str", default=None,
+                             help="COCO annotations file."),
+                  TaskOption(name="images", type="str", default=None,
+                             help="Folder the file_name entries are in.")))

@@ -31,4 +31,9 @@ MANIFEST = TaskManifest(
     outputs=(OutputTensor("mask", "INT32", (-1, -1, -1)), OutputTensor("size", "INT64", (-1, 2))),
     save_options=(TaskOption(name="save_masks", type="bool", default=False,
                              help="Write masks/<name>.png: class indices as a palette PNG (VOC colours)."),),
-    encode=encode, agreement="pixel", head=True, eval_data=("data", "split"))
+    encode=encode, agreement="pixel", head=True, eval_data=("data", "split"),
+    eval_help="VOC layout: JPEGImages/<id>.jpg, SegmentationClass/<id>.png (255 = ignore).",
+    eval_summary="mIoU, pixel accuracy and per-class IoU, at the original image resolution.",
+    eval_options=(TaskOption(name="split", type="str", default=None,
+                             help="Use ImageSets/Segmentation/<split>.txt (default: every mask "
+                                  "in SegmentationClass)."),))
