@@ -42,7 +42,8 @@ _LAZY = {
     "Detections": "results", "InstanceMask": "results", "MultiTask": "results", "Result": "results",
     "Segmentation": "results",
     "ClassificationPredictor": "tasks", "DetectionPredictor": "tasks", "Predictor": "tasks",
-    "SegmentationPredictor": "tasks",
+    "SegmentationPredictor": "tasks", "TaskImplementation": "tasks",
+    "TaskManifest": "manifests", "TaskOption": "manifests", "register_task": "manifests",
 }
 
 __all__ = ["DeviceError", "InputError", "ModelNotFoundError", "OptionError", "TorchinferError",
@@ -66,6 +67,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .api import evaluate, export, inspect, load, load_group  # noqa: F401
     from .exporters.onnx import ExportError, ExportReport, ExportVerificationError  # noqa: F401
     from .inspection import LayerStats, ModelReport  # noqa: F401
+    from .manifests import TaskManifest, TaskOption, register_task  # noqa: F401
     from .models import LoadedModel, PreprocessConfig, list_models, load_model, read_weights, register_model  # noqa: F401
     from .results import (  # noqa: F401
         ClassArea,
@@ -77,4 +79,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
         Result,
         Segmentation,
     )
-    from .tasks import ClassificationPredictor, DetectionPredictor, Predictor, SegmentationPredictor  # noqa: F401
+    from .tasks import (  # noqa: F401
+        ClassificationPredictor,
+        DetectionPredictor,
+        Predictor,
+        SegmentationPredictor,
+        TaskImplementation,
+    )
