@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 from ..errors import OptionError
 from ..manifests import accepted_options, task_manifest, task_names
+from ..manifests.base import checked_values
 
 Size = int | tuple[int, int]
 
@@ -213,12 +214,9 @@ class PredictOptions(LoadOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        saves = {o.name: o for o in task_manifest(self.task).save_options}
-        for name in self.save_options:
-            if name not in saves:
-                raise OptionError(f"{self.task} writes no {name}")
-        object.__setattr__(self, "save_options", {k: saves[k].check(v) for k, v
-                                                  in self.save_options.items() if v is not None})
+        object.__setattr__(self, "save_options", checked_values(
+            task_manifest(self.task).save_options, self.save_options,
+            f"{self.task} writes no {{name}}"))
         if self.engine not in ("local", "ray"):
             raise OptionError(f"--engine must be local or ray, got {self.engine!r}")
         if self.engine == "local" and (self.address is not None or self.workers is not None
@@ -275,12 +273,9 @@ class EvalOptions(LoadOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        scoring = {o.name: o for o in task_manifest(self.task).eval_options}
-        for name in self.eval_options:
-            if name not in scoring:
-                raise OptionError(f"eval {self.task} has no option {name}")
-        object.__setattr__(self, "eval_options", {k: scoring[k].check(v) for k, v
-                                                  in self.eval_options.items() if v is not None})
+        object.__setattr__(self, "eval_options", checked_values(
+            task_manifest(self.task).eval_options, self.eval_options,
+            f"eval {self.task} has no option {{name}}"))
         names = task_manifest(self.task).eval_data  # data, or the parts it may be given in
         parts = [n for n in names if n not in ("data", "split")]
         if self.data is None and (not parts or any(getattr(self, n) is None for n in parts)):

@@ -177,6 +177,17 @@ class TaskManifest:
                 "head": self.head}
 
 
+def checked_values(declared: Sequence[TaskOption], values: Mapping[str, Any],
+                   unknown: str) -> dict[str, Any]:
+    """``values`` typed and checked against the ``declared`` options, None ones left out (the
+    default); a name not declared is refused with ``unknown`` (``{name}`` in it replaced)."""
+    by_name = {o.name: o for o in declared}
+    for name in values:
+        if name not in by_name:
+            raise OptionError(unknown.format(name=name))
+    return {k: by_name[k].check(v) for k, v in values.items() if v is not None}
+
+
 def _int(value: Any) -> int:
     if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
         raise ValueError
