@@ -196,14 +196,20 @@ def _measure_batch_norms(model: nn.Module, run: Callable[[], Any]) -> None:
 
 @torch.no_grad()
 def _layer_inputs(model_run: Callable[[], Any], layer: nn.Module) -> torch.Tensor:
-    """What ``layer`` (a Linear or 1x1 Conv2d) receives during ``model_run()``, as rows of
-    features (N, in_features): every call, every position."""
+    """What ``layer`` (a Linear or Conv2d) receives during ``model_run()``, as rows of
+    features (N, in_features): every call, every position (a larger kernel's patches, as
+    ``weight.view(out, -1)`` reads them; at most 65,536 of them, evenly spaced)."""
     seen: list[torch.Tensor] = []
     handle = layer.register_forward_hook(lambda m, args, out: seen.append(args[0].detach()))
     try:
         model_run()
     finally:
         handle.remove()
+    if isinstance(layer, nn.Conv2d) and layer.kernel_size != (1, 1):
+        rows = torch.cat([nn.functional.unfold(x, layer.kernel_size, layer.dilation,
+                                               layer.padding, layer.stride).movedim(1, -1)
+                          .reshape(-1, layer.weight[0].numel()) for x in seen])
+        return rows[::max(1, len(rows) // 65_536)]
     if isinstance(layer, nn.Conv2d):
         return torch.cat([x.movedim(1, -1).reshape(-1, layer.in_channels) for x in seen])
     return torch.cat([x.reshape(-1, layer.in_features) for x in seen])
@@ -212,7 +218,7 @@ def _layer_inputs(model_run: Callable[[], Any], layer: nn.Module) -> torch.Tenso
 @torch.no_grad()
 def _standardise_outputs(layer: nn.Module, x: torch.Tensor, mean: float | Sequence[float],
                          std: float | Sequence[float], *, seed: int = 0) -> torch.Tensor:
-    """Rescale ``layer`` (Linear or 1x1 Conv2d with bias) in place so that on the inputs ``x``
+    """Rescale ``layer`` (Linear or Conv2d with bias) in place so that on the inputs ``x``
     every output has the given mean and standard deviation; returns the new outputs.
 
     The direction of each output's weights is kept (it is what makes outputs differ between
@@ -324,9 +330,9 @@ def save_timm_folder(folder: str | os.PathLike, architecture: str, *, num_classe
 # --------------------------------------------------------------------------------------------
 
 HF_KINDS = ("vit", "convnext", "detr", "rt_detr", "segformer", "upernet", "dpt",
-            "depth_anything")
+            "depth_anything", "glpn")
 _DEFAULT_NUM_LABELS = {"vit": 10, "convnext": 10, "detr": 6, "rt_detr": 6, "segformer": 8,
-                       "dpt": 2, "depth_anything": 2,
+                       "dpt": 2, "depth_anything": 2, "glpn": 2,
                        "upernet": 8}
 _IMAGENET_MEAN = [0.485, 0.456, 0.406]
 _IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -456,21 +462,31 @@ def _build_depth_anything(id2label):
     return DepthAnythingForDepthEstimation(config), processor
 
 
+def _build_glpn(id2label):
+    from transformers import GLPNConfig, GLPNForDepthEstimation, GLPNImageProcessor
+
+    config = GLPNConfig(depths=[1, 1, 1, 1], hidden_sizes=[16, 32, 64, 128],
+                        num_attention_heads=[1, 1, 2, 4], decoder_hidden_size=16, max_depth=10)
+    # As vinvino02/glpn-nyu: the image's own size floored to multiples of 32, bilinear,
+    # rescale only
+    return GLPNForDepthEstimation(config), GLPNImageProcessor(size_divisor=32)
+
+
 @torch.no_grad()
 def _calibrate_depth(model, batch: torch.Tensor) -> None:
-    """Depth heads end in a 1x1 convolution and a ReLU: random weights give ~0 everywhere.
-    The last convolution is scaled so that the maps vary from picture to picture and place
-    to place (mean 2, std 0.7 before the ReLU)."""
+    """Depth heads end in a one-channel convolution and a ReLU (GLPN: a sigmoid): random
+    weights give ~0 (a constant) everywhere. The last convolution is scaled so that the maps
+    vary from picture to picture and place to place (mean 2, std 0.7 before the ReLU)."""
     run = lambda: model(pixel_values=batch)  # noqa: E731
     _measure_batch_norms(model, run)
     last = [m for m in model.head.modules()
-            if isinstance(m, nn.Conv2d) and m.out_channels == 1 and m.kernel_size == (1, 1)][-1]
+            if isinstance(m, nn.Conv2d) and m.out_channels == 1][-1]
     _standardise_outputs(last, _layer_inputs(run, last), 2.0, 0.7)
 
 
 _BUILDERS = {"vit": _build_vit, "convnext": _build_convnext, "detr": _build_detr,
              "rt_detr": _build_rt_detr, "segformer": _build_segformer, "upernet": _build_upernet,
-             "dpt": _build_dpt, "depth_anything": _build_depth_anything}
+             "dpt": _build_dpt, "depth_anything": _build_depth_anything, "glpn": _build_glpn}
 
 
 def _processor_input_size(processor) -> tuple[int, int]:
@@ -482,6 +498,8 @@ def _processor_input_size(processor) -> tuple[int, int]:
         get = lambda key: getattr(size, key, None)  # noqa: E731
     if get("height") and get("width"):
         return int(get("height")), int(get("width"))
+    if not get("shortest_edge"):  # GLPN: no size, the image's own
+        return 256, 256
     edge = int(get("shortest_edge"))
     return edge, edge
 
@@ -600,6 +618,8 @@ def save_hf_folder(folder: str | os.PathLike, kind: str, *, num_labels: int | No
     * ``"depth_anything"``: DepthAnythingForDepthEstimation on a 4-layer DINOv2 (patch 14) +
       DPTImageProcessor 140x140 with the aspect ratio kept in multiples of 14, bicubic,
       ImageNet mean/std.
+    * ``"glpn"``: GLPNForDepthEstimation (widths 16-128, one block a stage, max_depth 10) +
+      GLPNImageProcessor: the image's own size floored to multiples of 32, rescale only.
 
     ``labels`` (else ``num_labels`` readable names, default 10 for classifiers, 6 for
     detectors, 8 for segmenters) become ``id2label``.
@@ -624,7 +644,7 @@ def save_hf_folder(folder: str | os.PathLike, kind: str, *, num_labels: int | No
         _calibrate_segmenter(model, batch)
     elif kind == "detr":
         _calibrate_detr(model, batch, seed)
-    elif kind in ("dpt", "depth_anything"):
+    elif kind in ("dpt", "depth_anything", "glpn"):
         _calibrate_depth(model, batch)
     else:
         _calibrate_rt_detr(model, batch, seed)

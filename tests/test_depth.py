@@ -1,4 +1,4 @@
-"""Depth estimation: transformers' pipeline as the oracle for DPT and Depth Anything folders,
+"""Depth estimation: transformers' pipeline as the oracle for DPT, Depth Anything and GLPN folders,
 a user's own module, and what ``predict depth`` writes."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def pictures(tmp_path_factory) -> list[Path]:
     return photos(tmp_path_factory.mktemp("depth_photos"))[:4]
 
 
-@pytest.fixture(scope="module", params=["dpt", "depth_anything"])
+@pytest.fixture(scope="module", params=["dpt", "depth_anything", "glpn"])
 def depth_folder(request, tmp_path_factory) -> tuple[str, Path]:
     return request.param, save_hf_folder(tmp_path_factory.mktemp(request.param), request.param)
 
@@ -39,7 +39,8 @@ def anything_folder(tmp_path_factory) -> Path:
 
 def test_depth_equals_the_transformers_pipeline_at_the_original_size(depth_folder, pictures):
     """The processor's resize (Depth Anything: the aspect ratio kept in multiples of 14), the
-    model and the bicubic resize back, against ``pipeline("depth-estimation")``."""
+    model and the bicubic resize back, against ``pipeline("depth-estimation")``. GLPN runs at
+    the image's own size floored to multiples of 32 and says its depth is metric."""
     import transformers
 
     kind, folder = depth_folder
@@ -52,7 +53,7 @@ def test_depth_equals_the_transformers_pipeline_at_the_original_size(depth_folde
             size = img.size
         assert result.ok and result.depth.shape == expected.shape == (size[1], size[0])
         assert np.abs(result.depth - expected).max() <= 1e-3 * np.abs(expected).max(), path.name
-        assert result.kind == "relative"
+        assert result.kind == ("metric" if kind == "glpn" else "relative")
         assert result.depth.std() > 1e-3  # the calibrated maps vary: the comparison means something
 
 
@@ -277,3 +278,32 @@ def test_depth_is_a_head_of_a_multi_head_model():
     with pytest.raises(ti.TorchinferError, match="needs a 3 or 4-D output"):
         ti.load("multi", ShapeAndDepth(), input_size=128, device="cpu",
                 heads=[{"name": "far", "task": "depth", "output": "shape"}])
+
+
+def test_a_depth_heads_kind_from_the_command_line(tmp_path):
+    """``predict multi`` gives a depth head its options as any head's: ``--head-option
+    HEAD.depth_kind=metric`` (or ``:depth_kind=metric`` in ``--head``)."""
+    (tmp_path / "two_heads.py").write_text(
+        "import torch\n\n"
+        "class ShapeAndDepth(torch.nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        return {'shape': x.mean(dim=(2, 3)) * 10, 'depth': x[:, :1]}\n")
+    Image.new("RGB", (96, 64), (200, 30, 30)).save(tmp_path / "red.png")
+    (tmp_path / "rgb.txt").write_text("r\ng\nb\n")
+    common = [sys.executable, "-m", "torchinfer", "predict", "multi", str(tmp_path / "red.png"),
+              "-m", "two_heads:ShapeAndDepth", "--input-size", "128", "--mean", "0,0,0",
+              "--std", "1,1,1", "--quiet",
+              "--head", f"shape=classify:{tmp_path / 'rgb.txt'}:output=shape"]
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
+    kinds = {}
+    for name, far in {"given": ["--head", "far=depth:output=depth",
+                                "--head-option", "far.depth_kind=metric"],
+                      "inline": ["--head", "far=depth:output=depth:depth_kind=metric"],
+                      "default": ["--head", "far=depth:output=depth"]}.items():
+        done = subprocess.run([*common, *far, "--out", str(tmp_path / name)], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        record = json.loads((tmp_path / name / "predictions.jsonl").read_text())
+        kinds[name] = record["heads"]["far"]["kind"]
+        assert record["heads"]["far"]["median"] == pytest.approx(200 / 255, abs=1e-3)
+    assert kinds == {"given": "metric", "inline": "metric", "default": "relative"}

@@ -209,6 +209,8 @@ def _published_input_size(loaded: LoadedModel) -> tuple[int, int]:
     if cfg.crop_size is not None:
         return cfg.crop_size
     size = cfg.resize_size
+    if not size:  # the image's own size
+        return _pair(cfg.nominal_side)
     return _pair(size[0]) if len(size) == 1 else (size[0], size[1])
 
 

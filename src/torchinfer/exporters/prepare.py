@@ -86,7 +86,7 @@ def export_preprocess(loaded: LoadedModel, input_size: tuple[int, int] | None
 def dummy_input(preprocess: PreprocessConfig, static_hw: tuple[int, int] | None,
                  dtype: torch.dtype) -> torch.Tensor:
     """A fixed, seeded dummy batch of one: the same file for the same model, run after run."""
-    h, w = static_hw or (preprocess.resize_size[0],) * 2
+    h, w = static_hw or (preprocess.nominal_side,) * 2
     return torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0)).to(dtype)
 
 

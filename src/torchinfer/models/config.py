@@ -49,6 +49,9 @@ class PreprocessConfig:
     # sides scale by the factor nearer 1 first (``get_resize_output_image_size``)
     multiple_of: int | None = None
     keep_aspect_ratio: bool = False
+    # with no resize target (``resize_size`` empty): the image's own size, each side floored
+    # to a multiple of this (transformers' GLPN processor, ``size_divisor``)
+    size_divisor: int | None = None
 
     def __post_init__(self) -> None:
         if self.interpolation not in _INTERPOLATIONS:
@@ -60,7 +63,13 @@ class PreprocessConfig:
                 raise TorchinferError(f"{name} needs 3 values (R, G, B), got {len(values)}: {values}")
         if any(s <= 0 for s in self.std):
             raise TorchinferError(f"std values must be positive, got {self.std}")
-        if len(self.resize_size) not in (1, 2) or min(self.resize_size) <= 0:
+        if self.size_divisor is not None:
+            if self.resize_size or self.crop_size is not None or self.size_divisor < 1:
+                raise TorchinferError(f"size_divisor keeps the image's own size (no resize_size "
+                                      f"nor crop, size_divisor >= 1), got resize "
+                                      f"{self.resize_size}, crop {self.crop_size}, size_divisor "
+                                      f"{self.size_divisor}")
+        elif len(self.resize_size) not in (1, 2) or min(self.resize_size) <= 0:
             raise TorchinferError(f"resize_size must be 1 or 2 positive ints, got {self.resize_size}")
         if self.crop_size is not None and (len(self.crop_size) != 2 or min(self.crop_size) <= 0):
             raise TorchinferError(f"crop_size must be 2 positive ints, got {self.crop_size}")
@@ -77,13 +86,23 @@ class PreprocessConfig:
             raise TorchinferError(f"multiple_of and keep_aspect_ratio shape a resize to H,W "
                                   f"(multiple_of >= 1), got resize {self.resize_size}, "
                                   f"multiple_of {self.multiple_of}")
-        sides = (*self.resize_size, *(self.crop_size or ()), self.max_size or 0)
+        sides = (*self.resize_size, *(self.crop_size or ()), self.max_size or 0, 0)
         if max(sides) > MAX_INPUT_SIDE:
             # every image is resampled to this size before the model runs: a file (or a typo)
             # asking for 60,000 pixels would allocate gigabytes per image
             raise TorchinferError(f"input sizes up to {MAX_INPUT_SIDE} pixels a side are "
                                   f"supported, got resize {self.resize_size}, crop "
                                   f"{self.crop_size}")
+
+    @property
+    def nominal_side(self) -> int:
+        """The side of a square the model is traced and checked at when its inputs vary: the
+        short side of its resize, or, for a model run at the image's own size, 384 pixels
+        floored to its size divisor."""
+        if self.resize_size:
+            return int(self.resize_size[0])
+        m = self.size_divisor or 1
+        return max(m, 384 // m * m)
 
     @property
     def interpolation_mode(self) -> InterpolationMode:
@@ -119,7 +138,7 @@ class PreprocessConfig:
         cfg = self
         if input_size is not None and self.crop_size is None:
             size = (input_size,) if isinstance(input_size, int) else tuple(input_size)
-            cfg = replace(cfg, resize_size=tuple(int(v) for v in size))
+            cfg = replace(cfg, resize_size=tuple(int(v) for v in size), size_divisor=None)
         elif input_size is not None and self.crop_size is not None:
             h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
             # keep the weights' resize-to-crop ratio (e.g. 256/224) so the field of view matches
@@ -156,7 +175,8 @@ class PreprocessConfig:
                 **({"max_size": self.max_size} if self.max_size is not None else {}),
                 **({"flavour": self.flavour} if self.flavour != "torchvision" else {}),
                 **({"multiple_of": self.multiple_of} if self.multiple_of is not None else {}),
-                **({"keep_aspect_ratio": True} if self.keep_aspect_ratio else {})}
+                **({"keep_aspect_ratio": True} if self.keep_aspect_ratio else {}),
+                **({"size_divisor": self.size_divisor} if self.size_divisor is not None else {})}
 
 
 def read_utf8(path: Path, what: str) -> str:

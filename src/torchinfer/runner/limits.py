@@ -47,14 +47,22 @@ def _ratio(long: int, short: int) -> str:
 
 def resized_size(size: tuple[int, int], resize_size: Sequence[int],
                  max_size: int | None = None, multiple_of: int | None = None,
-                 keep_aspect_ratio: bool = False) -> tuple[int, int]:
+                 keep_aspect_ratio: bool = False,
+                 size_divisor: int | None = None) -> tuple[int, int]:
     """The (w, h) torchvision's ``resize(img, resize_size)`` gives an image of ``size`` (w, h):
     the short side to S and the long side in proportion (truncated, as torchvision does), or
     exactly (H, W). ``max_size`` caps the long side as transformers' DETR-style processors do
     (``get_size_with_aspect_ratio``: the short side rounded, an image already at size kept).
     ``multiple_of`` / ``keep_aspect_ratio``: transformers' DPT-style processors
     (``get_resize_output_image_size``): the scale nearer 1 for both sides when the aspect
-    ratio is kept, then each side rounded to the multiple (half to even, as Python's round)."""
+    ratio is kept, then each side rounded to the multiple (half to even, as Python's round).
+    ``size_divisor`` with no ``resize_size``: the image's own size, each side floored to the
+    multiple (transformers' GLPN processor; a side under it stays one multiple, where the
+    processor would fail)."""
+    if not resize_size:
+        w, h = size
+        m = size_divisor or 1
+        return max(m, w // m * m), max(m, h // m * m)
     if multiple_of is not None or keep_aspect_ratio:
         w, h = size
         sh, sw = resize_size[0] / h, resize_size[1] / w

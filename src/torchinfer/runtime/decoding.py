@@ -59,8 +59,8 @@ def check_reduced_decode(predictor: Predictor, *, verify: bool = True,
     the file where the verdict for this model is kept (``runtime.memo``; None: checked
     afresh)."""
     if not predictor.reduced_decode:
-        why = ("exact decoding asked for" if predictor.shrinks_images
-               else "the task reads every pixel")
+        why = ("the model reads every pixel" if predictor.reads_every_pixel()
+               else "exact decoding asked for")
         report = DecodeReport(False, why)
     elif not verify:
         report = DecodeReport(True, "reduced, not verified")

@@ -104,7 +104,7 @@ class Predictor(ABC, Generic[R]):
         # Big JPEGs decoded at 1/2..1/8 scale (``decode_request``) unless exact pixels are asked
         # for or the task keeps every pixel; the runtime checks it on photographs through the
         # model and turns it off, saying why (``decode_report``), if it changes the answers.
-        self.reduced_decode = self.shrinks_images and not exact_decode
+        self.reduced_decode = not self.reads_every_pixel() and not exact_decode
         self.decode_report: Any = None  # a runtime.decoding.DecodeReport, once checked
         # How decoding and the model share the cores (runner.plan); None on the CPU: measured
         # on the first batches of a stream, then kept for this predictor.
@@ -126,6 +126,11 @@ class Predictor(ABC, Generic[R]):
     def preprocess(self, images: Sequence[Image.Image], sources: Sequence[str]) -> Batch:
         """Turn decoded RGB images into one CPU batch. Keep uint8 if you can: the base class
         moves the batch to the device and calls ``prepare`` there, where conversion is cheap."""
+
+    def reads_every_pixel(self) -> bool:
+        """Whether preprocess keeps the image at its size (then no JPEG is decoded reduced):
+        tasks that do not shrink images, and models run at the image's own size."""
+        return not self.shrinks_images
 
     def resize_target(self, size: tuple[int, int]) -> tuple[int, int] | None:
         """The (w, h) ``preprocess`` shrinks an upright image of ``size`` (w, h) to; None for a

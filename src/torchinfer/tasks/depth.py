@@ -66,6 +66,9 @@ class DepthPredictor(Predictor[Depth]):
         self.loader = replace(self.loader, resize_size=self.config.resize_size)
         self.normalise = Normalise(self.config.mean, self.config.std, self.device)
 
+    def reads_every_pixel(self) -> bool:
+        return not self.model.preprocess.resize_size  # GLPN's own size, floored
+
     def resize_target(self, size: tuple[int, int]) -> tuple[int, int]:
         return input_size_of(size, self.config)
 
@@ -130,12 +133,15 @@ def read_depth_head(head: Any, output: torch.Tensor, sources: Sequence[str],
 
 def model_depth_kind(model: LoadedModel) -> str | None:
     """What the model says it predicts: its module's ``depth_kind`` attribute, or a
-    transformers config's ``depth_estimation_type``."""
-    inner = getattr(model.module, "model", None)
+    transformers config's ``depth_estimation_type``; a config without one that bounds the
+    output by ``max_depth`` (GLPN's sigmoid times it) is metric."""
+    config = getattr(getattr(model.module, "model", None), "config", None)
     for kind in (getattr(model.module, "depth_kind", None),
-                 getattr(getattr(inner, "config", None), "depth_estimation_type", None)):
+                 getattr(config, "depth_estimation_type", None)):
         if kind in KINDS:
             return kind
+    if getattr(config, "max_depth", None) is not None:
+        return "metric"
     return None
 
 

@@ -24,7 +24,7 @@ from .base import Batch
 def input_size_of(size: tuple[int, int], cfg: PreprocessConfig) -> tuple[int, int]:
     """The (w, h) an image of ``size`` (w, h) is resized to by ``cfg``, before any crop."""
     return resized_size(size, cfg.resize_size, cfg.max_size, cfg.multiple_of,
-                        cfg.keep_aspect_ratio)
+                        cfg.keep_aspect_ratio, cfg.size_divisor)
 
 
 def resize_and_crop(img: Image.Image, cfg: PreprocessConfig, source: str) -> np.ndarray:

@@ -5,8 +5,9 @@ resized with antialiasing, cropped with the offset truncated, rescaled and norma
 float32. Their size forms are ``height``/``width`` (squash), ``shortest_edge`` (the aspect
 ratio kept; ConvNeXt's ``crop_pct`` below 384), and ``shortest_edge`` + ``longest_edge``
 (DETR's), and DPT's ``height``/``width`` with ``keep_aspect_ratio`` and ``ensure_multiple_of``
-(DPT, Depth Anything). A processor class not listed here may preprocess in its own way (flip channels,
-add offsets): it is refused rather than approximated.
+(DPT, Depth Anything), and GLPN's own size floored to its ``size_divisor``. A processor
+class not listed here may preprocess in its own way (flip channels, add offsets): it is
+refused rather than approximated.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ SUPPORTED = frozenset({
     "ViTImageProcessor", "DeiTImageProcessor", "BeitImageProcessor", "BitImageProcessor",
     "ConvNextImageProcessor", "SegformerImageProcessor", "DetrImageProcessor",
     "ConditionalDetrImageProcessor", "DeformableDetrImageProcessor", "YolosImageProcessor",
-    "RTDetrImageProcessor", "DPTImageProcessor",
+    "RTDetrImageProcessor", "DPTImageProcessor", "GLPNImageProcessor",
 })
 # transformers' PIL resample numbers -> the tensor interpolation its torchvision backend uses
 _RESAMPLE = {0: "nearest-exact", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box",
@@ -36,6 +37,8 @@ def recipe_of(processor: Any, task: str, where: Path) -> PreprocessConfig:
     if kind not in SUPPORTED:
         raise WeightsError(f"{where}: {kind} preprocesses in its own way, which torchinfer does "
                            f"not reproduce yet (supported: {', '.join(sorted(SUPPORTED))})")
+    if kind == "GLPNImageProcessor":
+        return _own_size_recipe(processor, where)
     if not getattr(processor, "do_resize", True):
         raise WeightsError(f"{where}: the processor does not resize, so the model's input size "
                            "is unknown")
@@ -64,10 +67,7 @@ def recipe_of(processor: Any, task: str, where: Path) -> PreprocessConfig:
         crop = (crop_size["height"], crop_size["width"])
     if task == "classify" and crop is None and len(resize) != 2:
         raise WeightsError(f"{where}: a classifier's processor must give a fixed size")
-    resample = getattr(processor, "resample", 2)
-    interpolation = _RESAMPLE.get(int(resample) if resample is not None else 2)
-    if interpolation is None:
-        raise WeightsError(f"{where}: unknown resample {resample!r}")
+    interpolation = _interpolation(processor, where)
     mean, std = _normalisation(processor, where)
     multiple, keep_aspect = None, False
     if kind == "DPTImageProcessor":
@@ -82,6 +82,24 @@ def recipe_of(processor: Any, task: str, where: Path) -> PreprocessConfig:
                             max_size=max_size, interpolation=interpolation,
                             flavour="transformers", multiple_of=multiple,
                             keep_aspect_ratio=keep_aspect)
+
+
+def _own_size_recipe(processor: Any, where: Path) -> PreprocessConfig:
+    """GLPN's: no size, each side floored to a multiple of ``size_divisor``, rescaled (its
+    processor always resizes, whatever ``do_resize`` says)."""
+    divisor = int(getattr(processor, "size_divisor", 32) or 32)
+    mean, std = _normalisation(processor, where)
+    return PreprocessConfig(resize_size=(), crop_size=None, mean=mean, std=std,
+                            interpolation=_interpolation(processor, where),
+                            flavour="transformers", size_divisor=divisor)
+
+
+def _interpolation(processor: Any, where: Path) -> str:
+    resample = getattr(processor, "resample", 2)
+    interpolation = _RESAMPLE.get(int(resample) if resample is not None else 2)
+    if interpolation is None:
+        raise WeightsError(f"{where}: unknown resample {resample!r}")
+    return interpolation
 
 
 def _size_dict(size: Any) -> dict[str, int]:
