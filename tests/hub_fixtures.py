@@ -330,9 +330,9 @@ def save_timm_folder(folder: str | os.PathLike, architecture: str, *, num_classe
 # --------------------------------------------------------------------------------------------
 
 HF_KINDS = ("vit", "convnext", "detr", "rt_detr", "segformer", "upernet", "dpt",
-            "depth_anything", "glpn")
+            "depth_anything", "glpn", "vit_model")
 _DEFAULT_NUM_LABELS = {"vit": 10, "convnext": 10, "detr": 6, "rt_detr": 6, "segformer": 8,
-                       "dpt": 2, "depth_anything": 2, "glpn": 2,
+                       "dpt": 2, "depth_anything": 2, "glpn": 2, "vit_model": 2,
                        "upernet": 8}
 _IMAGENET_MEAN = [0.485, 0.456, 0.406]
 _IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -359,6 +359,20 @@ def _build_vit(id2label):
                                   resample=PILImageResampling.BILINEAR,
                                   image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
     return ViTForImageClassification(config), processor
+
+
+def _build_vit_model(id2label):
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+    from transformers.image_utils import PILImageResampling
+
+    # A base model with its pooler (as google/vit-base-patch16-224-in21k): what
+    # pipeline("image-feature-extraction", pool=True) reads
+    config = ViTConfig(image_size=224, patch_size=16, hidden_size=64, num_hidden_layers=2,
+                       num_attention_heads=2, intermediate_size=128)
+    processor = ViTImageProcessor(size={"height": 224, "width": 224},
+                                  resample=PILImageResampling.BILINEAR,
+                                  image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    return ViTModel(config, add_pooling_layer=True), processor
 
 
 def _build_convnext(id2label):
@@ -486,7 +500,8 @@ def _calibrate_depth(model, batch: torch.Tensor) -> None:
 
 _BUILDERS = {"vit": _build_vit, "convnext": _build_convnext, "detr": _build_detr,
              "rt_detr": _build_rt_detr, "segformer": _build_segformer, "upernet": _build_upernet,
-             "dpt": _build_dpt, "depth_anything": _build_depth_anything, "glpn": _build_glpn}
+             "dpt": _build_dpt, "depth_anything": _build_depth_anything, "glpn": _build_glpn,
+             "vit_model": _build_vit_model}
 
 
 def _processor_input_size(processor) -> tuple[int, int]:
@@ -618,6 +633,7 @@ def save_hf_folder(folder: str | os.PathLike, kind: str, *, num_labels: int | No
     * ``"depth_anything"``: DepthAnythingForDepthEstimation on a 4-layer DINOv2 (patch 14) +
       DPTImageProcessor 140x140 with the aspect ratio kept in multiples of 14, bicubic,
       ImageNet mean/std.
+    * ``"vit_model"``: ViTModel with its pooler (2 layers, width 64) + the ViT processor above.
     * ``"glpn"``: GLPNForDepthEstimation (widths 16-128, one block a stage, max_depth 10) +
       GLPNImageProcessor: the image's own size floored to multiples of 32, rescale only.
 
@@ -646,6 +662,8 @@ def save_hf_folder(folder: str | os.PathLike, kind: str, *, num_labels: int | No
         _calibrate_detr(model, batch, seed)
     elif kind in ("dpt", "depth_anything", "glpn"):
         _calibrate_depth(model, batch)
+    elif kind == "vit_model":
+        pass  # a pooled output (tanh of a dense layer) already varies from picture to picture
     else:
         _calibrate_rt_detr(model, batch, seed)
     model.eval()

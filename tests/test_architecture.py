@@ -114,6 +114,7 @@ LAYERS = (
     ("torchinfer.inspection",),
     ("torchinfer.tasks",),
     ("torchinfer.evaluation",),
+    ("torchinfer.search",),
     ("torchinfer.runner",),
     ("torchinfer.models",),
     ("torchinfer.datasets",),
@@ -185,7 +186,9 @@ def test_help_is_quick(args):
 # transformers *ForDepthEstimation is a depth model), and the bundled models, their data
 # generators and the demo, which name the tasks they show (models/shapes.py, datasets/,
 # tools/demo.py). The first four tasks predate the manifests: the other modules that still
-# spell their names are listed, to shrink and never grow.
+# spell their names are listed, to shrink and never grow. A manifest may name the tasks whose
+# models its task runs too (embed's ``reads_models_of``: classifiers).
+RELATIONS = {"classify": {"manifests/embed.py"}}
 TASK_NAME_DEBT = {
     "depth": {"datasets/shapes_depth.py", "models/shapes.py", "tools/demo.py"},
     "classify": {"datasets/shapes.py", "evaluation/readers.py",
@@ -227,6 +230,7 @@ def test_a_task_name_is_spelled_in_its_own_modules_only():
     for name, modules in _task_name_literals().items():
         own = {f"manifests/{name}.py", f"tasks/{name}.py", f"tasks/{name}_task.py"}
         elsewhere = {m for m in modules - own if not m.startswith("models/sources/")}
+        elsewhere -= RELATIONS.get(name, set())
         listed = TASK_NAME_DEBT.get(name, set())
         assert elsewhere <= listed, (name, sorted(elsewhere - listed))
         assert listed <= elsewhere, f"{name}: no longer in {sorted(listed - elsewhere)}: shrink the list"

@@ -31,7 +31,7 @@ def test_the_manifests_are_read_without_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True)
     assert done.stdout.split() == ["('classify',", "'segment',", "'detect',", "'multi',",
-                                   "'depth')", "{'conf':", "0.5}", "False"]
+                                   "'depth',", "'embed')", "{'conf':", "0.5}", "False"]
 
 
 @pytest.mark.parametrize("kind, given, expected", [

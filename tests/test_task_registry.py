@@ -14,6 +14,7 @@ from PIL import Image
 import torchinfer as ti
 from torchinfer.manifests import task_manifest, task_names
 from torchinfer.manifests.depth import Depth
+from torchinfer.manifests.embed import Embedding
 from torchinfer.models import load_model
 from torchinfer.results import Classification, ClassScore, Detections, MultiTask, Segmentation
 from torchinfer.tasks import (
@@ -36,11 +37,12 @@ SAMPLES = {
 SAMPLES["multi"] = MultiTask(source="a.jpg", heads={"cls": SAMPLES["classify"],
                                                    "det": SAMPLES["detect"]})
 SAMPLES["depth"] = Depth(source="a.jpg", depth=np.array([[1, 2], [3, 4]], np.float32))
+SAMPLES["embed"] = Embedding(source="a.jpg", vector=np.array([0.6, 0.8], np.float32), norm=2.0)
 TASK_NAMES = task_names()
 
 
 def test_the_tasks_in_order():
-    assert TASK_NAMES == ("classify", "segment", "detect", "multi", "depth")
+    assert TASK_NAMES == ("classify", "segment", "detect", "multi", "depth", "embed")
     assert [task_spec(name).name for name in TASK_NAMES] == list(TASK_NAMES)
 
 
@@ -50,7 +52,7 @@ def test_every_spec_is_complete(name):
     assert isinstance(spec, TaskSpec)
     # the first predictor runs every model; the record is all; the first three are read as heads
     # by tasks.heads itself
-    optional = {"choose", "write", "read_head"}
+    optional = {"choose", "write", "finish", "read_head"}
     for f in dataclasses.fields(spec.implementation):
         assert f.name in optional or getattr(spec.implementation, f.name) is not None, f.name
     assert spec.manifest is task_manifest(name) and spec.name == name

@@ -71,8 +71,9 @@ def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = 
     default_backend, default_precision = default_request()
     backend, precision = backend or default_backend, precision or default_precision
     check_request(backend, precision)
+    runs = (task, *spec.manifest.reads_models_of)  # embed reads classifiers' features
     known = torchvision_task(str(model)) if isinstance(model, (str, Path)) else None
-    if known is not None and known != task:  # refuse before spending time building it
+    if known is not None and known not in runs:  # refuse before spending time building it
         raise TorchinferError(f"{model} is a {known} model, not {task}: use task {known!r}")
     file = Path(model) if isinstance(model, (str, Path)) else None
     owner = backend_for_file(file) if file is not None and file.is_file() else None
@@ -89,7 +90,7 @@ def load(task: str, model: str | Path | nn.Module, weights: str | Path | None = 
         loaded = load_model(model, weights, num_classes=num_classes, strict=strict,
                             trust_pickle=trust_pickle, trust_code=trust_code,
                             **(model_kwargs or {}))
-    if loaded.task is not None and loaded.task != task:  # said by the file's own metadata
+    if loaded.task is not None and loaded.task not in runs:  # said by the file's own metadata
         raise TorchinferError(f"{model} is a {loaded.task} model, not {task}: use task "
                               f"{loaded.task!r}")
     base = loaded.preprocess

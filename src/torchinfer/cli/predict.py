@@ -160,6 +160,7 @@ def predict(options: PredictOptions, predictor: Any = None) -> None:
             predictor, list(options.sources), out, quiet, show, run_info=run_info,
             draw=spec.draw, write=None if write is None else
             (lambda result, folder, name: write(result, folder, name, saves)),
+            files=spec.manifest.run_files, finish=spec.implementation.finish,
             **options.run_kwargs())
     except KeyboardInterrupt:
         err_console.print(f"interrupted: every finished input is in {escape(str(out))}/predictions.jsonl."

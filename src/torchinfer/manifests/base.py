@@ -113,6 +113,10 @@ class TaskManifest:
     ``eval`` reports; eval_options: the options of ``eval`` beyond the model's (depth's
     ``max_depth``, the parts a dataset may be given in: segment's ``split``). save_options:
     ``predict``'s options of what it writes beyond the records (``save_masks``).
+    reads_models_of: the tasks whose models this one runs too (embed reads a classifier's
+    pre-logits features). run_files: the files a ``predict`` run of this task writes in its
+    output folder beyond every task's (embed's ``embeddings.npy``): ``--exist-ok`` replaces
+    them, ``--resume`` keeps them.
     """
 
     name: str
@@ -130,6 +134,8 @@ class TaskManifest:
     eval_summary: str = ""
     eval_options: tuple[TaskOption, ...] = ()
     save_options: tuple[TaskOption, ...] = ()
+    reads_models_of: tuple[str, ...] = ()
+    run_files: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -140,6 +146,9 @@ class TaskManifest:
         names = [o.name for o in self.options]
         if len(set(names)) != len(names):
             raise ValueError(f"task {self.name}: an option is declared twice")
+        for file in self.run_files:
+            if not file or "/" in file or "\\" in file or file.startswith("."):
+                raise ValueError(f"task {self.name}: run file {file!r} must be a plain name")
 
     @property
     def option_names(self) -> tuple[str, ...]:

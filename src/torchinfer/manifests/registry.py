@@ -25,7 +25,7 @@ ENTRY_POINT_GROUP = "torchinfer.tasks"
 # the built-in manifests, in the order commands and menus list them
 BUILT_IN = ("torchinfer.manifests.classify:MANIFEST", "torchinfer.manifests.segment:MANIFEST",
             "torchinfer.manifests.detect:MANIFEST", "torchinfer.manifests.multi:MANIFEST",
-            "torchinfer.manifests.depth:MANIFEST")
+            "torchinfer.manifests.depth:MANIFEST", "torchinfer.manifests.embed:MANIFEST")
 
 # re-entrant: importing a plugin's manifest may import modules that ask for the tasks
 _lock = threading.RLock()

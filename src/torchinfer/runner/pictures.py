@@ -21,17 +21,24 @@ from .video import AnnotatedVideo
 # says of them beyond their paths)
 Writer = Callable[[Result, Path, str], tuple[Mapping[str, str], Mapping[str, Any]]]
 Drawing = Callable[[Image.Image, Result], Image.Image]
+# (output folder) -> the files made {kind: path}, once every record is written
+Finisher = Callable[[Path], Mapping[str, str]]
 
 
 @dataclass(frozen=True)
 class Outputs:
     """vis: the result drawn on its image (``draw``, default ``draw.visualise``); masks:
-    segmentation class maps and instance masks as PNGs; write: the task's own files."""
+    segmentation class maps and instance masks as PNGs; write: the task's own files for a
+    result; files: the names of the task's files in the output folder beyond every run's
+    (``--exist-ok`` replaces them); finish: what the task makes of them once the run is
+    complete (``Finisher``)."""
 
     vis: bool = False
     masks: bool = False
     draw: Drawing | None = None
     write: Writer | None = None
+    files: tuple[str, ...] = ()
+    finish: Finisher | None = None
 
     @property
     def wanted(self) -> bool:

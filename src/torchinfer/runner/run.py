@@ -20,7 +20,7 @@ from ..errors import InputError, TorchinferError
 from ..results import STAGES, Detections, MultiTask, Result
 from .images import ImageLoader
 from .inputs import Source, iter_sources
-from .pictures import Drawing, Outputs, VideoPictures, Writer, save_outputs
+from .pictures import Drawing, Finisher, Outputs, VideoPictures, Writer, save_outputs
 from .plan import PipelinePlan
 from .sinks import (
     JsonlWriter,
@@ -103,7 +103,8 @@ def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
                run_info: dict[str, Any] | None = None, save_vis: bool = False,
                save_masks: bool = False, resume: bool = False, video_stride: int = 1,
                exist_ok: bool = False, fingerprint: Mapping[str, Any] | None = None,
-               draw: Drawing | None = None, write: Writer | None = None) -> RunSummary:
+               draw: Drawing | None = None, write: Writer | None = None,
+               files: tuple[str, ...] = (), finish: Finisher | None = None) -> RunSummary:
     """Run ``predictor`` over ``sources``; write ``predictions.jsonl`` and ``summary.json``.
 
     Bad inputs become lines with an ``error`` field saying why (a file that cannot be decoded,
@@ -112,9 +113,11 @@ def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
     (progress bars, tables). ``save_vis`` writes ``vis/<name>.jpg`` (the result drawn on its
     image, by ``draw(image, result)`` when given, else ``draw.visualise``); ``save_masks`` writes
     segmentation class maps as palette PNGs in ``masks/``; ``write(result, out, name)``, the
-    task's own files (``runner.pictures.Writer``). Each line of the JSONL names the files
-    written for it. Names that are not UTF-8 are written as
-    ``\\udcXX`` escapes that read back to the same str (``torchinfer.runner.sinks.dumps``).
+    task's own files (``runner.pictures.Writer``); ``files``, the names of the task's files
+    in the output folder beyond ``RUN_FILES``; ``finish(out)``, what the task makes of them
+    once every line is written. Each line of the JSONL names the files written for it. Names
+    that are not UTF-8 are written as ``\\udcXX`` escapes that read back to the same str
+    (``torchinfer.runner.sinks.dumps``).
 
     Before any work, TorchinferError (one line) when: the sources give no input at all ("no
     inputs: ..."; a missing plain path is an input, recorded as "file not found"), a list file
@@ -147,13 +150,14 @@ def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
     # for inputs this run was not asked for
     stamp = run_fingerprint(predictor, {"sources": sources, **(fingerprint or {})},
                             video_stride=video_stride, save_vis=save_vis, save_masks=save_masks)
+    outputs = Outputs(vis=save_vis, masks=save_masks, draw=draw, write=write, files=files,
+                      finish=finish)
     if resume:
-        kept = _resumable(out, stamp)
+        kept = _resumable(out, stamp, files)
     else:
-        _clear_outputs(out, exist_ok)
+        _clear_outputs(out, exist_ok, files)
         kept = []
     write_json_atomic(out / "run.json", {"fingerprint": stamp})
-    outputs = Outputs(vis=save_vis, masks=save_masks, draw=draw, write=write)
     run = _Run(predictor, out, kept, stamp, outputs, video_stride=video_stride,
                on_result=on_result)
     done = {r["source"] for r in kept}  # files only: a resumed run reads videos again
@@ -186,19 +190,19 @@ def _start(out: Path, sources: list[str], *, resume: bool, exist_ok: bool,
     return itertools.chain([first], inputs)
 
 
-def _earlier_outputs(out: Path) -> list[str]:
-    return [name for name in (*RUN_FILES, *RUN_FOLDERS) if os.path.lexists(out / name)]
+def _earlier_outputs(out: Path, files: tuple[str, ...] = ()) -> list[str]:
+    return [name for name in (*RUN_FILES, *files, *RUN_FOLDERS) if os.path.lexists(out / name)]
 
 
-def _clear_outputs(out: Path, exist_ok: bool) -> None:
+def _clear_outputs(out: Path, exist_ok: bool, files: tuple[str, ...]) -> None:
     """Refuse a folder holding an earlier run's outputs, or (``exist_ok``) delete them."""
-    found = _earlier_outputs(out)
+    found = _earlier_outputs(out, files)
     if found and not exist_ok:
         raise TorchinferError(
             f"output folder {shown(str(out))} already holds a run's results ({', '.join(found)}): "
             "use --exist-ok to replace them, or --resume to continue that run")
     dota = sorted((out / "dota").glob("Task1_*.txt")) if (out / "dota").is_dir() else []
-    remove_outputs(out, RUN_FILES, RUN_FOLDERS, _recorded_pictures(out) + dota)
+    remove_outputs(out, (*RUN_FILES, *files), RUN_FOLDERS, _recorded_pictures(out) + dota)
 
 
 def _recorded_pictures(out: Path) -> list[Path]:
@@ -249,9 +253,10 @@ def _stamp_file(value: Any) -> Any:
     return {"path": os.path.realpath(value), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _resumable(out: Path, fingerprint: dict[str, Any]) -> list[dict[str, Any]]:
+def _resumable(out: Path, fingerprint: dict[str, Any], files: tuple[str, ...]
+               ) -> list[dict[str, Any]]:
     """The lines of the earlier run into ``out`` that a resumed run keeps."""
-    if not _earlier_outputs(out):
+    if not _earlier_outputs(out, files):
         return []
     earlier = _earlier_fingerprint(out)
     where = shown(str(out))
@@ -340,7 +345,9 @@ class _Run:
         if result.ok and self.outputs.wanted:
             t0 = time.perf_counter()
             try:
-                record["files"], fields = self._pictures(source, result)
+                files, fields = self._pictures(source, result)
+                if files:  # a task's own rows (embed's) may be all it wrote
+                    record["files"] = files
                 record.update(fields)
             except (InputError, OSError) as exc:  # the file changed since, a name too long...
                 # the answer stands; only its pictures are missing, and the line says why
@@ -387,6 +394,8 @@ class _Run:
                 # rotated boxes (Ultralytics OBB): DOTA's Task 1 files, one per class
                 write_dota(self.records_for_coco, self.out / "dota")
                 self.summary.outputs["dota"] = str(self.out / "dota")
+        if self.outputs.finish is not None:
+            self.summary.outputs.update(self.outputs.finish(self.out))
         self._write_summary(predictions, run_info)
         return self.summary
 

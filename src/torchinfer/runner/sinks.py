@@ -41,6 +41,11 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
     return write_bytes_atomic(path, dumps(data, indent=2).encode("utf-8") + b"\n")
 
 
+def write_jsonl_atomic(path: str | Path, records: Iterable[Any]) -> Path:
+    """Replace ``path`` with one JSON line per record, atomically."""
+    return write_bytes_atomic(path, b"".join(dumps(r).encode("utf-8") + b"\n" for r in records))
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     """Write ``data`` under a temporary name, then rename it into place."""
     path = Path(path)

@@ -45,7 +45,9 @@ class TaskImplementation:
     result)``, the picture of a result on its image. write: the task's own files for a result
     (``predict`` writes the JSON record of every task; a depth map...), given the output
     folder, the input's name and the manifest's save options; None when the record is all.
-    head_ranks / read_head: for a task that can be a head of a multi-head model (its
+    finish: after a finished run, the task's files made from the whole run (embed's
+    ``embeddings.npy`` in its records' order), given the output folder; what it wrote, by
+    name. head_ranks / read_head: for a task that can be a head of a multi-head model (its
     manifest's ``head``) beyond the built-in three, the ranks its output may have and how one
     batch of it becomes results through the shared letterbox."""
 
@@ -60,6 +62,7 @@ class TaskImplementation:
     choose: PredictorChoice | None = None
     evaluation_options: Mapping[str, Any] = field(default_factory=dict)
     write: ResultWriter | None = None
+    finish: Callable[[Path], Mapping[str, str]] | None = None
     head_ranks: tuple[int, ...] = ()
     read_head: HeadReader | None = None
 

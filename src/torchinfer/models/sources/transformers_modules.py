@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...errors import TorchinferError
+
 # the image processors whose post-processing scores classes with a sigmoid, and how many
 # query-class pairs they keep (None: as many as there are queries)
 _SIGMOID = {"RTDetrImageProcessor": None, "ConditionalDetrImageProcessor": 100,
@@ -55,6 +57,22 @@ class TransformersDepth(nn.Module):
         return self.model(pixel_values=pixel_values).predicted_depth.unsqueeze(1)
 
 
+class TransformersEncoder(nn.Module):
+    """A base model's pooled output (N, D), as ``pipeline("image-feature-extraction",
+    pool=True)`` reads it."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        pooled = self.model(pixel_values=pixel_values).pooler_output
+        if pooled is None:
+            raise TorchinferError(f"{type(self.model).__name__} has no pooled output: give a "
+                                  "checkpoint with a pooler")
+        return pooled
+
+
 class TransformersDetector(nn.Module):
     """Pixels -> (N, queries, classes[+1] + 4): each query's class logits, then its box as
     centre x, centre y, width, height relative to the image. One tensor, so every runtime,
@@ -79,6 +97,8 @@ def wrap(model: nn.Module, task: str, processor: Any = None) -> nn.Module:
         return TransformersSegmenter(model)
     if task == "depth":
         return TransformersDepth(model)
+    if task == "embed":
+        return TransformersEncoder(model)
     kind = type(processor).__name__
     if kind in _SIGMOID:
         return TransformersDetector(model, "sigmoid", _SIGMOID[kind])

@@ -3,7 +3,8 @@ in the local cache), with ``config.json``, ``model.safetensors`` and
 ``preprocessor_config.json``.
 
 The task comes from the config's ``architectures`` class (``*ForImageClassification``,
-``*ForObjectDetection``, ``*ForSemanticSegmentation``), which must be one of transformers' own
+``*ForObjectDetection``, ``*ForSemanticSegmentation``, ``*ForDepthEstimation``, and a base
+``*Model`` for embeddings), which must be one of transformers' own
 classes for that task (its auto mappings): a config names a model, and only ``--trust-code``
 lets its ``auto_map`` import code from the folder. The preprocessing is the folder's image
 processor's (``transformers_recipe``), the labels its ``id2label``, and the module is wrapped
@@ -41,6 +42,8 @@ TASK_SUFFIXES = {
                                 "AutoModelForSemanticSegmentation"),
     "ForDepthEstimation": ("depth", "MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES",
                            "AutoModelForDepthEstimation"),
+    # a base model (ViTModel, Dinov2Model...): its pooled output is the image's vector
+    "Model": ("embed", "MODEL_MAPPING_NAMES", "AutoModel"),
 }
 # image sizes a config may give (ViT's image_size...): as the recipe's own bound
 MAX_IMAGE_SIDE = 8192
