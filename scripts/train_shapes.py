@@ -40,6 +40,7 @@ import argparse
 import contextlib
 import copy
 import io
+import json
 import os
 import sys
 import tempfile
@@ -59,12 +60,13 @@ from torchvision.ops import box_iou, generalized_box_iou_loss
 import torchinfer
 from torchinfer.datasets import shapes as ds
 from torchinfer.datasets.shapes_depth import generate_depth_scene, write_depth_scenes
+from torchinfer.datasets.shapes_duplicates import view, write_duplicates
 from torchinfer.models import ModelCard, PreprocessConfig, load_model
 from torchinfer.models import shapes as arch
 from torchinfer.tasks.yolo import letterbox
 
 ROOT = Path(__file__).resolve().parents[1]
-TASKS = ("classify", "segment", "detect", "multi", "depth")
+TASKS = ("classify", "segment", "detect", "multi", "depth", "embed")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 EVAL_SEED = 20_240_601  # never a training seed: training uses --seed + 0, 1, 2, 3
 # multi-task scenes: the largest visible class area is at least this times the next one
@@ -76,6 +78,9 @@ MULTI_HEADS = (
      "options": {"decoder": "yolov8"}},
 )
 IGNORE = 255  # segmentation label of the letterbox padding: no loss is computed there
+EMBED_DIM = 64
+EMBED_SCENE = 160  # the embedding's training scenes, cut and resized to 128 by each view
+TEMPERATURE = 0.1  # of the contrastive loss (NT-Xent)
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,9 @@ RECIPES = {
                     init="shapes_segmenter", frozen=("encoder",)),
     "depth": Recipe("shapes_depth", 1, 256, 2400, 12, 16, 3e-3,
                     PreprocessConfig((256,), None, IMAGENET_MEAN, IMAGENET_STD)),
+    # num_classes: the vector's size; n: distinct scenes, each seen as two random copies a step
+    "embed": Recipe("shapes_embed", EMBED_DIM, 128, 6000, 16, 128, 3e-3,
+                    PreprocessConfig((128,), (128, 128), IMAGENET_MEAN, IMAGENET_STD)),
 }
 
 
@@ -236,9 +244,14 @@ def _depth_item(job: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(_jpeg(scene.image, seed, i)), scene.depth
 
 
+def _embed_item(job: tuple[int, int, int]) -> tuple[np.ndarray]:
+    seed, i, _ = job
+    return (np.asarray(ds.generate_scene(ds.scene_rng(seed, i), EMBED_SCENE).image),)
+
+
 ITEMS: dict[str, Callable] = {"classify": _classify_item, "segment": _segment_item,
                               "detect": _detect_item, "multi": _multi_item,
-                              "depth": _depth_item}
+                              "depth": _depth_item, "embed": _embed_item}
 
 
 def generate(task: str, seed: int, n: int, size: int, workers: int) -> list[torch.Tensor]:
@@ -415,8 +428,28 @@ def depth_loss(model, batch, flips, cfg):
     return (pred.clamp_min(1e-3).log() - truth.log()).abs().mean()
 
 
+_VIEWS = np.random.default_rng(0)  # the random copies' draws, one stream per training run
+
+
+def embed_loss(model, batch, flips, cfg):
+    """NT-Xent (SimCLR's loss): two random copies of each scene (``shapes_duplicates.view``:
+    cut, lowered in resolution, re-encoded) must be each other's nearest among the batch's
+    2B vectors, by cosine similarity over ``TEMPERATURE``."""
+    (images,) = batch
+    scenes = [Image.fromarray(a) for a in images.cpu().numpy()]
+    views = [torch.from_numpy(np.stack([np.asarray(view(s, _VIEWS, 128)) for s in scenes]))
+             for _ in range(2)]
+    z = F.normalize(model(inputs(torch.cat(views).to(images.device), flips, cfg)), dim=1)
+    n = len(scenes)
+    sims = z @ z.T / TEMPERATURE
+    sims.fill_diagonal_(float("-inf"))
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(sims, targets)
+
+
 LOSSES: dict[str, Callable] = {"classify": classify_loss, "segment": segment_loss,
-                               "detect": detect_loss, "multi": multi_loss, "depth": depth_loss}
+                               "detect": detect_loss, "multi": multi_loss, "depth": depth_loss,
+                               "embed": embed_loss}
 
 
 def initial_weights(model: torch.nn.Module, name: str, out: Path,
@@ -498,6 +531,8 @@ def save(model: torch.nn.Module, task: str, recipe: Recipe, path: Path, *, seed:
     labels = list(ds.CLASSES) if task != "segment" else ["background", *ds.CLASSES]
     if task == "depth":
         labels = ["depth"]  # one output: metres
+    if task == "embed":
+        labels = [f"d{i}" for i in range(recipe.num_classes)]  # the vector's components
     extra = {"initialised_from": recipe.init} if recipe.init else {}
     if recipe.frozen:
         extra["frozen"] = ", ".join(recipe.frozen)
@@ -648,8 +683,32 @@ def evaluate_depth(weights: Path, root: Path, n: int, seed: int) -> dict[str, fl
     return {k: float(v) for k, v in report.metrics.items() if v is not None}
 
 
+def evaluate_embed(weights: Path, root: Path, n: int, seed: int) -> dict[str, float]:
+    """Unseen scenes with 50 planted three times over (``shapes_duplicates``): how similar
+    the least similar planted pair is, how similar the most similar pair of different scenes
+    is, and at the default threshold of ``torchinfer duplicates`` the planted pairs found and
+    the other pairs reported."""
+    from torchinfer.retrieval import DEFAULT_THRESHOLD
+
+    write_duplicates(root, n, seed, planted=50)
+    planted = {tuple(sorted(p)) for p in json.loads((root / "planted.json").read_text())["pairs"]}
+    paths = sorted(p for p in root.iterdir() if p.suffix in (".png", ".jpg"))
+    vectors = np.stack([r.vector for r in _load("embed", weights, batch_size=50)(paths)])
+    sims = vectors @ vectors.T
+    names = [p.name for p in paths]
+    same, other = [], []
+    for a in range(len(names)):
+        for b in range(a + 1, len(names)):
+            (same if (names[a], names[b]) in planted else other).append(sims[a, b])
+    same_a, other_a = np.array(same), np.array(other)
+    return {"planted_min": float(same_a.min()), "distinct_max": float(other_a.max()),
+            "planted_found": float((same_a >= DEFAULT_THRESHOLD).mean()),
+            "false_pairs": float((other_a >= DEFAULT_THRESHOLD).sum())}
+
+
 EVALUATORS = {"classify": evaluate_classify, "segment": evaluate_segment,
-              "detect": evaluate_detect, "multi": evaluate_multi, "depth": evaluate_depth}
+              "detect": evaluate_detect, "multi": evaluate_multi, "depth": evaluate_depth,
+              "embed": evaluate_embed}
 
 
 # --------------------------------------------------------------------------- command line

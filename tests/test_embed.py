@@ -4,6 +4,7 @@ embedding head, retrieval scores, and search against brute force."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -17,8 +18,8 @@ from PIL import Image
 
 import torchinfer as ti
 from hub_fixtures import photos, save_hf_folder, save_timm_folder  # noqa: E402
-from torchinfer.search.index import exact_search
-from torchinfer.search.store import append_vector, compact, read_vectors
+from torchinfer.vectors.index import exact_search
+from torchinfer.vectors.store import append_vector, compact, read_vectors
 
 EXACT = dict(device="cpu", backend="torch", precision="fp32", exact_decode=True)
 
@@ -219,3 +220,78 @@ def test_the_oip_output_of_embeddings():
 def test_embed_is_refused_for_a_model_of_another_task():
     done = run_cli("predict", "embed", os.devnull, "-m", "fcn_resnet50")
     assert done.returncode == 2 and "is a segment model, not embed" in done.stderr
+
+
+@pytest.fixture(scope="module")
+def scene_run(tmp_path_factory) -> Path:
+    """A predict embed run of the bundled classifier (the same weights in every process) over
+    eight shapes scenes."""
+    from torchinfer.datasets import shapes as ds
+
+    root = tmp_path_factory.mktemp("scene_run")
+    for i in range(8):
+        ds.generate_scene(ds.scene_rng(5, i), 160).image.save(root / f"scene{i}.png")
+    done = run_cli("predict", "embed", str(root), "-m", "shapes_classifier", "--out",
+                   str(root / "run"), "--quiet", "--backend", "torch")
+    assert done.returncode == 0, done.stderr
+    return root
+
+
+def test_search_from_the_library_and_the_command_line(scene_run):
+    picture = scene_run / "scene3.png"
+    by_row, by_file = ti.search([3, str(picture)], scene_run / "run", k=3)
+    assert by_row.row == by_file.row == 3 and by_row.matches == by_file.matches
+    assert 3 not in [m.row for m in by_row.matches] and len(by_row.matches) == 3
+    copy = scene_run / "copy.jpg"  # not in the index: embedded by the index's model
+    Image.open(picture).save(copy, quality=95)
+    (found,) = ti.search([str(copy)], scene_run / "run", k=2)
+    assert found.row is None and found.matches[0].row == 3
+    assert found.matches[0].similarity > 0.99
+    done = run_cli("search", str(copy), "2", "--index", str(scene_run / "run"), "-k", "2",
+                   "--json")
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(x) for x in done.stdout.splitlines()]
+    assert lines[0]["matches"][0]["row"] == 3 and lines[1]["row"] == 2
+    missing = run_cli("search", str(scene_run / "nope.png"), "--index", str(scene_run / "run"))
+    assert missing.returncode == 1 and "file not found" in missing.stderr
+
+
+def test_served_search_and_the_oip_vector(scene_run):
+    import httpx
+
+    from test_serve import KEY, live_server
+    from torchinfer.serve import ModelSpec, ServeConfig
+    from torchinfer.serve.config import IndexSpec
+
+    config = ServeConfig(models=(ModelSpec("shapes_classifier", task="embed", name="look"),),
+                         indexes=(IndexSpec(str(scene_run / "run"), "scenes"),),
+                         api_key=KEY, warmup=False)
+    picture = (scene_run / "scene3.png").read_bytes()
+    auth = {"Authorization": f"Bearer {KEY}"}
+    with live_server(config) as (base, _):
+        assert httpx.post(f"{base}/v1/search?index=scenes", content=picture).status_code == 401
+        answer = httpx.post(f"{base}/v1/search?index=scenes&k=3", content=picture,
+                            headers=auth).json()
+        assert answer["model"] == "look" and answer["matches"][0]["row"] == 3
+        assert answer["matches"][0]["similarity"] == pytest.approx(1.0, abs=1e-4)
+        by_row = httpx.post(f"{base}/v1/search?index=scenes&k=3&row=3", headers=auth).json()
+        expected = ti.search([3], scene_run / "run", k=3)[0]
+        assert [m["row"] for m in by_row["matches"]] == [m.row for m in expected.matches]
+        for bad in ("index=nope", "index=scenes&k=0", "index=scenes&row=99"):
+            r = httpx.post(f"{base}/v1/search?{bad}", content=picture, headers=auth)
+            assert r.status_code in (404, 422) and "error" in r.json(), bad
+        body = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                            "data": [base64.b64encode(picture).decode()]}]}
+        oip = httpx.post(f"{base}/v2/models/look/infer", json=body, headers=auth).json()
+        out = next(o for o in oip["outputs"] if o["name"] == "embedding")
+        local = ti.load("embed", "shapes_classifier", device="cpu", backend="torch")
+        vector = local(str(scene_run / "scene3.png")).vector
+        assert out["name"] == "embedding" and out["datatype"] == "FP32"
+        assert out["shape"] == [1, len(vector)]
+        assert cosine_distance(np.asarray(out["data"]), vector) < 1e-4
+    other = ServeConfig(models=(ModelSpec("shapes_detector"),),
+                        indexes=(IndexSpec(str(scene_run / "run"), "scenes"),), warmup=False)
+    with pytest.raises(ti.TorchinferError, match="serve that model too"):
+        from torchinfer.serve.server import Server
+
+        Server(other)

@@ -32,7 +32,7 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _LAZY = {
     "load": "api", "load_group": "api", "inspect": "api", "export": "api",
-    "evaluate": "api",
+    "evaluate": "api", "search": "retrieval", "duplicates": "retrieval",
     "ExportError": "exporters.onnx", "ExportReport": "exporters.onnx",
     "ExportVerificationError": "exporters.onnx",
     "LayerStats": "inspection", "ModelReport": "inspection",
@@ -79,6 +79,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
         Result,
         Segmentation,
     )
+    from .retrieval import duplicates, search  # noqa: F401
     from .tasks import (  # noqa: F401
         ClassificationPredictor,
         DetectionPredictor,

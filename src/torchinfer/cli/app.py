@@ -21,6 +21,7 @@ from .evaluate import add_generated_commands, eval_app
 from .multi import eval_multi, predict_multi
 from .params import EXIT_CONFIG_ERROR, err_console
 from .predict import predict_app
+from .search import duplicates_cmd, search_cmd
 from .serve import serve
 from .tools import COMMANDS
 
@@ -34,6 +35,8 @@ add_generated_commands()
 app.add_typer(predict_app, name="predict")
 app.add_typer(eval_app, name="eval")
 app.command("serve")(serve)
+app.command("search")(search_cmd)
+app.command("duplicates")(duplicates_cmd)
 
 
 def main() -> None:

@@ -28,6 +28,9 @@ def serve(
         "--model", "-m", help="A model to serve, repeatable: [NAME=][TASK:]MODEL, e.g. "
         "shapes_detector, detect:shapes_detector, fast=classify:net.onnx (the task is read "
         "from the model's metadata when omitted).")] = None,
+    index: Annotated[Optional[list[str]], typer.Option(
+        "--index", help="A predict embed output folder to search at /v1/search, repeatable: "
+        "[NAME=]RUN_DIR; the model that made it must be served too.")] = None,
     config: Annotated[Optional[Path], typer.Option(
         "--config", "-c", help="A JSON or YAML file: models (model, task, name, weights, "
         "options) and limits; command-line options override its limits.")] = None,
@@ -83,7 +86,7 @@ def serve(
     page at /. Binds 127.0.0.1 unless told otherwise; SIGTERM drains requests in flight."""
     from ..errors import OptionError, TorchinferError
     from ..manifests import task_names
-    from ..serve.config import ModelSpec, ServeConfig, check_address, read_config
+    from ..serve.config import IndexSpec, ModelSpec, ServeConfig, check_address, read_config
 
     if engine not in ("local", "ray"):
         raise OptionError(f"--engine must be local or ray, got {engine!r}")
@@ -104,8 +107,9 @@ def serve(
     specs = [ModelSpec(model=s.model, task=s.task, name=s.name, weights=s.weights,
                        options={**shared, **s.options}, max_batch_size=s.max_batch_size,
                        max_delay_ms=s.max_delay_ms) for s in specs]
+    indexes = tuple(base.indexes) + tuple(IndexSpec.parse(i) for i in index or ())
     settings = base.with_overrides(
-        models=tuple(specs), host=host, port=port, max_batch_size=max_batch_size,
+        models=tuple(specs), indexes=indexes, host=host, port=port, max_batch_size=max_batch_size,
         max_delay_ms=max_delay_ms, max_queue=max_queue, timeout_s=timeout,
         max_body_bytes=int(max_body_mb * 1024 * 1024) if max_body_mb else None,
         decode_threads=decode_threads, model_threads=model_threads,

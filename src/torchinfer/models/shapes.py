@@ -306,6 +306,14 @@ def shapes_classifier(num_classes: int = 4) -> MobileNetV3:
     return MobileNetV3(setting, last_channel=256, num_classes=num_classes, norm_layer=_BN)
 
 
+@register_model(task="embed")
+def shapes_embed(num_classes: int = 64) -> MobileNetV3:
+    """Shapes-scene embeddings for near-duplicate search: the classifier's network with a
+    ``num_classes``-wide output (the vector), trained contrastively so that copies of a scene
+    (re-encoded, resized, cropped) land together and other scenes apart."""
+    return shapes_classifier(num_classes=num_classes)
+
+
 @register_model(task="segment")
 def shapes_segmenter(num_classes: int = 5) -> ShapesSegmenter:
     """Shape segmenter (background + shapes): U-Net, logits at half the input resolution."""

@@ -6,6 +6,8 @@
     GET  /v1/models                    what is loaded: task, labels, preprocessing, backend
     GET  /v2, /v2/health/live, /v2/health/ready, /v2/models/{name}, /v2/models/{name}/ready
     POST /v2/models/{name}/infer       the Open Inference Protocol v2 (oip.py)
+    POST /v1/search?index=NAME&k=10    an image (as for predict) or ?row=N -> the index's
+                                       nearest inputs by cosine (search.py)
     GET  /metrics                      Prometheus text (metrics.py)
     GET  /                             the web page (static/)
 
@@ -32,6 +34,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -47,6 +50,7 @@ from .holder import ModelHolder
 from .metrics import CONTENT_TYPE
 from .oip import ProtocolError, model_metadata, read_request, response, server_metadata
 from .process_client import ModelProcessDied
+from .search import ServedIndex, checked_k
 from .server import NotReady, Server, UnknownModel
 from .sniff import UnsupportedType
 from .wire import ModelFailure
@@ -105,7 +109,26 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
     async def list_models() -> Response:
         return _json({"ready": server.ready, "auth": config.api_key is not None,
                       "max_body_bytes": config.max_body_bytes,
-                      "models": [h.describe() for h in server.holders.values()]})
+                      "models": [h.describe() for h in server.holders.values()],
+                      "indexes": [i.describe() for i in server.indexes.values()]})
+
+    @app.post("/v1/search")
+    async def search(request: Request) -> Response:
+        query = dict(request.query_params)
+        name = query.pop("index", None)
+        if name not in server.indexes:
+            known = ", ".join(server.indexes) or "none: start the server with --index RUN_DIR"
+            raise UnknownModel(f"unknown index {name!r} (served: {known})")
+        served = server.indexes[name]
+        k = checked_k(query.pop("k", None))
+        row = query.pop("row", None)
+        if query:
+            raise OptionError(f"unknown parameter(s) {', '.join(sorted(query))}: search takes "
+                              "index, k and row")
+        if row is not None:
+            return _json(await _neighbours(served, k, row=row))
+        return await _answered(server, served.model, "search",
+                               lambda h: _search_image(h, served, k, request))
 
     @app.post("/v1/models/{name}/predict")
     async def predict(name: str, request: Request) -> Response:
@@ -167,24 +190,27 @@ async def _answered(server: Server, name: str, endpoint: str,
     return answer
 
 
+async def _image_of(request: Request) -> tuple[bytes, str, dict[str, str]]:
+    """The image of a request (multipart field "file" or the raw body), its name, and the
+    multipart form's other fields."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return await request.body(), "<request body>", {}
+    form = await request.form(max_files=1, max_fields=16)
+    upload = next((v for v in form.values() if isinstance(v, UploadFile)), None)
+    if upload is None:
+        raise OptionError("multipart request without a file: send the image as field 'file'")
+    data = await upload.read()
+    source = (upload.filename or "<upload>")[:MAX_FILENAME]
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    await form.close()
+    return data, source, fields
+
+
 async def _predict(holder: ModelHolder, request: Request) -> Response:
     t0 = time.perf_counter()
     query = dict(request.query_params)
     visualize = query.pop("visualize", "0").lower() in ("1", "true", "yes", "on")
-    fields: dict[str, str] = {}
-    source = "<request body>"
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        form = await request.form(max_files=1, max_fields=16)
-        upload = next((v for v in form.values() if isinstance(v, UploadFile)), None)
-        if upload is None:
-            raise OptionError("multipart request without a file: send the image as field "
-                              "'file'")
-        data = await upload.read()
-        source = (upload.filename or "<upload>")[:MAX_FILENAME]
-        fields = {k: v for k, v in form.items() if isinstance(v, str)}
-        await form.close()
-    else:
-        data = await request.body()
+    data, source, fields = await _image_of(request)
     options = holder.request_options({**fields, **query})
     result, spent = await holder.predict_bytes(data, source, options)
     record = result.to_dict()
@@ -197,6 +223,34 @@ async def _predict(holder: ModelHolder, request: Request) -> Response:
               f"total;dur={total_ms:.2f}")
     return Response(dumps(record), media_type="application/json",
                     headers={"Server-Timing": timing, "X-Batch-Size": str(spent.batch_size)})
+
+
+async def _search_image(holder: ModelHolder, served: ServedIndex, k: int,
+                        request: Request) -> Response:
+    data, source, _ = await _image_of(request)
+    result, _ = await holder.predict_bytes(data, source, {})
+    return _json(await _neighbours(served, k, vector=result.vector, source=source))
+
+
+async def _neighbours(served: ServedIndex, k: int, *, row: str | None = None,
+                      vector: Any = None, source: str | None = None) -> dict[str, Any]:
+    """The ``k`` nearest of ``served``'s inputs to ``vector``, or to its own ``row`` (which is
+    left out), searched on a thread."""
+    index = served.index
+    own = None
+    if row is not None:
+        if not row.isdigit() or int(row) >= len(index):
+            raise OptionError(f"row must be in [0, {len(index) - 1}], got {row!r}")
+        own = int(row)
+        vector = index.vectors[own]
+    query = np.asarray(vector, dtype=np.float32)[None]
+    found = await asyncio.to_thread(index.search, query, k + (own is not None))
+    matches = [{"row": int(r), "source": index.sources[int(r)],
+                "similarity": round(float(s), 6)}
+               for r, s in zip(found.rows[0], found.scores[0]) if r >= 0 and r != own][:k]
+    return {"index": served.name, "model": served.model, "method": found.method,
+            "query": source if own is None else {"row": own, "source": index.sources[own]},
+            "matches": matches}
 
 
 async def _infer(holder: ModelHolder, request: Request) -> Response:

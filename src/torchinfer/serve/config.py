@@ -83,6 +83,31 @@ class ModelSpec:
         return cls(model=text, task=task, name=name)
 
 
+@dataclass(frozen=True)
+class IndexSpec:
+    """A ``predict embed`` run folder searched at ``/v1/search?index=NAME``; the query image
+    is embedded by the served model that made it (``serve.search`` pairs them)."""
+
+    folder: str
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            stem = Path(self.folder.rstrip("/\\")).name
+            object.__setattr__(self, "name", re.sub(r"[^A-Za-z0-9_.-]", "_", stem)[:64])
+        if not _NAME.match(self.name):
+            raise OptionError(f"index name {self.name!r}: use letters, digits, '_', '.', '-' "
+                              "(at most 64)")
+
+    @classmethod
+    def parse(cls, text: str) -> IndexSpec:
+        """``[NAME=]RUN_DIR``."""
+        head, sep, rest = text.partition("=")
+        if sep and _NAME.match(head) and rest:
+            return cls(folder=rest, name=head)
+        return cls(folder=text)
+
+
 def _looks_like_file(model: str) -> bool:
     return os.sep in model or "/" in model or Path(model).suffix.lower() in {
         ".onnx", ".pt", ".pth", ".safetensors", ".torchscript", ".ts", ".jit"}
@@ -93,6 +118,7 @@ class ServeConfig:
     """A server: models and limits. ``check()`` refuses what would be unsafe."""
 
     models: tuple[ModelSpec, ...]
+    indexes: tuple[IndexSpec, ...] = ()  # run folders /v1/search searches
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = None
@@ -124,6 +150,9 @@ class ServeConfig:
             raise OptionError(f"model name(s) {', '.join(twice)} given twice: name them "
                               "NAME=MODEL")
         check_address(self.host, self.api_key)
+        index_names = [i.name for i in self.indexes]
+        if len(set(index_names)) != len(index_names):
+            raise OptionError("an index name is given twice: name them NAME=RUN_DIR")
         for what, value, low in (("max_body_bytes", self.max_body_bytes, 1),
                                  ("max_queue", self.max_queue, 1),
                                  ("max_batch_size", self.max_batch_size, 1),
@@ -221,5 +250,16 @@ def config_from_dict(data: Mapping[str, Any], where: str = "config") -> ServeCon
             models.append(ModelSpec(**entry))
         except OptionError as exc:
             raise TorchinferError(f"{where}: models[{i}]: {exc}") from None
-    rest = {k: v for k, v in data.items() if k != "models"}
-    return ServeConfig(models=tuple(models), **rest)
+    indexes = []
+    for i, entry in enumerate(data.get("indexes") or ()):
+        if isinstance(entry, str):
+            entry = {"folder": entry}
+        if not isinstance(entry, dict) or set(entry) - {"folder", "name"} or \
+                not isinstance(entry.get("folder"), str):
+            raise TorchinferError(f"{where}: indexes[{i}] is a run folder, or {{folder, name}}")
+        try:
+            indexes.append(IndexSpec(**entry))
+        except OptionError as exc:
+            raise TorchinferError(f"{where}: indexes[{i}]: {exc}") from None
+    rest = {k: v for k, v in data.items() if k not in ("models", "indexes")}
+    return ServeConfig(models=tuple(models), indexes=tuple(indexes), **rest)

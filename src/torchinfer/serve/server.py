@@ -19,6 +19,7 @@ from ..errors import TorchinferError
 from .config import ServeConfig
 from .holder import ModelHolder
 from .metrics import ServerMetrics
+from .search import open_indexes
 
 log = logging.getLogger("torchinfer.serve")
 
@@ -40,6 +41,8 @@ class Server:
         self.holders = {spec.name: ModelHolder(spec, config, self.metrics,
                                                on_failure=self._failed)
                         for spec in config.models}
+        # the run folders /v1/search searches, each with the model that embeds its queries
+        self.indexes = open_indexes(config)
         self.stopping = False
         self._loader: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

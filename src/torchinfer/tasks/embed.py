@@ -10,7 +10,7 @@ layer's output, so a model that does something after it keeps its own output.
 
 The task's torch side is here (its manifest and its result type are in
 ``manifests/embed.py``): the predictor, a multi-head model's embedding head, what ``predict``
-writes (``embeddings.npy``, ``search.store``), the drawing, and ``eval embed`` (retrieval on
+writes (``embeddings.npy``, ``vectors.store``), the drawing, and ``eval embed`` (retrieval on
 an ImageFolder: is an image's nearest neighbour of its class?).
 """
 
@@ -42,13 +42,11 @@ from ..evaluation.datasets import ImageFolder
 from ..manifests.embed import Embedding
 from ..models import LoadedModel, PreprocessConfig
 from ..runner.sinks import read_jsonl, write_jsonl_atomic
-from ..search.index import exact_search
-from ..search.store import append_vector, compact, shape_of
+from ..vectors.index import exact_search
+from ..vectors.store import VECTORS, append_vector, compact, shape_of
 from .base import Batch, Normalise, Predictor
 from .resizing import by_size, fitted_batch, input_size_of
 from .spec import TaskImplementation
-
-VECTORS = "embeddings.npy"
 
 
 class Features(nn.Module):

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import TorchinferError
 
+VECTORS = "embeddings.npy"  # the file's name in a run folder
 HEADER_BYTES = 128  # a multiple of 64, as NumPy aligns its own headers
 MAGIC = b"\x93NUMPY\x01\x00"
 COPY_ROWS = 65_536  # rows copied at a time by compact: memory stays bounded
