@@ -19,7 +19,7 @@ $(BIN)/python:
 # Reinstall when the dependencies (pyproject.toml) or the pins (this Makefile) change.
 $(STAMP): $(BIN)/python pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[onnx,openvino,serve,ray,timm,hf,dev]" $(TORCH)
+	$(BIN)/python -m pip install --quiet -e ".[onnx,openvino,serve,ray,timm,hf,search,dev]" $(TORCH)
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -5,14 +5,20 @@ from this command alone: nothing is downloaded. Each model is saved as fp16 safe
 its labels, preprocessing, architecture and provenance in the header, which is all
 ``torchinfer.load`` needs.
 
-    python scripts/train_shapes.py                         # all five, into src/torchinfer/assets
+    python scripts/train_shapes.py                         # all six, into src/torchinfer/assets
     python scripts/train_shapes.py --task detect --out weights/
     python scripts/train_shapes.py --evaluate-only         # the bundled files on unseen seeds
 
 Evaluation writes 500 images per task with a seed no training run uses (the writers' own
 files: PNG for classification and depth, JPEG for segmentation and detection), runs them
 through torchinfer's predictors and prints top-1, mIoU (background included), COCO box mAP
-(pycocotools, conf 0.001) and, for depth, ``torchinfer eval depth``'s AbsRel, RMSE and δ.
+(pycocotools, conf 0.001), for depth, ``torchinfer eval depth``'s AbsRel, RMSE and δ, and for
+the embedding, how it separates planted copies from other scenes
+(``datasets.shapes_duplicates``).
+
+The embedding (``--task embed``, ``shapes_embed``) is the classifier's network with a 64-wide
+output, trained with NT-Xent (SimCLR's loss): two random copies of each scene (cut by up to
+10 %, lowered in resolution, re-encoded) must be each other's nearest in the batch.
 
 The depth model (``--task depth``, ``shapes_depth``) is the segmenter's U-Net with one output,
 exp of which is the depth in metres, trained with L1 on log depth on

@@ -295,3 +295,73 @@ def test_served_search_and_the_oip_vector(scene_run):
         from torchinfer.serve.server import Server
 
         Server(other)
+
+
+def test_the_approximate_index_is_saved_rebuilt_and_agrees(tmp_path):
+    pytest.importorskip("usearch", reason="the search extra is not installed: pip install "
+                        "'torchinfer[search]'")
+    from torchinfer.vectors.index import ann_index, nearest
+
+    rng = np.random.default_rng(3)
+    path = tmp_path / "embeddings.npy"
+    vectors = rng.standard_normal((20_000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    for row in vectors:
+        append_vector(path, row)
+    stored = read_vectors(path)
+    queries = stored[:200] + 0.3 * rng.standard_normal((200, 32)).astype(np.float32)
+    exact = nearest(path, stored, queries, 10, "exact")
+    approx = nearest(path, stored, queries, 10, "ann")
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx.rows, exact.rows)])
+    assert approx.method == "ann" and recall >= 0.99, recall
+    found = approx.rows[approx.rows == exact.rows]
+    assert np.allclose(approx.scores[approx.rows == exact.rows],
+                       exact.scores[approx.rows == exact.rows], atol=1e-5) and found.size
+    saved = Path(f"{path}.usearch")
+    built = saved.stat().st_mtime_ns
+    ann_index(path, stored)  # the same vectors: the saved index is read, not rebuilt
+    assert saved.stat().st_mtime_ns == built
+    append_vector(path, vectors[0])  # the vectors changed: built again, with the new row
+    grown = read_vectors(path)
+    again = nearest(path, grown, grown[-1:], 2, "ann")
+    assert saved.stat().st_mtime_ns != built and set(again.rows[0]) == {0, 20_000}
+
+
+def test_parquet_holds_each_records_vector(scene_run, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    out = tmp_path / "run"
+    done = run_cli("predict", "embed", str(scene_run / "scene1.png"), str(scene_run / "nope.png"),
+                   "-m", "shapes_classifier", "--out", str(out), "--quiet", "--backend", "torch",
+                   "--parquet", "--allow-failures")
+    assert done.returncode == 0, done.stderr
+    table = pq.read_table(out / "predictions.parquet").to_pylist()
+    vectors = np.load(out / "embeddings.npy")
+    ok = next(r for r in table if r["error"] is None)
+    assert np.allclose(ok["embedding"], vectors[ok["row"]])
+    assert next(r for r in table if r["error"] is not None)["embedding"] is None
+
+
+def test_duplicates_finds_every_planted_copy_and_nothing_else(tmp_path):
+    """Unseen shapes scenes, eight of them copied three ways (re-encoded, resized, cropped
+    5 %): at the default threshold, with the bundled embedding model, the planted pairs are
+    the pairs found, and each original with its copies is one group."""
+    from torchinfer.datasets.shapes_duplicates import write_duplicates
+
+    root = write_duplicates(tmp_path / "scenes", 60, seed=424_242, planted=8)
+    out = tmp_path / "run"
+    done = run_cli("predict", "embed", str(root), "-m", "shapes_embed", "--out", str(out),
+                   "--quiet")
+    assert done.returncode == 0, done.stderr
+    done = run_cli("duplicates", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    found = {tuple(sorted((Path(p["a"]).name, Path(p["b"]).name)))
+             for p in map(json.loads, (out / "duplicates" / "pairs.jsonl").read_text().splitlines())}
+    planted = {tuple(sorted(p)) for p in json.loads((root / "planted.json").read_text())["pairs"]}
+    assert found == planted
+    assert summary["groups"] == 8 and summary["largest_group"] == 4
+    groups = [json.loads(x) for x in (out / "duplicates" / "groups.jsonl").read_text().splitlines()]
+    for group in groups:
+        assert len({Path(s).name.split(".")[0] for s in group["sources"]}) == 1
+        with Image.open(group["sheet"]) as sheet:
+            assert sheet.size == (4 * 160, 160 + 14)

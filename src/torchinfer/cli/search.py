@@ -55,7 +55,7 @@ def search_cmd(
 def duplicates_cmd(
     index: Annotated[Path, typer.Argument(help="A predict embed output folder.")],
     threshold: Annotated[Optional[float], typer.Option(
-        help="Cosine similarity at or above which two inputs are duplicates (default 0.95; "
+        help="Cosine similarity at or above which two inputs are duplicates (default 0.93; "
              "it depends on the model: the report shows how near each input's nearest is).",
         min=-1.0, max=1.0)] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default: "

@@ -116,7 +116,9 @@ def ann_search(index: Any, queries: np.ndarray, k: int, threads: int = 0) -> Nei
     found = index.search(np.ascontiguousarray(queries, dtype=np.float32), k, threads=threads)
     keys = np.asarray(found.keys).reshape(len(queries), -1).astype(np.int64)
     distances = np.asarray(found.distances, dtype=np.float32).reshape(len(queries), -1)
-    counts = np.asarray(found.counts).reshape(len(queries))
+    # several queries give usearch's BatchMatches (with counts); one, a Matches holding only
+    # the neighbours found
+    counts = np.asarray(found.counts) if hasattr(found, "counts") else np.array([keys.shape[1]])
     scores = 1.0 - distances  # usearch's "ip" distance is 1 - dot
     for i, c in enumerate(counts):
         keys[i, c:], scores[i, c:] = -1, np.nan
