@@ -48,7 +48,16 @@ from .config import ServeConfig
 from .guard import BodyTooLarge, Guard
 from .holder import ModelHolder
 from .metrics import CONTENT_TYPE
-from .oip import ProtocolError, model_metadata, read_request, response, server_metadata
+from .oip import (
+    HEADER_LENGTH,
+    ProtocolError,
+    binary_body,
+    model_metadata,
+    read_request,
+    response,
+    server_metadata,
+    split_body,
+)
 from .process_client import ModelProcessDied
 from .search import ServedIndex, checked_k
 from .server import NotReady, Server, UnknownModel
@@ -254,15 +263,17 @@ async def _neighbours(served: ServedIndex, k: int, *, row: str | None = None,
 
 
 async def _infer(holder: ModelHolder, request: Request) -> Response:
+    header, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
     try:
-        body = json.loads(await request.body())
+        body = json.loads(header)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"the request body is not JSON: {exc}") from None
-    images, params, wanted, request_id = read_request(body)
-    options = holder.request_options(params)
+        raise ProtocolError(f"the request's JSON header is not JSON: {exc}") from None
+    asked = read_request(body, binary)
+    options = holder.request_options(asked.options)
+    request_id = asked.request_id
     answers = await asyncio.gather(
         *(holder.predict_bytes(data, f"{request_id or 'input'}[{i}]", options)
-          for i, data in enumerate(images)), return_exceptions=True)
+          for i, data in enumerate(asked.images)), return_exceptions=True)
     results = []
     for i, answer in enumerate(answers):
         if isinstance(answer, (InputError, UnsupportedType)):
@@ -271,7 +282,12 @@ async def _infer(holder: ModelHolder, request: Request) -> Response:
         if isinstance(answer, BaseException):
             raise answer
         results.append(answer[0])
-    return _json(response(holder.name, holder.task or "", results, wanted, request_id))
+    answer = response(holder.name, holder.task or "", results, asked.wanted, request_id)
+    if not asked.binary:
+        return _json(answer)
+    body, length = binary_body(answer, asked.binary)
+    return Response(body, media_type="application/octet-stream",
+                    headers={"Inference-Header-Content-Length": str(length)})
 
 
 def _error(exc: BaseException, server: Server | None = None

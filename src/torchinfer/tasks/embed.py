@@ -1,12 +1,13 @@
 """Image embeddings: one L2-normalised vector per image.
 
-What the vector is: the model's pre-logits features when the model ends in a linear
-classifier (torchvision and timm backbones, a transformers classifier: the input of that last
-``nn.Linear``, which is timm's ``forward_head(..., pre_logits=True)``), else the model's
-output (a transformers base model's pooled output, a module that returns features), picked
-from a dict or tuple with the ``output`` option. A 4-D feature map is averaged over space.
-The classifier is only removed when a forward pass shows that the model's output *is* that
-layer's output, so a model that does something after it keeps its own output.
+What the vector is: the model's pre-logits features when a model of another task (or of none
+said) ends in a linear classifier (torchvision and timm backbones, a transformers classifier:
+the input of that last ``nn.Linear``, which is timm's ``forward_head(..., pre_logits=True)``),
+else the model's output (an embedding model's own, a transformers base model's pooled output,
+a module that returns features), picked from a dict or tuple with the ``output`` option. A
+4-D feature map is averaged over space. The classifier is only removed when a forward pass
+shows that the model's output *is* that layer's output, so a model that does something after
+it keeps its own output.
 
 The task's torch side is here (its manifest and its result type are in
 ``manifests/embed.py``): the predictor, a multi-head model's embedding head, what ``predict``
@@ -115,8 +116,9 @@ def without_classifier(module: nn.Module, sample: torch.Tensor, own: bool) -> nn
 
 
 def embedding_module(model: LoadedModel, output: str | None) -> nn.Module:
-    """The module whose output is the vector (see the module's docstring)."""
-    if output is None:
+    """The module whose output is the vector (see the module's docstring). A model that
+    says it is an embedding model (its card, a transformers base model) keeps its output."""
+    if output is None and model.task != "embed":
         side = model.preprocess.crop_size or (model.preprocess.nominal_side,) * 2
         sample = torch.randn(1, 3, *side, generator=torch.Generator().manual_seed(0))
         stripped = without_classifier(model.module.eval(), sample, own=model.source is not None)

@@ -1,0 +1,119 @@
+"""The server as NVIDIA's own Python client (``tritonclient.http``) calls it: health, metadata,
+and ``infer`` with the image as binary BYTES (the client's default) and the outputs as binary
+tensors, against what the library answers for the same image."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import torchinfer as ti
+from test_serve import KEY, live_server
+from torchinfer.datasets import shapes as ds
+from torchinfer.manifests import task_names
+from torchinfer.serve import ModelSpec, ServeConfig
+
+httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient is not installed: "
+                                 "pip install 'tritonclient[http]'")
+
+MODELS = {"cls": "shapes_classifier", "seg": "shapes_segmenter", "vec": "embed:shapes_classifier"}
+
+
+@pytest.fixture(scope="module")
+def picture() -> bytes:
+    buffer = io.BytesIO()
+    ds.generate_scene(ds.scene_rng(31, 0), (200, 256)).image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def server():
+    specs = tuple(ModelSpec.parse(f"{name}={model}", task_names())
+                  for name, model in MODELS.items())
+    config = ServeConfig(models=specs, api_key=KEY, warmup=False)
+    with live_server(config) as (base, _):
+        yield base
+
+
+def client(base: str):
+    return httpclient.InferenceServerClient(url=base.removeprefix("http://"))
+
+
+def auth() -> dict[str, str]:
+    """The key's header, afresh each call: tritonclient adds its own headers to the dict."""
+    return {"Authorization": f"Bearer {KEY}"}
+
+
+def image_input(picture: bytes, binary: bool = True):
+    tensor = httpclient.InferInput("image", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([picture], dtype=np.object_), binary_data=binary)
+    return tensor
+
+
+def test_health_and_metadata(server):
+    c = client(server)
+    assert c.is_server_live(headers=auth()) and c.is_server_ready(headers=auth())
+    assert c.is_model_ready("cls", headers=auth())
+    assert "binary_tensor_data" in c.get_server_metadata(headers=auth())["extensions"]
+    meta = c.get_model_metadata("seg", headers=auth())
+    assert meta["inputs"][0]["datatype"] == "BYTES"
+    assert {o["name"] for o in meta["outputs"]} >= {"mask", "size", "record"}
+
+
+def test_binary_in_binary_out_equals_the_library(server, picture):
+    c = client(server)
+    image = Image.open(io.BytesIO(picture)).convert("RGB")
+    cls = c.infer("cls", [image_input(picture)], headers=auth())  # every output binary
+    local = ti.load("classify", "shapes_classifier", device="cpu")(image)
+    assert cls.as_numpy("topk_indices")[0].tolist() == [s.index for s in local.topk]
+    assert np.allclose(cls.as_numpy("topk_scores")[0], [s.score for s in local.topk], atol=1e-5)
+    assert [v.decode() for v in cls.as_numpy("topk_labels")[0]] == [s.label for s in local.topk]
+    record = json.loads(cls.as_numpy("record")[0])
+    assert record["topk"][0]["label"] == local.top1.label
+    seg = c.infer("seg", [image_input(picture)], headers=auth(),
+                  outputs=[httpclient.InferRequestedOutput("mask", binary_data=True),
+                           httpclient.InferRequestedOutput("size", binary_data=False)])
+    mask = seg.as_numpy("mask")
+    assert mask.dtype == np.int32 and mask.shape == (1, 200, 256)
+    assert seg.as_numpy("size").tolist() == [[200, 256]]
+    expected = ti.load("segment", "shapes_segmenter", device="cpu")(image).mask
+    assert (mask[0] == expected).mean() > 0.999
+    vec = c.infer("vec", [image_input(picture)], headers=auth()).as_numpy("embedding")
+    ours = ti.load("embed", "shapes_classifier", device="cpu")(image).vector
+    assert vec.dtype == np.float32 and vec.shape == (1, len(ours))
+    assert float(vec[0] @ ours) > 1 - 1e-4
+
+
+def test_a_batch_of_images_and_json_outputs(server, picture):
+    """Two images in one request, sent as binary; the outputs asked for as JSON."""
+    c = client(server)
+    other = io.BytesIO()
+    ds.generate_scene(ds.scene_rng(31, 1), 160).image.save(other, "JPEG")
+    tensor = httpclient.InferInput("image", [2], "BYTES")
+    tensor.set_data_from_numpy(np.array([picture, other.getvalue()], dtype=np.object_))
+    answer = c.infer("cls", [tensor], headers=auth(),
+                     outputs=[httpclient.InferRequestedOutput("topk_indices", binary_data=False)])
+    assert answer.as_numpy("topk_indices").shape[0] == 2
+    assert answer.get_output("topk_indices")["data"]  # JSON data, not binary
+
+
+def test_bad_binary_bodies_are_400s(server, picture):
+    import httpx
+
+    header = json.dumps({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                                     "parameters": {"binary_data_size": 10}}]}).encode()
+    url = f"{server}/v2/models/cls/infer"
+    for body, length in ((header + b"\x05\x00\x00\x00abc", len(header)),  # length says 5
+                         (header + b"0123456789", len(header)),  # a length of 0x33323130
+                         (header, len(header) + 5), (header, "many")):
+        r = httpx.post(url, content=body, headers={**auth(),
+                                                   "Inference-Header-Content-Length": str(length)})
+        assert r.status_code == 400 and "error" in r.json(), (body[-12:], length)
+    r = httpx.post(url, content=header + b"x" * 10, headers=auth())  # no header length
+    assert r.status_code == 400
+    assert httpx.post(url, content=b"", headers={"Inference-Header-Content-Length": "1"}
+                      ).status_code == 401  # the key first, whatever the body
