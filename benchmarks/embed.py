@@ -8,8 +8,8 @@ nothing downloaded; ``--arch``, default resnet10t). Pictures: ``--images`` JPEGs
 reading the files itself:
   torchinfer   ``ti.load("embed", folder).stream(folder_of_jpegs, batch_size=B)``: timm's
                recipe, its classifier dropped, L2-normalised; auto's runtime by default
-               (``--backend torch`` pins eager PyTorch); its one-time measurement is before
-               timing, and printed
+               (``--backend torch --precision fp32`` pins eager PyTorch in float32); its
+               one-time measurement is before timing, and printed
   timm loop    ``create_transform(**resolve_data_config({}, model=model))``, a DataLoader over
                the files (PIL open, RGB, transform; 0 and 2 workers), batch B,
                ``forward_head(forward_features(x), pre_logits=True)``, ``F.normalize``
@@ -24,7 +24,8 @@ searched one query at a time; recall@10 against exact. Memory: the vectors, and 
 file (what a server maps beside them).
 
     python benchmarks/embed.py [--images 64] [--batch 8] [--repeats 3] [--arch resnet10t]
-                               [--backend auto|torch] [--sizes 10000,1000000] [--dim 128]
+                               [--backend auto|torch] [--precision auto|fp32]
+                               [--sizes 10000,1000000] [--dim 128]
                                [--skip-embed] [--skip-search]
 """
 
@@ -51,10 +52,11 @@ from torchinfer.vectors.index import ann_index, ann_search, exact_search  # noqa
 from torchinfer.vectors.store import HEADER_BYTES, header  # noqa: E402
 
 
-def embed_contenders(folder: Path, images: Path, paths: list[Path], bs: int, backend: str
-                     ) -> list[ms.Contender]:
+def embed_contenders(folder: Path, images: Path, paths: list[Path], bs: int, backend: str,
+                     precision: str) -> list[ms.Contender]:
     t0 = time.perf_counter()
-    p = ti.load("embed", str(folder), batch_size=bs, device="cpu", backend=backend)
+    p = ti.load("embed", str(folder), batch_size=bs, device="cpu", backend=backend,
+                precision=precision)
     p.prepare()
     setup = time.perf_counter() - t0
 
@@ -96,7 +98,8 @@ def bench_embed(args: argparse.Namespace, tmp: Path) -> None:
     images = tmp / "jpegs"
     paths = ms.write_jpegs(images, args.images)
     folder = ms.save_timm_folder(tmp / args.arch, args.arch)
-    contenders = embed_contenders(folder, images, paths, args.batch, args.backend)
+    contenders = embed_contenders(folder, images, paths, args.batch, args.backend,
+                                  args.precision)
     for c in contenders:
         c.warm()
     for r in range(args.repeats):
@@ -186,6 +189,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--arch", default="resnet10t")
     parser.add_argument("--backend", default="auto")
+    parser.add_argument("--precision", default="auto")
     parser.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")],
                         default=[10_000, 1_000_000])
     parser.add_argument("--dim", type=int, default=128)
