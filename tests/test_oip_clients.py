@@ -117,3 +117,82 @@ def test_bad_binary_bodies_are_400s(server, picture):
     assert r.status_code == 400
     assert httpx.post(url, content=b"", headers={"Inference-Header-Content-Length": "1"}
                       ).status_code == 401  # the key first, whatever the body
+
+
+# --- gRPC ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def grpc_server():
+    pytest.importorskip("grpc", reason="the grpc extra is not installed: pip install "
+                        "'torchinfer[grpc]'")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    specs = tuple(ModelSpec.parse(f"{name}={model}", task_names())
+                  for name, model in MODELS.items())
+    config = ServeConfig(models=specs, api_key=KEY, warmup=False, grpc_port=port)
+    with live_server(config) as (base, running):
+        yield f"127.0.0.1:{port}", base, running
+
+
+def grpc_auth() -> dict[str, str]:
+    """gRPC metadata keys are lower-case."""
+    return {"authorization": f"Bearer {KEY}"}
+
+
+def grpc_client(address: str):
+    grpcclient = pytest.importorskip("tritonclient.grpc")
+    return grpcclient, grpcclient.InferenceServerClient(url=address)
+
+
+def test_grpc_health_metadata_and_the_key(grpc_server):
+    address, _, _ = grpc_server
+    grpcclient, c = grpc_client(address)
+    headers = grpc_auth()
+    assert c.is_server_live()  # liveness needs no key, as over HTTP
+    assert c.is_server_ready(headers=headers) and c.is_model_ready("cls", headers=headers)
+    assert "binary_tensor_data" in c.get_server_metadata(headers=headers).extensions
+    meta = c.get_model_metadata("seg", headers=headers)
+    assert meta.inputs[0].datatype == "BYTES" and "mask" in [o.name for o in meta.outputs]
+    from tritonclient.utils import InferenceServerException
+
+    for bad in ({}, {"authorization": "Bearer wrong-key-wrong-key"}):
+        with pytest.raises(InferenceServerException, match="API key"):
+            c.is_server_ready(headers=bad)
+    with pytest.raises(InferenceServerException, match="unknown model"):
+        c.get_model_metadata("nope", headers=headers)
+
+
+def test_grpc_infer_equals_http_infer(grpc_server, picture):
+    address, base, running = grpc_server
+    grpcclient, c = grpc_client(address)
+    tensor = grpcclient.InferInput("image", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([picture], dtype=np.object_))
+    over_http = client(base)
+    for model in ("cls", "seg", "vec"):
+        answer = c.infer(model, [tensor], headers=grpc_auth())
+        expected = over_http.infer(model, [image_input(picture)], headers=auth())
+        names = [o.name for o in answer.get_response().outputs]
+        assert names == [o["name"] for o in expected.get_response()["outputs"]]
+        for name in names:
+            got, want = answer.as_numpy(name), expected.as_numpy(name)
+            if name == "record":
+                got, want = ([{k: v for k, v in json.loads(x).items() if k != "speed"}
+                              for x in arr] for arr in (got, want))
+                assert got == want
+            else:
+                assert got.dtype == want.dtype and np.array_equal(got, want), (model, name)
+    requests = running.metrics.render()
+    assert 'endpoint="grpc_infer"' in requests
+    options = c.infer("cls", [tensor], headers=grpc_auth(),
+                      parameters={"top_k": 2},
+                      outputs=[grpcclient.InferRequestedOutput("topk_labels")])
+    assert options.as_numpy("topk_labels").shape == (1, 2)
+    from tritonclient.utils import InferenceServerException
+
+    broken = grpcclient.InferInput("image", [1], "BYTES")
+    broken.set_data_from_numpy(np.array([b"not a picture"], dtype=np.object_))
+    with pytest.raises(InferenceServerException, match="input element 0"):
+        c.infer("cls", [broken], headers=grpc_auth())

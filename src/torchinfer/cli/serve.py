@@ -37,6 +37,9 @@ def serve(
     host: Annotated[Optional[str], typer.Option(help="Address to bind (default 127.0.0.1; any "
                     "other needs an API key).")] = None,
     port: Annotated[Optional[int], typer.Option(help=f"Port (default {DEFAULT_PORT}).")] = None,
+    grpc_port: Annotated[Optional[int], typer.Option(
+        help="Also serve the Open Inference Protocol over gRPC on this port (Triton's is "
+        "8001; off unless given), with the same models, limits and key.")] = None,
     api_key: Annotated[Optional[str], typer.Option(
         envvar="TORCHINFER_API_KEY", show_envvar=True, show_default=False,
         help="Key every request but liveness must send (Authorization: Bearer KEY); "
@@ -92,6 +95,8 @@ def serve(
         raise OptionError(f"--engine must be local or ray, got {engine!r}")
     if engine == "local" and (address is not None or replicas != 1 or gpus_per_replica):
         raise OptionError("--address, --replicas and --gpus-per-replica need --engine ray")
+    if engine == "ray" and grpc_port is not None:
+        raise OptionError("--grpc-port is served by --engine local only")
 
     base = read_config(config) if config is not None else ServeConfig(models=())
     api_key = api_key or os.environ.get("TORCHINFER_API_KEY") or None
@@ -109,7 +114,7 @@ def serve(
                        max_delay_ms=s.max_delay_ms) for s in specs]
     indexes = tuple(base.indexes) + tuple(IndexSpec.parse(i) for i in index or ())
     settings = base.with_overrides(
-        models=tuple(specs), indexes=indexes, host=host, port=port, max_batch_size=max_batch_size,
+        models=tuple(specs), indexes=indexes, host=host, grpc_port=grpc_port, port=port, max_batch_size=max_batch_size,
         max_delay_ms=max_delay_ms, max_queue=max_queue, timeout_s=timeout,
         max_body_bytes=int(max_body_mb * 1024 * 1024) if max_body_mb else None,
         decode_threads=decode_threads, model_threads=model_threads,

@@ -9,6 +9,7 @@
     POST /v1/search?index=NAME&k=10    an image (as for predict) or ?row=N -> the index's
                                        nearest inputs by cosine (search.py)
     GET  /metrics                      Prometheus text (metrics.py)
+    gRPC (--grpc-port)                 the OIP's GRPCInferenceService (grpc_service.py)
     GET  /                             the web page (static/)
 
 Every error is JSON, ``{"error": "..."}``: 400 protocol, 401 key, 404 unknown model, 413 body
@@ -82,7 +83,14 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         server.start()
+        grpc_server = None
+        if config.grpc_port is not None:  # the same models over gRPC, on this event loop
+            from .grpc_service import start as start_grpc
+
+            grpc_server = await start_grpc(server, config.host, config.grpc_port, _version())
         yield
+        if grpc_server is not None:  # calls in flight finish first, as HTTP's do
+            await grpc_server.stop(grace=server.config.timeout_s)
         # uvicorn has already waited for the requests in flight; this answers anything still
         # queued and stops the models' processes
         await asyncio.get_running_loop().run_in_executor(None, server.stop)

@@ -121,6 +121,7 @@ class ServeConfig:
     indexes: tuple[IndexSpec, ...] = ()  # run folders /v1/search searches
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int | None = None  # the OIP over gRPC too, on this port (None: not served)
     api_key: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_pixels: int | None = None  # None: the CLI's limit (Pillow's, 89,478,485)
@@ -169,6 +170,10 @@ class ServeConfig:
             raise OptionError(f"timeout must be > 0 seconds, got {self.timeout_s}")
         if not 0 <= self.port <= 65535:
             raise OptionError(f"port must be in [0, 65535], got {self.port}")
+        if self.grpc_port is not None and not 0 < self.grpc_port <= 65535:
+            raise OptionError(f"grpc_port must be in [1, 65535], got {self.grpc_port}")
+        if self.grpc_port is not None and self.grpc_port == self.port:
+            raise OptionError(f"the gRPC port and the HTTP port are both {self.port}")
         return self
 
     def with_overrides(self, **values: Any) -> ServeConfig:

@@ -15,7 +15,7 @@ import base64
 import binascii
 import hmac
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from ..errors import TorchinferError
@@ -81,22 +81,28 @@ class Guard:
 
     def _authorised(self, headers: dict[str, bytes]) -> bool:
         assert self.key is not None
-        offered: list[bytes] = []
-        if "x-api-key" in headers:
-            offered.append(headers["x-api-key"].strip())
-        auth = headers.get("authorization", b"")
-        scheme, _, value = auth.partition(b" ")
-        if scheme.lower() == b"bearer":
-            offered.append(value.strip())
-        elif scheme.lower() == b"basic":
-            try:
-                _, _, password = base64.b64decode(value.strip(), validate=True).partition(b":")
-                offered.append(password)
-            except (binascii.Error, ValueError):
-                pass
-        # every candidate compared, in constant time each: no early exit on a match
-        matches = [hmac.compare_digest(candidate, self.key) for candidate in offered]
-        return any(matches)
+        return key_matches(self.key, headers)
+
+
+def key_matches(key: bytes, headers: Mapping[str, bytes]) -> bool:
+    """Whether ``headers`` (lower-case names; HTTP headers or gRPC metadata) carry ``key``:
+    ``x-api-key``, ``authorization: Bearer KEY`` or HTTP Basic's password."""
+    offered: list[bytes] = []
+    if "x-api-key" in headers:
+        offered.append(headers["x-api-key"].strip())
+    auth = headers.get("authorization", b"")
+    scheme, _, value = auth.partition(b" ")
+    if scheme.lower() == b"bearer":
+        offered.append(value.strip())
+    elif scheme.lower() == b"basic":
+        try:
+            _, _, password = base64.b64decode(value.strip(), validate=True).partition(b":")
+            offered.append(password)
+        except (binascii.Error, ValueError):
+            pass
+    # every candidate compared, in constant time each: no early exit on a match
+    matches = [hmac.compare_digest(candidate, key) for candidate in offered]
+    return any(matches)
 
 
 async def _send_error(send: Send, status: int, message: str,
