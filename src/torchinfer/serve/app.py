@@ -52,10 +52,10 @@ from .metrics import CONTENT_TYPE
 from .oip import (
     HEADER_LENGTH,
     ProtocolError,
+    answered,
     binary_body,
     model_metadata,
     read_request,
-    response,
     server_metadata,
     split_body,
 )
@@ -277,20 +277,7 @@ async def _infer(holder: ModelHolder, request: Request) -> Response:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"the request's JSON header is not JSON: {exc}") from None
     asked = read_request(body, binary)
-    options = holder.request_options(asked.options)
-    request_id = asked.request_id
-    answers = await asyncio.gather(
-        *(holder.predict_bytes(data, f"{request_id or 'input'}[{i}]", options)
-          for i, data in enumerate(asked.images)), return_exceptions=True)
-    results = []
-    for i, answer in enumerate(answers):
-        if isinstance(answer, (InputError, UnsupportedType)):
-            reason = answer.reason if isinstance(answer, InputError) else str(answer)
-            raise ProtocolError(f"input element {i}: {reason}")
-        if isinstance(answer, BaseException):
-            raise answer
-        results.append(answer[0])
-    answer = response(holder.name, holder.task or "", results, asked.wanted, request_id)
+    answer = await answered(holder, asked)
     if not asked.binary:
         return _json(answer)
     body, length = binary_body(answer, asked.binary)

@@ -23,7 +23,7 @@ import grpc
 from ..errors import InputError, OptionError, TorchinferError
 from .batcher import QueueFull, ShuttingDown
 from .guard import key_matches
-from .oip import ProtocolError, model_metadata, read_request, response, server_metadata, tensor_bytes
+from .oip import ProtocolError, answered, model_metadata, read_request, server_metadata, tensor_bytes
 from .process_client import ModelProcessDied
 from .protocol import oip_v2_pb2 as pb
 from .server import NotReady, Server, UnknownModel
@@ -151,20 +151,7 @@ class GrpcService:
 
     async def _infer(self, holder: Any, request: Any) -> Any:
         header, binary = as_http_request(request)
-        asked = read_request(header, binary)
-        options = holder.request_options(asked.options)
-        answers = await asyncio.gather(
-            *(holder.predict_bytes(data, f"{asked.request_id or 'input'}[{i}]", options)
-              for i, data in enumerate(asked.images)), return_exceptions=True)
-        results = []
-        for i, answer in enumerate(answers):
-            if isinstance(answer, (InputError, UnsupportedType)):
-                reason = answer.reason if isinstance(answer, InputError) else str(answer)
-                raise ProtocolError(f"input element {i}: {reason}")
-            if isinstance(answer, BaseException):
-                raise answer
-            results.append(answer[0])
-        out = response(holder.name, holder.task or "", results, asked.wanted, asked.request_id)
+        out = await answered(holder, read_request(header, binary))
         return pb.ModelInferResponse(
             model_name=out["model_name"], model_version=out["model_version"],
             id=out.get("id", ""),

@@ -25,6 +25,7 @@ it in the order of the outputs.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from collections.abc import Sequence
@@ -33,10 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import TorchinferError
+from ..errors import InputError, TorchinferError
 from ..manifests import task_manifest
 from ..results import Result
 from ..runner.sinks import dumps
+from .sniff import UnsupportedType
 
 MAX_IMAGES_PER_REQUEST = 64
 
@@ -180,6 +182,25 @@ def _json_images(data: Any, count: int, shape: list[int]) -> list[bytes]:
         except (binascii.Error, ValueError):
             raise ProtocolError(f"input element {i} is not base64") from None
     return images
+
+
+async def answered(holder: Any, asked: InferRequest) -> dict[str, Any]:
+    """The response to ``asked`` from the model ``holder`` serves (``ModelHolder``): its
+    images run side by side, through the model's batcher; an image that cannot be read is
+    the request's error, naming the element."""
+    options = holder.request_options(asked.options)
+    answers = await asyncio.gather(
+        *(holder.predict_bytes(data, f"{asked.request_id or 'input'}[{i}]", options)
+          for i, data in enumerate(asked.images)), return_exceptions=True)
+    results = []
+    for i, answer in enumerate(answers):
+        if isinstance(answer, (InputError, UnsupportedType)):
+            reason = answer.reason if isinstance(answer, InputError) else str(answer)
+            raise ProtocolError(f"input element {i}: {reason}")
+        if isinstance(answer, BaseException):
+            raise answer
+        results.append(answer[0])
+    return response(holder.name, holder.task or "", results, asked.wanted, asked.request_id)
 
 
 def response(name: str, task: str, results: Sequence[Result], wanted: list[str] | None,
