@@ -191,7 +191,7 @@ def test_help_is_quick(args):
 RELATIONS = {"classify": {"manifests/embed.py"}}
 TASK_NAME_DEBT = {
     "depth": {"datasets/shapes_depth.py", "models/shapes.py", "tools/demo.py"},
-    "embed": {"models/shapes.py"},
+    "embed": {"models/shapes.py", "tools/demo.py"},
     "classify": {"datasets/shapes.py", "evaluation/readers.py",
                  "evaluation/report.py", "exporters/prepare.py", "models/card.py",
                  "models/registry.py", "models/shapes.py", "tasks/heads.py", "tools/demo.py"},

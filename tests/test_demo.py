@@ -19,8 +19,9 @@ def test_demo_gives_right_answers_and_pictures(tmp_path):
     assert rows["segment"]["score"] >= 0.85
     assert rows["detect"]["score"] >= 0.9
     assert rows["depth"]["score"] >= 0.85  # δ<1.25 of shapes_depth on 8 new scenes
+    assert rows["embed"]["score"] >= 0.95  # recall@1: a copy of the same scene is nearest
     assert rows["classify (ONNX file)"]["score"] == rows["classify"]["score"]
-    for task in ("classify", "segment", "detect", "depth"):
+    for task in ("classify", "segment", "detect", "depth", "embed"):
         assert Image.open(out / f"{task}.jpg").size[0] > 600
         assert (out / task / "predictions.jsonl").is_file()
         assert list((out / task / "vis").glob("*.jpg"))

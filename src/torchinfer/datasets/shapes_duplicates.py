@@ -87,3 +87,20 @@ def write_duplicates(root: str | Path, n: int, seed: int, *, planted: int = 10,
         pairs += [[a, b] for j, a in enumerate(names) for b in names[j + 1:]]
     (root / "planted.json").write_text(json.dumps({"pairs": pairs}, indent=1))
     return root
+
+
+def write_copies_folder(root: str | Path, n: int, seed: int, *, size: int = 160) -> Path:
+    """``n`` scenes, each with its three copies, as an ImageFolder: ``root/scene-<i>/`` holds
+    the scene and its copies, so that ``eval embed``'s recall@1 is "a picture's nearest other
+    picture is a copy of the same scene"."""
+    root = Path(root)
+    rng = np.random.default_rng([seed, 8])
+    for i in range(n):
+        folder = root / f"scene-{i:04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        scene = generate_scene(scene_rng(seed, i), size)
+        scene.image.save(folder / "original.png")
+        scene.image.save(folder / "jpeg.jpg", "JPEG", quality=REENCODE_QUALITY)
+        for kind in ("resized", "cropped"):
+            planted_copy(scene.image, kind, rng).save(folder / f"{kind}.png")
+    return root

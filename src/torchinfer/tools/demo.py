@@ -22,6 +22,7 @@ from rich.table import Table
 from ..api import export, inspect, load, load_group
 from ..datasets.shapes import WRITERS, write_dominant
 from ..datasets.shapes_depth import write_depth_scenes
+from ..datasets.shapes_duplicates import write_copies_folder
 from ..draw import contact_sheet
 from ..models.bundled import BUNDLED, bundled_path
 from ..runner.run import RunSummary, run_to_dir
@@ -30,9 +31,11 @@ from ..tasks.registry import task_spec
 
 # Not a training seed (scripts/train_shapes.py trains on seeds 0..), so these are new pictures.
 DEMO_SEED = 20_261_126
-DEMO_IMAGES = {"classify": 24, "segment": 8, "detect": 8, "depth": 8}
+DEMO_IMAGES = {"classify": 24, "segment": 8, "detect": 8, "depth": 8, "embed": 8}
 # each bundled model's data, in the layout its task's eval reads
-LAYOUT_WRITERS = {**WRITERS, "depth": write_depth_scenes}
+# (embed: scenes with their planted copies, a class each: recall@1 is "the nearest other
+# picture is a copy of the same scene")
+LAYOUT_WRITERS = {**WRITERS, "depth": write_depth_scenes, "embed": write_copies_folder}
 MODELS = {task: name for name, task in BUNDLED.items() if task != "multi"}
 MULTITASK = "shapes_multitask"  # one encoder, the three tasks' heads (scripts/train_shapes.py)
 MULTITASK_IMAGES = 24  # scenes run each way to compare speeds
