@@ -58,7 +58,8 @@ def test_health_and_metadata(server):
     c = client(server)
     assert c.is_server_live(headers=auth()) and c.is_server_ready(headers=auth())
     assert c.is_model_ready("cls", headers=auth())
-    assert "binary_tensor_data" in c.get_server_metadata(headers=auth())["extensions"]
+    assert c.get_server_metadata(headers=auth())["extensions"] == ["binary_tensor_data",
+                                                                   "model_repository"]
     meta = c.get_model_metadata("seg", headers=auth())
     assert meta["inputs"][0]["datatype"] == "BYTES"
     assert {o["name"] for o in meta["outputs"]} >= {"mask", "size", "record"}
@@ -153,7 +154,7 @@ def test_grpc_health_metadata_and_the_key(grpc_server):
     headers = grpc_auth()
     assert c.is_server_live()  # liveness needs no key, as over HTTP
     assert c.is_server_ready(headers=headers) and c.is_model_ready("cls", headers=headers)
-    assert "binary_tensor_data" in c.get_server_metadata(headers=headers).extensions
+    assert list(c.get_server_metadata(headers=headers).extensions) == []  # HTTP's, not here
     meta = c.get_model_metadata("seg", headers=headers)
     assert meta.inputs[0].datatype == "BYTES" and "mask" in [o.name for o in meta.outputs]
     from tritonclient.utils import InferenceServerException
@@ -196,3 +197,50 @@ def test_grpc_infer_equals_http_infer(grpc_server, picture):
     broken.set_data_from_numpy(np.array([b"not a picture"], dtype=np.object_))
     with pytest.raises(InferenceServerException, match="input element 0"):
         c.infer("cls", [broken], headers=grpc_auth())
+
+
+# --- the model repository extension --------------------------------------------------------
+
+def test_models_load_and_unload_from_the_repository_only(tmp_path, picture):
+    import shutil
+
+    import httpx
+    from tritonclient.utils import InferenceServerException
+
+    from torchinfer.models.bundled import bundled_path
+
+    repository = tmp_path / "repository"
+    repository.mkdir()
+    shutil.copy(bundled_path("shapes_classifier"), repository / "shapes.safetensors")
+    (repository / "notes.txt").write_text("not a model")
+    config = ServeConfig(models=(ModelSpec("shapes_detector", name="det"),), api_key=KEY,
+                         warmup=False, model_repository=(str(repository),))
+    with live_server(config) as (base, running):
+        c = client(base)
+        index = {m["name"]: m for m in c.get_model_repository_index(headers=auth())}
+        assert index["det"]["state"] == "READY" and index["shapes"]["state"] == "UNAVAILABLE"
+        assert set(index) == {"det", "shapes"}  # the text file is not a model
+        assert not c.is_model_ready("shapes", headers=auth())
+        c.load_model("shapes", headers=auth())
+        assert c.is_model_ready("shapes", headers=auth()) and c.is_server_ready(headers=auth())
+        answer = c.infer("shapes", [image_input(picture)], headers=auth())
+        image = Image.open(io.BytesIO(picture)).convert("RGB")
+        local = ti.load("classify", "shapes_classifier", device="cpu")(image)
+        assert answer.as_numpy("topk_indices")[0].tolist() == [s.index for s in local.topk]
+        listed = httpx.get(f"{base}/v1/models", headers=auth()).json()["models"]
+        assert {m["name"] for m in listed} == {"det", "shapes"}
+        assert 'model="shapes"' in httpx.get(f"{base}/metrics", headers=auth()).text
+        for bad in ("notes", "..%2F..%2Fetc", "missing"):
+            with pytest.raises(InferenceServerException, match="model repository|not found"):
+                c.load_model(bad, headers=auth())
+        with pytest.raises(InferenceServerException, match="takes no parameters"):
+            c.load_model("shapes", headers=auth(), config='{"backend": "onnx"}')
+        assert httpx.post(f"{base}/v2/repository/models/shapes/unload").status_code == 401
+        c.unload_model("shapes", headers=auth())
+        assert not c.is_model_ready("shapes", headers=auth())
+        with pytest.raises(InferenceServerException):
+            c.infer("shapes", [image_input(picture)], headers=auth())
+        index = {m["name"]: m for m in c.get_model_repository_index(headers=auth())}
+        assert index["shapes"]["state"] == "UNAVAILABLE" and running.ready
+        c.load_model("shapes", headers=auth())  # and back again
+        assert c.is_model_ready("shapes", headers=auth())

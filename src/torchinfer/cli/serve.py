@@ -28,6 +28,9 @@ def serve(
         "--model", "-m", help="A model to serve, repeatable: [NAME=][TASK:]MODEL, e.g. "
         "shapes_detector, detect:shapes_detector, fast=classify:net.onnx (the task is read "
         "from the model's metadata when omitted).")] = None,
+    model_repository: Annotated[Optional[list[str]], typer.Option(
+        "--model-repository", help="A folder of models that may be loaded and unloaded on "
+        "request (POST /v2/repository/models/NAME/load), repeatable; nothing else is.")] = None,
     index: Annotated[Optional[list[str]], typer.Option(
         "--index", help="A predict embed output folder to search at /v1/search, repeatable: "
         "[NAME=]RUN_DIR; the model that made it must be served too.")] = None,
@@ -95,8 +98,10 @@ def serve(
         raise OptionError(f"--engine must be local or ray, got {engine!r}")
     if engine == "local" and (address is not None or replicas != 1 or gpus_per_replica):
         raise OptionError("--address, --replicas and --gpus-per-replica need --engine ray")
-    if engine == "ray" and grpc_port is not None:
-        raise OptionError("--grpc-port is served by --engine local only")
+    if engine == "ray" and (grpc_port is not None or model_repository):
+        # (a load request would reach one replica of several)
+        raise OptionError("--grpc-port and --model-repository are served by --engine local "
+                          "only")
 
     base = read_config(config) if config is not None else ServeConfig(models=())
     api_key = api_key or os.environ.get("TORCHINFER_API_KEY") or None
@@ -114,7 +119,9 @@ def serve(
                        max_delay_ms=s.max_delay_ms) for s in specs]
     indexes = tuple(base.indexes) + tuple(IndexSpec.parse(i) for i in index or ())
     settings = base.with_overrides(
-        models=tuple(specs), indexes=indexes, host=host, grpc_port=grpc_port, port=port, max_batch_size=max_batch_size,
+        models=tuple(specs), indexes=indexes, host=host, grpc_port=grpc_port,
+        model_repository=tuple(base.model_repository) + tuple(model_repository or ()),
+        port=port, max_batch_size=max_batch_size,
         max_delay_ms=max_delay_ms, max_queue=max_queue, timeout_s=timeout,
         max_body_bytes=int(max_body_mb * 1024 * 1024) if max_body_mb else None,
         decode_threads=decode_threads, model_threads=model_threads,

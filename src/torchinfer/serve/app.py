@@ -6,6 +6,8 @@
     GET  /v1/models                    what is loaded: task, labels, preprocessing, backend
     GET  /v2, /v2/health/live, /v2/health/ready, /v2/models/{name}, /v2/models/{name}/ready
     POST /v2/models/{name}/infer       the Open Inference Protocol v2 (oip.py)
+    POST /v2/repository/index, /v2/repository/models/{name}/load|unload
+                                       the model repository extension (repository.py)
     POST /v1/search?index=NAME&k=10    an image (as for predict) or ?row=N -> the index's
                                        nearest inputs by cosine (search.py)
     GET  /metrics                      Prometheus text (metrics.py)
@@ -181,6 +183,21 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
     async def infer(name: str, request: Request) -> Response:
         return await _answered(server, name, "infer", lambda h: _infer(h, request))
 
+    @app.post("/v2/repository/index")
+    async def repository_index() -> Response:
+        return _json(server.repository_index())
+
+    @app.post("/v2/repository/models/{name}/load")
+    async def load_model(name: str, request: Request) -> Response:
+        await _no_files(request)
+        await server.load_model(name)
+        return _json({})
+
+    @app.post("/v2/repository/models/{name}/unload")
+    async def unload_model(name: str) -> Response:
+        await server.unload_model(name)
+        return _json({})
+
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(server.metrics.render(), media_type=CONTENT_TYPE)
@@ -205,6 +222,22 @@ async def _answered(server: Server, name: str, endpoint: str,
         answer = _json(body, status, headers)
     server.metrics.answered(label, endpoint, answer.status_code, time.perf_counter() - t0)
     return answer
+
+
+async def _no_files(request: Request) -> None:
+    """A load request names a model of the repository and nothing else: a configuration or
+    files sent with it (``parameters.config``, ``file:...``) are refused."""
+    body = await request.body()
+    if not body.strip():
+        return
+    try:
+        parameters = (json.loads(body) or {}).get("parameters") or {}
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise ProtocolError("a load request's body is JSON") from None
+    if parameters:
+        raise ProtocolError(f"a load request takes no parameters (got "
+                            f"{', '.join(sorted(map(str, parameters)))}): models are read "
+                            "only from the server's model repository folders")
 
 
 async def _image_of(request: Request) -> tuple[bytes, str, dict[str, str]]:

@@ -119,6 +119,7 @@ class ServeConfig:
 
     models: tuple[ModelSpec, ...]
     indexes: tuple[IndexSpec, ...] = ()  # run folders /v1/search searches
+    model_repository: tuple[str, ...] = ()  # folders whose models may be loaded on request
     host: str = "127.0.0.1"
     port: int = 8000
     grpc_port: int | None = None  # the OIP over gRPC too, on this port (None: not served)
@@ -143,8 +144,9 @@ class ServeConfig:
 
     def check(self) -> ServeConfig:
         """Self, or an OptionError saying what is wrong (a one-line CLI error)."""
-        if not self.models:
-            raise OptionError("no model to serve: pass -m MODEL (repeatable) or --config FILE")
+        if not self.models and not self.model_repository:
+            raise OptionError("no model to serve: pass -m MODEL (repeatable), --config FILE "
+                              "or --model-repository DIR")
         names = [m.name for m in self.models]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
@@ -267,4 +269,9 @@ def config_from_dict(data: Mapping[str, Any], where: str = "config") -> ServeCon
         except OptionError as exc:
             raise TorchinferError(f"{where}: indexes[{i}]: {exc}") from None
     rest = {k: v for k, v in data.items() if k not in ("models", "indexes")}
+    if "model_repository" in rest:
+        folders = rest["model_repository"]
+        if not isinstance(folders, list) or not all(isinstance(f, str) for f in folders):
+            raise TorchinferError(f"{where}: model_repository is a list of folders")
+        rest["model_repository"] = tuple(folders)
     return ServeConfig(models=tuple(models), indexes=tuple(indexes), **rest)

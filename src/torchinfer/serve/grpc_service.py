@@ -114,7 +114,9 @@ class GrpcService:
         return pb.ModelReadyResponse(ready=holder.ready and not self.server.stopping)
 
     async def server_metadata(self, request: Any) -> Any:
-        return pb.ServerMetadataResponse(**server_metadata(self.version))
+        # binary tensors are HTTP's extension (gRPC carries raw contents itself); the model
+        # repository is served over HTTP only
+        return pb.ServerMetadataResponse(**server_metadata(self.version, extensions=()))
 
     async def model_metadata(self, request: Any) -> Any:
         holder = self.server.holder(request.name)

@@ -44,7 +44,7 @@ MAX_IMAGES_PER_REQUEST = 64
 
 INPUT_NAME = "image"
 HEADER_LENGTH = "inference-header-content-length"
-EXTENSIONS = ("binary_tensor_data",)
+EXTENSIONS = ("binary_tensor_data", "model_repository")  # over HTTP; gRPC has none of them
 # numpy's little-endian type of each fixed-size datatype the outputs use
 _NUMPY = {"FP32": "<f4", "FP64": "<f8", "INT64": "<i8", "INT32": "<i4", "INT16": "<i2",
           "INT8": "i1", "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8",
@@ -255,5 +255,5 @@ def tensor_bytes(datatype: str, data: Sequence[Any]) -> bytes:
     return np.asarray(data, dtype=_NUMPY[datatype]).tobytes()
 
 
-def server_metadata(version: str) -> dict[str, Any]:
-    return {"name": "torchinfer", "version": version, "extensions": list(EXTENSIONS)}
+def server_metadata(version: str, extensions: Sequence[str] = EXTENSIONS) -> dict[str, Any]:
+    return {"name": "torchinfer", "version": version, "extensions": list(extensions)}

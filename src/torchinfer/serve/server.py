@@ -16,9 +16,10 @@ import threading
 from collections.abc import Callable
 
 from ..errors import TorchinferError
-from .config import ServeConfig
+from .config import ModelSpec, ServeConfig
 from .holder import ModelHolder
 from .metrics import ServerMetrics
+from .repository import repository_models
 from .search import open_indexes
 
 log = logging.getLogger("torchinfer.serve")
@@ -43,18 +44,21 @@ class Server:
                         for spec in config.models}
         # the run folders /v1/search searches, each with the model that embeds its queries
         self.indexes = open_indexes(config)
+        # what may be loaded on request (the model repository extension), by name
+        self.repository = repository_models(config.model_repository)
         self.stopping = False
         self._loader: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._repository_lock: asyncio.Lock | None = None  # made on the serving loop
 
     @property
     def ready(self) -> bool:
-        return not self.stopping and all(h.ready for h in self.holders.values())
+        return not self.stopping and all(h.ready for h in list(self.holders.values()))
 
     @property
     def broken(self) -> bool:
         """A model's process died: this server cannot serve it again (liveness false)."""
-        return any(h.crashed for h in self.holders.values())
+        return any(h.crashed for h in list(self.holders.values()))
 
     def holder(self, name: str) -> ModelHolder:
         try:
@@ -84,9 +88,10 @@ class Server:
         self._loader.start()
 
     def load_all(self) -> None:
-        for holder in self.holders.values():
+        initial = list(self.holders.values())  # models loaded on request come and go beside
+        for holder in initial:
             holder.start_loading()
-        for holder in self.holders.values():
+        for holder in initial:
             if self.stopping:
                 return
             try:
@@ -115,11 +120,12 @@ class Server:
         """Refuse new requests, answer the queued ones, stop the models (blocks: call it off
         the event loop, which still receives the last answers)."""
         self.stopping = True
-        for holder in self.holders.values():  # a model process still loading: no wait
+        holders = list(self.holders.values())
+        for holder in holders:  # a model process still loading: no wait
             holder.abort_loading()
         if self._loader is not None:
             self._loader.join(timeout)
-        for holder in self.holders.values():
+        for holder in holders:
             holder.close(timeout)
 
     def _failed(self, message: str) -> None:
@@ -127,4 +133,60 @@ class Server:
             self.on_failure(message)
 
     def _depths(self) -> list[tuple[str, int, bool]]:
-        return [(name, h.depth, h.ready) for name, h in self.holders.items()]
+        return [(name, h.depth, h.ready) for name, h in list(self.holders.items())]
+
+    # --- the model repository extension -------------------------------------------------------
+
+    def repository_index(self) -> list[dict[str, str]]:
+        """Every model this server serves or may load, with its state: READY, LOADING,
+        UNAVAILABLE (not loaded, or failed: ``reason`` says why)."""
+        states = {"ready": "READY", "loading": "LOADING"}
+        out = []
+        for name in sorted({*self.repository, *self.holders}):
+            holder = self.holders.get(name)
+            entry = {"name": name, "version": "1",
+                     "state": states.get(holder.state, "UNAVAILABLE") if holder else
+                     "UNAVAILABLE", "reason": ""}
+            if holder is not None and holder.error:
+                entry["reason"] = holder.error
+            elif holder is None:
+                entry["reason"] = "unloaded"
+            out.append(entry)
+        return out
+
+    async def load_model(self, name: str) -> None:
+        """Load ``name`` from the repository and return once it is ready (a loaded one is
+        left as it is); TorchinferError saying why it could not be."""
+        async with self._lock():
+            if name in self.holders and self.holders[name].state in ("ready", "loading"):
+                return
+            if name not in self.repository:
+                known = ", ".join(self.repository) or "none: start the server with " \
+                                                     "--model-repository DIR"
+                raise UnknownModel(f"no model {name!r} in the model repository ({known})")
+            spec = ModelSpec(model=str(self.repository[name]), name=name)
+            holder = ModelHolder(spec, self.config, self.metrics, on_failure=log.error)
+            self.holders[name] = holder  # requests meanwhile answer 503 "loading"
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.run_in_executor(None, holder.load)
+            except Exception as exc:
+                self.holders.pop(name, None)
+                raise TorchinferError(f"model {name} failed to load: {exc}") from None
+            await holder.attach()
+            log.info("model %s loaded on request (%s, %.1f s)", name, holder.task,
+                     holder.load_seconds or 0.0)
+
+    async def unload_model(self, name: str) -> None:
+        """Stop serving ``name``: new requests answer 404 at once, those in flight finish."""
+        async with self._lock():
+            holder = self.holders.pop(name, None)
+            if holder is None:
+                raise UnknownModel(f"model {name!r} is not loaded")
+            await asyncio.get_running_loop().run_in_executor(
+                None, holder.close, self.config.timeout_s)
+
+    def _lock(self) -> asyncio.Lock:
+        if self._repository_lock is None:
+            self._repository_lock = asyncio.Lock()
+        return self._repository_lock
