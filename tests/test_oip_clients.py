@@ -20,7 +20,8 @@ from torchinfer.serve import ModelSpec, ServeConfig
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient is not installed: "
                                  "pip install 'tritonclient[http]'")
 
-MODELS = {"cls": "shapes_classifier", "seg": "shapes_segmenter", "vec": "embed:shapes_classifier"}
+MODELS = {"cls": "shapes_classifier", "seg": "shapes_segmenter", "vec": "embed:shapes_classifier",
+          "det": "shapes_detector", "multi": "shapes_multitask"}
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +88,39 @@ def test_binary_in_binary_out_equals_the_library(server, picture):
     ours = ti.load("embed", "shapes_classifier", device="cpu")(image).vector
     assert vec.dtype == np.float32 and vec.shape == (1, len(ours))
     assert float(vec[0] @ ours) > 1 - 1e-4
+
+
+def test_detections_and_a_multi_head_model_equal_predict(server, picture, tmp_path):
+    """Boxes, scores and classes over binary, and a multi-head model's records (every head),
+    against what ``torchinfer predict`` writes for the same file."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "scene.png"
+    path.write_bytes(picture)
+    c = client(server)
+    det = c.infer("det", [image_input(picture)], headers=auth())
+    n = int(det.as_numpy("num_detections")[0])
+    records = {}
+    for task, model in (("detect", "shapes_detector"), ("multi", "shapes_multitask")):
+        out = tmp_path / task
+        done = subprocess.run([sys.executable, "-m", "torchinfer", "predict", task, str(path),
+                               "-m", model, "--out", str(out), "--quiet"],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        records[task] = json.loads((out / "predictions.jsonl").read_text())
+    expected = records["detect"]["detections"]
+    assert n == len(expected) > 0
+    assert np.allclose(det.as_numpy("boxes")[0, :n], [d["box"] for d in expected], atol=0.05)
+    assert det.as_numpy("class_ids")[0, :n].tolist() == [d["class_id"] for d in expected]
+    assert np.allclose(det.as_numpy("scores")[0, :n], [d["score"] for d in expected], atol=1e-4)
+    multi = json.loads(c.infer("multi", [image_input(picture)], headers=auth())
+                       .as_numpy("record")[0])
+    assert set(multi["heads"]) == set(records["multi"]["heads"]) == {"shape", "mask", "objects"}
+    assert multi["heads"]["shape"]["topk"][0]["label"] == \
+        records["multi"]["heads"]["shape"]["topk"][0]["label"]
+    assert len(multi["heads"]["objects"]["detections"]) == \
+        len(records["multi"]["heads"]["objects"]["detections"])
 
 
 def test_a_batch_of_images_and_json_outputs(server, picture):
