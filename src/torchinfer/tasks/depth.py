@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,15 +37,15 @@ from ..evaluation import (
 from ..manifests.depth import KINDS, Depth
 from ..models import LoadedModel, PreprocessConfig
 from ..runner.sinks import save_image_atomic, write_bytes_atomic
-from .base import Batch, Normalise, Predictor
-from .resizing import by_size, fitted_batch, input_size_of
+from .base import Batch, Predictor
+from .resizing import FittedToRecipe
 from .spec import TaskImplementation
 
 PNG_MAX = 65535
 MILLIMETRE = 1e-3  # metres per PNG step of a metric map, as NYUv2's 16-bit depth files
 
 
-class DepthPredictor(Predictor[Depth]):
+class DepthPredictor(FittedToRecipe, Predictor[Depth]):
     """Runs a depth model with the preprocessing of its weights (a transformers folder's
     processor, a card's recipe), or, for a module that brings none, 384 x 384 fitted to the
     image's aspect ratio in multiples of 32, ImageNet mean and std."""
@@ -59,27 +59,17 @@ class DepthPredictor(Predictor[Depth]):
         if kind not in KINDS:
             raise OptionError(f"depth_kind must be one of {', '.join(KINDS)}, got {kind!r}")
         self.depth_kind = kind
-        self.config = model.preprocess
-        if self.config.crop_size is not None:
+        if model.preprocess.crop_size is not None:
             raise TorchinferError(f"{model.name}: a depth model's recipe crops, so its map would "
                                   "not cover the image; give a recipe without a crop")
-        self.loader = replace(self.loader, resize_size=self.config.resize_size)
-        self.normalise = Normalise(self.config.mean, self.config.std, self.device)
+        self.fit_to_recipe(model.preprocess)
 
     def reads_every_pixel(self) -> bool:
         return not self.model.preprocess.resize_size  # GLPN's own size, floored
 
-    def resize_target(self, size: tuple[int, int]) -> tuple[int, int]:
-        return input_size_of(size, self.config)
-
-    def preprocess(self, images: Sequence[Image.Image], sources: Sequence[str]) -> Batch:
-        return fitted_batch(images, sources, self.config)
-
-    def forward(self, tensor: torch.Tensor, batch: Batch | None = None) -> Any:
+    def model_outputs(self, raw: Any) -> Any:
         """Per image, its map (h, w) at the model's output resolution."""
-        if batch is None:
-            return list(depth_maps(self.module(tensor)))
-        return by_size(tensor, batch.meta, lambda images: depth_maps(self.module(images)))
+        return depth_maps(raw)
 
     def postprocess(self, raw: list[torch.Tensor], batch: Batch) -> list[Depth]:
         results = []

@@ -12,22 +12,20 @@ each sees what it would see alone.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import torch
-from PIL import Image
 
 from ..models import LoadedModel
 from ..models.outputs import main_output
 from ..results import Detections
-from .base import Batch, Normalise
+from .base import Batch
 from .detect import AUTO, DetectionPredictor, set_prediction_of
-from .resizing import by_size, fitted_batch, input_size_of
+from .resizing import FittedToRecipe
 from .yolo import RawDetections
 
 
-class SetDetectionPredictor(DetectionPredictor):
+class SetDetectionPredictor(FittedToRecipe, DetectionPredictor):
     """A DETR-family detector's queries, decoded as its own post-processing does, filtered by
     conf, classes and max_det."""
 
@@ -45,27 +43,15 @@ class SetDetectionPredictor(DetectionPredictor):
         elif decoder == "detr-sigmoid":
             scoring = "sigmoid"
         self.scoring, self.top_k = scoring, top_k
-        self.config = model.preprocess
-        self.loader = replace(self.loader, resize_size=self.config.resize_size)
-        self.normalise = Normalise(self.config.mean, self.config.std, self.device)
+        self.fit_to_recipe(model.preprocess)
 
     @classmethod
     def claims_model(cls, module: torch.nn.Module) -> bool:
         return set_prediction_of(module) is not None
 
-    def resize_target(self, size: tuple[int, int]) -> tuple[int, int]:
-        return input_size_of(size, self.config)
-
-    def preprocess(self, images: Sequence[Image.Image], sources: Sequence[str]) -> Batch:
-        return fitted_batch(images, sources, self.config)
-
-    def forward(self, tensor: torch.Tensor, batch: Batch | None = None) -> Any:
+    def model_outputs(self, raw: Any) -> Any:
         """Per image, its queries: (queries, classes + 4), the class logits then the box."""
-        if batch is None:
-            return list(main_output(self.module(tensor), ndim=3, what="the detector"))
-        return by_size(tensor, batch.meta,
-                       lambda images: main_output(self.module(images), ndim=3,
-                                                  what="the detector"))
+        return main_output(raw, ndim=3, what="the detector")
 
     def postprocess(self, raw: list[torch.Tensor], batch: Batch, *, conf: float | None = None,
                     iou: float | None = None, max_det: int | None = None,

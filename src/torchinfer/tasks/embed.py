@@ -45,8 +45,8 @@ from ..models import LoadedModel, PreprocessConfig
 from ..runner.sinks import read_jsonl, write_jsonl_atomic
 from ..vectors.index import exact_search
 from ..vectors.store import VECTORS, append_vector, compact, shape_of
-from .base import Batch, Normalise, Predictor
-from .resizing import by_size, fitted_batch, input_size_of
+from .base import Batch, Predictor
+from .resizing import FittedToRecipe
 from .spec import TaskImplementation
 
 
@@ -127,7 +127,7 @@ def embedding_module(model: LoadedModel, output: str | None) -> nn.Module:
     return Features(model.module, output)
 
 
-class EmbedPredictor(Predictor[Embedding]):
+class EmbedPredictor(FittedToRecipe, Predictor[Embedding]):
     """Runs a model for its features with the preprocessing of its weights (timm's transform,
     a transformers processor, torchvision's recipe)."""
 
@@ -139,21 +139,7 @@ class EmbedPredictor(Predictor[Embedding]):
             raise OptionError(f"output must be a key or an index as text, got {output!r}")
         self.output = output
         super().__init__(replace(model, module=embedding_module(model, output)), **kwargs)
-        self.config = model.preprocess
-        self.loader = replace(self.loader, resize_size=self.config.resize_size)
-        self.normalise = Normalise(self.config.mean, self.config.std, self.device)
-
-    def resize_target(self, size: tuple[int, int]) -> tuple[int, int]:
-        return input_size_of(size, self.config)
-
-    def preprocess(self, images: Sequence[Image.Image], sources: Sequence[str]) -> Batch:
-        return fitted_batch(images, sources, self.config)
-
-    def forward(self, tensor: torch.Tensor, batch: Batch | None = None) -> Any:
-        """Per image, its (D,) features."""
-        if batch is None:
-            return list(self.module(tensor))
-        return by_size(tensor, batch.meta, self.module)
+        self.fit_to_recipe(model.preprocess)  # the module gives (N, D): a row per picture
 
     def postprocess(self, raw: list[torch.Tensor], batch: Batch) -> list[Embedding]:
         return [unit_vector(source, features) for source, features in zip(batch.sources, raw)]

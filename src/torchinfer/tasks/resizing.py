@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,7 @@ from PIL import Image
 from ..models import PreprocessConfig
 from ..runner.images import full_size
 from ..runner.limits import check_resize, resized_size
-from .base import Batch
+from .base import Batch, Normalise
 
 
 def input_size_of(size: tuple[int, int], cfg: PreprocessConfig) -> tuple[int, int]:
@@ -91,3 +91,38 @@ def by_size(tensor: Any, meta: Sequence[Fitted], run: Callable[[Any], Any]
         for i, row in zip(idx, run(tensor[idx, :, :h, :w])):
             out[i] = row
     return out
+
+
+class FittedToRecipe:
+    """What a predictor that runs its model at its recipe's size (the weights' own
+    preprocessing, ``model.preprocess``) shares: the resize, the batch of pictures at the top
+    left of one container, and the model run on the pictures of each size together
+    (``by_size``). ``model_outputs`` says how the model's output becomes one row per picture.
+    Mixed into a ``Predictor`` subclass, before it, with ``fit_to_recipe()`` called after its
+    ``__init__``."""
+
+    config: PreprocessConfig
+    module: Any
+    loader: Any
+    device: Any
+    normalise: Any
+
+    def fit_to_recipe(self, config: PreprocessConfig) -> None:
+        self.config = config
+        self.loader = replace(self.loader, resize_size=config.resize_size)
+        self.normalise = Normalise(config.mean, config.std, self.device)
+
+    def model_outputs(self, raw: Any) -> Any:
+        """The model's output for a batch as rows, one per picture."""
+        return raw
+
+    def resize_target(self, size: tuple[int, int]) -> tuple[int, int]:
+        return input_size_of(size, self.config)
+
+    def preprocess(self, images: Sequence[Image.Image], sources: Sequence[str]) -> Batch:
+        return fitted_batch(images, sources, self.config)
+
+    def forward(self, tensor: torch.Tensor, batch: Batch | None = None) -> Any:
+        if batch is None:
+            return list(self.model_outputs(self.module(tensor)))
+        return by_size(tensor, batch.meta, lambda images: self.model_outputs(self.module(images)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -70,23 +71,21 @@ class RunIndex:
 
     def row_of(self, source: str) -> int | None:
         """The row of an input named as the run named it, or as the same file."""
-        rows = self._rows()
-        if source in rows:
-            return rows[source]
+        if source in self._by_source:
+            return self._by_source[source]
         try:
-            return rows.get(os.path.realpath(source))
+            return self._by_source.get(os.path.realpath(source))
         except (OSError, ValueError):
             return None
 
-    def _rows(self) -> dict[str, int]:
-        cached = self.__dict__.get("_by_source")
-        if cached is None:
-            cached = {}
-            for i, s in enumerate(self.sources):
-                cached.setdefault(s, i)
-                cached.setdefault(os.path.realpath(s), i)
-            object.__setattr__(self, "_by_source", cached)
-        return cached
+    @cached_property
+    def _by_source(self) -> dict[str, int]:
+        """Each source, as named and resolved, to its first row (built on the first lookup)."""
+        rows: dict[str, int] = {}
+        for i, s in enumerate(self.sources):
+            rows.setdefault(s, i)
+            rows.setdefault(os.path.realpath(s), i)
+        return rows
 
     def search(self, queries: np.ndarray, k: int, method: str = "auto") -> Neighbours:
         queries = np.asarray(queries, dtype=np.float32)
