@@ -84,6 +84,16 @@ def test_binary_in_binary_out_equals_the_library(server, picture):
     assert seg.as_numpy("size").tolist() == [[200, 256]]
     expected = ti.load("segment", "shapes_segmenter", device="cpu")(image).mask
     assert (mask[0] == expected).mean() > 0.999
+    small = c.infer("seg", [image_input(picture)], headers=auth(),
+                    parameters={"mask_datatype": "UINT8"},
+                    outputs=[httpclient.InferRequestedOutput("mask")]).as_numpy("mask")
+    assert small.dtype == np.uint8 and np.array_equal(small, mask)
+    from tritonclient.utils import InferenceServerException
+
+    for datatype, said in (("FP32", "comes as INT32, UINT8, UINT16"), ("INT8", "not 'INT8'")):
+        with pytest.raises(InferenceServerException, match=said):
+            c.infer("seg", [image_input(picture)], headers=auth(),
+                    parameters={"mask_datatype": datatype})
     vec = c.infer("vec", [image_input(picture)], headers=auth()).as_numpy("embedding")
     ours = ti.load("embed", "shapes_classifier", device="cpu")(image).vector
     assert vec.dtype == np.float32 and vec.shape == (1, len(ours))
@@ -134,6 +144,11 @@ def test_a_batch_of_images_and_json_outputs(server, picture):
                      outputs=[httpclient.InferRequestedOutput("topk_indices", binary_data=False)])
     assert answer.as_numpy("topk_indices").shape[0] == 2
     assert answer.get_output("topk_indices")["data"]  # JSON data, not binary
+    masks = c.infer("seg", [tensor], headers=auth(), parameters={"mask_datatype": "UINT8"},
+                    outputs=[httpclient.InferRequestedOutput("mask", binary_data=False)])
+    mask = masks.as_numpy("mask")
+    assert mask.dtype == np.uint8 and mask.shape == (2, 200, 256)
+    assert (mask[1, 160:] == 255).all() and (mask[1, :160, :160] < 255).all()  # 255 pads
 
 
 def test_bad_binary_bodies_are_400s(server, picture):
@@ -221,6 +236,10 @@ def test_grpc_infer_equals_http_infer(grpc_server, picture):
                 assert got.dtype == want.dtype and np.array_equal(got, want), (model, name)
     requests = running.metrics.render()
     assert 'endpoint="grpc_infer"' in requests
+    small = c.infer("seg", [tensor], headers=grpc_auth(), parameters={"mask_datatype": "UINT8"})
+    assert small.as_numpy("mask").dtype == np.uint8
+    assert np.array_equal(small.as_numpy("mask"), c.infer("seg", [tensor], headers=grpc_auth())
+                          .as_numpy("mask"))
     options = c.infer("cls", [tensor], headers=grpc_auth(),
                       parameters={"top_k": 2},
                       outputs=[grpcclient.InferRequestedOutput("topk_labels")])
@@ -231,6 +250,88 @@ def test_grpc_infer_equals_http_infer(grpc_server, picture):
     broken.set_data_from_numpy(np.array([b"not a picture"], dtype=np.object_))
     with pytest.raises(InferenceServerException, match="input element 0"):
         c.infer("cls", [broken], headers=grpc_auth())
+
+
+def test_a_cancelled_grpc_call_frees_its_batch_slot(picture):
+    """A call whose deadline passes while its image waits for a batch: DEADLINE_EXCEEDED, and
+    the model's process drops the image unrun."""
+    import socket
+    import time
+
+    grpcclient = pytest.importorskip("tritonclient.grpc")
+    from tritonclient.utils import InferenceServerException
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = ServeConfig(models=(ModelSpec("shapes_classifier", name="cls"),), warmup=False,
+                         grpc_port=port, max_delay_ms=1000, max_batch_size=64)
+    with live_server(config) as (_, running):
+        c = grpcclient.InferenceServerClient(url=f"127.0.0.1:{port}")
+        tensor = grpcclient.InferInput("image", [1], "BYTES")
+        tensor.set_data_from_numpy(np.array([picture], dtype=np.object_))
+        with pytest.raises(InferenceServerException, match="Deadline"):
+            c.infer("cls", [tensor], client_timeout=0.2)
+        time.sleep(1.5)  # past the batch's wait: had it run, it would be counted
+        assert running.holders["cls"].depth == 0
+        assert running.metrics.batch_size.snapshot(model="cls") == (0, 0.0)
+        assert c.infer("cls", [tensor]).as_numpy("topk_indices").shape[0] == 1  # still serves
+
+
+def test_grpc_fuzz_never_breaks_the_server(grpc_server):
+    """Random bytes, bad length prefixes, wrong datatypes and shapes: each an error status
+    that names the client's mistake (never INTERNAL or UNKNOWN), and the server stays up."""
+    import grpc
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from torchinfer.serve.protocol import oip_v2_pb2 as pb
+
+    address, _, running = grpc_server
+    channel = grpc.insecure_channel(address)
+    infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
+                                request_serializer=lambda b: b,
+                                response_deserializer=lambda b: b)
+    metadata = tuple(grpc_auth().items())
+    client_mistakes = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
+
+    def outcome(body: bytes) -> grpc.StatusCode:
+        try:
+            infer(body, metadata=metadata, timeout=30)
+        except grpc.RpcError as exc:
+            return exc.code()
+        return grpc.StatusCode.OK
+
+    tensor = pb.ModelInferRequest.InferInputTensor
+    requests = st.builds(
+        lambda model, name, datatype, shape, raw, params: pb.ModelInferRequest(
+            model_name=model, inputs=[tensor(name=name, datatype=datatype, shape=shape)],
+            raw_input_contents=raw, parameters={k: pb.InferParameter(string_param=v)
+                                                for k, v in params.items()}),
+        st.sampled_from(["cls", "seg", "nope", ""]), st.sampled_from(["image", "x"]),
+        st.sampled_from(["BYTES", "FP32", "UINT8", "", "BYTES\x00"]),
+        st.lists(st.integers(-2, 2 ** 62), max_size=3),
+        st.lists(st.binary(max_size=24), max_size=2),
+        st.dictionaries(st.sampled_from(["top_k", "conf", "mask_datatype", "x_datatype"]),
+                        st.text(max_size=6), max_size=2)).map(lambda r: r.SerializeToString())
+
+    @settings(max_examples=120, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(st.one_of(st.binary(max_size=64), requests))
+    def check(body: bytes) -> None:
+        assert outcome(body) in client_mistakes | {grpc.StatusCode.OK}, body[:40]
+
+    check()
+    # a length prefix past the data, one short of it, and a datatype the input never takes
+    picture = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
+    for raw, datatype in (((1 << 31).to_bytes(4, "little") + picture, "BYTES"),
+                          ((len(picture) + 1).to_bytes(4, "little") + picture, "BYTES"),
+                          (len(picture).to_bytes(4, "little") + picture, "FP32")):
+        body = pb.ModelInferRequest(model_name="cls", raw_input_contents=[raw], inputs=[
+            tensor(name="image", datatype=datatype, shape=[1])]).SerializeToString()
+        assert outcome(body) == grpc.StatusCode.INVALID_ARGUMENT
+    assert not running.broken and running.ready
+    channel.close()
 
 
 # --- the model repository extension --------------------------------------------------------
@@ -247,8 +348,13 @@ def test_models_load_and_unload_from_the_repository_only(tmp_path, picture):
     repository.mkdir()
     shutil.copy(bundled_path("shapes_classifier"), repository / "shapes.safetensors")
     (repository / "notes.txt").write_text("not a model")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     config = ServeConfig(models=(ModelSpec("shapes_detector", name="det"),), api_key=KEY,
-                         warmup=False, model_repository=(str(repository),))
+                         warmup=False, model_repository=(str(repository),), grpc_port=port)
     with live_server(config) as (base, running):
         c = client(base)
         index = {m["name"]: m for m in c.get_model_repository_index(headers=auth())}
@@ -278,3 +384,26 @@ def test_models_load_and_unload_from_the_repository_only(tmp_path, picture):
         assert index["shapes"]["state"] == "UNAVAILABLE" and running.ready
         c.load_model("shapes", headers=auth())  # and back again
         assert c.is_model_ready("shapes", headers=auth())
+        ready = httpx.post(f"{base}/v2/repository/index", json={"ready": True}, headers=auth())
+        assert {m["name"] for m in ready.json()} == {"det", "shapes"}
+
+        # the same over gRPC
+        grpcclient, g = grpc_client(f"127.0.0.1:{port}")
+        assert "model_repository" in g.get_server_metadata(headers=grpc_auth()).extensions
+        g.unload_model("shapes", headers=grpc_auth())
+        assert not g.is_model_ready("shapes", headers=grpc_auth())
+        index = {m.name: m for m in g.get_model_repository_index(headers=grpc_auth()).models}
+        assert index["shapes"].state == "UNAVAILABLE" and index["det"].state == "READY"
+        assert [m.name for m in g.get_model_repository_index(headers=grpc_auth()).models
+                if m.state == "READY"] == ["det"]
+        with pytest.raises(InferenceServerException, match="API key"):
+            g.load_model("shapes")
+        with pytest.raises(InferenceServerException, match="takes no parameters"):
+            g.load_model("shapes", headers=grpc_auth(), config='{"backend": "onnx"}')
+        with pytest.raises(InferenceServerException, match="model repository"):
+            g.load_model("notes", headers=grpc_auth())
+        g.load_model("shapes", headers=grpc_auth())
+        tensor = grpcclient.InferInput("image", [1], "BYTES")
+        tensor.set_data_from_numpy(np.array([picture], dtype=np.object_))
+        answer = g.infer("shapes", [tensor], headers=grpc_auth())
+        assert answer.as_numpy("topk_indices")[0].tolist() == [s.index for s in local.topk]

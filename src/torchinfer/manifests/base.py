@@ -24,7 +24,9 @@ from ..errors import OptionError
 
 OPTION_TYPES = ("int", "float", "bool", "str", "ids", "any")
 # an OIP output tensor as the encoder gives it: (datatype, shape, flat data)
-Tensor = tuple[str, list[int], list[Any]]
+# an OIP output: its datatype, shape and values, flattened in row-major order (a list) or as
+# a numpy array of that shape (large outputs: masks, maps, vectors)
+Tensor = tuple[str, list[int], Any]
 Encoder = Callable[[Sequence[Any]], dict[str, Tensor]]
 
 
@@ -90,11 +92,16 @@ class TaskOption:
 
 @dataclass(frozen=True)
 class OutputTensor:
-    """An output of the Open Inference Protocol: its name, datatype and shape (-1: varies)."""
+    """An output of the Open Inference Protocol: its name, datatype and shape (-1: varies).
+
+    narrower: the smaller integer datatypes a client may ask for instead (the output's
+    ``parameters.datatype``), the padding (-1) then being the type's largest value: a
+    segmentation mask as UINT8 is a quarter of its INT32 bytes."""
 
     name: str
     datatype: str
     shape: tuple[int, ...]
+    narrower: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

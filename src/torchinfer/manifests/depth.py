@@ -73,7 +73,7 @@ def encode(results: Sequence[Any]) -> dict[str, Tensor]:
     maps = np.zeros((n, h, w), dtype=np.float32)
     for i, r in enumerate(results):
         maps[i, : r.depth.shape[0], : r.depth.shape[1]] = r.depth
-    return {"depth": ("FP32", [n, h, w], maps.reshape(-1).tolist()),
+    return {"depth": ("FP32", [n, h, w], maps),
             "size": ("INT64", [n, 2], [int(v) for r in results for v in r.depth.shape])}
 
 

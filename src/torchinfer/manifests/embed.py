@@ -48,7 +48,7 @@ class Embedding(Result):
 def encode(results: Sequence[Any]) -> dict[str, Tensor]:
     """The OIP output of embeddings (all succeeded): the vectors, [N, D]."""
     vectors = np.stack([r.vector for r in results]).astype(np.float32)
-    return {"embedding": ("FP32", list(vectors.shape), vectors.reshape(-1).tolist())}
+    return {"embedding": ("FP32", list(vectors.shape), vectors)}
 
 
 MANIFEST = TaskManifest(

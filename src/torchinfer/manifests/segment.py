@@ -16,10 +16,10 @@ def encode(results: Sequence[Any]) -> dict[str, Tensor]:
     n = len(results)
     h = max(r.size[0] for r in results)
     w = max(r.size[1] for r in results)
-    masks = np.full((n, h, w), -1, dtype=np.int64)
+    masks = np.full((n, h, w), -1, dtype=np.int32)
     for i, r in enumerate(results):
         masks[i, : r.size[0], : r.size[1]] = r.mask
-    return {"mask": ("INT32", [n, h, w], masks.reshape(-1).tolist()),
+    return {"mask": ("INT32", [n, h, w], masks),
             "size": ("INT64", [n, 2], [v for r in results for v in r.size])}
 
 
@@ -28,7 +28,8 @@ MANIFEST = TaskManifest(
     summary="Segment images: a class per pixel at the original size; class areas in the JSONL.",
     implementation="torchinfer.tasks.segment:TASK",
     columns=("classes (area)", "size"),
-    outputs=(OutputTensor("mask", "INT32", (-1, -1, -1)), OutputTensor("size", "INT64", (-1, 2))),
+    outputs=(OutputTensor("mask", "INT32", (-1, -1, -1), narrower=("UINT8", "UINT16")),
+             OutputTensor("size", "INT64", (-1, 2))),
     save_options=(TaskOption(name="save_masks", type="bool", default=False,
                              help="Write masks/<name>.png: class indices as a palette PNG (VOC colours)."),),
     encode=encode, agreement="pixel", head=True, eval_data=("data", "split"),

@@ -55,9 +55,10 @@ from .oip import (
     HEADER_LENGTH,
     ProtocolError,
     answered,
-    binary_body,
+    encoded_body,
     model_metadata,
     read_request,
+    refuse_load_parameters,
     server_metadata,
     split_body,
 )
@@ -175,8 +176,7 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
 
     @app.get("/v2/models/{name}/ready")
     async def v2_model_ready(name: str) -> Response:
-        holder = server.holder(name)
-        ok = holder.ready and not server.stopping
+        ok = server.model_ready(name)
         return _json({"name": name, "ready": ok}, 200 if ok else 503)
 
     @app.post("/v2/models/{name}/infer")
@@ -184,8 +184,8 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
         return await _answered(server, name, "infer", lambda h: _infer(h, request))
 
     @app.post("/v2/repository/index")
-    async def repository_index() -> Response:
-        return _json(server.repository_index())
+    async def repository_index(request: Request) -> Response:
+        return _json(server.repository_index(ready_only=await _ready_only(request)))
 
     @app.post("/v2/repository/models/{name}/load")
     async def load_model(name: str, request: Request) -> Response:
@@ -224,6 +224,21 @@ async def _answered(server: Server, name: str, endpoint: str,
     return answer
 
 
+async def _ready_only(request: Request) -> bool:
+    """An index request's ``{"ready": true}``: only the models ready to serve."""
+    body = await request.body()
+    if not body.strip():
+        return False
+    try:
+        asked = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ProtocolError("an index request's body is JSON") from None
+    ready = asked.get("ready", False) if isinstance(asked, dict) else None
+    if not isinstance(ready, bool):
+        raise ProtocolError("an index request is {\"ready\": true|false}")
+    return ready
+
+
 async def _no_files(request: Request) -> None:
     """A load request names a model of the repository and nothing else: a configuration or
     files sent with it (``parameters.config``, ``file:...``) are refused."""
@@ -234,10 +249,7 @@ async def _no_files(request: Request) -> None:
         parameters = (json.loads(body) or {}).get("parameters") or {}
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         raise ProtocolError("a load request's body is JSON") from None
-    if parameters:
-        raise ProtocolError(f"a load request takes no parameters (got "
-                            f"{', '.join(sorted(map(str, parameters)))}): models are read "
-                            "only from the server's model repository folders")
+    refuse_load_parameters(parameters)
 
 
 async def _image_of(request: Request) -> tuple[bytes, str, dict[str, str]]:
@@ -311,10 +323,10 @@ async def _infer(holder: ModelHolder, request: Request) -> Response:
         raise ProtocolError(f"the request's JSON header is not JSON: {exc}") from None
     asked = read_request(body, binary)
     answer = await answered(holder, asked)
-    if not asked.binary:
-        return _json(answer)
-    body, length = binary_body(answer, asked.binary)
-    return Response(body, media_type="application/octet-stream",
+    content, length = encoded_body(answer, asked.binary)
+    if length is None:
+        return Response(content, media_type="application/json")
+    return Response(content, media_type="application/octet-stream",
                     headers={"Inference-Header-Content-Length": str(length)})
 
 

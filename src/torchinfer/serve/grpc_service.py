@@ -1,6 +1,7 @@
 """The Open Inference Protocol over gRPC (``--grpc-port``): ``inference.GRPCInferenceService``'s
 ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata and ModelInfer, as KServe's
-and Triton's clients call them (``protocol/oip_v2.proto``).
+and Triton's clients call them, and Triton's RepositoryIndex, RepositoryModelLoad and
+RepositoryModelUnload (``protocol/oip_v2.proto``).
 
 It runs on the HTTP server's event loop and serves the same ``Server``: the same models'
 processes, batchers, queues, limits and metrics (endpoint ``grpc_infer``). A request is turned
@@ -8,6 +9,10 @@ into the HTTP binary extension's shape (a JSON header and the raw bytes after it
 ``oip.read_request``, so both protocols take the same inputs and give the same outputs; the
 outputs go back as ``raw_output_contents``. The API key is read from the call's metadata
 (``authorization: Bearer KEY`` or ``x-api-key``) on every method but ServerLive.
+
+A call whose deadline passes, or that its client cancels, cancels its wait: the model's
+process then drops its images unrun if they are still queued (``process_client``), as an
+HTTP request's timeout does.
 """
 
 from __future__ import annotations
@@ -16,14 +21,25 @@ import asyncio
 import base64
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from ..errors import InputError, OptionError, TorchinferError
 from .batcher import QueueFull, ShuttingDown
 from .guard import key_matches
-from .oip import ProtocolError, answered, model_metadata, read_request, server_metadata, tensor_bytes
+from .oip import (
+    GRPC_EXTENSIONS,
+    ProtocolError,
+    answered,
+    model_metadata,
+    read_request,
+    refuse_load_parameters,
+    server_metadata,
+    tensor_bytes,
+)
 from .process_client import ModelProcessDied
 from .protocol import oip_v2_pb2 as pb
 from .server import NotReady, Server, UnknownModel
@@ -81,10 +97,16 @@ class GrpcService:
             "ModelMetadata": (self.model_metadata, pb.ModelMetadataRequest,
                               pb.ModelMetadataResponse, True),
             "ModelInfer": (self.model_infer, pb.ModelInferRequest, pb.ModelInferResponse, True),
+            "RepositoryIndex": (self.repository_index, pb.RepositoryIndexRequest,
+                                pb.RepositoryIndexResponse, True),
+            "RepositoryModelLoad": (self.load_model, pb.RepositoryModelLoadRequest,
+                                    pb.RepositoryModelLoadResponse, True),
+            "RepositoryModelUnload": (self.unload_model, pb.RepositoryModelUnloadRequest,
+                                      pb.RepositoryModelUnloadResponse, True),
         }
         return grpc.method_handlers_generic_handler(SERVICE, {
             name: grpc.unary_unary_rpc_method_handler(
-                self._guarded(method, guarded), request_deserializer=request.FromString,
+                self._guarded(method, guarded), request_deserializer=_reader(request),
                 response_serializer=answer.SerializeToString)
             for name, (method, request, answer, guarded) in methods.items()})
 
@@ -98,6 +120,9 @@ class GrpcService:
                     if not key_matches(self.key, metadata):
                         raise Unauthenticated("missing or wrong API key: send metadata "
                                               "'authorization: Bearer KEY'")
+                if isinstance(request, Malformed):
+                    raise ProtocolError(f"the request is not a {request.expected} message: "
+                                        f"{request.reason}")
                 return await method(request)
             except Exception as exc:  # every error is a status with a one-line reason
                 await context.abort(_status(exc), _message(exc))
@@ -110,13 +135,10 @@ class GrpcService:
         return pb.ServerReadyResponse(ready=self.server.ready)
 
     async def model_ready(self, request: Any) -> Any:
-        holder = self.server.holder(request.name)
-        return pb.ModelReadyResponse(ready=holder.ready and not self.server.stopping)
+        return pb.ModelReadyResponse(ready=self.server.model_ready(request.name))
 
     async def server_metadata(self, request: Any) -> Any:
-        # binary tensors are HTTP's extension (gRPC carries raw contents itself); the model
-        # repository is served over HTTP only
-        return pb.ServerMetadataResponse(**server_metadata(self.version, extensions=()))
+        return pb.ServerMetadataResponse(**server_metadata(self.version, GRPC_EXTENSIONS))
 
     async def model_metadata(self, request: Any) -> Any:
         holder = self.server.holder(request.name)
@@ -128,6 +150,20 @@ class GrpcService:
             name=meta["name"], versions=meta["versions"], platform=meta["platform"],
             inputs=[tensor(**t) for t in meta["inputs"]],
             outputs=[tensor(**t) for t in meta["outputs"]])
+
+    async def repository_index(self, request: Any) -> Any:
+        models = self.server.repository_index(ready_only=request.ready)
+        return pb.RepositoryIndexResponse(
+            models=[pb.RepositoryIndexResponse.ModelIndex(**m) for m in models])
+
+    async def load_model(self, request: Any) -> Any:
+        refuse_load_parameters(request.parameters)
+        await self.server.load_model(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    async def unload_model(self, request: Any) -> Any:
+        await self.server.unload_model(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
 
     async def model_infer(self, request: Any) -> Any:
         server, name = self.server, request.model_name
@@ -162,6 +198,24 @@ class GrpcService:
             raw_output_contents=[tensor_bytes(o["datatype"], o["data"]) for o in out["outputs"]])
 
 
+@dataclass(frozen=True)
+class Malformed:
+    """Bytes that do not parse as the method's request, answered INVALID_ARGUMENT (after the
+    key check) instead of grpcio's INTERNAL."""
+
+    expected: str
+    reason: str
+
+
+def _reader(message: Any) -> Callable[[bytes], Any]:
+    def read(data: bytes) -> Any:
+        try:
+            return message.FromString(data)
+        except DecodeError as exc:
+            return Malformed(message.__name__, str(exc) or "it does not parse")
+    return read
+
+
 def _parameters(params: Any) -> dict[str, Any]:
     out = {}
     for key, value in params.items():
@@ -190,7 +244,8 @@ def as_http_request(request: Any) -> tuple[dict[str, Any], bytes]:
                             f"{len(request.inputs)} inputs")
     header: dict[str, Any] = {"inputs": inputs, "parameters": _parameters(request.parameters)}
     if request.outputs:
-        header["outputs"] = [{"name": o.name} for o in request.outputs]
+        header["outputs"] = [{"name": o.name, "parameters": _parameters(o.parameters)}
+                             for o in request.outputs]
     if request.id:
         header["id"] = request.id
     return header, binary

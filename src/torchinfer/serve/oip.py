@@ -13,6 +13,10 @@ longest, their lengths given); the built-in ones:
     segment   mask INT32 [N, H, W] (-1 pads), size INT64 [N, 2] (height, width)
     all       record BYTES [N]: the JSON record ``predict`` writes, one per image
 
+An output may be asked for as a smaller integer datatype its manifest allows (a mask as UINT8
+or UINT16, the padding then 255 / 65535): the output's ``parameters.datatype``, or the
+request's ``parameters["<output>_datatype"]`` (the form ``tritonclient`` can send).
+
 The binary tensor data extension (``binary_tensor_data``, what NVIDIA's ``tritonclient``
 sends by default): the body is the JSON header, of the length the header
 ``Inference-Header-Content-Length`` gives, followed by raw tensor bytes; an input whose
@@ -28,8 +32,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from collections.abc import Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,7 +49,9 @@ MAX_IMAGES_PER_REQUEST = 64
 
 INPUT_NAME = "image"
 HEADER_LENGTH = "inference-header-content-length"
-EXTENSIONS = ("binary_tensor_data", "model_repository")  # over HTTP; gRPC has none of them
+EXTENSIONS = ("binary_tensor_data", "model_repository")  # over HTTP
+GRPC_EXTENSIONS = ("model_repository",)  # gRPC carries raw tensor bytes itself
+DATATYPE_SUFFIX = "_datatype"  # a request parameter "mask_datatype": the datatype of "mask"
 # numpy's little-endian type of each fixed-size datatype the outputs use
 _NUMPY = {"FP32": "<f4", "FP64": "<f8", "INT64": "<i8", "INT32": "<i4", "INT16": "<i2",
           "INT8": "i1", "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8",
@@ -54,13 +61,15 @@ _NUMPY = {"FP32": "<f4", "FP64": "<f8", "INT64": "<i8", "INT32": "<i4", "INT16":
 @dataclass(frozen=True)
 class InferRequest:
     """An infer request, read: the images, the model options, the outputs asked for (None:
-    all), which of them come back as binary data, and the request's id."""
+    all), which of them come back as binary data, the datatypes asked of outputs
+    (``parameters.datatype``), and the request's id."""
 
     images: list[bytes]
     options: dict[str, Any]
     wanted: list[str] | None
     binary: frozenset[str] | bool  # True: every output
     request_id: str | None
+    datatypes: dict[str, str] = field(default_factory=dict)
 
 
 def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
@@ -101,6 +110,15 @@ class ProtocolError(TorchinferError):
     """A request that does not follow the protocol (HTTP 400, ``{"error": ...}``)."""
 
 
+def refuse_load_parameters(parameters: Collection[Any]) -> None:
+    """A load request names a model of the repository and nothing else: a configuration or
+    files sent with it (``config``, ``file:...``) are refused."""
+    if parameters:
+        raise ProtocolError(f"a load request takes no parameters (got "
+                            f"{', '.join(sorted(map(str, parameters)))}): models are read "
+                            "only from the server's model repository folders")
+
+
 def model_metadata(name: str, task: str, platform: str) -> dict[str, Any]:
     """``GET /v2/models/{name}``: inputs and outputs, -1 for a variable dimension."""
     outputs = [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
@@ -127,7 +145,7 @@ def read_request(body: Any, binary: bytes = b"") -> InferRequest:
     if not isinstance(shape, list) or not shape or \
             not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise ProtocolError(f"input shape {shape} is not a list of sizes")
-    count = int(np.prod(shape))
+    count = math.prod(shape)  # Python's integers: a huge shape cannot wrap round
     if count > MAX_IMAGES_PER_REQUEST:
         raise ProtocolError(f"{count} images in one request: at most "
                             f"{MAX_IMAGES_PER_REQUEST}")
@@ -150,6 +168,8 @@ def read_request(body: Any, binary: bytes = b"") -> InferRequest:
     # protocol words, not model options
     for key in ("content_type", "binary_data_size", "binary_data_output", "binary_data"):
         params.pop(key, None)
+    datatypes = {key.removesuffix(DATATYPE_SUFFIX): str(params.pop(key))
+                 for key in [k for k in params if k.endswith(DATATYPE_SUFFIX)]}
     outputs = body.get("outputs")
     wanted = None
     if outputs is not None:
@@ -162,9 +182,11 @@ def read_request(body: Any, binary: bytes = b"") -> InferRequest:
         binary_out = frozenset(str(o["name"]) for o in outputs
                                if isinstance(o.get("parameters"), dict)
                                and o["parameters"].get("binary_data") is True)
+    datatypes.update({str(o["name"]): str(o["parameters"]["datatype"]) for o in outputs or ()
+                      if isinstance(o.get("parameters"), dict) and "datatype" in o["parameters"]})
     request_id = body.get("id")
     return InferRequest(images, params, wanted, binary_out,
-                        None if request_id is None else str(request_id))
+                        None if request_id is None else str(request_id), datatypes)
 
 
 def _json_images(data: Any, count: int, shape: list[int]) -> list[bytes]:
@@ -188,6 +210,7 @@ async def answered(holder: Any, asked: InferRequest) -> dict[str, Any]:
     """The response to ``asked`` from the model ``holder`` serves (``ModelHolder``): its
     images run side by side, through the model's batcher; an image that cannot be read is
     the request's error, naming the element."""
+    check_outputs(holder.task or "", asked)  # before any work
     options = holder.request_options(asked.options)
     answers = await asyncio.gather(
         *(holder.predict_bytes(data, f"{asked.request_id or 'input'}[{i}]", options)
@@ -200,19 +223,34 @@ async def answered(holder: Any, asked: InferRequest) -> dict[str, Any]:
         if isinstance(answer, BaseException):
             raise answer
         results.append(answer[0])
-    return response(holder.name, holder.task or "", results, asked.wanted, asked.request_id)
+    return response(holder.name, holder.task or "", results, asked.wanted, asked.request_id,
+                    asked.datatypes)
+
+
+def check_outputs(task: str, asked: InferRequest) -> None:
+    """The outputs ``asked`` names, and the datatypes it asks of them, are the task's."""
+    outputs = {t.name: (t.datatype, *t.narrower) for t in task_manifest(task).outputs}
+    outputs["record"] = ("BYTES",)
+    unknown = [n for n in (*(asked.wanted or ()), *asked.datatypes) if n not in outputs]
+    if unknown:
+        raise ProtocolError(f"unknown output(s) {', '.join(unknown)}: this model has "
+                            f"{', '.join(outputs)}")
+    for name, datatype in asked.datatypes.items():
+        if datatype not in outputs[name]:
+            raise ProtocolError(f"output {name!r} comes as {', '.join(outputs[name])}, not "
+                                f"{datatype!r}")
 
 
 def response(name: str, task: str, results: Sequence[Result], wanted: list[str] | None,
-             request_id: str | None) -> dict[str, Any]:
-    """The infer response for ``results`` (all succeeded)."""
+             request_id: str | None, datatypes: dict[str, str] | None = None
+             ) -> dict[str, Any]:
+    """The infer response for ``results`` (all succeeded), of the outputs and datatypes
+    ``check_outputs`` passed; an output's data is a list or a numpy array (``encoded_body``
+    writes either)."""
     tensors = _tensors(task, results)
     tensors["record"] = ("BYTES", [len(results)], [dumps(r.to_dict()) for r in results])
-    if wanted is not None:
-        unknown = [w for w in wanted if w not in tensors]
-        if unknown:
-            raise ProtocolError(f"unknown output(s) {', '.join(unknown)}: this model has "
-                                f"{', '.join(tensors)}")
+    for output, datatype in (datatypes or {}).items():
+        tensors[output] = _narrowed(output, tensors[output], datatype)
     names = wanted if wanted is not None else list(tensors)
     out: dict[str, Any] = {"model_name": name, "model_version": "1",
                            "outputs": [{"name": n, "datatype": tensors[n][0],
@@ -223,27 +261,46 @@ def response(name: str, task: str, results: Sequence[Result], wanted: list[str] 
     return out
 
 
-def _tensors(task: str, results: Sequence[Result]) -> dict[str, tuple[str, list[int], list[Any]]]:
+def _tensors(task: str, results: Sequence[Result]) -> dict[str, tuple[str, list[int], Any]]:
     encode = task_manifest(task).encode
     return dict(encode(results)) if encode is not None else {}
 
 
-def binary_body(answer: dict[str, Any], binary: frozenset[str] | bool) -> tuple[bytes, int]:
-    """(body, JSON header length) of ``answer`` with the outputs ``binary`` names (True: all)
-    as binary data after the JSON header."""
+def _narrowed(name: str, tensor: Any, datatype: str) -> Any:
+    """``tensor`` as ``datatype``, a smaller integer type its manifest allows: the padding
+    (-1) becomes the type's largest value, which no real value may reach."""
+    own, shape, data = tensor
+    if datatype == own:
+        return tensor
+    values = np.asarray(data)
+    largest = int(np.iinfo(_NUMPY[datatype]).max)
+    if values.size and int(values.max()) >= largest:
+        raise ProtocolError(f"output {name!r} holds {int(values.max())}: {datatype} holds "
+                            f"values below {largest}, its largest marking the padding; ask "
+                            f"for {own}")
+    return datatype, shape, np.where(values < 0, largest, values).astype(_NUMPY[datatype])
+
+
+def encoded_body(answer: dict[str, Any], binary: frozenset[str] | bool
+                 ) -> tuple[bytes, int | None]:
+    """(body, JSON header length) of ``answer``: JSON, with the outputs ``binary`` names
+    (True: all) as binary data after it; the length is None when nothing is binary."""
     blobs = []
     for output in answer["outputs"]:
-        if binary is not True and output["name"] not in binary:
-            continue
-        blob = tensor_bytes(output["datatype"], output.pop("data"))
-        output["parameters"] = {**output.get("parameters", {}), "binary_data_size": len(blob)}
-        blobs.append(blob)
+        if binary is True or (binary and output["name"] in binary):
+            blob = tensor_bytes(output["datatype"], output.pop("data"))
+            output["parameters"] = {**output.get("parameters", {}),
+                                    "binary_data_size": len(blob)}
+            blobs.append(blob)
+        elif isinstance(output["data"], np.ndarray):
+            output["data"] = output["data"].reshape(-1).tolist()
     header = dumps(answer).encode("utf-8")
-    return header + b"".join(blobs), len(header)
+    return header + b"".join(blobs), len(header) if blobs else None
 
 
-def tensor_bytes(datatype: str, data: Sequence[Any]) -> bytes:
-    """A tensor's flattened ``data`` as the binary extension lays it out."""
+def tensor_bytes(datatype: str, data: Any) -> bytes:
+    """A tensor's ``data`` (a flattened list, or an array) as the binary extension lays it
+    out."""
     if datatype == "BYTES":
         parts = []
         for item in data:
@@ -252,7 +309,7 @@ def tensor_bytes(datatype: str, data: Sequence[Any]) -> bytes:
         return b"".join(parts)
     if datatype not in _NUMPY:
         raise ProtocolError(f"no binary layout for datatype {datatype}")
-    return np.asarray(data, dtype=_NUMPY[datatype]).tobytes()
+    return np.ascontiguousarray(data, dtype=_NUMPY[datatype]).tobytes()
 
 
 def server_metadata(version: str, extensions: Sequence[str] = EXTENSIONS) -> dict[str, Any]:

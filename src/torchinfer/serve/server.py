@@ -67,6 +67,13 @@ class Server:
             raise UnknownModel(f"unknown model {name!r}: this server has "
                                f"{', '.join(self.holders)}") from None
 
+    def model_ready(self, name: str) -> bool:
+        """Whether ``name`` serves now; a model of the repository not loaded is not ready,
+        any other name is UnknownModel."""
+        if name not in self.holders and name in self.repository:
+            return False
+        return self.holder(name).ready and not self.stopping
+
     def ready_holder(self, name: str) -> ModelHolder:
         holder = self.holder(name)
         if self.stopping:
@@ -137,9 +144,10 @@ class Server:
 
     # --- the model repository extension -------------------------------------------------------
 
-    def repository_index(self) -> list[dict[str, str]]:
-        """Every model this server serves or may load, with its state: READY, LOADING,
-        UNAVAILABLE (not loaded, or failed: ``reason`` says why)."""
+    def repository_index(self, ready_only: bool = False) -> list[dict[str, str]]:
+        """Every model this server serves or may load (``ready_only``: those ready to serve),
+        with its state: READY, LOADING, UNAVAILABLE (not loaded, or failed: ``reason`` says
+        why)."""
         states = {"ready": "READY", "loading": "LOADING"}
         out = []
         for name in sorted({*self.repository, *self.holders}):
@@ -151,7 +159,8 @@ class Server:
                 entry["reason"] = holder.error
             elif holder is None:
                 entry["reason"] = "unloaded"
-            out.append(entry)
+            if entry["state"] == "READY" or not ready_only:
+                out.append(entry)
         return out
 
     async def load_model(self, name: str) -> None:
