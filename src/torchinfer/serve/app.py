@@ -11,6 +11,7 @@
     POST /v1/search?index=NAME&k=10    an image (as for predict) or ?row=N -> the index's
                                        nearest inputs by cosine (search.py)
     GET  /metrics                      Prometheus text (metrics.py)
+    GET  /openapi.json                 the routes above as OpenAPI (schema.py)
     gRPC (--grpc-port)                 the OIP's GRPCInferenceService (grpc_service.py)
     GET  /                             the web page (static/)
 
@@ -63,6 +64,7 @@ from .oip import (
     split_body,
 )
 from .process_client import ModelProcessDied
+from .schema import openapi_schema
 from .search import ServedIndex, checked_k
 from .server import NotReady, Server, UnknownModel
 from .sniff import UnsupportedType
@@ -99,7 +101,14 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
         await asyncio.get_running_loop().run_in_executor(None, server.stop)
 
     app = FastAPI(title="torchinfer", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+                  openapi_url="/openapi.json")
+
+    def described() -> dict[str, Any]:  # the routes as schema.py says, made once
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi_schema(app, _version())
+        return app.openapi_schema
+
+    app.openapi = described  # type: ignore[method-assign]
     app.state.server = server
     app.add_middleware(Guard, api_key=config.api_key,
                        max_body_bytes=config.max_body_bytes)
