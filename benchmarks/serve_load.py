@@ -12,6 +12,7 @@ the queue wait vs the compute (ours from /metrics; the peers' compute from their
     python benchmarks/serve_load.py --only ours --delays 0,1,2,5,10   # the max_delay_ms sweep
     python benchmarks/serve_load.py --only ours,ours-1w,plain   # several model workers or one
     python benchmarks/serve_load.py --only ours,ours-0p,plain   # model process or threads
+    python benchmarks/serve_load.py --protocols     # OIP: HTTP-JSON, HTTP-binary and gRPC
 
 LitServe is a benchmark-only install in its own environment (it reuses .venv's torch):
     python benchmarks/serve_load.py --setup-peer    # creates .venv-serve-peer with litserve
@@ -158,6 +159,210 @@ async def load(url: str, images: list[bytes], concurrency: int, total: int
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return latencies, errors, time.perf_counter() - start
+
+
+# --- the Open Inference Protocol's three forms, on one server -----------------------------------
+
+def full_hd_jpegs(count: int = 4) -> list[bytes]:
+    """Shapes scenes at 1920x1080, as JPEG (quality 90)."""
+    from torchinfer.datasets import shapes as ds
+
+    out = []
+    for i in range(count):
+        buffer = io.BytesIO()
+        ds.generate_scene(ds.scene_rng(2027, i), (1080, 1920)).image.save(buffer, "JPEG",
+                                                                            quality=90)
+        out.append(buffer.getvalue())
+    return out
+
+
+def json_request(image: bytes, parameters: dict) -> bytes:
+    """An infer request as JSON: the image base64 in a BYTES tensor."""
+    import base64
+
+    return json.dumps({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                                   "data": [base64.b64encode(image).decode()]}],
+                       "parameters": parameters}).encode()
+
+
+def binary_request(image: bytes, parameters: dict) -> tuple[bytes, int]:
+    """(body, JSON header length): the binary tensor data extension, every output binary."""
+    data = len(image).to_bytes(4, "little") + image
+    header = json.dumps({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                                     "parameters": {"binary_data_size": len(data)}}],
+                         "parameters": {**parameters, "binary_data_output": True}}).encode()
+    return header + data, len(header)
+
+
+def read_json_answer(body: bytes) -> dict:
+    """What a client does with a JSON answer: parse it, each output to an array."""
+    import numpy as np
+
+    answer = json.loads(body)
+    return {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in answer["outputs"]
+            if o["datatype"] != "BYTES"}
+
+
+def read_binary_answer(body: bytes, header_length: int) -> dict:
+    """The same for a binary answer: the JSON header, then each output's bytes as an array."""
+    import numpy as np
+
+    header = json.loads(body[:header_length])
+    at, out = header_length, {}
+    types = {"FP32": "<f4", "INT64": "<i8", "INT32": "<i4", "UINT8": "u1", "UINT16": "<u2"}
+    for o in header["outputs"]:
+        size = o["parameters"]["binary_data_size"]
+        if o["datatype"] in types:
+            out[o["name"]] = np.frombuffer(body[at:at + size], types[o["datatype"]]
+                                           ).reshape(o["shape"])
+        at += size
+    return out
+
+
+async def protocol_load(form: str, target: dict, images: list[bytes], model: str,
+                        parameters: dict, concurrency: int, total: int, encoding: str
+                        ) -> tuple[list[float], int, float, list[int]]:
+    """(latencies, errors, seconds, bytes of each answer on the wire) for ``total``
+    requests in ``form`` (http-json, http-binary, grpc) from ``concurrency`` clients, HTTP
+    answers in ``encoding`` (identity, gzip), each answer read into arrays as a client
+    would."""
+    import grpc
+    import httpx
+
+    from torchinfer.serve.protocol import oip_v2_pb2 as pb
+
+    latencies: list[float] = []
+    sizes: list[int] = []
+    errors = sent = 0
+    url = f"{target['http']}/v2/models/{model}/infer"
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    bodies = [json_request(im, parameters) if form == "http-json" else
+              binary_request(im, parameters) for im in images] if form != "grpc" else []
+    grpc_params = {k: pb.InferParameter(string_param=v) for k, v in parameters.items()}
+    grpc_requests = [pb.ModelInferRequest(
+        model_name=model, parameters=grpc_params,
+        inputs=[pb.ModelInferRequest.InferInputTensor(name="image", datatype="BYTES",
+                                                      shape=[1])],
+        raw_input_contents=[len(im).to_bytes(4, "little") + im]) for im in images]
+    options = [("grpc.max_receive_message_length", 256 * 1024 * 1024)]
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client, \
+            grpc.aio.insecure_channel(target["grpc"], options=options) as channel:
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
+                                    request_serializer=pb.ModelInferRequest.SerializeToString,
+                                    response_deserializer=pb.ModelInferResponse.FromString)
+
+        async def one(i: int) -> int:
+            import numpy as np
+
+            if form == "grpc":
+                answer = await infer(grpc_requests[i % len(images)], timeout=120)
+                for o, raw in zip(answer.outputs, answer.raw_output_contents):
+                    if o.datatype != "BYTES":
+                        np.frombuffer(raw, {"FP32": "<f4", "INT64": "<i8", "INT32": "<i4",
+                                            "UINT8": "u1"}[o.datatype]).reshape(o.shape)
+                return answer.ByteSize()
+            if form == "http-json":
+                r = await client.post(url, content=bodies[i % len(images)], headers={
+                    "Content-Type": "application/json", "Accept-Encoding": encoding})
+                r.raise_for_status()
+                read_json_answer(r.content)  # httpx has inflated it
+            else:
+                body, length = bodies[i % len(images)]
+                r = await client.post(url, content=body, headers={
+                    "Inference-Header-Content-Length": str(length),
+                    "Accept-Encoding": encoding})
+                r.raise_for_status()
+                read_binary_answer(r.content, int(r.headers["Inference-Header-Content-Length"]))
+            return int(r.headers["Content-Length"])
+
+        async def worker() -> None:
+            nonlocal sent, errors
+            while sent < total:
+                i = sent
+                sent += 1
+                t0 = time.perf_counter()
+                try:
+                    sizes.append(await one(i))
+                    latencies.append(time.perf_counter() - t0)
+                except (httpx.HTTPError, grpc.RpcError):
+                    errors += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return latencies, errors, time.perf_counter() - start, sizes
+
+
+# (label, form, model, request parameters, HTTP Accept-Encoding)
+UINT8 = {"mask_datatype": "UINT8"}
+PROTOCOL_CASES = {
+    "classify": [("http-json", "http-json", "shapes_classifier", {}, "identity"),
+                 ("http-binary", "http-binary", "shapes_classifier", {}, "identity"),
+                 ("grpc", "grpc", "shapes_classifier", {}, "identity")],
+    "segment": [("http-json", "http-json", "shapes_segmenter", {}, "identity"),
+                ("http-json gzip", "http-json", "shapes_segmenter", {}, "gzip"),
+                ("http-binary INT32", "http-binary", "shapes_segmenter", {}, "identity"),
+                ("http-binary UINT8", "http-binary", "shapes_segmenter", UINT8, "identity"),
+                ("http-binary UINT8 gzip", "http-binary", "shapes_segmenter", UINT8, "gzip"),
+                ("grpc INT32", "grpc", "shapes_segmenter", {}, "identity"),
+                ("grpc UINT8", "grpc", "shapes_segmenter", UINT8, "identity")],
+}
+PROTOCOL_HEADER = ("| task | form | conc. | req/s | p50 ms | p99 ms | errors | bytes/answer |\n"
+                   "|---|---|---|---|---|---|---|---|")
+
+
+def bench_protocols(args: argparse.Namespace) -> list[dict]:
+    """One server with both models and a gRPC port; at each concurrency, ``rounds`` short
+    runs of each form in turn, pooled."""
+    port, grpc_port = free_port(), free_port()
+    cmd = [sys.executable, "-m", "torchinfer", "serve", "-m", "shapes_classifier", "-m",
+           "shapes_segmenter", "--port", str(port), "--grpc-port", str(grpc_port),
+           "--device", args.device]
+    process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    target = {"http": f"http://127.0.0.1:{port}", "grpc": f"127.0.0.1:{grpc_port}"}
+    rows = []
+    try:
+        wait_up(f"{target['http']}/v2/health/ready", process)
+        inputs = {"classify": images_for("shapes_classifier"), "segment": full_hd_jpegs()}
+        for task, concurrencies in (("classify", args.concurrency),
+                                    ("segment", args.segment_concurrency)):
+            for _, form, model, params, accept in PROTOCOL_CASES[task]:  # warm-up
+                asyncio.run(protocol_load(form, target, inputs[task], model, params, 2, 4,
+                                          accept))
+            for c in concurrencies:
+                per_round = max(args.requests // args.rounds, 2 * c) if task == "classify" \
+                    else max(args.segment_requests // args.rounds, c)
+                pooled: dict[str, tuple[list, int, float, list]] = {}
+                for _ in range(args.rounds):
+                    for label, form, model, params, accept in PROTOCOL_CASES[task]:
+                        lat, errors, seconds, sizes = asyncio.run(protocol_load(
+                            form, target, inputs[task], model, params, c, per_round, accept))
+                        lats, errs, secs, szs = pooled.get(label, ([], 0, 0.0, []))
+                        pooled[label] = (lats + lat, errs + errors, secs + seconds, szs + sizes)
+                for label, (lat, errors, seconds, sizes) in pooled.items():
+                    row = {"task": task, "form": label, "concurrency": c,
+                           "req_s": len(lat) / seconds, "p50_ms": percentile(lat, 50) * 1000,
+                           "p99_ms": percentile(lat, 99) * 1000,
+                           "error_rate": errors / (per_round * args.rounds),
+                           "bytes": sum(sizes) / max(len(sizes), 1)}
+                    rows.append(row)
+                    print(f"| {task} | {label} | {c} | {row['req_s']:.1f} | "
+                          f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
+                          f"{row['error_rate']:.1%} | {row['bytes']:,.0f} |", flush=True)
+    finally:
+        stop(process)
+    return rows
+
+
+def _protocol_ratios(rows: list[dict]) -> None:
+    by = {(r["task"], r["form"], r["concurrency"]): r for r in rows}
+    for (task, form, c), r in sorted(by.items()):
+        base = by.get((task, "http-json", c))
+        if base is None or form == "http-json":
+            continue
+        print(f"{task} at concurrency {c}: {form} answers {base['bytes'] / r['bytes']:.2f}x "
+              f"smaller than http-json, {r['req_s'] / base['req_s']:.2f}x its req/s, p50 "
+              f"{base['p50_ms'] / r['p50_ms']:.2f}x faster")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -398,6 +603,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     parser.add_argument("--setup-peer", action="store_true")
+    parser.add_argument("--protocols", action="store_true", help="compare the OIP's forms "
+                        "instead: HTTP-JSON, HTTP-binary and gRPC, for the classifier and "
+                        "for segmentation of full-HD JPEGs")
+    parser.add_argument("--segment-concurrency", default="1,4", help="with --protocols")
+    parser.add_argument("--segment-requests", type=int, default=40, help="with --protocols: "
+                        "segmentation requests per form and concurrency")
     parser.add_argument("--run-plain", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--run-litserve", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -414,6 +625,17 @@ def main() -> None:
     from torchinfer.serve.config import DEFAULT_MAX_DELAY_MS
 
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    if args.protocols:
+        args.segment_concurrency = [int(c) for c in args.segment_concurrency.split(",")]
+        print(f"# OIP forms, {platform.processor() or platform.machine()}, {os.cpu_count()} "
+              f"CPUs, python {platform.python_version()}; {args.rounds} interleaved rounds; "
+              "closed loop over loopback; each answer read into arrays")
+        print(PROTOCOL_HEADER)
+        rows = bench_protocols(args)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1))
+        _protocol_ratios(rows)
+        return
     delays = [float(d) for d in args.delays.split(",")] if args.delays else [DEFAULT_MAX_DELAY_MS]
     print(f"# {args.model}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, python {platform.python_version()}; {args.requests} "

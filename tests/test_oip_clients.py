@@ -151,6 +151,47 @@ def test_a_batch_of_images_and_json_outputs(server, picture):
     assert (mask[1, 160:] == 255).all() and (mask[1, :160, :160] < 255).all()  # 255 pads
 
 
+def test_compressed_requests_and_answers(server, picture):
+    """tritonclient's request and answer compression, gzip and deflate, give the plain
+    answer; a compressed body that would inflate past the cap is a 413, garbage a 400."""
+    import gzip
+
+    import httpx
+
+    c = client(server)
+    plain = c.infer("seg", [image_input(picture)], headers=auth(),
+                    parameters={"mask_datatype": "UINT8"})
+    for algorithm in ("gzip", "deflate"):
+        packed = c.infer("seg", [image_input(picture)], headers=auth(),
+                         parameters={"mask_datatype": "UINT8"},
+                         request_compression_algorithm=algorithm,
+                         response_compression_algorithm=algorithm)
+        assert np.array_equal(packed.as_numpy("mask"), plain.as_numpy("mask"))
+    url = f"{server}/v2/models/seg/infer"
+    header = json.dumps({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                                     "parameters": {"binary_data_size": len(picture) + 4}}],
+                         "parameters": {"binary_data_output": True}}).encode()
+    body = header + len(picture).to_bytes(4, "little") + picture
+    r = httpx.post(url, content=gzip.compress(body), headers={
+        **auth(), "Content-Encoding": "gzip", "Accept-Encoding": "br;q=1, gzip;q=0.5",
+        "Inference-Header-Content-Length": str(len(header))})
+    assert r.status_code == 200 and r.headers["content-encoding"] == "gzip"
+    assert int(r.headers["content-length"]) * 5 < len(r.content)  # httpx inflated it
+    r = httpx.post(url, content=body, headers={
+        **auth(), "Accept-Encoding": "gzip;q=0", "Inference-Header-Content-Length":
+        str(len(header))})
+    assert "content-encoding" not in r.headers and int(r.headers["content-length"]) == \
+        len(r.content)
+    bomb = gzip.compress(b"\0" * (21 * 1024 * 1024))  # 20 KB that inflate past the 20 MB cap
+    assert len(bomb) < 100_000
+    r = httpx.post(url, content=bomb, headers={**auth(), "Content-Encoding": "gzip"})
+    assert r.status_code == 413 and "limit" in r.json()["error"]
+    for encoding, data in (("gzip", b"not gzip at all"), ("gzip", gzip.compress(body)[:-40]),
+                           ("br", body)):
+        r = httpx.post(url, content=data, headers={**auth(), "Content-Encoding": encoding})
+        assert r.status_code == 400 and "error" in r.json(), encoding
+
+
 def test_bad_binary_bodies_are_400s(server, picture):
     import httpx
 

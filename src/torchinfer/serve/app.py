@@ -48,6 +48,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import InputError, OptionError, TorchinferError
 from ..runner.sinks import dumps
 from .batcher import QueueFull, ShuttingDown
+from .compression import MIN_COMPRESSED_BYTES, chosen, deflated, inflated
 from .config import ServeConfig
 from .guard import BodyTooLarge, Guard
 from .holder import ModelHolder
@@ -325,7 +326,11 @@ async def _neighbours(served: ServedIndex, k: int, *, row: str | None = None,
 
 
 async def _infer(holder: ModelHolder, request: Request) -> Response:
-    header, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
+    body = await request.body()
+    if request.headers.get("content-encoding"):  # tritonclient's request compression
+        body = await asyncio.to_thread(inflated, body, request.headers["content-encoding"],
+                                       holder.config.max_body_bytes)
+    header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
     try:
         body = json.loads(header)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -333,10 +338,15 @@ async def _infer(holder: ModelHolder, request: Request) -> Response:
     asked = read_request(body, binary)
     answer = await answered(holder, asked)
     content, length = encoded_body(answer, asked.binary)
-    if length is None:
-        return Response(content, media_type="application/json")
-    return Response(content, media_type="application/octet-stream",
-                    headers={"Inference-Header-Content-Length": str(length)})
+    headers = {"Vary": "Accept-Encoding"}
+    if length is not None:
+        headers["Inference-Header-Content-Length"] = str(length)  # of the JSON, uncompressed
+    encoding = chosen(request.headers.get("accept-encoding"))
+    if encoding is not None and len(content) >= MIN_COMPRESSED_BYTES:
+        content = await asyncio.to_thread(deflated, content, encoding)
+        headers["Content-Encoding"] = encoding
+    return Response(content, headers=headers, media_type="application/json" if length is None
+                    else "application/octet-stream")
 
 
 def _error(exc: BaseException, server: Server | None = None

@@ -262,6 +262,9 @@ ROUTES: dict[tuple[str, str], dict[str, Any]] = {
                       "503": _json(_ref(ModelReady), "It does not."), **_errors(404)}},
     ("post", "/v2/models/{name}/infer"): {
         "tags": [OIP], "summary": "Inference: JSON, or with binary tensors",
+        "description": "A body sent with Content-Encoding gzip or deflate is inflated (up to "
+                       "the body cap); an answer is compressed when Accept-Encoding names "
+                       "gzip or deflate.",
         "parameters": [NAME, {"name": "Inference-Header-Content-Length", "in": "header",
                               "required": False, "schema": {"type": "integer", "minimum": 1}}],
         "requestBody": INFER_BODY,
