@@ -375,6 +375,36 @@ def test_grpc_fuzz_never_breaks_the_server(grpc_server):
     channel.close()
 
 
+def test_the_readmes_tritonclient_example_runs(picture, tmp_path, monkeypatch):
+    """The README's example, as written, against the server its first line starts (only the
+    ports put in)."""
+    import re
+    import socket
+    from pathlib import Path
+
+    pytest.importorskip("tritonclient.grpc")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    code = next(b for b in re.findall(r"```py\n(.*?)```", readme, re.S)
+                if b.startswith("# tritonclient, over HTTP and gRPC"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = ServeConfig(models=(ModelSpec("shapes_segmenter"), ModelSpec("shapes_classifier")),
+                         warmup=False, grpc_port=port)
+    with live_server(config) as (base, _):
+        code = code.replace("127.0.0.1:8000", base.removeprefix("http://"))
+        code = code.replace("127.0.0.1:8001", f"127.0.0.1:{port}")
+        (tmp_path / "photo.jpg").write_bytes(picture)
+        monkeypatch.chdir(tmp_path)
+        names: dict = {}
+        exec(compile(code, "README tritonclient example", "exec"), names)
+    image = Image.open(io.BytesIO(picture)).convert("RGB")
+    expected = ti.load("segment", "shapes_segmenter", device="cpu")(image).mask
+    assert names["mask"].dtype == np.uint8 and (names["mask"][0] == expected).mean() > 0.999
+    local = ti.load("classify", "shapes_classifier", device="cpu")(image)
+    assert names["labels"] == [s.label for s in local.topk[:3]]
+
+
 # --- the model repository extension --------------------------------------------------------
 
 def test_models_load_and_unload_from_the_repository_only(tmp_path, picture):
