@@ -375,6 +375,45 @@ def test_grpc_fuzz_never_breaks_the_server(grpc_server):
     channel.close()
 
 
+def test_kserves_own_clients(grpc_server, picture, tmp_path):
+    """KServe's InferenceRESTClient (JSON and binary) and InferenceGRPCClient, run in their own
+    environment (``make kserve-client``), answer what the library answers."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    python = root / ".venv-kserve" / "bin" / "python"
+    if not python.exists():
+        pytest.skip("KServe's client is not installed: make kserve-client (an environment of "
+                    "its own, .venv-kserve: kserve pins protobuf < 7)")
+    address, base, _ = grpc_server
+    (tmp_path / "picture.png").write_bytes(picture)
+    done = subprocess.run([str(python), str(root / "tests" / "kserve_client_run.py"), base,
+                           address, KEY, str(tmp_path / "picture.png")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout)
+    image = Image.open(io.BytesIO(picture)).convert("RGB")
+    top = [s.index for s in ti.load("classify", "shapes_classifier", device="cpu")(image).topk]
+    mask = ti.load("segment", "shapes_segmenter", device="cpu")(image).mask
+    answers = {**{f"rest {k}": v for k, v in found["rest"].items()},
+               **{f"grpc {k}": v for k, v in found["grpc"].items()}}
+    assert len(answers) == 7
+    for name, outputs in answers.items():
+        if "cls" in name:
+            assert outputs["topk_indices"]["values"] == top, name
+            assert outputs["topk_labels"]["datatype"] == "BYTES"
+        else:
+            got = np.array(outputs["mask"]["values"]).reshape(outputs["mask"]["shape"])[0]
+            assert (got == mask).mean() > 0.999, name
+            assert outputs["mask"]["datatype"] == ("UINT8" if "uint8" in name else "INT32")
+    errors = found["errors"]
+    assert "401" in errors["rest key"] and "API key" in errors["rest key"]
+    assert "UNAUTHENTICATED" in errors["grpc key"]
+    assert "INVALID_ARGUMENT" in errors["grpc broken image"]
+    assert "input element 0" in errors["grpc broken image"]
+
+
 def test_the_readmes_tritonclient_example_runs(picture, tmp_path, monkeypatch):
     """The README's example, as written, against the server its first line starts (only the
     ports put in)."""
