@@ -119,6 +119,7 @@ LAYERS = (
     ("torchinfer.models",),
     ("torchinfer.datasets",),
     ("torchinfer.manifests",),
+    ("torchinfer.storage",),
     ("torchinfer.results", "torchinfer.draw", "torchinfer.verify", "torchinfer.errors",
      "torchinfer.devices", "torchinfer.assets"),
 )

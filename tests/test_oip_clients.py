@@ -244,7 +244,7 @@ def test_grpc_health_metadata_and_the_key(grpc_server):
     headers = grpc_auth()
     assert c.is_server_live()  # liveness needs no key, as over HTTP
     assert c.is_server_ready(headers=headers) and c.is_model_ready("cls", headers=headers)
-    assert list(c.get_server_metadata(headers=headers).extensions) == []  # HTTP's, not here
+    assert list(c.get_server_metadata(headers=headers).extensions) == ["model_repository"]
     meta = c.get_model_metadata("seg", headers=headers)
     assert meta.inputs[0].datatype == "BYTES" and "mask" in [o.name for o in meta.outputs]
     from tritonclient.utils import InferenceServerException

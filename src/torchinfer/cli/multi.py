@@ -140,7 +140,8 @@ def predict_multi(
     max_det: Annotated[Optional[int], typer.Option(help="Most detections per image, every "
                                                    "detect head.", min=1)] = None,
     device: DeviceOpt = "auto", batch_size: BatchOpt = None,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/multi"),
+    out: Annotated[str, typer.Option(help="Output folder, or an object-storage URI "
+                                     "(s3://bucket/run/).")] = "runs/multi",
     save_vis: SaveVisOpt = False,
     save_masks: Annotated[bool, typer.Option(help="Write masks/<name>.<head>.png for every "
                           "head with masks.")] = False,

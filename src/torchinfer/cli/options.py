@@ -18,6 +18,7 @@ from typing import Any, Optional
 from ..errors import OptionError
 from ..manifests import accepted_options, task_manifest, task_names
 from ..manifests.base import checked_values
+from ..storage.uris import is_uri
 
 Size = int | tuple[int, int]
 
@@ -194,7 +195,7 @@ class PredictOptions(LoadOptions):
     """``torchinfer predict <task>``: the model, the inputs and what the run writes."""
 
     sources: tuple[str, ...]
-    out: Path
+    out: Path | str  # a folder, or an object-storage URI (s3://bucket/run/): kept as written
     save_vis: bool = False
     save_masks: bool = False
     resume: bool = False
@@ -217,6 +218,8 @@ class PredictOptions(LoadOptions):
         object.__setattr__(self, "save_options", checked_values(
             task_manifest(self.task).save_options, self.save_options,
             f"{self.task} writes no {{name}}"))
+        if not is_uri(str(self.out)):
+            object.__setattr__(self, "out", Path(self.out))
         if self.engine not in ("local", "ray"):
             raise OptionError(f"--engine must be local or ray, got {self.engine!r}")
         if self.engine == "local" and (self.address is not None or self.workers is not None

@@ -17,6 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..manifests import task_manifest, task_names
+from ..storage.mirror import shown, staged
+from ..storage.uris import is_uri
 from .options import PredictOptions
 from .params import (
     EXIT_INPUT_FAILED,
@@ -81,7 +83,9 @@ def _shared(
     num_classes: NumClassesOpt = None, labels: LabelsOpt = None,
     input_size: InputSizeOpt = None, mean: MeanOpt = None, std: StdOpt = None,
     device: DeviceOpt = "auto", batch_size: BatchOpt = None,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs"),
+    out: Annotated[str, typer.Option(help="Output folder, or an object-storage URI "
+                                     "(s3://bucket/run/, gs://...): written through a local "
+                                     "copy, uploaded as the run goes.")] = "runs",
     save_vis: SaveVisOpt = False, trust_pickle: TrustOpt = False, strict: StrictOpt = True,
     max_pixels: MaxPixelsOpt = None, allow_failures: AllowFailuresOpt = False,
     quiet: QuietOpt = False, backend: BackendOpt = None, precision: PrecisionOpt = None,
@@ -107,7 +111,7 @@ def predict_command(task: str) -> Callable[..., None]:
     at = [p.name for p in shared].index("device")
     own = [option_parameter(o) for o in manifest.options if o.type != "any"]
     saves = [option_parameter(o) for o in manifest.save_options]
-    out = next(p for p in shared if p.name == "out").replace(default=Path("runs") / task)
+    out = next(p for p in shared if p.name == "out").replace(default=f"runs/{task}")
     params = [*shared[:at], *own, *(out if p.name == "out" else p for p in shared[at:])]
     vis = [p.name for p in params].index("save_vis")
     command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
@@ -130,7 +134,8 @@ def predict(options: PredictOptions, predictor: Any = None) -> None:
     from ..api import load
     from ..tasks.registry import task_spec
 
-    task, out, quiet = options.task, options.out, options.quiet
+    task, quiet = options.task, options.quiet
+    where = str(options.out)  # the folder or URI, as the user named it
     if predictor is None and options.engine == "ray":  # the same run, its batches on Ray Data
         from ..distributed import RayPredictor
 
@@ -156,21 +161,23 @@ def predict(options: PredictOptions, predictor: Any = None) -> None:
     write = spec.implementation.write
     saves = dict(options.save_options)
     try:
-        summary = _run_with_progress(
-            predictor, list(options.sources), out, quiet, show, run_info=run_info,
-            draw=spec.draw, write=None if write is None else
-            (lambda result, folder, name: write(result, folder, name, saves)),
-            files=spec.manifest.run_files, finish=spec.implementation.finish,
-            **options.run_kwargs())
-    except KeyboardInterrupt:
-        err_console.print(f"interrupted: every finished input is in {escape(str(out))}/predictions.jsonl."
-                          "partial; the same command with --resume runs only the rest",
-                          highlight=False)
-        raise typer.Exit(130) from None
-    if options.parquet:
-        from ..distributed.parquet import write_parquet
+        with staged(options.out) as out:  # a URI: a local copy, uploaded as the run goes
+            summary = _run_with_progress(
+                predictor, list(options.sources), out, quiet, show, run_info=run_info,
+                draw=spec.draw, write=None if write is None else
+                (lambda result, folder, name: write(result, folder, name, saves)),
+                files=spec.manifest.run_files, finish=spec.implementation.finish,
+                named_as=where if is_uri(where) else None, **options.run_kwargs())
+            if options.parquet:
+                from ..distributed.parquet import write_parquet
 
-        summary.outputs["parquet"] = str(write_parquet(out / "predictions.jsonl"))
+                summary.outputs["parquet"] = shown(
+                    where, out, write_parquet(out / "predictions.jsonl"))
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: every finished input is in {escape(where)}/"
+                          "predictions.jsonl.partial; the same command with --resume runs only "
+                          "the rest", highlight=False)
+        raise typer.Exit(130) from None
     if predictor.backend_report is not None and not quiet:
         err_console.print(predictor.backend_report.summary(), highlight=False, markup=False)
     if not quiet:
@@ -179,9 +186,9 @@ def predict(options: PredictOptions, predictor: Any = None) -> None:
             table.add_row(*r)
         if summary.total > len(rows):
             table.caption = escape(f"first {len(rows)} of {summary.total} rows; all in "
-                                   f"{out}/predictions.jsonl")
+                                   f"{where}/predictions.jsonl")
         console.print(table)
-    _finish(summary, out, options.allow_failures, quiet)
+    _finish(summary, where, options.allow_failures, quiet)
 
 
 def _run_with_progress(predictor: Any, sources: list[str], out: Path, quiet: bool,
@@ -228,7 +235,7 @@ def _run_with_progress(predictor: Any, sources: list[str], out: Path, quiet: boo
         return run_to_dir(predictor, sources, out, on_result=tick, run_info=run_info, **save)
 
 
-def _finish(summary: Any, out: Path, allow_failures: bool, quiet: bool) -> None:
+def _finish(summary: Any, out: str, allow_failures: bool, quiet: bool) -> None:
     if not quiet:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in summary.stage_ms.items())
         if summary.draw_ms:

@@ -31,6 +31,8 @@ from ..errors import OptionError, TorchinferError
 from ..results import Result
 from ..runner.inputs import Source
 from ..runner.run import RunSummary, run_to_dir
+from ..storage.mirror import shown, staged
+from ..storage.uris import is_uri
 from .actors import LoadSpec, PredictorActor, sources_of
 from .cluster import WorkerPlan, cluster_resources, plan_workers, quiet_ray_data_logs, ray_session
 from .compat import actor_pool_args, import_ray, map_batches, restart_args
@@ -298,7 +300,8 @@ def predict(sources: str | os.PathLike | Iterable[str | os.PathLike], task: str,
 
     ``sources``: paths, folders, globs and ``.txt`` lists, expanded on this machine as a local
     run expands them (the workers read the files by the same paths: on a cluster, a shared
-    filesystem, or ``s3://``-style URIs that pyarrow reads). ``options``: those of
+    filesystem, or ``s3://``-style URIs that pyarrow reads, each worker reading its own).
+    ``out`` may be such a URI too (``storage.mirror.staged``). ``options``: those of
     ``torchinfer.api.load`` (``batch_size``, ``top_k``, ``labels``, ``device``...). Resuming
     (``resume``) and refusing a used folder work as in a local run, across the two: a job
     resumes a local run's folder and the other way round. See ``RayPredictor`` for
@@ -310,11 +313,16 @@ def predict(sources: str | os.PathLike | Iterable[str | os.PathLike], task: str,
     named = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
     run_info = {"task": task, "model": str(model),
                 "weights": None if weights is None else str(weights), "engine": "ray"}
-    summary = run_to_dir(predictor, [os.fspath(s) for s in named], Path(out), on_result=on_result,
-                         run_info=run_info, save_vis=save_vis, save_masks=save_masks,
-                         resume=resume, exist_ok=exist_ok, fingerprint=predictor.fingerprint())
-    if parquet:
-        from .parquet import write_parquet
+    where = os.fspath(out)
+    with staged(where) as local:  # a URI: a local copy, uploaded as the run goes
+        summary = run_to_dir(predictor, [os.fspath(s) for s in named], local,
+                             on_result=on_result, run_info=run_info, save_vis=save_vis,
+                             save_masks=save_masks, resume=resume, exist_ok=exist_ok,
+                             fingerprint=predictor.fingerprint(),
+                             named_as=where if is_uri(where) else None)
+        if parquet:
+            from .parquet import write_parquet
 
-        summary.outputs["parquet"] = str(write_parquet(Path(out) / "predictions.jsonl"))
+            summary.outputs["parquet"] = shown(where, local,
+                                               write_parquet(local / "predictions.jsonl"))
     return summary

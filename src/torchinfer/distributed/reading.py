@@ -22,6 +22,8 @@ import numpy as np
 
 from ..runner.inputs import Source
 from ..runner.sources import open_error, unreadable
+from ..storage.uris import first_line, is_uri, read_bytes
+from ..storage.uris import unreadable as unreadable_uri
 
 Rows = dict[str, np.ndarray]
 
@@ -53,30 +55,14 @@ def read_source(source: Source, cwd: str = "") -> Source:
     return Source(source.name, "memory", path=path, data=data)
 
 
-def is_uri(path: str) -> bool:
-    """``s3://bucket/key``, ``gs://...``, ``file:///...``: read through pyarrow's filesystems
-    (those Ray Data reads with), on the worker that runs the task."""
-    scheme, sep, _ = path.partition("://")
-    return bool(sep) and scheme.isidentifier() and len(scheme) > 1
-
-
 def _read_uri(source: Source, uri: str) -> Source:
-    import pyarrow.fs
-
-    try:
-        filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
-        info = filesystem.get_file_info(path)
-        if info.type == pyarrow.fs.FileType.NotFound:
-            reason: str | None = "file not found"
-        elif info.type != pyarrow.fs.FileType.File:
-            reason = "not a regular file"
-        elif info.size == 0:
-            reason = "empty file (0 bytes)"
-        else:
-            with filesystem.open_input_stream(path) as fh:
-                return Source(source.name, "memory", path=uri, data=fh.read())
-    except (OSError, ValueError, ImportError) as exc:  # pyarrow's errors are OSErrors
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    """An object on storage, read by the worker that runs the task (``storage.uris``)."""
+    reason = unreadable_uri(uri)
+    if reason is None:
+        try:
+            return Source(source.name, "memory", path=uri, data=read_bytes(uri))
+        except OSError as exc:  # pyarrow's errors are OSErrors
+            reason = first_line(exc)
     return Source(source.name, "unreadable", path=uri, reason=reason)
 
 

@@ -27,6 +27,8 @@ except ImportError:  # pragma: no cover - a platform without its wheel: Pillow d
     simplejpeg = None
 
 from ..errors import InputError, OptionError
+from ..storage.uris import first_line, is_uri, read_bytes
+from ..storage.uris import unreadable as unreadable_uri
 from .limits import check_resize
 from .sources import open_error, unreadable
 from .video import Unreadable
@@ -97,6 +99,14 @@ class ImageLoader:
         name = source or describe_source(item)
         if isinstance(item, Unreadable):
             raise InputError(name, item.reason)
+        if isinstance(item, str) and is_uri(item):  # s3://, gs://...: read whole, then decoded
+            reason = unreadable_uri(item)
+            if reason is not None:
+                raise InputError(name, reason)
+            try:
+                item = read_bytes(item)
+            except OSError as exc:
+                raise InputError(name, first_line(exc)) from None
         if isinstance(item, (str, Path)):
             path = os.fspath(item)
             reason = unreadable(path)  # not found, a folder, empty, a named pipe... (one stat)

@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 from ..errors import InputError, TorchinferError
 from ..results import STAGES, Detections, MultiTask, Result
+from ..storage.uris import is_uri, joined
+from ..storage.uris import stamp as uri_stamp
 from .images import ImageLoader
 from .inputs import Source, iter_sources
 from .pictures import Drawing, Finisher, Outputs, VideoPictures, Writer, save_outputs
@@ -104,7 +106,8 @@ def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
                save_masks: bool = False, resume: bool = False, video_stride: int = 1,
                exist_ok: bool = False, fingerprint: Mapping[str, Any] | None = None,
                draw: Drawing | None = None, write: Writer | None = None,
-               files: tuple[str, ...] = (), finish: Finisher | None = None) -> RunSummary:
+               files: tuple[str, ...] = (), finish: Finisher | None = None,
+               named_as: str | None = None) -> RunSummary:
     """Run ``predictor`` over ``sources``; write ``predictions.jsonl`` and ``summary.json``.
 
     Bad inputs become lines with an ``error`` field saying why (a file that cannot be decoded,
@@ -142,6 +145,9 @@ def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
     line before its last is not a JSON record (a torn last line is a killed run's, dropped).
     ``video_stride``: every Nth frame. An interrupted run (Ctrl-C, a kill) leaves the partial
     file with every completed line.
+
+    ``named_as``: the output folder's name in ``summary.json``'s outputs, when ``out_dir``
+    stands in for it (a local copy of an object-storage URI: ``storage.mirror.staged``).
     """
     out = Path(out_dir)
     sources = [os.fsdecode(s) for s in sources]
@@ -159,7 +165,7 @@ def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
         kept = []
     write_json_atomic(out / "run.json", {"fingerprint": stamp})
     run = _Run(predictor, out, kept, stamp, outputs, video_stride=video_stride,
-               on_result=on_result)
+               on_result=on_result, named_as=named_as)
     done = {r["source"] for r in kept}  # files only: a resumed run reads videos again
     todo = (s for s in inputs if not (s.is_file and s.name in done))
     with JsonlWriter(out / "predictions.jsonl", initial=kept) as writer:
@@ -311,8 +317,9 @@ class _Run:
 
     def __init__(self, predictor: Predictor, out: Path, kept: list[dict[str, Any]],
                  fingerprint: dict[str, Any], outputs: Outputs, *, video_stride: int,
-                 on_result: Callable[[Result], None] | None):
+                 on_result: Callable[[Result], None] | None, named_as: str | None = None):
         self.predictor, self.out, self.on_result = predictor, out, on_result
+        self.named_as = named_as
         self.outputs = outputs
         self.summary = RunSummary(total=len(kept), resumed=len(kept), fingerprint=fingerprint)
         self.names = UniqueNames()
@@ -376,6 +383,13 @@ class _Run:
             self.summary.failed += 1
             self.summary.failures.append({"source": result.source, "error": result.error or ""})
 
+    def _named(self, path: str | Path) -> str:
+        """An output's path as the user knows it: under ``named_as`` when the folder stands in
+        for a URI."""
+        if self.named_as is None:
+            return str(path)
+        return joined(self.named_as, Path(path).relative_to(self.out).as_posix())
+
     def stop(self, partial: Path, run_info: dict[str, Any] | None) -> None:
         """Ctrl-C: the summary of the lines written so far."""
         if self.videos is not None:
@@ -388,14 +402,15 @@ class _Run:
             self.videos.close()
         if self.is_detection:
             coco = [c for r in self.records_for_coco for c in coco_records(r)]
-            self.summary.outputs["coco_results"] = str(
+            self.summary.outputs["coco_results"] = self._named(
                 write_json_atomic(self.out / "coco_results.json", coco))
             if any("corners" in d for r in self.records_for_coco for d in r.get("detections", ())):
                 # rotated boxes (Ultralytics OBB): DOTA's Task 1 files, one per class
                 write_dota(self.records_for_coco, self.out / "dota")
-                self.summary.outputs["dota"] = str(self.out / "dota")
+                self.summary.outputs["dota"] = self._named(self.out / "dota")
         if self.outputs.finish is not None:
-            self.summary.outputs.update(self.outputs.finish(self.out))
+            self.summary.outputs.update({k: self._named(v) for k, v in
+                                         self.outputs.finish(self.out).items()})
         self._write_summary(predictions, run_info)
         return self.summary
 
@@ -404,8 +419,8 @@ class _Run:
         summary.seconds = time.perf_counter() - self.start
         summary.stage_ms = {k: v / timed for k, v in self.totals.items()} if timed else {}
         summary.draw_ms = self.draw_s * 1000 / timed if timed else 0.0
-        summary.outputs.update(predictions=str(predictions),
-                               summary=str(self.out / "summary.json"))
+        summary.outputs.update(predictions=self._named(predictions),
+                               summary=self._named(self.out / "summary.json"))
         info = dict(run_info or {})
         model = getattr(predictor, "model", None)  # which source built it, at which commit
         if model is not None and getattr(model, "source", None) is not None:
@@ -421,6 +436,8 @@ class _Run:
 def _file_stamp(source: str) -> dict[str, int] | None:
     """Size and modification time of a file input (None for in-memory inputs): what --resume
     compares to decide an input is unchanged."""
+    if is_uri(source):
+        return uri_stamp(source)
     try:
         st = os.stat(source)
     except (OSError, ValueError):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import codecs
 import errno
 import glob
+import io
 import os
 import stat
 from collections.abc import Iterable, Iterator
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import TorchinferError
+from ..storage.uris import files_under, is_folder, is_uri, joined, read_bytes
+from ..storage.uris import unreadable as unreadable_uri
 from .video import VIDEO_EXTENSIONS
 
 # Extensions Pillow decodes that people keep photographs in. Folders are filtered by these;
@@ -146,6 +149,9 @@ def _expand(text: str, skip: str | None, lists: tuple[str, ...], *,
             pattern: bool) -> Iterator[str]:
     """``pattern``: a missing path with glob characters is a glob (not for a glob's own
     matches: a broken link named ``*`` would match itself for ever)."""
+    if is_uri(text):
+        yield from _expand_uri(text, skip, lists)
+        return
     kind = _kind(text)
     if kind == "dir":
         yield from _walk_images(text, skip)
@@ -180,26 +186,55 @@ def _drain(errors: list[OSError], root: str) -> Iterator[str]:
         yield os.fsdecode(errors.pop(0).filename or root)
 
 
+def _expand_uri(uri: str, skip: str | None, lists: tuple[str, ...]) -> Iterator[str]:
+    """An object-storage URI: a prefix with objects under it is walked (images and videos,
+    sorted), a ``.txt``/``.lst`` object read as a list, anything else passed on as an input
+    (read, or recorded as unreadable, by whoever runs it: a Ray worker reads its own)."""
+    if is_folder(uri):
+        try:
+            found = list(files_under(uri))
+        except OSError:
+            found = [uri]  # cannot be listed: its record says why
+        yield from (f for f in found if f == uri or
+                    os.path.splitext(f)[1].lower() in _INPUT_EXTENSIONS)
+    elif _is_list_name(uri) and unreadable_uri(uri) is None:
+        if uri in lists:
+            raise TorchinferError(f"{uri}: a list file already being read (a loop of list "
+                                  "files)")
+        yield from _list_lines(io.BytesIO(read_bytes(uri)), uri, uri.rsplit("/", 1)[0],
+                               skip, (*lists, uri))
+    else:
+        yield uri
+
+
 def _read_list_file(list_file: str, skip: str | None, lists: tuple[str, ...]) -> Iterator[str]:
     try:
         fh = open(list_file, "rb")
     except OSError:
         yield list_file  # unreadable: its record says why
         return
-    base = Path(list_file).parent
-    lists = (*lists, os.path.realpath(list_file))
     with fh:
-        for number, entry in _list_entries(fh, list_file):
-            if "://" in entry:  # a URI (s3://, gs://): as written, for whoever reads URIs
-                yield entry
-                continue
-            p = Path(entry)
-            path = str(p if p.is_absolute() else base / p)
-            if _is_list_name(path) and _kind(path) == "list" \
-                    and os.path.realpath(path) in lists:
-                raise TorchinferError(f"{shown(list_file)}: line {number}: {shown(entry)} is a "
-                                      "list file already being read (a loop of list files)")
-            yield from _expand(path, skip, lists, pattern=True)
+        yield from _list_lines(fh, list_file, str(Path(list_file).parent), skip,
+                               (*lists, os.path.realpath(list_file)))
+
+
+def _list_lines(fh: BinaryIO, list_file: str, folder: str, skip: str | None,
+                lists: tuple[str, ...]) -> Iterator[str]:
+    """The entries of a list file, each expanded; a relative one is relative to ``folder``
+    (the list's own: a local folder, or the list object's URI prefix). A URI entry is taken
+    as written, one input, without a call to its storage: whoever runs it reads it (a list of
+    a million objects costs the driver no million requests)."""
+    base = Path(folder)
+    for number, entry in _list_entries(fh, list_file):
+        if is_uri(entry) or is_uri(folder):
+            yield entry if is_uri(entry) else joined(folder, entry)
+            continue
+        p = Path(entry)
+        path = str(p if p.is_absolute() else base / p)
+        if _is_list_name(path) and _kind(path) == "list" and os.path.realpath(path) in lists:
+            raise TorchinferError(f"{shown(list_file)}: line {number}: {shown(entry)} is a "
+                                  "list file already being read (a loop of list files)")
+        yield from _expand(path, skip, lists, pattern=True)
 
 
 def _list_entries(fh: BinaryIO, list_file: str) -> Iterator[tuple[int, str]]:
