@@ -134,7 +134,7 @@ def test_decoding_in_ray_tasks_gives_the_same_records(local_ray, images, tmp_pat
     assert got == expected
     same = next(r for r in expected if r["source"] == str(one))
     assert by_uri["source"] == uris[0] and by_uri["topk"] == same["topk"]
-    assert "file" not in by_uri  # not a local path: --resume runs it again
+    assert by_uri["file"]["size"] == one.stat().st_size  # stamped: --resume keeps it
     assert gone == {"source": uris[1], "error": "file not found"}
 
 
@@ -193,6 +193,8 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_finishes(local_ray, ima
                         workers=1, images_per_task=4, on_result=kill_once)
     assert killed
     assert records(tmp_path / "ray") == expected
+    job = json.loads((tmp_path / "ray" / "summary.json").read_text())["pipeline"]
+    assert job["rounds"] >= 2 and job["nodes_lost"] == 0  # a new pool went on from there
 
 
 def test_a_stalled_job_fails_clearly_instead_of_hanging():

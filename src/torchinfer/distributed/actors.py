@@ -42,16 +42,23 @@ class PredictorActor:
     result per source, failures included, as a local run's streamer does.
     """
 
-    def __init__(self, spec: LoadSpec):
+    def __init__(self, spec: LoadSpec, ledger: Any = None):
         import ray
 
         self.predictor = spec.load()
         # the backend measured (or recalled from this node's cache) before the first rows
         self.predictor.prepare()
-        # which worker ran a batch: the job counts them (a pool stuck on one worker shows)
-        self.worker = ray.get_runtime_context().get_actor_id() or ""
+        # which worker ran a batch, on which node: the job counts them (a pool stuck on one
+        # worker shows), and the ledger (``attempts``) tells a retried batch
+        context = ray.get_runtime_context()
+        self.worker = context.get_actor_id() or ""
+        self.node = context.get_node_id() or ""
+        self.ledger = ledger
 
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.ledger is not None:  # said before the work: a worker lost midway has said it
+            for seq in rows["seq"]:
+                self.ledger.started.remote(int(seq), self.worker, self.node)
         results = []
         for blob in rows["payload"]:
             item = pickle.loads(blob)

@@ -75,3 +75,20 @@ def map_batches(ds: Any, fn: Any, **kwargs: Any) -> Any:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
         return ds.map_batches(fn, **kwargs)
+
+
+def spread_over_nodes(context: Any) -> None:
+    """A block goes to the least busy worker, wherever it runs. With actor locality on (Ray
+    Data's default), every block goes to a worker on the node its read task ran on, and the
+    cluster's other nodes stand idle (measured on two nodes: one worker of three used); a
+    block is a few images' bytes, cheap to move. Ray 2.60 deprecates the option ("Ray Data
+    manages actor locality internally"), so its warning is kept out of the job's output; once
+    the option is gone, Ray's own placement stands."""
+    import warnings
+
+    options = context.execution_options
+    if not hasattr(options, "actor_locality_enabled"):
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*actor_locality_enabled.* is deprecated")
+        options.actor_locality_enabled = False

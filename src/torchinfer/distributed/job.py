@@ -34,18 +34,21 @@ from ..runner.run import RunSummary, run_to_dir
 from ..storage.mirror import shown, staged
 from ..storage.uris import is_uri
 from .actors import LoadSpec, PredictorActor, sources_of
+from .attempts import retried, start_ledger
 from .cluster import WorkerPlan, cluster_resources, plan_workers, quiet_ray_data_logs, ray_session
-from .compat import actor_pool_args, import_ray, map_batches, restart_args
+from .compat import actor_pool_args, import_ray, map_batches, restart_args, spread_over_nodes
 from .reading import decode_rows, read_rows, without_data
 
 # Options that change how fast a job runs, not its answers (as PredictOptions._SPEED_ONLY):
 # they stay out of the run's fingerprint, so a job resumes a local run and the other way round.
 SPEED_ONLY = frozenset({"device", "batch_size", "decode_workers", "verify_backend"})
 DECODE_MODES = ("auto", "actor", "tasks")
-# A worker that dies (killed, out of memory, its node lost) is started again and its batch run
-# again, this many times; then the job fails. Ray Data's default is for ever (-1), which turns
-# a batch that kills every worker it meets into a job that never ends.
-MAX_RESTARTS = 3
+# A worker that dies (killed, out of memory, its node lost) is not restarted by Ray: its actor
+# would keep the CPUs the plan gave it, on a node that may be gone, and its batches would wait
+# for it (ray-project/ray#44687: a pool that holds every CPU starves the reading). The job
+# instead starts again from its first unanswered batch, with a pool planned for the cluster
+# as it is now, this many times; then it fails (a batch that kills every worker it meets).
+MAX_ROUNDS = 4
 
 
 class RayJobInfo:
@@ -149,27 +152,50 @@ class RayPredictor:
             return
         with ray_session(self.address, num_cpus=self.num_cpus) as ray, quiet_ray_data_logs():
             self.plan = plan_workers(*cluster_resources(ray), self.workers, self.gpus_per_worker)
+            nodes = _alive_nodes(ray)
             self.pipeline = info = RayJobInfo(engine="ray", address=self.address or "local",
-                                       decode=self.decode_mode, batch_size=size,
+                                       decode=self.decode_mode, batch_size=size, nodes=nodes,
                                        **self.plan.to_dict())
-            rows = self._dataset(ray, batches)
-            expected = 0
+            ledger = start_ledger(ray)
+            expected, rounds = 0, 1
             seen: set[str] = set()
-            for row in _with_stall_timeout(rows, self.stall_timeout_s, self.plan):
-                if row["worker"] not in seen:
-                    seen.add(row["worker"])
-                    info.info["workers_used"] = len(seen)
-                if int(row["seq"]) != expected:  # preserve_order says this cannot happen
-                    raise TorchinferError(f"Ray returned batch {row['seq']} where batch "
-                                          f"{expected} was due: the job's order is lost")
-                expected += 1
-                sources_in, results = sources_of(row["sources"]), pickle.loads(row["results"])
-                yield from zip(sources_in, results, strict=True)
+            sizes: dict[int, int] = {}
+            while expected < len(batches):
+                rows = self._dataset(ray, batches, expected, ledger)
+                try:
+                    for row in _with_stall_timeout(rows, self.stall_timeout_s, self.plan):
+                        if row["worker"] not in seen:
+                            seen.add(row["worker"])
+                            info.info["workers_used"] = len(seen)
+                        if int(row["seq"]) != expected:  # preserve_order: cannot happen
+                            raise TorchinferError(f"Ray returned batch {row['seq']} where "
+                                                  f"batch {expected} was due: the job's "
+                                                  "order is lost")
+                        expected += 1
+                        sources_in = sources_of(row["sources"])
+                        results = pickle.loads(row["results"])
+                        sizes[int(row["seq"])] = len(sources_in)
+                        yield from zip(sources_in, results, strict=True)
+                except WorkersLost as lost:
+                    if rounds >= MAX_ROUNDS:
+                        raise TorchinferError(f"the Ray job lost workers {rounds} times, the "
+                                              f"last: {lost} (every finished input is in the "
+                                              "output folder; --resume runs the rest)") from None
+                    rounds += 1
+                    # the cluster as it is now: a lost node's CPUs are gone
+                    self.plan = plan_workers(*cluster_resources(ray), self.workers,
+                                             self.gpus_per_worker)
+                    info.info.update(rounds=rounds, workers_after_loss=self.plan.workers,
+                                     nodes_lost=max(0, nodes - _alive_nodes(ray)))
+            # every batch answered once; those started more than once were retried
+            info.info.update(retried(ray.get(ledger.read.remote()), sizes))
 
-    def _dataset(self, ray: Any, batches: list[bytes]) -> Iterator[dict[str, Any]]:
+    def _dataset(self, ray: Any, batches: list[bytes], first: int, ledger: Any
+                 ) -> Iterator[dict[str, Any]]:
+        """The rows of the batches from ``first`` on, answered by a new pool of workers."""
         assert self.plan is not None
         rows_per_block = max(1, self.images_per_task // self.batch_size)
-        items = [{"seq": i, "sources": blob} for i, blob in enumerate(batches)]
+        items = [{"seq": i, "sources": batches[i]} for i in range(first, len(batches))]
         # blocks of about images_per_task images, and at least two per worker while there are
         # rows enough: fewer would leave workers idle on a small job
         blocks = max(math.ceil(len(items) / rows_per_block), min(len(items), 2 * self.plan.workers))
@@ -181,15 +207,17 @@ class RayPredictor:
         # a fixed pool waits for all its workers, else it starts on one and may stay there
         # (ray-project/ray#60124); a cluster without room for them fails after the wait
         context.wait_for_min_actors_s = int(self.start_timeout_s)
+        spread_over_nodes(context)
         context.enable_progress_bars = False  # the run shows its own progress
         context.print_on_execution_start = False
         ds = ds.map_batches(read_rows, batch_size=None, fn_kwargs={"cwd": os.getcwd()})
         if self.decode_mode == "tasks":
             ds = ds.map_batches(decode_rows, batch_size=None, fn_kwargs={"spec": self.spec})
         gpus = self.plan.gpus_per_worker or None
-        ds = map_batches(ds, PredictorActor, fn_constructor_kwargs={"spec": self.spec},
+        ds = map_batches(ds, PredictorActor,
+                         fn_constructor_kwargs={"spec": self.spec, "ledger": ledger},
                          batch_size=rows_per_block, num_cpus=self.plan.cpus_per_worker,
-                         num_gpus=gpus, **restart_args(MAX_RESTARTS),
+                         num_gpus=gpus, **restart_args(0),
                          **actor_pool_args(self.plan.workers))
         return iter(ds.iter_rows())
 
@@ -255,6 +283,8 @@ def _with_stall_timeout(rows: Iterator[dict[str, Any]], timeout_s: float,
             if kind == "error":
                 if isinstance(value, (TorchinferError, KeyboardInterrupt)):
                     raise value
+                if _lost_workers(value, ray):
+                    raise WorkersLost(_first_line(value)) from None
                 if isinstance(value, ray.exceptions.GetTimeoutError):
                     raise TorchinferError(f"the Ray cluster could not start {plan.describe()}: "
                                           f"{_first_line(value)}") from None
@@ -266,6 +296,35 @@ def _with_stall_timeout(rows: Iterator[dict[str, Any]], timeout_s: float,
         stop.set()
         # a pump still waiting inside Ray ends when Ray is shut down or its next row comes
         thread.join(timeout=1.0)
+
+
+class WorkersLost(TorchinferError):
+    """A worker of the job died (killed, out of memory, its node lost): the job goes on from
+    its first unanswered batch with a new pool."""
+
+
+def _lost_workers(exc: BaseException, ray: Any) -> bool:
+    """Whether Ray's error (or one it wraps) says a worker or its node died, or an object they
+    held was lost."""
+    lost = tuple(getattr(ray.exceptions, name) for name in (
+        "RayActorError", "ActorDiedError", "ActorUnavailableError", "NodeDiedError",
+        "WorkerCrashedError", "ObjectLostError", "OwnerDiedError")
+        if hasattr(ray.exceptions, name))
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        error = todo.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, lost):
+            return True
+        todo += [error.__cause__, error.__context__, getattr(error, "cause", None)]
+    return False
+
+
+def _alive_nodes(ray: Any) -> int:
+    return sum(1 for node in ray.nodes() if node.get("Alive"))
 
 
 def _first_line(exc: BaseException) -> str:
