@@ -37,8 +37,9 @@ NODE = {"node_ip_address": "127.0.0.1", "object_store_memory": 150 * 1024**2,
 @pytest.fixture(scope="module")
 def cluster(s3):  # noqa: F811  (the fixture imported above)
     """Two nodes of 2 CPUs each on loopback, started after the bucket so that every Ray
-    process has its address and credentials in its environment. Yields the Cluster and the
-    worker node; every process of both is ended by its id afterwards."""
+    process has its address and credentials in its environment. Yields the Cluster and a
+    list holding the worker node (a test that kills it puts its successor there); every
+    process of both is ended by its id afterwards."""
     from ray.cluster_utils import Cluster
 
     if ray.is_initialized():
@@ -51,7 +52,7 @@ def cluster(s3):  # noqa: F811  (the fixture imported above)
     pids = [p.process.pid for node in (two.head_node, worker)
             for procs in node.all_processes.values() for p in procs]
     try:
-        yield two, worker
+        yield two, [worker]
     finally:
         two.shutdown()
         for k, v in saved.items():
@@ -135,7 +136,8 @@ def test_a_worker_node_lost_mid_job_loses_and_repeats_no_record(cluster, tmp_pat
     """The worker node's processes killed while the job runs (once its first records are
     written): the job finishes on the head, every input has exactly one record, and the
     summary says what was run again."""
-    two, worker = cluster
+    two, workers = cluster
+    worker = workers[0]
     images = tmp_path / "images"
     images.mkdir()
     for i in range(40):
@@ -165,7 +167,7 @@ def test_a_worker_node_lost_mid_job_loses_and_repeats_no_record(cluster, tmp_pat
     assert summary["rounds"] >= 2 and summary["nodes_lost"] == 1, summary
     assert summary["retried_batches"] >= 1 and summary["workers_after_loss"] == 1, summary
     # the cluster goes on without it: another node joins for the next tests
-    two.add_node(num_cpus=2, **NODE)
+    workers[0] = two.add_node(num_cpus=2, **NODE)
     two.wait_for_nodes()
 
 
@@ -176,3 +178,81 @@ def ray_workers(node) -> list[psutil.Process]:
         return psutil.Process(raylet).children(recursive=True)
     except psutil.NoSuchProcess:
         return []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_ray_serve_over_two_nodes_keeps_serving_when_one_is_lost(cluster, tmp_path):
+    """``torchinfer serve --engine ray`` with a replica on each node: a burst is answered; the
+    worker node is lost during a second burst, whose requests are answered or refused with
+    503 (never hung), and the survivor goes on serving."""
+    import asyncio
+    import signal
+    import socket
+
+    import httpx
+
+    two, workers = cluster
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    picture = tmp_path / "p.png"
+    ds.generate_single(ds.scene_rng(508, 0), 96).image.save(picture)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "torchinfer", "serve", "-m", "shapes_classifier", "--engine",
+         "ray", "--address", two.address, "--replicas", "2", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    url = f"{base}/v1/models/shapes_classifier/predict"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert server.poll() is None, server.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "Ray Serve did not become ready"
+            try:
+                if httpx.get(f"{base}/v2/health/ready", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        replicas = [p for p in ray_workers(workers[0])
+                    if "ServeReplica" in " ".join(p.cmdline())]
+        assert replicas, "no replica on the worker node"
+        data = picture.read_bytes()
+
+        async def burst(n: int, during=None) -> list[int]:
+            async with httpx.AsyncClient(timeout=60) as client:
+                async def one() -> int:
+                    try:
+                        return (await client.post(url, content=data)).status_code
+                    except httpx.HTTPError:
+                        return -1
+                tasks = [asyncio.create_task(one()) for _ in range(n)]
+                if during is not None:
+                    await asyncio.sleep(0.2)
+                    await asyncio.to_thread(during)
+                return list(await asyncio.gather(*tasks))
+
+        assert set(asyncio.run(burst(32))) == {200}
+        codes = asyncio.run(burst(64, during=lambda: two.remove_node(workers[0],
+                                                                      allow_graceful=False)))
+        assert set(codes) <= {200, 503}, codes
+        # the survivor serves what follows (Ray may take a moment to drop the lost replica)
+        deadline = time.monotonic() + 60
+        while True:
+            later = asyncio.run(burst(16))
+            if set(later) == {200} or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        assert set(later) == {200}, later
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        if not workers[0].all_processes or not psutil.pid_exists(
+                workers[0].all_processes["raylet"][0].process.pid):
+            workers[0] = two.add_node(num_cpus=2, **NODE)
+            two.wait_for_nodes()
