@@ -200,7 +200,8 @@ def test_ray_serve_over_two_nodes_keeps_serving_when_one_is_lost(cluster, tmp_pa
     ds.generate_single(ds.scene_rng(508, 0), 96).image.save(picture)
     server = subprocess.Popen(
         [sys.executable, "-m", "torchinfer", "serve", "-m", "shapes_classifier", "--engine",
-         "ray", "--address", two.address, "--replicas", "2", "--port", str(port)],
+         "ray", "--address", two.address, "--replicas", "2", "--port", str(port),
+         "--proxies", "head"],  # two nodes on one machine cannot both bind the port
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     url = f"{base}/v1/models/shapes_classifier/predict"
@@ -220,20 +221,21 @@ def test_ray_serve_over_two_nodes_keeps_serving_when_one_is_lost(cluster, tmp_pa
         assert replicas, "no replica on the worker node"
         data = picture.read_bytes()
 
-        async def burst(n: int, during=None) -> list[int]:
+        async def burst(n: int, during=None) -> list:
             async with httpx.AsyncClient(timeout=60) as client:
-                async def one() -> int:
+                async def one():
                     try:
                         return (await client.post(url, content=data)).status_code
-                    except httpx.HTTPError:
-                        return -1
+                    except httpx.HTTPError as exc:
+                        return type(exc).__name__
                 tasks = [asyncio.create_task(one()) for _ in range(n)]
                 if during is not None:
                     await asyncio.sleep(0.2)
                     await asyncio.to_thread(during)
                 return list(await asyncio.gather(*tasks))
 
-        assert set(asyncio.run(burst(32))) == {200}
+        first = asyncio.run(burst(16))
+        assert set(first) == {200}, first
         codes = asyncio.run(burst(64, during=lambda: two.remove_node(workers[0],
                                                                       allow_graceful=False)))
         assert set(codes) <= {200, 503}, codes

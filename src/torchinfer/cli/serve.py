@@ -87,6 +87,10 @@ def serve(
                         "model.", min=1)] = 1,
     gpus_per_replica: Annotated[float, typer.Option(help="--engine ray: GPUs per replica.",
                                                     min=0.0)] = 0.0,
+    proxies: Annotated[str, typer.Option(help="--engine ray: where Ray's HTTP proxies run: "
+                       "every-node (each node with a replica: any node is an entry point) "
+                       "or head (one entry point; several nodes on one machine cannot share "
+                       "a port).")] = "every-node",
 ) -> None:
     """Serve models over HTTP: dynamic batching, Open Inference Protocol v2, /metrics, a web
     page at /. Binds 127.0.0.1 unless told otherwise; SIGTERM drains requests in flight."""
@@ -96,8 +100,10 @@ def serve(
 
     if engine not in ("local", "ray"):
         raise OptionError(f"--engine must be local or ray, got {engine!r}")
-    if engine == "local" and (address is not None or replicas != 1 or gpus_per_replica):
-        raise OptionError("--address, --replicas and --gpus-per-replica need --engine ray")
+    if engine == "local" and (address is not None or replicas != 1 or gpus_per_replica
+                              or proxies != "every-node"):
+        raise OptionError("--address, --replicas, --gpus-per-replica and --proxies need "
+                          "--engine ray")
     if engine == "ray" and (grpc_port is not None or model_repository):
         # (a load request would reach one replica of several)
         raise OptionError("--grpc-port and --model-repository are served by --engine local "
@@ -133,7 +139,8 @@ def serve(
         from ..distributed.serve import run as run_on_ray
 
         run_on_ray(settings, Replicas(replicas, cpus_per_replica=1.0,
-                                      gpus_per_replica=gpus_per_replica), address=address)
+                                      gpus_per_replica=gpus_per_replica, proxies=proxies),
+                   address=address)
         return
     failures = run_server(settings, access_log=access_log)
     if failures:

@@ -37,6 +37,7 @@ from ..serve import ServeConfig
 from .cluster import ray_session
 
 APP_NAME = "torchinfer"
+PROXY_LOCATIONS = {"every-node": "EveryNode", "head": "HeadOnly"}  # ours -> Ray Serve's
 
 
 class TorchinferReplica:
@@ -69,10 +70,15 @@ class Replicas:
     replicas: int = 1
     cpus_per_replica: float = 1.0
     gpus_per_replica: float = 0.0
+    # where Ray's HTTP proxies run: "every-node" (each node with a replica), or "head"
+    proxies: str = "every-node"
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
             raise OptionError(f"--replicas must be >= 1, got {self.replicas}")
+        if self.proxies not in PROXY_LOCATIONS:
+            raise OptionError(f"--proxies must be {' or '.join(PROXY_LOCATIONS)}, got "
+                              f"{self.proxies!r}")
         if self.cpus_per_replica <= 0 or self.gpus_per_replica < 0:
             raise OptionError("CPUs per replica must be > 0 and GPUs per replica >= 0")
 
@@ -134,11 +140,13 @@ def serving(config: ServeConfig, replicas: Replicas | None = None, *,
     application is deleted when the block ends.
     """
     config = config.check()
+    replicas = replicas or Replicas()
     with ray_session(address):
         from ray import serve
 
         serve.start(http_options={"host": config.host, "port": config.port,
-                                  "request_timeout_s": config.timeout_s + 5})
+                                  "request_timeout_s": config.timeout_s + 5},
+                    proxy_location=PROXY_LOCATIONS[replicas.proxies])
         try:
             serve.run(deployment(config, replicas), name=APP_NAME, route_prefix="/",
                       blocking=False)
