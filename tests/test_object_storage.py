@@ -76,10 +76,12 @@ def records(data: bytes) -> list[dict]:
 def test_a_local_run_reads_and_writes_the_bucket(s3, tmp_path):
     done = run_cli("predict", "classify", f"s3://{BUCKET}/in/", "-m", "shapes_classifier",
                    "--out", f"s3://{BUCKET}/runs/a/", "--backend", "torch", "--quiet",
-                   "--allow-failures")
+                   "--allow-failures", "--save-vis")
     assert done.returncode == 0, done.stderr
     written = objects(s3, "runs/a/")
-    assert set(written) == {"run.json", "predictions.jsonl", "summary.json"}
+    pictures = {n for n in written if n.startswith("vis/")}
+    assert set(written) - pictures == {"run.json", "predictions.jsonl", "summary.json"}
+    assert len(pictures) == 5 and all(written[n][:2] == b"\xff\xd8" for n in pictures)
     got = records(written["predictions.jsonl"])
     # the prefix walked as a folder is: images only, sorted; a broken one is its own record
     assert [r["source"] for r in got] == [f"s3://{BUCKET}/in/{n}" for n in
