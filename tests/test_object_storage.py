@@ -143,11 +143,30 @@ def test_resume_from_the_bucket_and_a_list_of_uris(s3):
 
 
 def test_credentials_in_a_uri_are_refused(s3):
-    done = run_cli("predict", "classify", f"s3://key:{SECRET}@{BUCKET}/in/0.png", "-m",
-                   "shapes_classifier", "--out", f"s3://{BUCKET}/runs/c/", "--quiet")
-    assert done.returncode == 2
-    assert "credentials" in done.stderr and SECRET not in done.stderr + done.stdout
-    assert len(done.stderr.strip().splitlines()) == 1
+    slashed = "ab/" + SECRET  # AWS secret keys may hold a "/", which URL parsers take for a path
+    s3.put_object(Bucket=BUCKET, Key="in/secret-list.txt",
+                  Body=f"s3://key:{SECRET}@{BUCKET}/in/0.png\n".encode())
+    for named in (f"s3://key:{SECRET}@{BUCKET}/in/0.png", f"s3://key:{slashed}@{BUCKET}/in/0.png",
+                  f"s3://{BUCKET}/in/secret-list.txt"):
+        done = run_cli("predict", "classify", named, "-m", "shapes_classifier", "--out",
+                       f"s3://{BUCKET}/runs/c/", "--quiet")
+        assert done.returncode == 2, done.stderr
+        assert "credentials" in done.stderr and SECRET not in done.stderr + done.stdout
+        assert len(done.stderr.strip().splitlines()) == 1
+    assert objects(s3, "runs/c/") == {}  # refused before anything was written
+
+
+def test_what_counts_as_credentials_in_a_uri():
+    from torchinfer.errors import OptionError
+    from torchinfer.storage.uris import check_no_credentials, redacted
+
+    for uri in ("s3://a:b@bucket/k", "s3://a:b/c@bucket/k", "abfs://c@acct/p?client_secret=x",
+                "gs://b/k?X-Goog-Signature=1"):
+        with pytest.raises(OptionError, match="credentials"):
+            check_no_credentials(uri)
+        assert "b@" not in redacted(uri) and "secret=x" not in redacted(uri)
+    for uri in ("s3://bucket/photos/a.jpg", "hdfs://user@namenode:8020/p", "file:///tmp/x.png"):
+        check_no_credentials(uri)  # a user name alone is not a secret
 
 
 def test_the_mirror_uploads_whole_lines_and_deletes_what_is_gone(s3, tmp_path):
@@ -171,3 +190,16 @@ def test_the_mirror_uploads_whole_lines_and_deletes_what_is_gone(s3, tmp_path):
     copy.mkdir()
     assert again.pull(copy) == 1
     assert (copy / "predictions.jsonl.partial").read_bytes() == b'{"a": 1}\n'
+
+
+def test_an_output_inside_the_inputs_prefix_is_not_read_as_inputs(s3):
+    out = f"s3://{BUCKET}/in/run/"  # inside the prefix it reads, pictures and all
+    for extra in ((), ("--resume",)):
+        done = run_cli("predict", "classify", f"s3://{BUCKET}/in/", "-m", "shapes_classifier",
+                       "--out", out, "--backend", "torch", "--quiet", "--allow-failures",
+                       "--save-vis", *extra)
+        assert done.returncode == 0, done.stderr
+        got = records(objects(s3, "in/run/")["predictions.jsonl"])
+        assert not [r["source"] for r in got if "/in/run/" in r["source"]]
+    s3.delete_objects(Bucket=BUCKET, Delete={"Objects": [
+        {"Key": "in/run/" + k} for k in objects(s3, "in/run/")]})

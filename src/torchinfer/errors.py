@@ -57,3 +57,9 @@ class MissingExtraError(TorchinferError):
 
     def __init__(self, package: str, extra: str):
         super().__init__(f"{package} is not installed: pip install 'torchinfer[{extra}]'")
+
+
+def first_line(exc: BaseException) -> str:
+    """An error's message in one line (pyarrow's and Ray's span several)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -132,6 +132,7 @@ def predict(options: PredictOptions, predictor: Any = None) -> None:
     """Load (unless ``predictor`` is given, built from ``options``), run over the sources
     with a progress bar, print a table, exit with the code."""
     from ..api import load
+    from ..runner.run import is_run_output
     from ..tasks.registry import task_spec
 
     task, quiet = options.task, options.quiet
@@ -161,7 +162,9 @@ def predict(options: PredictOptions, predictor: Any = None) -> None:
     write = spec.implementation.write
     saves = dict(options.save_options)
     try:
-        with staged(options.out) as out:  # a URI: a local copy, uploaded as the run goes
+        files = spec.manifest.run_files
+        # a URI: a local copy of the run's own files, uploaded as the run goes
+        with staged(options.out, lambda name: is_run_output(name, files)) as out:
             summary = _run_with_progress(
                 predictor, list(options.sources), out, quiet, show, run_info=run_info,
                 draw=spec.draw, write=None if write is None else
@@ -199,7 +202,7 @@ def _run_with_progress(predictor: Any, sources: list[str], out: Path, quiet: boo
     from ..runner.run import count_inputs, run_to_dir
 
     if total is None:
-        total = count_inputs(sources, out, save.get("video_stride", 1))
+        total = count_inputs(sources, save.get("named_as") or out, save.get("video_stride", 1))
     if quiet or total <= predictor.batch_size:
         return run_to_dir(predictor, sources, out, on_result=on_result, run_info=run_info, **save)
     start = time.perf_counter()

@@ -1,7 +1,8 @@
-"""Which batches a job ran more than once, and why: when a worker is lost (killed, out of
-memory, its node gone), Ray runs the batches it held again on another worker. Each worker
-says here that it starts a batch, before running it; a batch started twice was retried. The
-ledger is a small actor pinned to the driver's node, so that it outlives the workers' nodes.
+"""Which batches a job ran more than once: when a worker is lost (killed, out of memory, its
+node gone), the job starts a new round from its first unanswered batch (``job``), and the
+batches of that round that had started before, on any worker, run again. Each worker says
+here that it starts a batch, before running it; a batch started twice ran twice. The ledger
+is a small actor pinned to the driver's node, so that it outlives the workers' nodes.
 """
 
 from __future__ import annotations
@@ -32,16 +33,12 @@ def start_ledger(ray: Any) -> Any:
 
 
 def retried(starts: list[tuple[int, str, str]], sizes: dict[int, int]) -> dict[str, Any]:
-    """What the starts say of retries: the batches started more than once, how many inputs
-    they hold (``sizes``: inputs per batch), and the workers and nodes that started a batch
-    whose answer came from another (lost ones)."""
-    by_batch: dict[int, list[tuple[str, str]]] = {}
-    for seq, worker, node in starts:
-        by_batch.setdefault(seq, []).append((worker, node))
-    again = sorted(seq for seq, tries in by_batch.items() if len(tries) > 1)
-    lost_workers = {w for seq in again for w, _ in by_batch[seq][:-1]}
-    lost_nodes = {n for seq in again for _, n in by_batch[seq][:-1]}
+    """What the starts say: the batches started more than once and how many inputs they hold
+    (``sizes``: inputs per batch), and how many nodes ran batches."""
+    tries: dict[int, int] = {}
+    for seq, _, _ in starts:
+        tries[seq] = tries.get(seq, 0) + 1
+    again = [seq for seq, n in tries.items() if n > 1]
     return {"retried_batches": len(again),
             "retried_inputs": sum(sizes.get(seq, 0) for seq in again),
-            "workers_lost": len(lost_workers), "nodes_of_lost_workers": len(lost_nodes),
-            "nodes_used": len({n for _, _, n in starts})}
+            "nodes_used": len({node for _, _, node in starts})}

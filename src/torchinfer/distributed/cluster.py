@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import OptionError, TorchinferError
+from ..errors import OptionError, TorchinferError, first_line
 from .compat import import_ray
 
 # A local Ray's object store: Ray's default is 30 % of RAM, shared memory that a small machine
@@ -58,7 +58,7 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None,
             ray.init(address=address, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
-        raise TorchinferError(f"cannot start or reach {where}: {_first_line(exc)}") from None
+        raise TorchinferError(f"cannot start or reach {where}: {first_line(exc)}") from None
     try:
         yield ray
     finally:
@@ -162,8 +162,3 @@ def cluster_resources(ray: Any) -> tuple[float, float]:
     """(CPUs, GPUs) of the connected cluster."""
     resources = ray.cluster_resources()
     return float(resources.get("CPU", 0.0)), float(resources.get("GPU", 0.0))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -30,7 +30,7 @@ from typing import Any
 from ..errors import OptionError, TorchinferError
 from ..results import Result
 from ..runner.inputs import Source
-from ..runner.run import RunSummary, run_to_dir
+from ..runner.run import RunSummary, is_run_output, run_to_dir
 from ..storage.mirror import shown, staged
 from ..storage.uris import is_uri
 from .actors import LoadSpec, PredictorActor, sources_of
@@ -48,6 +48,8 @@ DECODE_MODES = ("auto", "actor", "tasks")
 # for it (ray-project/ray#44687: a pool that holds every CPU starves the reading). The job
 # instead starts again from its first unanswered batch, with a pool planned for the cluster
 # as it is now, this many times; then it fails (a batch that kills every worker it meets).
+# From Ray 2.64, which drops the remote arguments that say so (compat.restart_args), Ray
+# restarts workers again and the stall timeout is what ends a job that cannot go on.
 MAX_ROUNDS = 4
 
 
@@ -284,11 +286,11 @@ def _with_stall_timeout(rows: Iterator[dict[str, Any]], timeout_s: float,
                 if isinstance(value, (TorchinferError, KeyboardInterrupt)):
                     raise value
                 if _lost_workers(value, ray):
-                    raise WorkersLost(_first_line(value)) from None
+                    raise WorkersLost(_last_line(value)) from None
                 if isinstance(value, ray.exceptions.GetTimeoutError):
                     raise TorchinferError(f"the Ray cluster could not start {plan.describe()}: "
-                                          f"{_first_line(value)}") from None
-                raise TorchinferError(f"the Ray job failed: {_first_line(value)} (every "
+                                          f"{_last_line(value)}") from None
+                raise TorchinferError(f"the Ray job failed: {_last_line(value)} (every "
                                       "finished input is in the output folder; --resume runs "
                                       "the rest)") from value
             yield value
@@ -327,7 +329,8 @@ def _alive_nodes(ray: Any) -> int:
     return sum(1 for node in ray.nodes() if node.get("Alive"))
 
 
-def _first_line(exc: BaseException) -> str:
+def _last_line(exc: BaseException) -> str:
+    """Ray's errors end with what went wrong; their first lines are its traceback."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[-1] if lines else type(exc).__name__
 
@@ -373,7 +376,8 @@ def predict(sources: str | os.PathLike | Iterable[str | os.PathLike], task: str,
     run_info = {"task": task, "model": str(model),
                 "weights": None if weights is None else str(weights), "engine": "ray"}
     where = os.fspath(out)
-    with staged(where) as local:  # a URI: a local copy, uploaded as the run goes
+    # a URI: a local copy of the run's own files, uploaded as the run goes
+    with staged(where, is_run_output) as local:
         summary = run_to_dir(predictor, [os.fspath(s) for s in named], local,
                              on_result=on_result, run_info=run_info, save_vis=save_vis,
                              save_masks=save_masks, resume=resume, exist_ok=exist_ok,

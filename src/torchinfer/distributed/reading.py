@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import first_line
 from ..runner.inputs import Source
 from ..runner.sources import open_error, unreadable
-from ..storage.uris import first_line, is_uri, read_bytes
+from ..storage.uris import is_uri, read_bytes
 from ..storage.uris import unreadable as unreadable_uri
 
 Rows = dict[str, np.ndarray]

@@ -26,8 +26,8 @@ try:  # libjpeg-turbo behind a thin binding: the same pixels as Pillow's, decode
 except ImportError:  # pragma: no cover - a platform without its wheel: Pillow decodes alone
     simplejpeg = None
 
-from ..errors import InputError, OptionError
-from ..storage.uris import first_line, is_uri, read_bytes
+from ..errors import InputError, OptionError, first_line
+from ..storage.uris import is_uri, read_bytes
 from ..storage.uris import unreadable as unreadable_uri
 from .limits import check_resize
 from .sources import open_error, unreadable

@@ -99,6 +99,12 @@ RUN_FILES = ("run.json", "predictions.jsonl", "predictions.jsonl.partial", "summ
 RUN_FOLDERS = ("vis", "masks", "maps", "dota")
 
 
+def is_run_output(name: str, files: tuple[str, ...] = ()) -> bool:
+    """Whether ``name`` (relative to an output folder, with ``/``) is a run's own output: one
+    of ``RUN_FILES``, a task's ``files``, or under ``RUN_FOLDERS``."""
+    return name in RUN_FILES or name in files or name.split("/", 1)[0] in RUN_FOLDERS
+
+
 def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
                batch_size: int | None = None,
                on_result: Callable[[Result], None] | None = None,
@@ -151,7 +157,8 @@ def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
     """
     out = Path(out_dir)
     sources = [os.fsdecode(s) for s in sources]
-    inputs = _start(out, sources, resume=resume, exist_ok=exist_ok, video_stride=video_stride)
+    inputs = _start(out, sources, resume=resume, exist_ok=exist_ok, video_stride=video_stride,
+                    exclude=named_as)
     # the sources as named belong to the run too: resuming with other inputs would keep lines
     # for inputs this run was not asked for
     stamp = run_fingerprint(predictor, {"sources": sources, **(fingerprint or {})},
@@ -179,15 +186,17 @@ def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
 
 
 def _start(out: Path, sources: list[str], *, resume: bool, exist_ok: bool,
-           video_stride: int) -> Iterator[Source]:
-    """The run's inputs, after the checks that refuse a run before it starts."""
+           video_stride: int, exclude: str | None = None) -> Iterator[Source]:
+    """The run's inputs, after the checks that refuse a run before it starts; folders are
+    walked without entering the output folder (``exclude``: the URI it stands in for)."""
     if resume and exist_ok:
         raise TorchinferError("resume and exist_ok contradict each other: --resume keeps the "
                               "output folder's results, --exist-ok replaces them")
     if os.path.exists(out) and not os.path.isdir(out):  # Path's raise where a parent is shut
         raise TorchinferError(f"output folder {shown(str(out))} is a file")
     check_sources(sources)
-    inputs = iter_sources(sources, video_stride=video_stride, exclude=out)  # expanded once
+    inputs = iter_sources(sources, video_stride=video_stride,  # expanded once
+                          exclude=exclude or out)
     first = next(inputs, None)
     if first is None:
         named = ", ".join(shown(s) for s in sources) or "the sources (none given)"

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import TorchinferError
-from ..storage.uris import files_under, is_folder, is_uri, joined, read_bytes
+from ..storage.uris import check_no_credentials, files_under, is_folder, is_uri, joined, read_bytes
 from ..storage.uris import unreadable as unreadable_uri
 from .video import VIDEO_EXTENSIONS
 
@@ -57,7 +57,9 @@ def expand_sources(sources: Iterable[str | bytes | os.PathLike],
     entry is expanded like a named source. A line that is not UTF-8, or a list file naming
     itself, raises TorchinferError naming the file and line.
     """
-    skip = os.path.realpath(exclude) if exclude is not None else None
+    # a local folder by its real path; a URI (a run's --out on object storage) as written
+    skip = None if exclude is None else os.fspath(exclude) if is_uri(os.fspath(exclude)) \
+        else os.path.realpath(exclude)
     for source in sources:
         yield from _expand(os.fsdecode(source), skip, (), pattern=True)
 
@@ -195,14 +197,14 @@ def _expand_uri(uri: str, skip: str | None, lists: tuple[str, ...]) -> Iterator[
             found = list(files_under(uri))
         except OSError:
             found = [uri]  # cannot be listed: its record says why
-        yield from (f for f in found if f == uri or
-                    os.path.splitext(f)[1].lower() in _INPUT_EXTENSIONS)
+        outside = skip.rstrip("/") + "/" if skip is not None and is_uri(skip) else None
+        yield from (f for f in found if f == uri or (
+            os.path.splitext(f)[1].lower() in _INPUT_EXTENSIONS
+            and (outside is None or not f.startswith(outside))))
     elif _is_list_name(uri) and unreadable_uri(uri) is None:
-        if uri in lists:
-            raise TorchinferError(f"{uri}: a list file already being read (a loop of list "
-                                  "files)")
+        # its entries are taken as written (below): a URI list never opens another list
         yield from _list_lines(io.BytesIO(read_bytes(uri)), uri, uri.rsplit("/", 1)[0],
-                               skip, (*lists, uri))
+                               skip, lists)
     else:
         yield uri
 
@@ -222,12 +224,14 @@ def _list_lines(fh: BinaryIO, list_file: str, folder: str, skip: str | None,
                 lists: tuple[str, ...]) -> Iterator[str]:
     """The entries of a list file, each expanded; a relative one is relative to ``folder``
     (the list's own: a local folder, or the list object's URI prefix). A URI entry is taken
-    as written, one input, without a call to its storage: whoever runs it reads it (a list of
-    a million objects costs the driver no million requests)."""
+    as written, one input, without a call to its storage while expanding: whoever runs it
+    reads it. One carrying credentials is refused (OptionError), as a named one is."""
     base = Path(folder)
     for number, entry in _list_entries(fh, list_file):
         if is_uri(entry) or is_uri(folder):
-            yield entry if is_uri(entry) else joined(folder, entry)
+            uri = entry if is_uri(entry) else joined(folder, entry)
+            check_no_credentials(uri)
+            yield uri
             continue
         p = Path(entry)
         path = str(p if p.is_absolute() else base / p)

@@ -36,6 +36,8 @@ def inflated(body: bytes, encoding: str | None, limit: int) -> bytes:
         raise too_large(limit)
     if not inflater.eof:
         raise ProtocolError(f"the {name} body ends before its data does")
+    if inflater.unused_data:
+        raise ProtocolError(f"{len(inflater.unused_data)} bytes after the {name} data")
     return out
 
 

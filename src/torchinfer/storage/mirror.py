@@ -4,14 +4,16 @@ A run appends to its JSONL, renames files into place and reads its earlier recor
 none of that is possible on an object store, where an object is written whole or not at all.
 So the run works in a local staging folder, and ``staged`` keeps the URI in step with it:
 
-- at the start, every object under the URI is copied down, so ``--resume`` reads the earlier
-  records and ``--exist-ok`` finds what to replace;
+- at the start, the run's own objects under the URI (those ``wanted`` names: its records,
+  summary, pictures...) are copied down, so ``--resume`` reads the earlier records and
+  ``--exist-ok`` finds what to replace; anything else there is neither read nor touched;
 - while the run goes, every ``interval_s`` seconds, each file that changed is uploaded whole
   (one object each: a reader sees the old object or the new one, never half of one); a
   growing ``.jsonl`` is uploaded up to its last complete line;
 - files the run removed are deleted from the URI;
 - at the end, and after an error or Ctrl-C, a last upload, so that what finished is there to
-  resume from.
+  resume from (when the run itself failed and that upload fails too, the run's error goes
+  on, with a note naming the staging folder).
 
 A run killed outright loses what it wrote since the last upload; ``--resume`` runs those
 inputs again. The staging folder lives in the system's temporary folder, and is removed once
@@ -25,11 +27,11 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..errors import TorchinferError
-from .uris import files_under, filesystem, first_line, is_uri, joined
+from ..errors import TorchinferError, first_line
+from .uris import files_under, filesystem, is_uri, joined
 
 UPLOAD_INTERVAL_S = 10.0
 
@@ -45,12 +47,13 @@ class RemoteFolder:
         self.sent: dict[str, tuple[int, int]] = {}  # name -> (size, mtime_ns) last uploaded
         self.lock = threading.Lock()  # one upload at a time: the timer's or the last one
 
-    def pull(self, local: Path) -> int:
-        """Copy every object under the URI into ``local``; how many."""
+    def pull(self, local: Path, wanted: Callable[[str], bool] = lambda name: True) -> int:
+        """Copy the objects under the URI whose relative names are ``wanted`` into ``local``;
+        how many."""
         count = 0
         for uri in files_under(self.uri):
             name = uri[len(self.uri):].lstrip("/")
-            if not name or name.startswith("../") or "/../" in f"/{name}/":
+            if not name or "/../" in f"/{name}/" or not wanted(name):
                 continue
             target = local / name
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -111,14 +114,16 @@ class _Uploader(threading.Thread):
         while not self.stopping.wait(self.interval_s):
             try:
                 self.remote.push(self.local)
-            except OSError as exc:  # a passing network error: the next round tries again
-                self.error = exc
+            except Exception:  # noqa: BLE001  (pyarrow's OSError, ArrowInvalid...)
+                continue  # a passing failure: the next round, or the last upload, tries again
 
 
 @contextlib.contextmanager
-def staged(out: str | os.PathLike, interval_s: float = UPLOAD_INTERVAL_S) -> Iterator[Path]:
+def staged(out: str | os.PathLike, wanted: Callable[[str], bool] = lambda name: True,
+           interval_s: float = UPLOAD_INTERVAL_S) -> Iterator[Path]:
     """The local folder a run writes into for ``out``: ``out`` itself when it is a local path,
-    else a staging copy of the URI kept in step with it (this module's docstring)."""
+    else a staging copy of the URI kept in step with it (this module's docstring); ``wanted``:
+    the relative names of the run's own files."""
     text = os.fspath(out)
     if not is_uri(text):
         yield Path(text)
@@ -127,7 +132,7 @@ def staged(out: str | os.PathLike, interval_s: float = UPLOAD_INTERVAL_S) -> Ite
     local = Path(tempfile.mkdtemp(prefix="torchinfer-run-")) / "run"
     try:
         local.mkdir()
-        remote.pull(local)
+        remote.pull(local, wanted)
     except OSError as exc:
         shutil.rmtree(local.parent, ignore_errors=True)
         raise TorchinferError(f"{text}: cannot read the run folder: {first_line(exc)}") from None
@@ -135,15 +140,28 @@ def staged(out: str | os.PathLike, interval_s: float = UPLOAD_INTERVAL_S) -> Ite
     uploader.start()
     try:
         yield local
-    finally:
-        uploader.stopping.set()
-        uploader.join()
+    except BaseException as exc:  # the run failed or was stopped: keep what it finished
+        _stop(uploader)
         try:
             remote.push(local)
-        except OSError as exc:
-            raise TorchinferError(f"{text}: the last upload failed ({first_line(exc)}); the "
-                                  f"run's files are in {local}") from None
+        except Exception as failed:  # noqa: BLE001  (the run's own error goes on)
+            exc.add_note(f"{text}: the last upload failed too ({first_line(failed)}); the "
+                         f"run's files are in {local}")
+            raise
         shutil.rmtree(local.parent, ignore_errors=True)
+        raise
+    _stop(uploader)
+    try:
+        remote.push(local)
+    except OSError as exc:
+        raise TorchinferError(f"{text}: the last upload failed ({first_line(exc)}); the run's "
+                              f"files are in {local}") from None
+    shutil.rmtree(local.parent, ignore_errors=True)
+
+
+def _stop(uploader: _Uploader) -> None:
+    uploader.stopping.set()
+    uploader.join()
 
 
 def shown(out: str | os.PathLike, local: Path, path: Path) -> str:

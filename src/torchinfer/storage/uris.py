@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import OptionError
+from ..errors import OptionError, first_line
 
 
 def is_uri(path: Any) -> bool:
@@ -25,34 +25,49 @@ def is_uri(path: Any) -> bool:
     return bool(sep) and scheme.isidentifier() and len(scheme) > 1
 
 
-def filesystem(uri: str) -> tuple[Any, str]:
-    """(pyarrow filesystem, path inside it) of ``uri``; OptionError for credentials in it, or a
-    scheme no filesystem reads."""
-    parts = urlsplit(uri)
-    if parts.username or parts.password:
+# query parameters that carry a secret (Azure's client_secret, SAS signatures, tokens)
+_SECRET_WORDS = ("secret", "password", "token", "signature", "sig", "key", "credential")
+
+
+def check_no_credentials(uri: str) -> None:
+    """OptionError when ``uri`` carries a secret: ``user:secret@`` before the host (found even
+    when the secret holds a ``/``, as AWS secret keys may, which a URL parser takes for the
+    path), or a query parameter named like one. A user name alone (``hdfs://user@host``) is
+    not a secret."""
+    scheme, _, rest = uri.partition("://")
+    at = rest.rfind("@")
+    userinfo = rest[:at] if at >= 0 else ""
+    query = urlsplit(uri).query.lower()
+    if ":" in userinfo or any(word in name for name, _, _ in
+                              (p.partition("=") for p in query.split("&") if p)
+                              for word in _SECRET_WORDS):
         raise OptionError(f"{redacted(uri)}: put credentials in the environment or the "
                           "storage's config files, not in the URI (it is written into the "
                           "records and run.json)")
+
+
+def redacted(uri: str) -> str:
+    """``uri`` without what may be a secret: the part before its last ``@`` and its query
+    become ``***``."""
+    scheme, sep, rest = uri.partition("://")
+    at = rest.rfind("@")
+    if at >= 0:
+        rest = "***@" + rest[at + 1:]
+    if "?" in rest:
+        rest = rest.split("?", 1)[0] + "?***"
+    return scheme + sep + rest
+
+
+def filesystem(uri: str) -> tuple[Any, str]:
+    """(pyarrow filesystem, path inside it) of ``uri``; OptionError for credentials in it, or a
+    scheme no filesystem reads."""
+    check_no_credentials(uri)
     import pyarrow.fs
 
     try:
         return pyarrow.fs.FileSystem.from_uri(uri)
     except (ValueError, OSError) as exc:  # pyarrow's "unrecognized filesystem type"...
-        raise OptionError(f"{uri}: {first_line(exc)}") from None
-
-
-def redacted(uri: str) -> str:
-    """``uri`` with any credentials in it replaced by ``***``."""
-    parts = urlsplit(uri)
-    if not (parts.username or parts.password):
-        return uri
-    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
-
-
-def first_line(exc: BaseException) -> str:
-    """An error's message in one line (pyarrow's span several)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+        raise OptionError(f"{redacted(uri)}: {first_line(exc)}") from None
 
 
 def unreadable(uri: str) -> str | None:
