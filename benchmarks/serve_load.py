@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,37 +129,51 @@ def images_for(model: str, count: int = 8) -> list[bytes]:
     return out
 
 
+async def closed_loop(one: Callable[[int], Awaitable[int]], concurrency: int, total: int,
+                      errors: tuple[type[BaseException], ...]
+                      ) -> tuple[list[float], int, float, list[int]]:
+    """(latencies of the answered requests, errors, seconds, what ``one`` returned for each
+    answer) for ``total`` requests, ``one(i)`` each, from ``concurrency`` clients that each
+    send the next request when the last is answered; ``errors``: what counts as a failed
+    request."""
+    latencies: list[float] = []
+    answers: list[int] = []
+    failed = sent = 0
+
+    async def worker() -> None:
+        nonlocal sent, failed
+        while sent < total:
+            i = sent
+            sent += 1
+            t0 = time.perf_counter()
+            try:
+                answers.append(await one(i))
+                latencies.append(time.perf_counter() - t0)
+            except errors:
+                failed += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, failed, time.perf_counter() - start, answers
+
+
 async def load(url: str, images: list[bytes], concurrency: int, total: int
                ) -> tuple[list[float], int, float]:
     """(latencies of the answered requests, errors, seconds) for ``total`` requests from
     ``concurrency`` clients."""
     import httpx
 
-    latencies: list[float] = []
-    errors = 0
-    sent = 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        async def worker() -> None:
-            nonlocal sent, errors
-            while sent < total:
-                i = sent
-                sent += 1
-                t0 = time.perf_counter()
-                try:
-                    r = await client.post(url, files={"file": (f"{i}.png", images[i % len(images)],
-                                                               "image/png")})
-                    ok = r.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                if ok:
-                    latencies.append(time.perf_counter() - t0)
-                else:
-                    errors += 1
+        async def one(i: int) -> int:
+            r = await client.post(url, files={"file": (f"{i}.png", images[i % len(images)],
+                                                       "image/png")})
+            r.raise_for_status()
+            return r.status_code
 
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return latencies, errors, time.perf_counter() - start
+        latencies, errors, seconds, _ = await closed_loop(one, concurrency, total,
+                                                          (httpx.HTTPError,))
+        return latencies, errors, seconds
 
 
 # --- the Open Inference Protocol's three forms, on one server -----------------------------------
@@ -231,9 +246,6 @@ async def protocol_load(form: str, target: dict, images: list[bytes], model: str
 
     from torchinfer.serve.protocol import oip_v2_pb2 as pb
 
-    latencies: list[float] = []
-    sizes: list[int] = []
-    errors = sent = 0
     url = f"{target['http']}/v2/models/{model}/infer"
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     bodies = [json_request(im, parameters) if form == "http-json" else
@@ -275,21 +287,7 @@ async def protocol_load(form: str, target: dict, images: list[bytes], model: str
                 read_binary_answer(r.content, int(r.headers["Inference-Header-Content-Length"]))
             return int(r.headers["Content-Length"])
 
-        async def worker() -> None:
-            nonlocal sent, errors
-            while sent < total:
-                i = sent
-                sent += 1
-                t0 = time.perf_counter()
-                try:
-                    sizes.append(await one(i))
-                    latencies.append(time.perf_counter() - t0)
-                except (httpx.HTTPError, grpc.RpcError):
-                    errors += 1
-
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return latencies, errors, time.perf_counter() - start, sizes
+        return await closed_loop(one, concurrency, total, (httpx.HTTPError, grpc.RpcError))
 
 
 # (label, form, model, request parameters, HTTP Accept-Encoding)
