@@ -7,9 +7,10 @@ So the run works in a local staging folder, and ``staged`` keeps the URI in step
 - at the start, the run's own objects under the URI (those ``wanted`` names: its records,
   summary, pictures...) are copied down, so ``--resume`` reads the earlier records and
   ``--exist-ok`` finds what to replace; anything else there is neither read nor touched;
-- while the run goes, every ``interval_s`` seconds, each file that changed is uploaded whole
-  (one object each: a reader sees the old object or the new one, never half of one); a
-  growing ``.jsonl`` is uploaded up to its last complete line;
+- while the run goes, every ``interval_s`` seconds (or four times as long as the last upload
+  took, when that is longer), each file that changed is uploaded whole (one object each: a
+  reader sees the old object or the new one, never half of one); a growing ``.jsonl`` is
+  uploaded up to its last complete line;
 - files the run removed are deleted from the URI;
 - at the end, and after an error or Ctrl-C, a last upload, so that what finished is there to
   resume from (when the run itself failed and that upload fails too, the run's error goes
@@ -27,6 +28,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -111,11 +113,16 @@ class _Uploader(threading.Thread):
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        while not self.stopping.wait(self.interval_s):
+        wait = self.interval_s
+        while not self.stopping.wait(wait):
+            began = time.monotonic()
             try:
                 self.remote.push(self.local)
             except Exception:  # noqa: BLE001  (pyarrow's OSError, ArrowInvalid...)
-                continue  # a passing failure: the next round, or the last upload, tries again
+                pass  # a passing failure: the next round, or the last upload, tries again
+            # a growing file goes up whole each time: as the run's files grow, upload less
+            # often, so that uploading never takes more than a fifth of the run's time
+            wait = max(self.interval_s, 4 * (time.monotonic() - began))
 
 
 @contextlib.contextmanager
