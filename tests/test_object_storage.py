@@ -105,6 +105,7 @@ def test_a_local_run_reads_and_writes_the_bucket(s3, tmp_path):
     assert SECRET not in done.stdout + done.stderr
 
 
+@pytest.mark.slow  # 17 s: three runs, each a process of its own
 def test_resume_from_the_bucket_and_a_list_of_uris(s3):
     listing = "\n".join([f"s3://{BUCKET}/in/0.png", "1.png", f"s3://{BUCKET}/in/missing.png"])
     s3.put_object(Bucket=BUCKET, Key="in/list.txt", Body=listing.encode())
@@ -143,17 +144,25 @@ def test_resume_from_the_bucket_and_a_list_of_uris(s3):
 
 
 def test_credentials_in_a_uri_are_refused(s3):
-    slashed = "ab/" + SECRET  # AWS secret keys may hold a "/", which URL parsers take for a path
-    s3.put_object(Bucket=BUCKET, Key="in/secret-list.txt",
-                  Body=f"s3://key:{SECRET}@{BUCKET}/in/0.png\n".encode())
-    for named in (f"s3://key:{SECRET}@{BUCKET}/in/0.png", f"s3://key:{slashed}@{BUCKET}/in/0.png",
-                  f"s3://{BUCKET}/in/secret-list.txt"):
-        done = run_cli("predict", "classify", named, "-m", "shapes_classifier", "--out",
-                       f"s3://{BUCKET}/runs/c/", "--quiet")
-        assert done.returncode == 2, done.stderr
-        assert "credentials" in done.stderr and SECRET not in done.stderr + done.stdout
-        assert len(done.stderr.strip().splitlines()) == 1
+    """Named on the command line (exit code 2, one line, the secret nowhere), or inside a list
+    object on the bucket; a secret may hold a "/" (AWS's may), which URL parsers read as the
+    start of the path."""
+    from torchinfer.errors import OptionError
+    from torchinfer.runner.sources import expand_sources
+
+    slashed = "ab/" + SECRET
+    done = run_cli("predict", "classify", f"s3://key:{slashed}@{BUCKET}/in/0.png", "-m",
+                   "shapes_classifier", "--out", f"s3://{BUCKET}/runs/c/", "--quiet")
+    assert done.returncode == 2, done.stderr
+    assert "credentials" in done.stderr and SECRET not in done.stderr + done.stdout
+    assert len(done.stderr.strip().splitlines()) == 1
     assert objects(s3, "runs/c/") == {}  # refused before anything was written
+    s3.put_object(Bucket=BUCKET, Key="in/secret-list.txt",
+                  Body=f"0.png\ns3://key:{SECRET}@{BUCKET}/in/1.png\n".encode())
+    with pytest.raises(OptionError, match="credentials") as refused:
+        list(expand_sources([f"s3://{BUCKET}/in/secret-list.txt"]))
+    assert SECRET not in str(refused.value)
+    s3.delete_object(Bucket=BUCKET, Key="in/secret-list.txt")  # not in the prefix's walk
 
 
 def test_what_counts_as_credentials_in_a_uri():
@@ -192,6 +201,7 @@ def test_the_mirror_uploads_whole_lines_and_deletes_what_is_gone(s3, tmp_path):
     assert (copy / "predictions.jsonl.partial").read_bytes() == b'{"a": 1}\n'
 
 
+@pytest.mark.slow  # 13 s: two runs
 def test_an_output_inside_the_inputs_prefix_is_not_read_as_inputs(s3):
     out = f"s3://{BUCKET}/in/run/"  # inside the prefix it reads, pictures and all
     for extra in ((), ("--resume",)):

@@ -32,12 +32,27 @@ def picture() -> bytes:
 
 
 @pytest.fixture(scope="module")
-def server():
+def served():
+    """One server for the module: the models over HTTP, and over gRPC where grpcio is
+    installed. Yields (HTTP base, gRPC address or None, the Server)."""
+    import importlib.util
+    import socket
+
+    port = None
+    if importlib.util.find_spec("grpc") is not None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
     specs = tuple(ModelSpec.parse(f"{name}={model}", task_names())
                   for name, model in MODELS.items())
-    config = ServeConfig(models=specs, api_key=KEY, warmup=False)
-    with live_server(config) as (base, _):
-        yield base
+    config = ServeConfig(models=specs, api_key=KEY, warmup=False, grpc_port=port)
+    with live_server(config) as (base, running):
+        yield base, None if port is None else f"127.0.0.1:{port}", running
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    return served[0]
 
 
 def client(base: str):
@@ -213,19 +228,12 @@ def test_bad_binary_bodies_are_400s(server, picture):
 # --- gRPC ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def grpc_server():
-    pytest.importorskip("grpc", reason="the grpc extra is not installed: pip install "
-                        "'torchinfer[grpc]'")
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    specs = tuple(ModelSpec.parse(f"{name}={model}", task_names())
-                  for name, model in MODELS.items())
-    config = ServeConfig(models=specs, api_key=KEY, warmup=False, grpc_port=port)
-    with live_server(config) as (base, running):
-        yield f"127.0.0.1:{port}", base, running
+def grpc_server(served):
+    """(gRPC address, HTTP base, the Server) of the module's server."""
+    base, address, running = served
+    if address is None:
+        pytest.skip("the grpc extra is not installed: pip install 'torchinfer[grpc]'")
+    return address, base, running
 
 
 def grpc_auth() -> dict[str, str]:
