@@ -14,6 +14,8 @@ The shipped fixtures came from (two CPU cores; W, W2 any scratch folders):
     ... --models yolov8n-seg --epochs 20 --work W2 --start yolov8n-seg=W/runs/yolov8n-seg/weights/last.pt
     ... --models yolo11n-seg --epochs 20 --work W2 --start yolo11n-seg=W/runs/yolo11n-seg/weights/last.pt
     ... --record --conf 0.1
+    ... --small-masks        (the small-mask fixtures: tests/small_masks.py edits the two
+                              segment files; recorded at predict's default thresholds)
 
 The models are Ultralytics' own architectures (yolov8-seg, yolo11-seg, yolov8-pose,
 yolov8-obb yaml files) at a reduced scale (width 1/16, reg_max 8) so that each ONNX file is
@@ -45,6 +47,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))  # torchinfer's shapes, without installing torchinfer here
 from torchinfer.datasets.shapes import CLASSES, generate_scene, scene_rng  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "tests"))  # the small-mask edit, shared with the parity test
+from small_masks import small_mask_model  # noqa: E402
+
 OUT = ROOT / "tests" / "fixtures" / "ultralytics"
 IMGSZ = 320
 # Ultralytics' predict IoU default; its conf default is 0.25, but models this small trained
@@ -68,6 +73,13 @@ MODELS = {"yolov8n-seg": ("yolov8-seg", "v8", "segment"),
 # the pictures predicted on: new seeds, sizes that letterbox both ways
 TEST_SEED, TEST_SIZES = 4242, [(320, 416), (400, 300), (352, 352), (288, 480), (480, 360),
                                (320, 320)]
+# the small-mask pictures: far smaller and far larger than the 320 input, where deciding a
+# small mask at the input's resolution or at the original's differs most
+SMALL_MASK_SEED = 4343
+SMALL_MASK_SIZES = [(96, 128), (120, 96), (112, 112), (100, 150), (128, 96), (90, 120),
+                    (104, 104), (150, 100), (80, 112), (112, 80), (96, 96), (120, 160),
+                    (720, 960), (960, 720), (800, 800)]
+SMALL_MASKS = OUT / "small-masks"
 
 
 def outline(mask: np.ndarray) -> np.ndarray:
@@ -156,12 +168,12 @@ def train_and_export(work: Path, name: str, epochs: int, n_train: int,
     return target
 
 
-def write_test_images() -> list[Path]:
-    folder = OUT / "images"
+def write_test_images(folder: Path = OUT / "images", seed: int = TEST_SEED,
+                      sizes: list[tuple[int, int]] = TEST_SIZES) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i, size in enumerate(TEST_SIZES):
-        scene = generate_scene(scene_rng(TEST_SEED, i), size, max_shapes=5)
+    for i, size in enumerate(sizes):
+        scene = generate_scene(scene_rng(seed, i), size, max_shapes=5)
         path = folder / f"{i:02d}.jpg"
         scene.image.save(path, quality=85)
         paths.append(path)
@@ -178,39 +190,58 @@ def rle(mask: np.ndarray) -> dict:
     return {"size": list(mask.shape), "counts": counts}
 
 
-def record(name: str, images: list[Path], conf: float = CONF) -> None:
-    """Ultralytics' predict on each picture, in original pixels, as JSON."""
+def record(name: str, images: list[Path], conf: float | None = CONF,
+           model_path: Path | None = None, target: Path | None = None) -> None:
+    """Ultralytics' predict on each picture, in original pixels, as JSON. conf None: predict's
+    default thresholds (conf and iou), recorded as null. A segment model is recorded twice,
+    under "default" (masks decided at the letterboxed input, mapped back as Ultralytics'
+    scale_masks does) and "retina" (retina_masks=True: decided at the original size)."""
     from ultralytics import YOLO
     from ultralytics.utils import ops
 
     task = MODELS[name][2]
-    model_path = OUT / f"{name}.onnx"
-    out: dict = {"model": model_path.name, "task": task, "conf": conf, "iou": IOU,
-                 "imgsz": IMGSZ, "images": {}}
+    model_path = model_path or OUT / f"{name}.onnx"
+    target = target or OUT / f"{name}.json"
+    thresholds = {} if conf is None else {"conf": conf, "iou": IOU}
+    out: dict = {"model": model_path.name, "task": task, "conf": conf,
+                 "iou": None if conf is None else IOU, "imgsz": IMGSZ, "images": {}}
     for retina in ((False, True) if task == "segment" else (False,)):
         model = YOLO(str(model_path), task=task)
         for path in images:
-            r = model.predict(str(path), imgsz=IMGSZ, conf=conf, iou=IOU, device="cpu",
-                              verbose=False, max_det=300, retina_masks=retina)[0]
+            r = model.predict(str(path), imgsz=IMGSZ, device="cpu", verbose=False,
+                              max_det=300, retina_masks=retina, **thresholds)[0]
             entry = out["images"].setdefault(path.name, {"size": list(r.orig_shape)})
             if task == "obb":
                 entry.update(xywhr=r.obb.xywhr.tolist(), corners=r.obb.xyxyxyxy.tolist(),
                              cls=r.obb.cls.int().tolist(), conf=r.obb.conf.tolist())
                 continue
-            entry.update(xyxy=r.boxes.xyxy.tolist(), cls=r.boxes.cls.int().tolist(),
-                         conf=r.boxes.conf.tolist())
+            found = {"xyxy": r.boxes.xyxy.tolist(), "cls": r.boxes.cls.int().tolist(),
+                     "conf": r.boxes.conf.tolist()}
             if task == "pose":
-                entry["keypoints"] = r.keypoints.data.tolist()
-            elif r.masks is None:
-                entry["masks_retina" if retina else "masks"] = []
+                entry.update(found, keypoints=r.keypoints.data.tolist())
+                continue
+            if r.masks is None:
+                found["masks"] = []
             elif retina:  # computed at the original size (process_mask_native)
-                entry["masks_retina"] = [rle(m) for m in r.masks.data.cpu().numpy()]
+                found["masks"] = [rle(m) for m in r.masks.data.cpu().numpy()]
             else:  # computed at the letterboxed size; mapped back as Ultralytics draws them
                 full = ops.scale_masks(r.masks.data[None].float(), r.orig_shape)[0] > 0.5
-                entry["masks"] = [rle(m) for m in full.cpu().numpy()]
-    (OUT / f"{name}.json").write_text(json.dumps(out, separators=(",", ":")))
-    n = sum(len(e["cls"]) for e in out["images"].values())
-    print(f"{name}: {n} objects on {len(images)} pictures")
+                found["masks"] = [rle(m) for m in full.cpu().numpy()]
+            entry["retina" if retina else "default"] = found
+    target.write_text(json.dumps(out, separators=(",", ":")))
+    counts = [len((e.get("default") or e)["cls"]) for e in out["images"].values()]
+    print(f"{target.name}: {sum(counts)} objects on {len(images)} pictures")
+
+
+def record_small_masks() -> None:
+    """The small-mask fixtures: the two segment files edited (tests/small_masks.py), on
+    pictures far from the input's size, at predict's default thresholds."""
+    images = write_test_images(SMALL_MASKS / "images", SMALL_MASK_SEED, SMALL_MASK_SIZES)
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in ("yolov8n-seg", "yolo11n-seg"):
+            edited = small_mask_model(OUT / f"{name}.onnx", Path(scratch) / f"{name}.onnx")
+            record(name, images, conf=None, model_path=edited,
+                   target=SMALL_MASKS / f"{name}.json")
 
 
 def main() -> None:
@@ -223,8 +254,13 @@ def main() -> None:
     parser.add_argument("--start", nargs="*", default=[], metavar="NAME=WEIGHTS",
                         help="train these models further from an earlier run's last.pt")
     parser.add_argument("--work", type=Path, default=None, help="datasets and training runs")
+    parser.add_argument("--small-masks", action="store_true",
+                        help="only record the small-mask fixtures")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.small_masks:
+        record_small_masks()
+        return
     work = args.work or Path(tempfile.mkdtemp(prefix="ultralytics-fixtures-"))
     starts = dict(item.split("=", 1) for item in args.start)
     images = write_test_images()

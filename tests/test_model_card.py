@@ -211,3 +211,11 @@ def _literal(text: str) -> str:
 def test_extra_cannot_shadow_a_version():
     with pytest.raises(ti.WeightsError, match="'extra' may not hold onnx_version, torch"):
         ModelCard(extra={"torch": "2", "onnx_version": "1"})
+
+
+def test_the_strings_keys_are_the_cards_fields():
+    from dataclasses import fields
+
+    from torchinfer.models.card_strings import CARD_KEYS
+
+    assert CARD_KEYS == {f.name for f in fields(ModelCard)} - {"versions", "extra", "source"}

@@ -15,6 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from . import errors
+from ._version import __version__
 from .errors import (
     DeviceError,
     InputError,
@@ -26,8 +27,6 @@ from .errors import (
     WeightsMismatchError,
     WeightsUnavailableError,
 )
-
-__version__ = "0.1.0"
 
 # public name -> the module that defines it
 _LAZY = {

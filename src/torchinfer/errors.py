@@ -59,7 +59,8 @@ class MissingExtraError(TorchinferError):
         super().__init__(f"{package} is not installed: pip install 'torchinfer[{extra}]'")
 
 
-def first_line(exc: BaseException) -> str:
-    """An error's message in one line (pyarrow's and Ray's span several)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+def first_line(message: object) -> str:
+    """An error's (or a warning's) message in one line, its first that is not blank
+    (pyarrow's, Ray's and torch's span several); the type's name when it says nothing."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    return lines[0] if lines else type(message).__name__

@@ -2,14 +2,14 @@
 
 Every result carries ``source`` (which input it answers), ``speed`` (ms per image for
 preprocess / inference / postprocess) and ``error``. A failed input in a batch run gets a result
-of the same type with ``error`` set and no predictions, so a run always yields one result per
-input and callers never switch on the type.
+of its task's type with ``error`` set and no predictions, so a run always yields one result per
+input, and a failure is told by ``ok``, not by a type of its own.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -335,20 +335,17 @@ class Detections(Result):
         return out
 
     def to_coco(self, image_id: int, category_ids: dict[int, int] | None = None) -> list[dict[str, Any]]:
-        """COCO results-format records (``bbox`` as x, y, w, h); ``category_ids`` maps our class
-        ids to the dataset's category ids (identity by default)."""
+        """COCO results-format records (``coco_entry``); ``category_ids`` maps our class ids to
+        the dataset's category ids (identity by default)."""
         records = []
         for i in range(len(self)):
-            x0, y0, x1, y1 = (float(v) for v in self.boxes[i])
             cid = int(self.class_ids[i])
-            rec: dict[str, Any] = {"image_id": image_id,
-                                   "category_id": category_ids[cid] if category_ids else cid,
-                                   "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(self.scores[i])}
-            if self.masks is not None:
-                rec["segmentation"] = self.masks[i].rle(self.image_size)
-            if self.keypoints is not None:
-                rec["keypoints"] = [float(v) for v in self.keypoints[i].ravel()]
-            records.append(rec)
+            records.append(coco_entry(
+                image_id, category_ids[cid] if category_ids else cid,
+                [float(v) for v in self.boxes[i]], float(self.scores[i]),
+                segmentation=None if self.masks is None else self.masks[i].rle(self.image_size),
+                keypoints=None if self.keypoints is None
+                else [float(v) for v in self.keypoints[i].ravel()]))
         return records
 
 
@@ -392,6 +389,22 @@ class MultiTask(Result):
                                    if k not in ("source", "speed")}
                             for name, head in self.heads.items()}
         return out
+
+
+def coco_entry(image_id: Any, category_id: Any, box: Sequence[float], score: float, *,
+               segmentation: dict[str, Any] | None = None,
+               keypoints: list[float] | None = None) -> dict[str, Any]:
+    """One detection in COCO's results format, its xyxy ``box`` as ``bbox`` x, y, width,
+    height: what ``Detections.to_coco`` gives and a run's ``coco_results.json`` holds (made
+    there from the JSONL records, so that a resumed run's lines are in it too)."""
+    x0, y0, x1, y1 = box
+    entry: dict[str, Any] = {"image_id": image_id, "category_id": category_id,
+                             "bbox": [x0, y0, x1 - x0, y1 - y0], "score": score}
+    if segmentation is not None:
+        entry["segmentation"] = segmentation
+    if keypoints is not None:
+        entry["keypoints"] = keypoints  # x, y, score per keypoint, one flat list
+    return entry
 
 
 def rotated_corners(rotated: np.ndarray) -> np.ndarray:

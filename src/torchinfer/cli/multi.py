@@ -46,8 +46,9 @@ from .params import (
 from .predict import predict
 
 HeadOpt = Annotated[Optional[list[str]], typer.Option(
-    "--head", help="A head: NAME=TASK[:labels file or voc/coco/coco80/imagenet][:yolov5|yolov8]"
-    "[:output=KEY][:option=value], repeated (default: the heads the model file names).")]
+    "--head", help="A head: NAME=TASK, then optional :PART items, each a labels file or "
+    "voc/coco/coco80/imagenet, yolov5|yolov8, output=KEY or option=value; repeated (default: "
+    "the heads the model file names).")]
 HeadsFileOpt = Annotated[Optional[Path], typer.Option(
     "--heads", help="A YAML or JSON file listing the heads (name, task, output, labels, "
     "options).")]

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Annotated, Any, Optional
-
-import typer
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from .params import (
     BackendOpt,
@@ -19,113 +17,72 @@ from .params import (
     VerifyBackendOpt,
     err_console,
 )
+from .serve_params import (
+    AccessLogOpt,
+    AddressOpt,
+    ApiKeyOpt,
+    ConfigOpt,
+    DecodeThreadsOpt,
+    EngineOpt,
+    GpusPerReplicaOpt,
+    GrpcPortOpt,
+    HostOpt,
+    IndexOpt,
+    MaxBatchOpt,
+    MaxBodyOpt,
+    MaxDelayOpt,
+    MaxQueueOpt,
+    ModelProcessesOpt,
+    ModelsOpt,
+    ModelThreadsOpt,
+    ModelWorkersOpt,
+    PortOpt,
+    ProxiesOpt,
+    ReplicasOpt,
+    RepositoryOpt,
+    TimeoutOpt,
+    WarmupOpt,
+)
 
-DEFAULT_PORT = 8000
+if TYPE_CHECKING:  # imported where used: --help imports none of the server
+    from ..serve.config import IndexSpec, ModelSpec, ServeConfig
 
 
 def serve(
-    model: Annotated[Optional[list[str]], typer.Option(
-        "--model", "-m", help="A model to serve, repeatable: [NAME=][TASK:]MODEL, e.g. "
-        "shapes_detector, detect:shapes_detector, fast=classify:net.onnx (the task is read "
-        "from the model's metadata when omitted).")] = None,
-    model_repository: Annotated[Optional[list[str]], typer.Option(
-        "--model-repository", help="A folder of models that may be loaded and unloaded on "
-        "request (POST /v2/repository/models/NAME/load), repeatable; nothing else is.")] = None,
-    index: Annotated[Optional[list[str]], typer.Option(
-        "--index", help="A predict embed output folder to search at /v1/search, repeatable: "
-        "[NAME=]RUN_DIR; the model that made it must be served too.")] = None,
-    config: Annotated[Optional[Path], typer.Option(
-        "--config", "-c", help="A JSON or YAML file: models (model, task, name, weights, "
-        "options) and limits; command-line options override its limits.")] = None,
-    host: Annotated[Optional[str], typer.Option(help="Address to bind (default 127.0.0.1; any "
-                    "other needs an API key).")] = None,
-    port: Annotated[Optional[int], typer.Option(help=f"Port (default {DEFAULT_PORT}).")] = None,
-    grpc_port: Annotated[Optional[int], typer.Option(
-        help="Also serve the Open Inference Protocol over gRPC on this port (Triton's is "
-        "8001; off unless given), with the same models, limits and key.")] = None,
-    api_key: Annotated[Optional[str], typer.Option(
-        envvar="TORCHINFER_API_KEY", show_envvar=True, show_default=False,
-        help="Key every request but liveness must send (Authorization: Bearer KEY); "
-        "prefer the environment variable, which other users cannot read in ps.")] = None,
-    max_batch_size: Annotated[Optional[int], typer.Option(
-        help="Most requests per model call (default: the model's batch size).", min=1)] = None,
-    max_delay_ms: Annotated[Optional[float], typer.Option(
-        help="How long an idle model waits to fill a batch (default 2).", min=0)] = None,
-    max_queue: Annotated[Optional[int], typer.Option(
-        help="Requests in progress per model before 503 (default 128).", min=1)] = None,
-    timeout: Annotated[Optional[float], typer.Option(
-        help="Seconds a request may take before 504 (default 30).", min=0.001)] = None,
-    max_body_mb: Annotated[Optional[float], typer.Option(
-        help="Largest request body in MB (default 20).", min=0.001)] = None,
-    decode_threads: Annotated[Optional[int], typer.Option(
-        help="Threads decoding requests per model, beside the model (default: as predict "
-        "shares the cores; 0: the model's worker decodes what it takes, in turn).",
-        min=0)] = None,
-    model_threads: Annotated[Optional[int], typer.Option(
-        help="Torch threads of each model worker (default: as predict shares the cores, "
-        "leaving one to HTTP and decoding on a CPU).", min=1)] = None,
-    model_workers: Annotated[Optional[int], typer.Option(
-        help="Batches of each model run at once, each on --model-threads (default: on a CPU "
-        "the cores left after one for HTTP and decoding, over the model threads: 1 on 2 "
-        "cores; 1 on a GPU).", min=1)] = None,
-    model_processes: Annotated[Optional[int], typer.Option(
-        help="Processes running each model, each decoding and batching its share of the "
-        "requests (default 1; 0: run the model in the server's process, on threads).",
-        min=0)] = None,
+    model: ModelsOpt = None, model_repository: RepositoryOpt = None, index: IndexOpt = None,
+    config: ConfigOpt = None, host: HostOpt = None, port: PortOpt = None,
+    grpc_port: GrpcPortOpt = None, api_key: ApiKeyOpt = None,
+    max_batch_size: MaxBatchOpt = None, max_delay_ms: MaxDelayOpt = None,
+    max_queue: MaxQueueOpt = None, timeout: TimeoutOpt = None, max_body_mb: MaxBodyOpt = None,
+    decode_threads: DecodeThreadsOpt = None, model_threads: ModelThreadsOpt = None,
+    model_workers: ModelWorkersOpt = None, model_processes: ModelProcessesOpt = None,
     device: DeviceOpt = "auto", batch_size: BatchOpt = None, backend: BackendOpt = None,
     precision: PrecisionOpt = None, verify_backend: VerifyBackendOpt = True,
     max_pixels: MaxPixelsOpt = None, trust_pickle: TrustOpt = False,
-    trust_code: TrustCodeOpt = False,
-    warmup: Annotated[bool, typer.Option(help="Run photographs through each model before "
-                      "it is ready (and measure the core split, as predict does).")] = True,
-    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
-    engine: Annotated[str, typer.Option(help="local: this process; ray: Ray Serve replicas "
-                      "of the same app (the ray extra).")] = "local",
-    address: Annotated[Optional[str], typer.Option(help="--engine ray: the Ray cluster (auto, "
-                       "ray://host:10001); default a private local Ray.")] = None,
-    replicas: Annotated[int, typer.Option(help="--engine ray: replicas, each holding every "
-                        "model.", min=1)] = 1,
-    gpus_per_replica: Annotated[float, typer.Option(help="--engine ray: GPUs per replica.",
-                                                    min=0.0)] = 0.0,
-    proxies: Annotated[str, typer.Option(help="--engine ray: where Ray's HTTP proxies run: "
-                       "every-node (each node with a replica: any node is an entry point) "
-                       "or head (one entry point; several nodes on one machine cannot share "
-                       "a port).")] = "every-node",
+    trust_code: TrustCodeOpt = False, warmup: WarmupOpt = True, access_log: AccessLogOpt = False,
+    engine: EngineOpt = "local", address: AddressOpt = None, replicas: ReplicasOpt = 1,
+    gpus_per_replica: GpusPerReplicaOpt = 0.0, proxies: ProxiesOpt = "every-node",
 ) -> None:
     """Serve models over HTTP: dynamic batching, Open Inference Protocol v2, /metrics, a web
     page at /. Binds 127.0.0.1 unless told otherwise; SIGTERM drains requests in flight."""
-    from ..errors import OptionError, TorchinferError
-    from ..manifests import task_names
-    from ..serve.config import IndexSpec, ModelSpec, ServeConfig, check_address, read_config
+    from ..errors import TorchinferError
+    from ..serve.config import ServeConfig, check_address, read_config
 
-    if engine not in ("local", "ray"):
-        raise OptionError(f"--engine must be local or ray, got {engine!r}")
-    if engine == "local" and (address is not None or replicas != 1 or gpus_per_replica
-                              or proxies != "every-node"):
-        raise OptionError("--address, --replicas, --gpus-per-replica and --proxies need "
-                          "--engine ray")
-    if engine == "ray" and (grpc_port is not None or model_repository):
-        # (a load request would reach one replica of several)
-        raise OptionError("--grpc-port and --model-repository are served by --engine local "
-                          "only")
-
+    _check_engine(engine, address=address, replicas=replicas,
+                  gpus_per_replica=gpus_per_replica, proxies=proxies, grpc_port=grpc_port,
+                  model_repository=model_repository)
     base = read_config(config) if config is not None else ServeConfig(models=())
     api_key = api_key or os.environ.get("TORCHINFER_API_KEY") or None
     check_address(host or base.host, api_key)  # at once, before torch is imported
 
-    specs = list(base.models) + [ModelSpec.parse(m, task_names()) for m in model or ()]
     shared: dict[str, Any] = {"device": device, "backend": backend, "precision": precision,
                               "verify_backend": verify_backend, "trust_pickle": trust_pickle,
                               "trust_code": trust_code}
     if batch_size is not None:
         shared["batch_size"] = batch_size
-    # a model's own options (from the file) win over the command line's
-    specs = [ModelSpec(model=s.model, task=s.task, name=s.name, weights=s.weights,
-                       options={**shared, **s.options}, max_batch_size=s.max_batch_size,
-                       max_delay_ms=s.max_delay_ms) for s in specs]
-    indexes = tuple(base.indexes) + tuple(IndexSpec.parse(i) for i in index or ())
     settings = base.with_overrides(
-        models=tuple(specs), indexes=indexes, host=host, grpc_port=grpc_port,
+        models=_model_specs(base, model or (), shared),
+        indexes=_index_specs(base, index or ()), host=host, grpc_port=grpc_port,
         model_repository=tuple(base.model_repository) + tuple(model_repository or ()),
         port=port, max_batch_size=max_batch_size,
         max_delay_ms=max_delay_ms, max_queue=max_queue, timeout_s=timeout,
@@ -147,7 +104,45 @@ def serve(
         raise TorchinferError(failures[0])
 
 
-def run_server(settings: Any, *, access_log: bool = False) -> list[str]:
+def _check_engine(engine: str, *, address: str | None, replicas: int, gpus_per_replica: float,
+                  proxies: str, grpc_port: int | None,
+                  model_repository: list[str] | None) -> None:
+    """Refuse the options the chosen engine does not take."""
+    from ..errors import OptionError
+
+    if engine not in ("local", "ray"):
+        raise OptionError(f"--engine must be local or ray, got {engine!r}")
+    if engine == "local" and (address is not None or replicas != 1 or gpus_per_replica
+                              or proxies != "every-node"):
+        raise OptionError("--address, --replicas, --gpus-per-replica and --proxies need "
+                          "--engine ray")
+    if engine == "ray" and (grpc_port is not None or model_repository):
+        # (a load request would reach one replica of several)
+        raise OptionError("--grpc-port and --model-repository are served by --engine local "
+                          "only")
+
+
+def _model_specs(base: ServeConfig, models: Sequence[str], shared: dict[str, Any]
+                 ) -> tuple[ModelSpec, ...]:
+    """The config file's models, then the command line's, each with the command line's
+    loading options (``shared``) under its own (a model's own options, from the file, win)."""
+    from ..manifests import task_names
+    from ..serve.config import ModelSpec
+
+    specs = list(base.models) + [ModelSpec.parse(m, task_names()) for m in models]
+    return tuple(ModelSpec(model=s.model, task=s.task, name=s.name, weights=s.weights,
+                           options={**shared, **s.options}, max_batch_size=s.max_batch_size,
+                           max_delay_ms=s.max_delay_ms) for s in specs)
+
+
+def _index_specs(base: ServeConfig, indexes: Sequence[str]) -> tuple[IndexSpec, ...]:
+    """The config file's search indexes, then the command line's."""
+    from ..serve.config import IndexSpec
+
+    return tuple(base.indexes) + tuple(IndexSpec.parse(i) for i in indexes)
+
+
+def run_server(settings: ServeConfig, *, access_log: bool = False) -> list[str]:
     """Serve until SIGTERM / Ctrl-C (uvicorn waits for the requests in flight, then the app
     drains its queues); a model that fails to load, or whose process dies, stops the server
     (exit code 2, the reason on one line), so that a supervisor starts it again. Returns

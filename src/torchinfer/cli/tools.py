@@ -25,6 +25,7 @@ from .params import (
     TrustCodeOpt,
     TrustOpt,
     VerifyBackendOpt,
+    WeightsOpt,
     console,
     err_console,
     parsed,
@@ -149,7 +150,7 @@ def export_cmd(
 
 def bench_cmd(
     model: ModelArg,
-    weights: Annotated[Optional[str], typer.Option("--weights", "-w")] = None,
+    weights: WeightsOpt = None,
     task: Annotated[Optional[str], typer.Option(help="classify, segment or detect (default: "
                     "from the model name).")] = None,
     backend: Annotated[str, typer.Option(help="Comma-separated: auto (the default every "
@@ -202,7 +203,7 @@ def _task_of_name(model: str) -> str:
 def view(
     model: Annotated[str, typer.Argument(help=".onnx file, or a model to export first "
                      "(torchvision name, factory, file) with --weights.")],
-    weights: Annotated[Optional[str], typer.Option("--weights", "-w")] = None,
+    weights: WeightsOpt = None,
     port: Annotated[int, typer.Option(help="Port on localhost.")] = 8080,
     browser: Annotated[bool, typer.Option(help="Open a browser tab.")] = True,
 ) -> None:

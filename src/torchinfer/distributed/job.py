@@ -130,9 +130,15 @@ class RayPredictor:
         # what run_to_dir and the CLI read of a predictor: the model's name and weights (the
         # fingerprint), the loader (redrawing a file for --save-vis), how the job ran
         self.model, self.loader = self.local.model, self.local.loader
-        self.pipeline: Any = None  # a RayJobInfo once the job starts
+        self.job_info: RayJobInfo | None = None  # once the job starts
         self.backend_report: Any = None
         self.decode_report = self.local.decode_report
+
+    @property
+    def pipeline(self) -> RayJobInfo | None:
+        """How the work was laid out, which ``run_to_dir`` asks every predictor for
+        (``summary.json``'s "pipeline"): here, how the job ran."""
+        return self.job_info
 
     @property
     def device(self) -> str:
@@ -155,9 +161,9 @@ class RayPredictor:
         with ray_session(self.address, num_cpus=self.num_cpus) as ray, quiet_ray_data_logs():
             self.plan = plan_workers(*cluster_resources(ray), self.workers, self.gpus_per_worker)
             nodes = _alive_nodes(ray)
-            self.pipeline = info = RayJobInfo(engine="ray", address=self.address or "local",
-                                       decode=self.decode_mode, batch_size=size, nodes=nodes,
-                                       **self.plan.to_dict())
+            self.job_info = job = RayJobInfo(engine="ray", address=self.address or "local",
+                                             decode=self.decode_mode, batch_size=size,
+                                             nodes=nodes, **self.plan.to_dict())
             ledger = start_ledger(ray)
             expected, rounds = 0, 1
             seen: set[str] = set()
@@ -168,7 +174,7 @@ class RayPredictor:
                     for row in _with_stall_timeout(rows, self.stall_timeout_s, self.plan):
                         if row["worker"] not in seen:
                             seen.add(row["worker"])
-                            info.info["workers_used"] = len(seen)
+                            job.info["workers_used"] = len(seen)
                         if int(row["seq"]) != expected:  # preserve_order: cannot happen
                             raise TorchinferError(f"Ray returned batch {row['seq']} where "
                                                   f"batch {expected} was due: the job's "
@@ -187,10 +193,10 @@ class RayPredictor:
                     # the cluster as it is now: a lost node's CPUs are gone
                     self.plan = plan_workers(*cluster_resources(ray), self.workers,
                                              self.gpus_per_worker)
-                    info.info.update(rounds=rounds, workers_after_loss=self.plan.workers,
-                                     nodes_lost=max(0, nodes - _alive_nodes(ray)))
+                    job.info.update(rounds=rounds, workers_after_loss=self.plan.workers,
+                                    nodes_lost=max(0, nodes - _alive_nodes(ray)))
             # every batch answered once; those started more than once were retried
-            info.info.update(retried(ray.get(ledger.read.remote()), sizes))
+            job.info.update(retried(ray.get(ledger.read.remote()), sizes))
 
     def _dataset(self, ray: Any, batches: list[bytes], first: int, ledger: Any
                  ) -> Iterator[dict[str, Any]]:

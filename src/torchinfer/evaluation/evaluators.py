@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -22,7 +23,7 @@ from PIL import Image
 from ..errors import OptionError
 from ..results import Result
 from ..runner.sources import LIST_FILE_EXTENSIONS
-from .coco import CocoRecords, coco_evaluate, detection_records, map_categories
+from .coco import CategoryMap, CocoRecords, detection_records, map_categories
 from .datasets import (
     IGNORE_INDEX,
     CocoDataset,
@@ -35,7 +36,7 @@ from .datasets import (
     read_voc_segmentation,
     resolve_coco_paths,
 )
-from .keypoints import has_keypoint_truth, score_keypoints
+from .detection_scores import category_rows, score_detections
 from .metrics import add_to_confusion, ratio, segmentation_scores, topk_correct
 from .report import ClassificationReport, DetectionReport, SegmentationReport
 
@@ -344,7 +345,37 @@ def evaluate_detection(predictor: EvaluatedPredictor, data: str | Path | CocoDat
     else:
         coco = read_coco(*resolve_coco_paths(data, annotations, images))
     ann_path = coco.annotations_file
-    labels = predictor.model.labels
+    cmap = _category_map(predictor.model.labels, coco)
+    warnings = _detection_warnings(predictor, cmap, ann_path)
+    items = limited(coco.images, limit)
+    found = _detect(predictor, items, cmap, coco, batch_size=batch_size, progress=progress)
+    if found.resized:
+        warnings.append(f"{len(found.resized)} image(s) decode to another size than "
+                        f"{ann_path.name} gives (EXIF rotation?): {'; '.join(found.resized[:3])}")
+    if cmap.model_without_category and found.records.dropped:
+        warnings.append(f"{found.records.dropped} detection(s) of model classes with no category "
+                        f"in {ann_path.name} were dropped")
+    scores = score_detections(coco.dataset, found.records, found.scored, cmap.category_ids,
+                              any_masks=found.any_masks, keypoint_count=found.keypoint_count,
+                              annotations_name=ann_path.name)
+    warnings += scores.warnings
+    return DetectionReport(
+        data=str(ann_path), model=predictor.model.name, weights=predictor.model.weights,
+        images=len(items), failures=found.failures, warnings=warnings,
+        seconds=time.perf_counter() - start, options=predictor_options(predictor),
+        bbox=scores.bbox.stats, segm=scores.segm.stats if scores.segm is not None else None,
+        keypoints=scores.keypoints.stats if scores.keypoints is not None else None,
+        classes=category_rows(coco.dataset, coco.categories, cmap.category_ids, found.scored,
+                              found.records, scores),
+        detections=len(found.records.bbox), dropped_detections=found.records.dropped,
+        model_classes_without_category=list(cmap.model_without_category),
+        categories_without_class=list(cmap.categories_without_class))
+
+
+def _category_map(labels: Sequence[str] | None, coco: CocoDataset) -> CategoryMap:
+    """The model's classes matched to the dataset's categories by name; refused when the
+    model has no names or none of them matches."""
+    ann_path = coco.annotations_file
     if labels is None:
         raise DatasetError(f"{ann_path}: the model has no class names to match the categories "
                            "by: pass --labels (one name per model class)")
@@ -354,93 +385,47 @@ def evaluate_detection(predictor: EvaluatedPredictor, data: str | Path | CocoDat
         raise DatasetError(f"{ann_path}: none of the model's {len(labels)} class names matches a "
                            f"category ({', '.join(map(repr, names[:6]))}...; model: "
                            f"{', '.join(map(repr, labels[:6]))}...): pass --labels")
-    warnings = _detection_warnings(predictor, cmap, ann_path)
-    items = limited(coco.images, limit)
+    return cmap
+
+
+@dataclass
+class _Found:
+    """What the predictor found in the dataset's images, as COCO records in its categories."""
+
+    records: CocoRecords = field(default_factory=CocoRecords)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    scored: list[Any] = field(default_factory=list)  # the ids of the images answered
+    any_masks: bool = False
+    keypoint_count: int = 0  # per detection, when the model gives keypoints
+    resized: list[str] = field(default_factory=list)  # decoded to another size than annotated
+
+
+def _detect(predictor: EvaluatedPredictor, items: Sequence[tuple[Any, str]], cmap: CategoryMap,
+            coco: CocoDataset, *, batch_size: int | None, progress: Progress | None) -> _Found:
+    """Run ``predictor`` over ``items`` (image id, path) and keep its answers as records."""
     sizes = {img["id"]: (img.get("height"), img.get("width")) for img in coco.dataset["images"]}
-    records = CocoRecords()
-    failures: list[dict[str, str]] = []
-    scored: list[Any] = []
-    any_masks, keypoint_count = False, 0
-    size_mismatch = []
+    found = _Found()
     for i, result in predict_paths(predictor, [p for _, p in items], batch_size=batch_size,
-                              progress=progress):
+                                   progress=progress):
         image_id = items[i][0]
         if not result.ok:
-            failures.append(failure_record(result))
+            found.failures.append(failure_record(result))
             continue
-        scored.append(image_id)
-        any_masks |= result.masks is not None
+        found.scored.append(image_id)
+        found.any_masks |= result.masks is not None
         if result.keypoints is not None:
-            keypoint_count = result.keypoints.shape[1]
+            found.keypoint_count = result.keypoints.shape[1]
         h, w = sizes[image_id]
         if h is not None and w is not None and (int(h), int(w)) != tuple(result.image_size):
-            size_mismatch.append(f"{result.source} ({result.image_size[1]}x"
+            found.resized.append(f"{result.source} ({result.image_size[1]}x"
                                  f"{result.image_size[0]}, annotations say {w}x{h})")
-        detection_records(result, image_id, cmap.to_category, into=records)
-    if size_mismatch:
-        warnings.append(f"{len(size_mismatch)} image(s) decode to another size than "
-                        f"{ann_path.name} gives (EXIF rotation?): {'; '.join(size_mismatch[:3])}")
-    if cmap.model_without_category and records.dropped:
-        warnings.append(f"{records.dropped} detection(s) of model classes with no category in "
-                        f"{ann_path.name} were dropped")
-
-    cat_ids = cmap.category_ids
-    bbox = coco_evaluate(coco.dataset, records.bbox, iou_type="bbox", image_ids=scored,
-                         category_ids=cat_ids)
-    segm = None
-    if any_masks:
-        if _has_mask_truth(coco.dataset, set(scored)):
-            segm = coco_evaluate(coco.dataset, records.segm, iou_type="segm", image_ids=scored,
-                                 category_ids=cat_ids)
-        else:
-            warnings.append(f"the model gives masks but {ann_path.name} has no 'segmentation' "
-                            "(or image height/width) for every annotation: mask AP not computed")
-    points = None
-    if keypoint_count:
-        if has_keypoint_truth(coco.dataset, set(scored), keypoint_count):
-            points = score_keypoints(coco.dataset, records.keypoints, scored, cat_ids,
-                                     keypoint_count)
-        else:
-            warnings.append(f"the model gives {keypoint_count} keypoints but {ann_path.name} "
-                            "has no 'keypoints' of that many for every annotation: keypoint AP "
-                            "not computed")
-    if bbox.map is None and scored:
-        warnings.append("no ground-truth objects of the matched categories in the scored "
-                        "images: mAP is undefined")
-
-    scored_set = set(scored)
-    objects: dict[Any, int] = dict.fromkeys(cat_ids, 0)
-    for ann in coco.dataset["annotations"]:
-        if (ann["image_id"] in scored_set and not ann.get("iscrowd")
-                and ann["category_id"] in objects):
-            objects[ann["category_id"]] += 1
-    made: dict[Any, int] = dict.fromkeys(cat_ids, 0)
-    for rec in records.bbox:
-        made[rec["category_id"]] += 1
-    names = {c["id"]: str(c["name"]) for c in coco.categories}
-    classes = []
-    for cid in cat_ids:
-        ap = bbox.per_category.get(cid, {})
-        entry = {"category_id": cid, "name": names[cid], "ap": ap.get("ap"),
-                 "ap50": ap.get("ap50"), "ap75": ap.get("ap75"), "objects": objects[cid],
-                 "detections": made[cid]}
-        if segm is not None:
-            entry["mask_ap"] = segm.per_category.get(cid, {}).get("ap")
-        if points is not None:
-            entry["keypoint_ap"] = points.per_category.get(cid, {}).get("ap")
-        classes.append(entry)
-    return DetectionReport(
-        data=str(ann_path), model=predictor.model.name, weights=predictor.model.weights,
-        images=len(items), failures=failures, warnings=warnings,
-        seconds=time.perf_counter() - start, options=predictor_options(predictor),
-        bbox=bbox.stats, segm=segm.stats if segm is not None else None,
-        keypoints=points.stats if points is not None else None, classes=classes,
-        detections=len(records.bbox), dropped_detections=records.dropped,
-        model_classes_without_category=list(cmap.model_without_category),
-        categories_without_class=list(cmap.categories_without_class))
+        detection_records(result, image_id, cmap.to_category, into=found.records)
+    return found
 
 
-def _detection_warnings(predictor: EvaluatedPredictor, cmap: Any, ann_path: Path) -> list[str]:
+def _detection_warnings(predictor: EvaluatedPredictor, cmap: CategoryMap, ann_path: Path
+                        ) -> list[str]:
+    """What the predictor's settings and the category match leave out of the scores."""
     warnings = []
     conf = getattr(predictor, "conf", None)
     if conf is not None and conf > 0.01:
@@ -464,13 +449,6 @@ def _detection_warnings(predictor: EvaluatedPredictor, cmap: Any, ann_path: Path
         warnings.append(f"categories with the same name in {ann_path.name} (the first is used): "
                         f"{', '.join(map(repr, cmap.ambiguous[:5]))}")
     return warnings
-
-
-def _has_mask_truth(dataset: dict[str, Any], image_ids: set[Any]) -> bool:
-    anns = [a for a in dataset["annotations"] if a["image_id"] in image_ids]
-    sized = all("height" in img and "width" in img for img in dataset["images"]
-                if img["id"] in image_ids)
-    return bool(anns) and sized and all(a.get("segmentation") for a in anns)
 
 
 def predictor_options(predictor: EvaluatedPredictor) -> dict[str, Any]:

@@ -4,7 +4,6 @@ card the file carries, and the small helpers for tracing a model on the CPU."""
 from __future__ import annotations
 
 import copy
-import importlib.metadata
 import math
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -14,7 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import TorchinferError
+from .._version import __version__
+from ..errors import TorchinferError, first_line
 from ..models import LoadedModel, ModelCard, PreprocessConfig
 from ..models.card import set_prediction_format
 from ..tasks.registry import task_spec
@@ -133,7 +133,7 @@ def export_card(loaded: LoadedModel, task: str, preprocess: PreprocessConfig,
                      labels=tuple(loaded.labels) if loaded.labels is not None else None,
                      preprocess=preprocess, input_size=static_hw, detector_format=detector_format,
                      precision="fp16" if half else "fp32",
-                     versions={"torchinfer": package_version(), "torch": torch.__version__})
+                     versions={"torchinfer": __version__, "torch": torch.__version__})
 
 
 def cpu_eval(module: nn.Module) -> nn.Module:
@@ -157,15 +157,3 @@ def tracer_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return kept
 
-
-def first_line(obj: object) -> str:
-    text = str(obj).strip()
-    return text.splitlines()[0] if text else type(obj).__name__
-
-
-def package_version() -> str:
-    """torchinfer's installed version (read from its metadata, not the package root)."""
-    try:
-        return importlib.metadata.version("torchinfer")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"

@@ -31,11 +31,12 @@ from PIL import Image
 from torch import nn
 from torchvision.ops import box_iou
 
+from ..errors import first_line
 from ..models import LoadedModel
 from ..models.onnx_session import make_session
 from ..tasks import task_spec
 from ..verify import OutputCheck, Tolerance
-from .common import ExportError, ExportReport, cpu_eval, export_card, first_line, tracer_warnings
+from .common import ExportError, ExportReport, cpu_eval, export_card, tracer_warnings
 from .files import fail_verification, files_of, move, write_onnx
 from .verification import verification_images
 

@@ -12,9 +12,9 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from ..errors import MissingExtraError
+from ..errors import MissingExtraError, first_line
 from ..models import ModelCard
-from .common import ExportError, ExportReport, ExportVerificationError, first_line
+from .common import ExportError, ExportReport, ExportVerificationError
 
 
 def write_onnx(raw: Path, out: Path, card: ModelCard) -> tuple[int, dict[str, str]]:

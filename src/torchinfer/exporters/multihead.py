@@ -24,6 +24,7 @@ from PIL import Image
 from torch import nn
 from torchvision.ops import box_iou
 
+from ..errors import first_line
 from ..manifests import task_manifest
 from ..models import LoadedModel, ModelCard
 from ..models.card import TORCHSCRIPT_EXTRA_FILE
@@ -32,7 +33,7 @@ from ..tasks.base import Normalise
 from ..tasks.heads import Head, make_heads, named_outputs
 from ..tasks.yolo import decode, guess_decoder, letterbox
 from ..verify import FP32_TOLERANCE, Comparison, OutputCheck
-from .common import INPUT_NAME, ExportError, ExportReport, cpu_eval, export_card, first_line, tracer_warnings
+from .common import INPUT_NAME, ExportError, ExportReport, cpu_eval, export_card, tracer_warnings
 from .files import fail_verification, files_of, move, write_onnx
 from .prepare import input_shape, tolerance_for
 from .verification import verification_images

@@ -42,7 +42,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ..errors import first_line
 from ..models import LoadedModel, PreprocessConfig
+from ..tasks.detect import has_torchvision_detection_transform
 from ..verify import FP16_TOLERANCE, FP32_TOLERANCE, OutputCheck, Tolerance
 from .common import (
     INPUT_NAME,
@@ -51,7 +53,6 @@ from .common import (
     ExportVerificationError,
     cpu_eval,
     export_card,
-    first_line,
     output_name,
     tracer_warnings,
 )
@@ -63,7 +64,6 @@ from .prepare import (
     dummy_input,
     export_preprocess,
     input_shape,
-    is_torchvision_detector,
     task_of,
     tolerance_for,
 )
@@ -105,7 +105,7 @@ def export_onnx(loaded: LoadedModel, path: str | Path, *,
                                      atol=atol, rtol=rtol, min_agreement=min_agreement,
                                      batch_size=batch_size, input_size=input_size,
                                      simplify=simplify)
-    if is_torchvision_detector(loaded.module):
+    if has_torchvision_detection_transform(loaded.module):
         return export_torchvision_detector(loaded, path, opset=opset, half=half,
                                            input_size=input_size, verify=verify,
                                            verify_inputs=verify_inputs)

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from ..errors import first_line
 from ..models import LoadedModel
 from ..models.card import OPENVINO_RT_INFO_PATH
 from ..models.openvino import OpenVinoModule, import_openvino
@@ -34,7 +35,6 @@ from .common import (
     agreement_kind,
     cpu_eval,
     export_card,
-    first_line,
     output_name,
 )
 from .files import fail_verification, move

@@ -10,6 +10,7 @@ from ..errors import TorchinferError
 from ..manifests import task_names
 from ..models import LoadedModel, PreprocessConfig
 from ..models.outputs import main_output
+from ..tasks.detect import has_torchvision_detection_transform
 from ..verify import FP16_TOLERANCE, FP32_TOLERANCE, Tolerance
 from .common import ExportError, cpu_eval
 
@@ -35,24 +36,20 @@ class MainOutput(nn.Module):
 
 
 def task_of(loaded: LoadedModel) -> str:
-    """classify or segment: from the registry, else from what the model returns."""
+    """The task ``loaded`` exports as: its own, else classify or segment, probed from what
+    the model returns."""
     task = loaded.task
     if task is None:
         task = probe_task(loaded)
-    if task == "detect" and is_torchvision_detector(loaded.module):
-        raise ExportError(f"{loaded.name}: exporting torchvision detectors is not supported yet "
-                          "(their outputs are per-image lists of boxes); raw-tensor (YOLO) "
-                          "detectors export")
+    if task == "detect" and has_torchvision_detection_transform(loaded.module):
+        # export_onnx takes these before asking (exporters.detectors); TorchScript and
+        # OpenVINO files here hold one tensor output
+        raise ExportError(f"{loaded.name}: torchvision detectors export to ONNX only (their "
+                          "outputs are per-image lists of boxes)")
     if task not in task_names():
         raise ExportError(f"{loaded.name}: cannot export task {task!r}; "
                           f"supported: {', '.join(task_names())}")
     return task
-
-
-def is_torchvision_detector(module: nn.Module) -> bool:
-    from torchvision.models.detection.transform import GeneralizedRCNNTransform
-
-    return isinstance(getattr(module, "transform", None), GeneralizedRCNNTransform)
 
 
 def probe_task(loaded: LoadedModel) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ..errors import first_line
 from ..models import LoadedModel
 from ..models.card import TORCHSCRIPT_EXTRA_FILE
 from ..verify import FP32_TOLERANCE, Comparison
@@ -22,7 +23,6 @@ from .common import (
     agreement_kind,
     cpu_eval,
     export_card,
-    first_line,
     output_name,
     tracer_warnings,
 )

@@ -18,12 +18,12 @@ from PIL import Image
 from torch import nn
 
 from ..assets import load_photographs
-from ..errors import TorchinferError
+from ..errors import TorchinferError, first_line
 from ..models import LoadedModel, PreprocessConfig
 from ..models.onnx_session import make_session
 from ..tasks.registry import task_spec
 from ..verify import Comparison, OutputCheck
-from .common import ExportError, ExportReport, agreement_kind, first_line, output_name
+from .common import ExportError, ExportReport, agreement_kind, output_name
 
 
 def preprocess_images(cfg: PreprocessConfig, images: Sequence[Image.Image],

@@ -59,7 +59,7 @@ def inspect_model(
         except Exception as exc:  # any failure: missing meta kernel, .item(), data-dependent shape...
             if run_on == "meta":
                 raise RuntimeError(f"{type(model).__name__} cannot be counted on meta tensors: {exc}") from exc
-            meta_error = _one_line(exc)
+            meta_error = _first_sentence(exc)
     if trace is None:
         device = model_device(model)
         if device.type == "meta":
@@ -192,7 +192,7 @@ def _build_rows(model: nn.Module, trace: Trace, include_other_ops: bool) -> list
     ]
 
 
-def _one_line(exc: BaseException) -> str:
+def _first_sentence(exc: BaseException) -> str:
     """The exception's first sentence: enough to say why meta failed, short enough for a table."""
     lines = str(exc).strip().splitlines()
     text = lines[0] if lines else ""

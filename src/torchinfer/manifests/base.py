@@ -80,7 +80,7 @@ class TaskOption:
 
     def to_dict(self) -> dict[str, Any]:
         """The option as the server describes it (the page builds its controls from it)."""
-        out = {"name": self.name, "type": self.type, "default": _plain(self.default),
+        out = {"name": self.name, "type": self.type, "default": json_form(self.default),
                "help": self.help}
         for key in ("minimum", "maximum"):
             if getattr(self, key) is not None:
@@ -254,5 +254,7 @@ def _num(value: float | None) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def _plain(value: Any) -> Any:
+def json_form(value: Any) -> Any:
+    """An option's value as JSON gives it back (a tuple as a list): how a description shows it
+    and how a run's fingerprint holds it."""
     return list(value) if isinstance(value, tuple) else value

@@ -37,12 +37,17 @@ MANIFEST = TaskManifest(
     implementation="torchinfer.tasks.detect_task:TASK",
     options=(TaskOption(name="conf", type="float", default=0.25, minimum=0.0, maximum=1.0,
                         per_request=True, help="Minimum score kept."),
-             TaskOption(name="iou", type="float", default=0.45, minimum=0.0, maximum=1.0,
-                        per_request=True, help="NMS IoU threshold (raw-tensor models)."),
+             TaskOption(name="iou", type="float", default=None, minimum=0.0, maximum=1.0,
+                        per_request=True, help="NMS IoU threshold of raw-tensor models "
+                        "(default: 0.7 for Ultralytics' files, as its predict; else 0.45)."),
              TaskOption(name="max_det", type="int", default=300, minimum=1, per_request=True,
                         help="Most detections per image."),
              TaskOption(name="classes", type="ids", default=None, minimum=0, per_request=True,
                         help="Keep only these class ids, e.g. 0,2."),
+             TaskOption(name="retina_masks", type="bool", default=False,
+                        help="Ultralytics segment exports: decide each mask at the original "
+                        "resolution (its retina_masks=True); default: at the letterboxed input, "
+                        "as its predict."),
              TaskOption(name="decoder", type="str", default="auto", choices=DECODERS,
                         help="How the model's output reads: " + ", ".join(DECODERS) + ".")),
     columns=("objects", "best"),

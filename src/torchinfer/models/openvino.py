@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..devices import usable_cpus
-from ..errors import MissingExtraError, TorchinferError
+from ..errors import MissingExtraError, TorchinferError, first_line
 from .card import OPENVINO_RT_INFO_PATH, ModelCard, mark_set_prediction
 from .config import PreprocessConfig
 from .loaded import LoadedModel
@@ -69,7 +69,7 @@ class OpenVinoModule(nn.Module):
             self.compiled = ov.Core().compile_model(self.ov_model, "CPU", config)
         except Exception as exc:  # an op OpenVINO cannot compile
             raise TorchinferError(f"{self.source}: OpenVINO cannot compile the model: "
-                                  f"{_first_line(exc)}") from exc
+                                  f"{first_line(exc)}") from exc
         self.threads = threads
 
     def set_threads(self, threads: int) -> None:
@@ -94,7 +94,7 @@ class OpenVinoModule(nn.Module):
             request.infer({0: array}, share_inputs=True)
         except Exception as exc:  # OpenVINO's errors: wrong rank or shape
             raise TorchinferError(f"{self.source}: OpenVINO failed on an input of shape "
-                                  f"{tuple(array.shape)}: {_first_line(exc)}") from exc
+                                  f"{tuple(array.shape)}: {first_line(exc)}") from exc
         # the request reuses its output buffer on the next call: the result is copied out
         out = request.get_output_tensor(0).data
         return torch.from_numpy(np.array(out, dtype=np.float32, copy=True)).to(x.device)
@@ -116,7 +116,7 @@ def load_openvino_model(path: str | Path, *, precision: str = "fp32") -> LoadedM
         model = ov.Core().read_model(str(path))
     except Exception as exc:
         raise TorchinferError(f"{path}: not an OpenVINO IR OpenVINO can read "
-                              f"({_first_line(exc)})") from exc
+                              f"({first_line(exc)})") from exc
     keys = list(OPENVINO_RT_INFO_PATH)
     text = model.get_rt_info(keys).astype(str) if model.has_rt_info(keys) else ""
     card = ModelCard.from_openvino_rt_info(text, str(path))
@@ -131,11 +131,6 @@ def load_openvino_model(path: str | Path, *, precision: str = "fp32") -> LoadedM
                        labels=list(card.labels) if card.labels is not None else None,
                        weights=str(path), weights_format="openvino",
                        preprocess_from="weights" if card.preprocess else "default")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _default_preprocess(model: Any) -> PreprocessConfig:

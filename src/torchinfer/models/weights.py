@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import UntrustedCodeError, WeightsError, WeightsMismatchError
+from ..errors import UntrustedCodeError, WeightsError, WeightsMismatchError, first_line
 from .card import TORCHSCRIPT_EXTRA_FILE, ModelCard
 
 # Where training code usually keeps the weights inside a checkpoint dict, in the order we look.
@@ -87,7 +87,7 @@ def read_weights(path: str | Path, *, trust_pickle: bool = False) -> WeightsFile
                 "--trust-pickle).") from exc
         obj = _load_trusted_pickle(path)
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise WeightsError(f"{path}: not a readable PyTorch weights file ({_first_line(exc)})") from exc
+        raise WeightsError(f"{path}: not a readable PyTorch weights file ({first_line(exc)})") from exc
     return _interpret(path, obj)
 
 
@@ -162,7 +162,7 @@ def _load_trusted_pickle(path: Path) -> Any:
         # Explicitly requested by the caller through trust_pickle=True (see read_weights).
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # unpickling user classes can fail in many ways
-        raise WeightsError(f"{path}: cannot unpickle ({type(exc).__name__}: {_first_line(exc)}); "
+        raise WeightsError(f"{path}: cannot unpickle ({type(exc).__name__}: {first_line(exc)}); "
                            "the classes it references must be importable") from exc
 
 
@@ -215,11 +215,6 @@ def _last_error_line(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     reasons = [ln for ln in lines if "Unsupported" in ln or "error" in ln.lower()]
     return (reasons or lines or [type(exc).__name__])[-1]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # ---------------------------------------------------------------------------------------------

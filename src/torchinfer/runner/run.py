@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import InputError, TorchinferError
-from ..results import STAGES, Detections, MultiTask, Result
+from ..results import STAGES, Detections, MultiTask, Result, coco_entry
 from ..storage.uris import is_uri, joined
 from ..storage.uris import stamp as uri_stamp
 from .images import ImageLoader
 from .inputs import Source, iter_sources
 from .pictures import Drawing, Finisher, Outputs, VideoPictures, Writer, save_outputs
-from .plan import PipelinePlan
 from .sinks import (
     JsonlWriter,
     UniqueNames,
@@ -37,16 +36,27 @@ from .sources import check_sources, expand_sources, shown
 from .video import count_frames, is_video
 
 
-class Predictor(Protocol):
-    """What a run needs of a predictor (``torchinfer.tasks`` has them; the runner sits below
-    the tasks and knows none of them)."""
+class Reported(Protocol):
+    """A report ``summary.json`` keeps, as JSON."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class StreamingPredictor(Protocol):
+    """What a run needs of a predictor: the task predictors of ``torchinfer.tasks`` and a Ray
+    job's ``RayPredictor`` both stream sources into results (the runner sits below both and
+    knows neither)."""
 
     task: str
     model: Any  # its name and weights go into the run's fingerprint
     loader: ImageLoader  # redraws a file for --save-vis
-    pipeline: PipelinePlan | None
     backend_report: Any
     decode_report: Any  # how JPEGs are decoded (runtime.decoding.DecodeReport), or None
+
+    @property
+    def pipeline(self) -> Reported | None:
+        """How the work was laid out, ``summary.json``'s "pipeline": how decoding and the model
+        shared the cores (a local ``PipelinePlan``), or how a Ray job ran."""
 
     def stream_sources(self, sources: Iterable[Source], *, batch_size: int | None = None
                        ) -> Iterator[tuple[Source, Result]]: ...
@@ -105,7 +115,7 @@ def is_run_output(name: str, files: tuple[str, ...] = ()) -> bool:
     return name in RUN_FILES or name in files or name.split("/", 1)[0] in RUN_FOLDERS
 
 
-def run_to_dir(predictor: Predictor, sources: list[str], out_dir: str | Path, *,
+def run_to_dir(predictor: StreamingPredictor, sources: list[str], out_dir: str | Path, *,
                batch_size: int | None = None,
                on_result: Callable[[Result], None] | None = None,
                run_info: dict[str, Any] | None = None, save_vis: bool = False,
@@ -238,7 +248,7 @@ def _recorded_pictures(out: Path) -> list[Path]:
     return pictures
 
 
-def run_fingerprint(predictor: Predictor, settings: Mapping[str, Any] | None = None, *,
+def run_fingerprint(predictor: StreamingPredictor, settings: Mapping[str, Any] | None = None, *,
                     video_stride: int = 1, save_vis: bool = False,
                     save_masks: bool = False) -> dict[str, Any]:
     """What decides a run's answers and outputs, as JSON values (see ``run_to_dir``)."""
@@ -324,7 +334,7 @@ def _brief(value: Any) -> str:
 class _Run:
     """What a run gathers as its results arrive: counts, timings, picture names, COCO records."""
 
-    def __init__(self, predictor: Predictor, out: Path, kept: list[dict[str, Any]],
+    def __init__(self, predictor: StreamingPredictor, out: Path, kept: list[dict[str, Any]],
                  fingerprint: dict[str, Any], outputs: Outputs, *, video_stride: int,
                  on_result: Callable[[Result], None] | None, named_as: str | None = None):
         self.predictor, self.out, self.on_result = predictor, out, on_result
@@ -473,14 +483,8 @@ def coco_records(record: dict[str, Any]) -> list[dict[str, Any]]:
     if "heads" in record:
         return [{**entry, "head": name} for name, head in record["heads"].items()
                 for entry in coco_records({**head, "image_id": record["image_id"]})]
-    entries = []
-    for det in record.get("detections", ()):
-        x0, y0, x1, y1 = det["box"]
-        entry: dict[str, Any] = {"image_id": record["image_id"], "category_id": det["class_id"],
-                                 "bbox": [x0, y0, x1 - x0, y1 - y0], "score": det["score"]}
-        if "mask" in det:
-            entry["segmentation"] = det["mask"]
-        if "keypoints" in det:
-            entry["keypoints"] = [v for kp in det["keypoints"] for v in kp]
-        entries.append(entry)
-    return entries
+    return [coco_entry(record["image_id"], det["class_id"], det["box"], det["score"],
+                       segmentation=det.get("mask"),
+                       keypoints=[v for kp in det["keypoints"] for v in kp]
+                       if "keypoints" in det else None)
+            for det in record.get("detections", ())]

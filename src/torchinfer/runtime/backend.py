@@ -103,8 +103,3 @@ class CastIO(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return main_output(self.model(x.to(self.dtype))).float()
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import TorchinferError
+from ..errors import TorchinferError, first_line
 from ..models.outputs import main_output
 from ..tasks.registry import task_spec
 from ..verify import (
@@ -33,7 +33,7 @@ from ..verify import (
     OutputCheck,
     Tolerance,
 )
-from .backend import BackendError, BuildRequest, first_line
+from .backend import BackendError, BuildRequest
 from .registry import get_backend
 
 # how long one timed measurement of a candidate lasts at least (pick_fastest)

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torchvision
 
-from ..exporters.common import package_version
+from .._version import __version__ as torchinfer_version
 from ..models import LoadedModel
 from ..models.bundled import bundled_path
 from ..models.hub import is_named_weights
@@ -113,7 +113,7 @@ def model_stamp(loaded: LoadedModel, task: str, source: str | None) -> str | Non
     h = hashlib.sha256()
     h.update(json.dumps([source, loaded.name, task, cls.__module__, cls.__qualname__, code_stamp,
                          loaded.preprocess.to_dict(), torch.__version__,
-                         torchvision.__version__, package_version()]).encode())
+                         torchvision.__version__, torchinfer_version]).encode())
     for key, tensor in loaded.module.state_dict().items():  # the architecture: names, shapes
         h.update(f"{key}{tuple(tensor.shape)}{tensor.dtype}".encode())
     return h.hexdigest()[:20]
@@ -153,7 +153,7 @@ def content_fingerprint(loaded: LoadedModel, task: str) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([loaded.name, task, type(loaded.module).__qualname__,
                          loaded.preprocess.to_dict(), torch.__version__,
-                         package_version()]).encode())
+                         torchinfer_version]).encode())
     for key, tensor in loaded.module.state_dict().items():
         t = tensor.detach().cpu().contiguous()
         h.update(f"{key}{tuple(t.shape)}{t.dtype}".encode())

@@ -18,7 +18,8 @@ import threading
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from .backend import Backend, BackendError, first_line
+from ..errors import first_line
+from .backend import Backend, BackendError
 
 ENTRY_POINT_GROUP = "torchinfer.backends"
 # name -> "module:attribute" of the built-in backends, imported when first asked for

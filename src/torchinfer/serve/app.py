@@ -33,7 +33,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .._version import __version__
 from ..errors import InputError, OptionError, TorchinferError
 from ..runner.sinks import dumps
 from .batcher import QueueFull, ShuttingDown
@@ -85,6 +86,35 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
     models in the background and, at shutdown, drains them; ``app.state.server`` is the
     Server."""
     server = server or Server(config)
+    app = FastAPI(title="torchinfer", lifespan=_lifespan(server, config), docs_url=None,
+                  redoc_url=None, openapi_url="/openapi.json")
+
+    def described() -> dict[str, Any]:  # the routes as schema.py says, made once
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi_schema(app, __version__)
+        return app.openapi_schema
+
+    app.openapi = described  # type: ignore[method-assign]
+    app.state.server = server
+    app.add_middleware(Guard, api_key=config.api_key,
+                       max_body_bytes=config.max_body_bytes)
+    _answer_errors_as_json(app)
+    app.mount("/static", StaticFiles(directory=static_dir()), name="static")
+    _add_page_and_v1_routes(app, server, config)
+    _add_oip_routes(app, server)
+    _add_repository_routes(app, server)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(server.metrics.render(), media_type=CONTENT_TYPE)
+
+    return app
+
+
+def _lifespan(server: Server, config: ServeConfig
+              ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Start loading the models (and the gRPC server, when asked for); at shutdown, let gRPC's
+    calls in flight finish and drain the models."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -93,7 +123,7 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
         if config.grpc_port is not None:  # the same models over gRPC, on this event loop
             from .grpc_service import start as start_grpc
 
-            grpc_server = await start_grpc(server, config.host, config.grpc_port, _version())
+            grpc_server = await start_grpc(server, config.host, config.grpc_port, __version__)
         yield
         if grpc_server is not None:  # calls in flight finish first, as HTTP's do
             await grpc_server.stop(grace=server.config.timeout_s)
@@ -101,18 +131,11 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
         # queued and stops the models' processes
         await asyncio.get_running_loop().run_in_executor(None, server.stop)
 
-    app = FastAPI(title="torchinfer", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url="/openapi.json")
+    return lifespan
 
-    def described() -> dict[str, Any]:  # the routes as schema.py says, made once
-        if app.openapi_schema is None:
-            app.openapi_schema = openapi_schema(app, _version())
-        return app.openapi_schema
 
-    app.openapi = described  # type: ignore[method-assign]
-    app.state.server = server
-    app.add_middleware(Guard, api_key=config.api_key,
-                       max_body_bytes=config.max_body_bytes)
+def _answer_errors_as_json(app: FastAPI) -> None:
+    """Every error as ``{"error": ...}`` with its status (``_error``)."""
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -129,7 +152,9 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
         status, body, headers = _error(exc)
         return _json(body, status, headers)
 
-    app.mount("/static", StaticFiles(directory=static_dir()), name="static")
+
+def _add_page_and_v1_routes(app: FastAPI, server: Server, config: ServeConfig) -> None:
+    """The web page, and torchinfer's own API: the models, predict, search."""
 
     @app.get("/", include_in_schema=False)
     async def page() -> Response:
@@ -164,9 +189,14 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
     async def predict(name: str, request: Request) -> Response:
         return await _answered(server, name, "predict", lambda h: _predict(h, request))
 
+
+def _add_oip_routes(app: FastAPI, server: Server) -> None:
+    """The Open Inference Protocol v2: the server's and models' metadata and health, and
+    inference (oip.py)."""
+
     @app.get("/v2")
     async def v2_metadata() -> Response:
-        return _json(server_metadata(_version()))
+        return _json(server_metadata(__version__))
 
     @app.get("/v2/health/live")
     async def live() -> Response:
@@ -193,6 +223,10 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
     async def infer(name: str, request: Request) -> Response:
         return await _answered(server, name, "infer", lambda h: _infer(h, request))
 
+
+def _add_repository_routes(app: FastAPI, server: Server) -> None:
+    """The OIP's model repository extension: index, load, unload (repository.py)."""
+
     @app.post("/v2/repository/index")
     async def repository_index(request: Request) -> Response:
         return _json(server.repository_index(ready_only=await _ready_only(request)))
@@ -207,12 +241,6 @@ def build_app(config: ServeConfig, server: Server | None = None) -> FastAPI:
     async def unload_model(name: str) -> Response:
         await server.unload_model(name)
         return _json({})
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(server.metrics.render(), media_type=CONTENT_TYPE)
-
-    return app
 
 
 async def _answered(server: Server, name: str, endpoint: str,
@@ -377,15 +405,6 @@ def _error(exc: BaseException, server: Server | None = None
         return 500, {"error": f"internal error: {exc}"}, {}
     log.error("internal error", exc_info=exc)
     return 500, {"error": f"internal error: {type(exc).__name__}: {exc}"}, {}
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("torchinfer")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -1,13 +1,14 @@
 """Dynamic batching: the worker threads of one model turn its queued requests into batches.
 
 The batcher runs where the model runs: in the model's own process (process_main.py; the
-default) or in the server's process (``model_processes=0``). Requests arrive already decoded,
-one image each, into one bounded queue per model. A free worker takes the oldest, then
-whatever else is queued, up to ``max_batch_size``; while the batch is short it waits for more
-at most ``max_delay_s`` after the oldest arrived. Requests that arrive while the model runs a
-batch are queued and go together into the next one, so under load batches fill without any
-waiting; the delay only matters when the model is idle (see design notes for the measured
-default).
+default) or in the server's process (``model_processes=0``). Requests arrive one image each,
+into one bounded queue per model: decoded by the engine's decode threads, or still encoded
+when the model decodes in turn (``decode_threads=0``: the worker decodes what it takes, see
+engine.py). A free worker takes the oldest, then whatever else is queued, up to
+``max_batch_size``; while the batch is short it waits for more at most ``max_delay_s`` after
+the oldest arrived. Requests that arrive while the model runs a batch are queued and go
+together into the next one, so under load batches fill without any waiting; the delay only
+matters when the model is idle (see design notes for the measured default).
 
 A model may have several workers (``workers``), all taking from the same queue: on a CPU
 with spare cores, batches then run side by side, each worker on its own few torch threads
@@ -60,10 +61,11 @@ class JobTiming:
 
 @dataclass
 class Job:
-    """One request's image on its way through the worker: its decoded batch of one, its
-    options (hashable; equal options may share a model call), the future its answer goes
-    to, and ``key``, the caller's name for it (a model process: the request's number). The
-    worker sets ``queue_wait_s``, ``compute_s`` and ``batch_size`` before answering."""
+    """One request's image on its way through the worker: its decoded batch of one (its bytes,
+    ``Encoded``, until the worker decodes them when the model decodes in turn), its options
+    (hashable; equal options may share a model call), the future its answer goes to, and
+    ``key``, the caller's name for it (a model process: the request's number). The worker sets
+    ``queue_wait_s``, ``compute_s`` and ``batch_size`` before answering."""
 
     decoded: Any
     options: Hashable

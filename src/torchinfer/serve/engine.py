@@ -34,6 +34,7 @@ import torch
 
 from ..errors import InputError, TorchinferError
 from ..manifests import task_manifest
+from ..manifests.base import json_form
 from ..results import Result
 from ..runner.batches import Decoded
 from ..runner.inputs import Source
@@ -217,7 +218,7 @@ class ModelEngine:
                         "interpolation": str(pre.interpolation)},
             backend=backend, device=str(p.device),
             # what a request may set, with this model's values and how the page shows them
-            options={o.name: _plain(getattr(p, o.name, o.default)) for o in request_options},
+            options={o.name: json_form(getattr(p, o.name, o.default)) for o in request_options},
             option_specs=[o.to_dict() for o in request_options],
             max_batch_size=self.max_batch_size,
             max_delay_ms=self.batcher.max_delay_s * 1000 if self.batcher else None,
@@ -316,7 +317,3 @@ def warm_up(predictor: Predictor) -> None:
                for p in (photos * (count // max(1, len(photos)) + 1))[:count]]
     for _ in predictor.stream_sources(sources):
         pass
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import TorchinferError
+from ..manifests.base import json_form
 from ..vectors.run_index import RunIndex
 from .config import ModelSpec, ServeConfig
 
@@ -49,7 +50,7 @@ def _paired(name: str, run: RunIndex, models: tuple[ModelSpec, ...]) -> str:
         if m.task not in (None, fp.get("task")) or not _same(m.model, fp.get("model")) or \
                 (m.weights is not None and not _same(m.weights, fp.get("weights"))):
             continue
-        if all(_plain(m.options.get(k)) == fp.get(k) for k in SHAPING if k in fp):
+        if all(json_form(m.options.get(k)) == fp.get(k) for k in SHAPING if k in fp):
             return m.name
     weights = fp.get("weights")
     raise TorchinferError(f"index {name} was made by {_shown(fp.get('model'))}"
@@ -61,10 +62,6 @@ def _same(given: str | None, recorded: Any) -> bool:
     if isinstance(recorded, dict) and "path" in recorded:  # a file, stamped by the run
         return given is not None and os.path.realpath(given) == recorded["path"]
     return given == recorded
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
 
 
 def _shown(value: Any) -> str:

@@ -33,13 +33,20 @@ AUTO = "auto"
 
 
 def is_torchvision_detector(module: torch.nn.Module) -> bool:
-    """Whether ``module`` takes a list of images and returns torchvision's detection dicts."""
+    """Whether ``module`` takes a list of images and returns torchvision's detection dicts:
+    a torchvision detector, or a file exported from one."""
+    return has_torchvision_detection_transform(module) or \
+        getattr(module, "returns_torchvision_detections", False)  # an exported one
+
+
+def has_torchvision_detection_transform(module: torch.nn.Module) -> bool:
+    """Whether ``module`` is a torchvision detector in PyTorch (what the exporters trace; a
+    file exported from one is not)."""
     # every torchvision detector (R-CNN family, RetinaNet, SSD, FCOS) resizes and normalises
     # its inputs with this transform, and maps boxes back with it
     from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-    return isinstance(getattr(module, "transform", None), GeneralizedRCNNTransform) or \
-        getattr(module, "returns_torchvision_detections", False)  # an exported one
+    return isinstance(getattr(module, "transform", None), GeneralizedRCNNTransform)
 
 
 def set_prediction_of(module: torch.nn.Module) -> tuple[str, int | None] | None:
@@ -49,6 +56,30 @@ def set_prediction_of(module: torch.nn.Module) -> tuple[str, int | None] | None:
     if scoring in ("softmax", "sigmoid"):
         return scoring, getattr(module, "top_k", None)
     return None
+
+
+def detections_result(source: str, size: tuple[int, int], found: RawDetections,
+                      labels: Sequence[str] | None, *,
+                      masks: tuple[InstanceMask, ...] | None = None,
+                      keypoints: np.ndarray | None = None,
+                      keypoint_names: tuple[str, ...] | None = None,
+                      skeleton: tuple[tuple[int, int], ...] | None = None,
+                      rotated: np.ndarray | None = None,
+                      labels_from: str = "--labels") -> Detections:
+    """One image's ``Detections`` from what a decoder found, boxes already in its pixels
+    (``size`` is (h, w)), each class id named by ``labels`` (by its number without them). A
+    class id past the labels is refused (the labels are not the model's): ``labels_from``
+    says where they came from."""
+    ids = found.class_ids.cpu().numpy().astype(np.int64)
+    if labels is not None and len(ids) and ids.max() >= len(labels):
+        raise TorchinferError(f"class id {ids.max()} but only {len(labels)} labels: check "
+                              f"{labels_from}")
+    return Detections(source=source,
+                      boxes=found.boxes.float().cpu().numpy().astype(np.float32),
+                      scores=found.scores.float().clamp(0, 1).cpu().numpy().astype(np.float32),
+                      class_ids=ids, labels=tuple(labels[i] if labels else str(i) for i in ids),
+                      image_size=size, masks=masks, keypoints=keypoints,
+                      keypoint_names=keypoint_names, skeleton=skeleton, rotated=rotated)
 
 
 class DetectionPredictor(Predictor[Detections]):
@@ -123,18 +154,11 @@ class DetectionPredictor(Predictor[Detections]):
                       keypoint_names: tuple[str, ...] | None = None,
                       skeleton: tuple[tuple[int, int], ...] | None = None,
                       rotated: np.ndarray | None = None) -> Detections:
-        """The result for one image: boxes already in its pixels (``size`` is (h, w))."""
-        names = self.model.labels
-        ids = found.class_ids.cpu().numpy().astype(np.int64)
-        if names is not None and len(ids) and ids.max() >= len(names):
-            raise TorchinferError(f"class id {ids.max()} but only {len(names)} labels: check --labels")
-        return Detections(source=source,
-                          boxes=found.boxes.float().cpu().numpy().astype(np.float32),
-                          scores=found.scores.float().clamp(0, 1).cpu().numpy().astype(np.float32),
-                          class_ids=ids,
-                          labels=tuple(names[i] if names else str(i) for i in ids),
-                          image_size=size, masks=masks, keypoints=keypoints,
-                          keypoint_names=keypoint_names, skeleton=skeleton, rotated=rotated)
+        """The result for one image: boxes already in its pixels (``size`` is (h, w)), named
+        by the model's labels."""
+        return detections_result(source, size, found, self.model.labels, masks=masks,
+                                 keypoints=keypoints, keypoint_names=keypoint_names,
+                                 skeleton=skeleton, rotated=rotated)
 
     def failed(self, source: str, reason: str) -> Detections:
         return Detections(source=source, error=reason)

@@ -33,8 +33,9 @@ class SetDetectionPredictor(FittedToRecipe, DetectionPredictor):
     shrinks_images = True
 
     def __init__(self, model: LoadedModel, *, decoder: str = AUTO, iou: float | None = None,
-                 **kwargs: Any):
-        # iou is accepted for one set of detect options: these models need no NMS
+                 retina_masks: bool = False, **kwargs: Any):
+        # iou and retina_masks are accepted for one set of detect options: these models need
+        # no NMS and give no masks
         super().__init__(model, **kwargs)
         self.check_decoder(decoder)
         scoring, top_k = set_prediction_of(model.module) or ("softmax", None)

@@ -53,8 +53,9 @@ class TorchvisionDetectionPredictor(DetectionPredictor):
                                 "raw-tensor (YOLO) detectors")
 
     def __init__(self, model: LoadedModel, *, decoder: str = AUTO, iou: float | None = None,
-                 mask_threshold: float = 0.5, **kwargs: Any):
-        # iou is accepted for one set of detect options: these models run their own NMS
+                 retina_masks: bool = False, mask_threshold: float = 0.5, **kwargs: Any):
+        # iou and retina_masks are accepted for one set of detect options: these models run
+        # their own NMS and paste their masks at the original resolution
         super().__init__(model, **kwargs)
         self.check_decoder(decoder)
         self.mask_threshold = mask_threshold

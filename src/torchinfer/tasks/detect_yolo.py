@@ -15,10 +15,21 @@ from PIL import Image
 
 from ..errors import OptionError, TorchinferError
 from ..models import LoadedModel
+from ..models.card_ultralytics import is_ultralytics_metadata
 from ..results import Detections
 from .base import Batch, Normalise
 from .detect import AUTO, DetectionPredictor, is_torchvision_detector, set_prediction_of
-from .yolo import DECODERS, Letterbox, RawDetections, decode, fitted_size, guess_decoder, letterbox
+from .yolo import (
+    DECODERS,
+    DEFAULT_IOU,
+    ULTRALYTICS_IOU,
+    Letterbox,
+    RawDetections,
+    decode,
+    fitted_size,
+    guess_decoder,
+    letterbox,
+)
 from .yolo_heads import (
     HEAD_DECODERS,
     HeadOutput,
@@ -28,26 +39,32 @@ from .yolo_heads import (
     head_from_metadata,
     split_output,
 )
-from .yolo_masks import instance_masks, nonempty
+from .yolo_masks import letterboxed_masks, nonempty, retina_masks
 from .yolo_obb import corners
 
 
 class YoloDetectionPredictor(DetectionPredictor):
-    """Detections of a raw-tensor model. iou: the NMS overlap threshold; decoder: "auto"
-    (an Ultralytics file's metadata, else the layout guessed from the output's shape),
-    "yolov5" or "yolov8" (boxes), "yolov8-seg", "yolov5-seg" (+ instance masks),
-    "yolov8-pose" (+ keypoints) or "yolov8-obb" (rotated boxes). YOLO11 reads as yolov8."""
+    """Detections of a raw-tensor model. iou: the NMS overlap threshold (None: 0.7 for an
+    Ultralytics file, its predict's default, else 0.45, YOLOv5's); decoder: "auto" (an
+    Ultralytics file's metadata, else the layout guessed from the output's shape), "yolov5" or
+    "yolov8" (boxes), "yolov8-seg", "yolov5-seg" (+ instance masks), "yolov8-pose"
+    (+ keypoints) or "yolov8-obb" (rotated boxes). YOLO11 reads as yolov8. retina_masks:
+    instance masks decided at the original resolution instead of the letterboxed input's
+    (Ultralytics' option of that name; yolo_masks.py)."""
 
     decoders = (*DECODERS, *HEAD_DECODERS)
     shrinks_images = True
 
-    def __init__(self, model: LoadedModel, *, decoder: str = AUTO, iou: float = 0.45,
-                 **kwargs: Any):
+    def __init__(self, model: LoadedModel, *, decoder: str = AUTO, iou: float | None = None,
+                 retina_masks: bool = False, **kwargs: Any):
         super().__init__(model, **kwargs)
-        if not 0.0 <= iou <= 1.0:
+        if iou is not None and not 0.0 <= iou <= 1.0:
             raise OptionError(f"iou must be in [0, 1], got {iou}")
         self.decoder = self.check_decoder(decoder)
+        if iou is None:
+            iou = ULTRALYTICS_IOU if is_ultralytics_metadata(_metadata(model)) else DEFAULT_IOU
         self.iou: float = iou
+        self.retina_masks = bool(retina_masks)
         self.config = model.preprocess
         self.normalise = Normalise(self.config.mean, self.config.std, self.device)
         # what the head gives; None: a plain detector whose layout the output's shape tells
@@ -116,9 +133,15 @@ class YoloDetectionPredictor(DetectionPredictor):
         boxes = lb.to_original(found.boxes)
         if head.task == "segment":
             assert out.prototypes is not None and found.extra is not None
-            masks = instance_masks(out.prototypes[index], found.extra, boxes, lb,
-                                   self.input_size)
-            keep = torch.from_numpy(nonempty(masks))  # Ultralytics drops empty masks
+            # Ultralytics drops the detections whose mask is empty where it decides them
+            if self.retina_masks:
+                masks = retina_masks(out.prototypes[index], found.extra, boxes, lb,
+                                     self.input_size)
+                nonempty_masks = nonempty(masks)
+            else:
+                masks, nonempty_masks = letterboxed_masks(out.prototypes[index], found.extra,
+                                                          found.boxes, lb, self.input_size)
+            keep = torch.from_numpy(nonempty_masks)
             return self.to_detections(
                 source, size, RawDetections(boxes[keep], found.scores[keep],
                                             found.class_ids[keep]),
@@ -141,12 +164,18 @@ class YoloDetectionPredictor(DetectionPredictor):
                                   RawDetections(boxes, found.scores, found.class_ids))
 
 
+def _metadata(model: LoadedModel) -> dict[str, str]:
+    """An ONNX file's metadata (empty for any other model)."""
+    session = getattr(model.module, "session", None)
+    return {} if session is None else dict(session.get_modelmeta().custom_metadata_map)
+
+
 def _head_of_file(model: LoadedModel) -> YoloHead | None:
     """The head an ONNX file's Ultralytics metadata describes (None for other files)."""
     session = getattr(model.module, "session", None)
     if session is None:
         return None
-    meta = dict(session.get_modelmeta().custom_metadata_map)
+    meta = _metadata(model)
     head = head_from_metadata(meta, model.weights or model.name)
     if meta.get("end2end") == "True":
         raise TorchinferError(f"{model.weights or model.name}: an end-to-end (NMS-free) "

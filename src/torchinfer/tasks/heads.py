@@ -11,9 +11,10 @@ heads, or ``{"heads": [...]}``), or on the command line as ``NAME=TASK[:PART...]
 
 Each head's results are its single-task predictor's: the same functions turn the same output
 into the same record (``classify.classification_results``, ``segment.segmentation_results``,
-``yolo.decode``). Every head sees one input geometry, a letterbox (the only resize that keeps
-both the boxes' and the masks' geometry): a segmentation head's logits are cropped to the
-image's part of it before they are upsampled to the original size.
+``yolo.decode`` then ``detect.detections_result``). Every head sees one input geometry, a
+letterbox (the only resize that keeps both the boxes' and the masks' geometry): a
+segmentation head's logits are cropped to the image's part of it before they are upsampled
+to the original size.
 """
 
 from __future__ import annotations
@@ -24,18 +25,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import OptionError, TorchinferError
+from ..errors import OptionError, TorchinferError, first_line
 from ..manifests import TaskOption, manifests, task_manifest
 from ..models import read_labels
 from ..results import Detections, Result
 from .classify import classification_results
+from .detect import detections_result
 from .registry import task_spec
 from .segment import Window, segmentation_results
-from .yolo import DECODERS, Letterbox, decode, guess_decoder
+from .yolo import DECODERS, DEFAULT_IOU, Letterbox, RawDetections, decode, guess_decoder
 
 AUTO = "auto"
 
@@ -190,7 +191,7 @@ def read_head_file(path: str | Path) -> tuple[Head, ...]:
             data = json.loads(text)
     except Exception as exc:  # noqa: BLE001 - any parser's error is the file's fault
         raise TorchinferError(f"head file {path} is not valid {path.suffix[1:].upper() or 'JSON'}: "
-                              f"{str(exc).splitlines()[0]}") from None
+                              f"{first_line(exc)}") from None
     if isinstance(data, dict):
         data = data.get("heads")
     if not isinstance(data, list) or not all(isinstance(h, dict) for h in data):
@@ -301,15 +302,10 @@ def _detections(head: Head, output: torch.Tensor, sources: Sequence[str],
                 letterboxes: Sequence[Letterbox]) -> list[Detections]:
     decoder = head.option("decoder")
     found = decode(output, guess_decoder(output) if decoder == AUTO else decoder,
-                   conf=head.option("conf"), iou=head.option("iou"),
+                   conf=head.option("conf"),
+                   iou=DEFAULT_IOU if head.option("iou") is None else head.option("iou"),
                    max_det=head.option("max_det"), classes=head.option("classes"))
-    names = head.labels
-    results = []
-    for source, d, lb in zip(sources, found, letterboxes):
-        ids = d.class_ids.cpu().numpy().astype(np.int64)
-        results.append(Detections(
-            source=source, boxes=lb.to_original(d.boxes).float().cpu().numpy().astype(np.float32),
-            scores=d.scores.float().clamp(0, 1).cpu().numpy().astype(np.float32),
-            class_ids=ids, labels=tuple(names[i] if names else str(i) for i in ids),
-            image_size=lb.original))
-    return results
+    return [detections_result(source, lb.original,
+                              RawDetections(lb.to_original(d.boxes), d.scores, d.class_ids),
+                              head.labels, labels_from=f"the labels of head {head.name!r}")
+            for source, d, lb in zip(sources, found, letterboxes)]

@@ -28,6 +28,9 @@ from ..runner.images import full_size
 from .yolo_obb import rotated_nms
 
 DECODERS = ("yolov5", "yolov8")
+# NMS IoU thresholds when none is given: Ultralytics' predict's default for its own files,
+# YOLOv5's detect.py's for any other raw-tensor detector
+ULTRALYTICS_IOU, DEFAULT_IOU = 0.7, 0.45
 PAD_VALUE = 114  # Ultralytics' grey, so a model trained with its letterbox sees what it knows
 
 

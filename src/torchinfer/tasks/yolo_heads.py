@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from ..errors import TorchinferError
+from ..models.card_ultralytics import is_ultralytics_metadata
 
 YOLO_TASKS = ("detect", "segment", "pose", "obb")
 LAYOUTS = ("yolov8", "yolov5")
@@ -78,8 +79,7 @@ def head_from_metadata(meta: Mapping[str, str], source: str) -> YoloHead | None:
     """The head an Ultralytics export's metadata describes; None for metadata that is not
     Ultralytics' (the output's shape decides). An unknown task, or a pose file without
     ``kpt_shape``, is refused naming what was expected."""
-    if "names" not in meta or "imgsz" not in meta or not (
-            str(meta.get("author", "")).startswith("Ultralytics") or "stride" in meta):
+    if not is_ultralytics_metadata(meta):
         return None
     task = meta.get("task", "detect")
     if task not in YOLO_TASKS:

@@ -92,7 +92,7 @@ def _load_folder(folder: HubFolder, request: SourceRequest) -> LoadedModel:
     if not isinstance(pretrained_cfg, dict):
         raise WeightsError(f"{folder.path / 'config.json'}: pretrained_cfg must be an object")
     model_args = config.get("model_args") or {}
-    if not isinstance(model_args, dict) or not all(_plain(v) for v in model_args.values()):
+    if not isinstance(model_args, dict) or not all(_is_plain_data(v) for v in model_args.values()):
         raise WeightsError(f"{folder.path / 'config.json'}: model_args must be an object of "
                            "plain values")
     refused = sorted(_REFUSED_ARGS & set(model_args))
@@ -178,7 +178,7 @@ def _imagenet_labels(module: nn.Module) -> list[str] | None:
     return list(ImageNetInfo(subset).label_descriptions()) if subset else None
 
 
-def _plain(value: Any) -> bool:
+def _is_plain_data(value: Any) -> bool:
     if isinstance(value, (list, tuple)):
-        return all(_plain(v) for v in value)
+        return all(_is_plain_data(v) for v in value)
     return value is None or isinstance(value, (bool, int, float, str))
