@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 KSERVE_VENV := .venv-kserve
 KSERVE_STAMP := $(KSERVE_VENV)/.installed
 
-.PHONY: demo test test-all lint install clean bench grpc-stubs kserve-client
+.PHONY: demo test test-all lint install clean bench grpc-stubs kserve-client docs
 
 install: $(STAMP)
 
@@ -21,7 +21,7 @@ $(BIN)/python:
 # Reinstall when the dependencies (pyproject.toml) or the pins (this Makefile) change.
 $(STAMP): $(BIN)/python pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[onnx,openvino,serve,grpc,ray,timm,hf,search,dev]" $(TORCH)
+	$(BIN)/python -m pip install --quiet -e ".[onnx,openvino,serve,grpc,ray,timm,hf,search,docs,dev]" $(TORCH)
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -32,8 +32,13 @@ test: $(STAMP) $(KSERVE_STAMP) lint
 
 # ruff on everything, mypy on the core packages (pyproject.toml says which)
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff check src tests benchmarks scripts docs
 	$(BIN)/mypy
+
+# The documentation site in site/ (open site/index.html, or `mkdocs serve`); the test suite
+# builds it too (tests/test_docs.py), so CI fails on a warning or a broken link
+docs: $(STAMP)
+	$(BIN)/python -m mkdocs build --strict
 
 test-all: $(STAMP) $(KSERVE_STAMP)
 	$(BIN)/python -m pytest -m ""
@@ -62,4 +67,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/classify_folder.py
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs site .pytest_cache

@@ -422,16 +422,17 @@ def test_kserves_own_clients(grpc_server, picture, tmp_path):
     assert "input element 0" in errors["grpc broken image"]
 
 
-def test_the_readmes_tritonclient_example_runs(picture, tmp_path, monkeypatch):
-    """The README's example, as written, against the server its first line starts (only the
-    ports put in)."""
+def test_the_serving_guides_tritonclient_example_runs(picture, tmp_path, monkeypatch):
+    """The serving guide's example (docs/guides/serving.md), as written, against the server its
+    first line starts (only the ports put in)."""
     import re
     import socket
     from pathlib import Path
 
     pytest.importorskip("tritonclient.grpc")
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    code = next(b for b in re.findall(r"```py\n(.*?)```", readme, re.S)
+    guide = Path(__file__).resolve().parents[1] / "docs" / "guides" / "serving.md"
+    code = next(b for b in re.findall(r"```python\n(.*?)```", guide.read_text(encoding="utf-8"),
+                                      re.S)
                 if b.startswith("# tritonclient, over HTTP and gRPC"))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -444,7 +445,7 @@ def test_the_readmes_tritonclient_example_runs(picture, tmp_path, monkeypatch):
         (tmp_path / "photo.jpg").write_bytes(picture)
         monkeypatch.chdir(tmp_path)
         names: dict = {}
-        exec(compile(code, "README tritonclient example", "exec"), names)
+        exec(compile(code, "serving guide tritonclient example", "exec"), names)
     image = Image.open(io.BytesIO(picture)).convert("RGB")
     expected = ti.load("segment", "shapes_segmenter", device="cpu")(image).mask
     assert names["mask"].dtype == np.uint8 and (names["mask"][0] == expected).mean() > 0.999

@@ -299,7 +299,8 @@ class EvalOptions(LoadOptions):
                    **cls.split_task_options(task, options))
 
     def evaluate_kwargs(self) -> dict[str, Any]:
-        """``evaluation.evaluate(self.task, self.model, **evaluate_kwargs(), progress=...)``."""
+        """The keyword arguments of ``api.evaluate(self.task, self.model, **evaluate_kwargs(),
+        progress=...)``."""
         data = task_manifest(self.task).eval_data
         return dict(weights=self.weights, limit=self.limit,
                     **{name: getattr(self, name) for name in data}, **self.load_kwargs(),

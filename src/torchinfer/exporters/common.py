@@ -94,15 +94,16 @@ class ExportReport:
 
     def summary(self) -> str:
         shape = "x".join(str(d) for d in self.input_shape)
+        kind = {"onnx": f"ONNX opset {self.opset}", "openvino": "OpenVINO IR"}.get(
+            self.format, "TorchScript")
         lines = [f"{self.model_name} ({self.task}) -> {self.path}",
-                 f"  {'ONNX opset ' + str(self.opset) if self.format == 'onnx' else 'TorchScript'}"
-                 f", {self.precision}, input {INPUT_NAME} {shape}, "
+                 f"  {kind}, {self.precision}, input {INPUT_NAME} {shape}, "
                  f"{self.file_bytes / 1e6:.1f} MB, exported in {self.export_seconds:.1f} s"]
         if not self.verified:
             lines.append("  NOT VERIFIED (verify=False)")
             return "\n".join(lines)
-        runtime = (f"onnxruntime ({', '.join(self.providers)})" if self.format == "onnx"
-                   else "torch.jit.load")
+        runtime = {"onnx": f"onnxruntime ({', '.join(self.providers)})",
+                   "openvino": "OpenVINO on the CPU, fp32"}.get(self.format, "torch.jit.load")
         lines.append(f"  verified on {self.inputs} images with {runtime} in "
                      f"{self.verify_seconds:.1f} s: {self.tolerance.describe()}")
         lines.append(f"  {'output':<10}{'batch':>6}{'max abs err':>13}{'atol':>10}"

@@ -79,7 +79,7 @@ def encode(results: Sequence[Any]) -> dict[str, Tensor]:
 
 MANIFEST = TaskManifest(
     name="depth",
-    summary="Estimate depth: a map per image at its original size (depth/<name>.png, 16-bit, "
+    summary="Estimate depth: a map per image at its original size (maps/<name>.png, 16-bit, "
             "its scale in the record), with min, median and max.",
     implementation="torchinfer.tasks.depth:TASK",
     options=(TaskOption(name="depth_kind", type="str", default=None,
