@@ -30,14 +30,28 @@ the dominant shape class, the semantic mask and the boxes. Its scenes, for train
 evaluation alike, are the ``generate_scene`` scenes whose largest visible class area (summed
 over the shapes of that class) is at least ``DOMINANCE`` times the next class's, so that the
 dominant class is well defined; the scene indices are tried in order and the rejected ones
-skipped, so the same seed always gives the same scenes. It starts from the segmenter (the
-file in ``--out``, else the bundled one): its encoder, kept frozen, and the first two stages
-of its decoder, which the mask and the boxes share and which train with the heads (and the
-mask's narrower stride-4 stage) on the sum of the three losses, on letterboxed scenes (the
-segmenter only saw square ones). Its shape head has no weights (it reads the mask's areas).
-``--joint`` trains the encoder too (it scored lower in the recipe's three epochs).
+skipped, so the same seed always gives the same scenes. It trains in two stages, both run by
+``--task multi``. The first starts from the segmenter (the file in ``--out``, else the bundled
+one): its encoder, kept frozen, and the first two stages of its decoder, which the mask and
+the boxes share and which train with the heads (and the mask's narrower stride-4 stage) on
+the sum of the three losses, on letterboxed scenes (the segmenter only saw square ones). Its
+shape head (``ShapesMultitask.shape_logits``: the mask's areas, each pixel's split between the
+classes corrected by a small learnt head on the deep maps) stays frozen at zero there, so the
+shape loss reads the mask's areas alone. ``--joint`` trains the encoder too (it scored lower
+in the recipe's three epochs). The second stage (``--head shape``, job ``multi:shape``, data
+seed --seed + 6) trains the shape head alone, from scratch, on the multi-task file the first
+saved (the file in ``--out``, else the bundled one), everything else frozen and saved as it
+was: 4000 images, classification pictures as ``write_classification`` draws them (128 px,
+resized as the multi-head predictor resizes them) and dominant-shape scenes in turn, so that
+it names the shape of one large shape as well as the dominant class of a scene. The bundled
+file is the first stage of an earlier run of ``--task multi`` (seed 0), then its second
+stage, run on the CPU (two threads) by
+
+    python scripts/train_shapes.py --task multi --head shape
+
 Evaluation scores each head on 500 square JPEG scenes, saved as the writers save theirs,
-through torchinfer's multi-head predictor.
+through torchinfer's multi-head predictor, and the shape head also on 500 classification
+pictures (``top1_pictures``).
 """
 
 from __future__ import annotations
@@ -60,10 +74,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import save_file
 from torchvision.ops import box_iou, generalized_box_iou_loss
 
 import torchinfer
+from torchinfer.assets import assets_dir
 from torchinfer.datasets import shapes as ds
 from torchinfer.datasets.shapes_depth import generate_depth_scene, write_depth_scenes
 from torchinfer.datasets.shapes_duplicates import view, write_duplicates
@@ -74,7 +90,7 @@ from torchinfer.tasks.yolo import letterbox
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("classify", "segment", "detect", "multi", "depth", "embed")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-EVAL_SEED = 20_240_601  # never a training seed: training uses --seed + 0, 1, 2, 3
+EVAL_SEED = 20_240_601  # never a training seed: training uses --seed + 0 to 6 (JOBS)
 # multi-task scenes: the largest visible class area is at least this times the next one
 DOMINANCE = 1.5
 MULTI_HEADS = (
@@ -101,6 +117,7 @@ class Recipe:
     preprocess: PreprocessConfig
     init: str | None = None  # bundled model whose matching weights start the training
     frozen: tuple[str, ...] = ()  # submodules kept as they start (not trained)
+    fresh: tuple[str, ...] = ()  # submodules that keep their own initialisation, not init's
 
     @property
     def file(self) -> str:
@@ -116,13 +133,25 @@ RECIPES = {
                      PreprocessConfig((256, 256), None, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))),
     "multi": Recipe("shapes_multitask", len(ds.CLASSES), 256, 2400, 3, 16, 3e-3,
                     PreprocessConfig((256, 256), None, IMAGENET_MEAN, IMAGENET_STD),
-                    init="shapes_segmenter", frozen=("encoder",)),
+                    init="shapes_segmenter", frozen=("encoder", "shape_head")),
     "depth": Recipe("shapes_depth", 1, 256, 2400, 12, 16, 3e-3,
                     PreprocessConfig((256,), None, IMAGENET_MEAN, IMAGENET_STD)),
     # num_classes: the vector's size; n: distinct scenes, each seen as two random copies a step
     "embed": Recipe("shapes_embed", EMBED_DIM, 128, 6000, 16, 128, 3e-3,
                     PreprocessConfig((128,), (128, 128), IMAGENET_MEAN, IMAGENET_STD)),
 }
+
+
+# The multi-task model's second stage, one head trained alone on the file the first stage
+# saved: n counts the classification pictures and the dominant-shape scenes together
+HEAD_RECIPES = {
+    "shape": replace(RECIPES["multi"], n=4000, epochs=4, batch=32, init="shapes_multitask",
+                     frozen=("encoder", "decoder", "head", "tower", "cls", "box"),
+                     fresh=("shape_head",)),
+}
+# what train() runs: a task, or "multi:<head>" (that head alone); each has its own data seed,
+# --seed plus its index here
+JOBS = (*TASKS, *(f"multi:{head}" for head in HEAD_RECIPES))
 
 
 # --------------------------------------------------------------------------- data
@@ -210,6 +239,25 @@ def _multi_item(job: tuple[int, int, int]) -> tuple[np.ndarray, ...] | None:
     return canvas, np.int64(dominant), labels, cls_t, box_t
 
 
+def _shape_item(job: tuple[int, int, int]) -> tuple[np.ndarray, np.int64] | None:
+    """For the multi-task model's shape head, its input letterboxed to ``size`` and the class
+    it must name. Even indices: a classification picture as ``write_classification`` draws it
+    (128 px, classes in turn), resized as torchinfer's multi-head predictor resizes it;
+    odd ones: a scene as ``_multi_item`` makes it, and its dominant class (None without one:
+    the index is skipped)."""
+    seed, i, size = job
+    if i % 2 == 0:
+        class_id = (i // 2) % len(ds.CLASSES)
+        single = ds.generate_single(ds.scene_rng(seed, i), RECIPES["classify"].size,
+                                    class_id=class_id)
+        return letterbox(single.image, (size, size))[0], np.int64(class_id)
+    scene = ds.generate_scene(ds.scene_rng(seed, i), _scene_shape(seed, i, size))
+    dominant = dominant_class(scene)
+    if dominant is None:
+        return None
+    return letterbox(_jpeg(scene.image, seed, i), (size, size))[0], np.int64(dominant)
+
+
 def detection_targets(owner: np.ndarray, boxes: np.ndarray, classes: list[int], size: int,
                       stride: int = arch.ShapesDetector.stride,
                       radius: float = 2.5) -> tuple[np.ndarray, np.ndarray]:
@@ -257,13 +305,14 @@ def _embed_item(job: tuple[int, int, int]) -> tuple[np.ndarray]:
 
 ITEMS: dict[str, Callable] = {"classify": _classify_item, "segment": _segment_item,
                               "detect": _detect_item, "multi": _multi_item,
-                              "depth": _depth_item, "embed": _embed_item}
+                              "depth": _depth_item, "embed": _embed_item,
+                              "multi:shape": _shape_item}
 
 
-def generate(task: str, seed: int, n: int, size: int, workers: int) -> list[torch.Tensor]:
-    """The first ``n`` items of ``task``'s dataset ``seed``: indices 0, 1, 2... in order,
-    skipping those whose item is None (a scene the task rejects)."""
-    item, items, start = ITEMS[task], [], 0
+def generate(job: str, seed: int, n: int, size: int, workers: int) -> list[torch.Tensor]:
+    """The first ``n`` items of ``job``'s dataset ``seed``: indices 0, 1, 2... in order,
+    skipping those whose item is None (a scene the job rejects)."""
+    item, items, start = ITEMS[job], [], 0
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(get_context("fork").Pool(workers)) if workers > 1 else None
         while len(items) < n:
@@ -420,8 +469,18 @@ def multi_loss(model, batch, flips, cfg):
                                                    flips, images.shape[1])
     mask = model.mask_logits(maps)
     loss = loss + MULTI_WEIGHTS["mask"] * segment_terms(mask, dihedral(labels.long(), flips))
-    return loss + MULTI_WEIGHTS["shape"] * F.cross_entropy(model.shape_logits(mask), dominant,
-                                                           label_smoothing=0.05)
+    shape = model.shape_logits(feats, maps, mask)
+    return loss + MULTI_WEIGHTS["shape"] * F.cross_entropy(shape, dominant, label_smoothing=0.05)
+
+
+def shape_head_loss(model, batch, flips, cfg):
+    """The shape head alone: its cross-entropy, through the frozen encoder, decoder and mask
+    (the boxes' tower is not run)."""
+    images, classes = batch
+    feats = model.encoder(inputs(images, flips, cfg))
+    maps = model.decoder_maps(feats)
+    shape = model.shape_logits(feats, maps, model.mask_logits(maps))
+    return F.cross_entropy(shape, classes, label_smoothing=0.05)
 
 
 def depth_loss(model, batch, flips, cfg):
@@ -455,48 +514,67 @@ def embed_loss(model, batch, flips, cfg):
 
 LOSSES: dict[str, Callable] = {"classify": classify_loss, "segment": segment_loss,
                                "detect": detect_loss, "multi": multi_loss, "depth": depth_loss,
-                               "embed": embed_loss}
+                               "embed": embed_loss, "multi:shape": shape_head_loss}
 
 
-def initial_weights(model: torch.nn.Module, name: str, out: Path,
-                    log: Callable[[str], None]) -> None:
-    """Copy the weights of the model ``name`` (its file in ``out`` if there is one, as when
-    this run just trained it, else the bundled one) into ``model`` wherever name and shape
-    match (the multi-task model starts from the segmenter's encoder and decoder)."""
+def start_file(name: str, out: Path) -> Path:
+    """The file of the model ``name`` a run starts from: its file in ``out`` if there is one
+    (as when this run just trained it), else the bundled one."""
     path = out / f"{name}.safetensors"
-    loaded = load_model(path if path.is_file() else name).module
+    return path if path.is_file() else assets_dir() / path.name
+
+
+def initial_weights(model: torch.nn.Module, path: Path, log: Callable[[str], None],
+                    fresh: tuple[str, ...] = ()) -> None:
+    """Copy the weights in ``path`` into ``model`` wherever name and shape match, except in
+    the submodules ``fresh`` (the multi-task model starts from the segmenter's encoder and
+    decoder; its shape head from the multi-task file, all but the head itself). Read without
+    strict keys: a file saved before a submodule existed leaves it as it was built."""
+    loaded = load_model(path, strict=False).module
     own = model.state_dict()
     same = {k: v.float() for k, v in loaded.state_dict().items()
-            if k in own and own[k].shape == v.shape}
+            if k in own and own[k].shape == v.shape
+            and not any(k.startswith(f"{name}.") for name in fresh)}
     model.load_state_dict(same, strict=False)
-    log(f"started {len(same)} of {len(own)} tensors from {path if path.is_file() else name}")
+    log(f"started {len(same)} of {len(own)} tensors from {path}")
 
 
-def train(task: str, recipe: Recipe, seed: int, device: torch.device, workers: int,
+def card_extra(path: Path) -> dict[str, str]:
+    """The provenance entries (``extra``) of the card in the safetensors file ``path``."""
+    with safe_open(str(path), "pt") as f:
+        return dict(ModelCard.from_safetensors_metadata(f.metadata(), str(path)).extra)
+
+
+def train(job: str, recipe: Recipe, seed: int, device: torch.device, workers: int,
           epochs: int, n: int, log: Callable[[str], None],
           out: Path = ROOT / "src" / "torchinfer" / "assets") -> tuple[torch.nn.Module, dict]:
+    """Train ``job`` (a task, or ``multi:<head>``) by ``recipe``; the model (its EMA) and
+    ``info``: seconds, and the card of the file it started from (``start_card``), if any."""
     torch.manual_seed(seed)
     t0 = time.perf_counter()
-    data = generate(task, seed + TASKS.index(task), n, recipe.size, workers)
+    data = generate(job, seed + JOBS.index(job), n, recipe.size, workers)
     t_data = time.perf_counter() - t0
-    log(f"[{task}] generated {n} images in {t_data:.0f} s")
+    log(f"[{job}] generated {n} images in {t_data:.0f} s")
     data = [t.to(device) for t in data]
     model = getattr(arch, recipe.factory)(num_classes=recipe.num_classes).to(device)
+    info: dict = {"start_card": {}}
     if recipe.init:
-        initial_weights(model, recipe.init, out, log)
-    model = fit(task, recipe, model, data, seed, epochs, log, t0)
-    info = {"seconds": time.perf_counter() - t0, "data_seconds": t_data}
+        path = start_file(recipe.init, out)
+        initial_weights(model, path, log, recipe.fresh)
+        info["start_card"] = card_extra(path)
+    model = fit(job, recipe, model, data, seed, epochs, log, t0)
+    info.update(seconds=time.perf_counter() - t0, data_seconds=t_data)
     return model.cpu().to(memory_format=torch.contiguous_format), info
 
 
-def fit(task: str, recipe: Recipe, model: torch.nn.Module, data: list[torch.Tensor], seed: int,
+def fit(job: str, recipe: Recipe, model: torch.nn.Module, data: list[torch.Tensor], seed: int,
         epochs: int, log: Callable[[str], None], t0: float) -> torch.nn.Module:
     """Train ``model`` (all but the recipe's frozen parts) on ``data``; its EMA."""
     n = len(data[0])
     model.requires_grad_(True)
     frozen = [getattr(model, name).requires_grad_(False) for name in recipe.frozen]
     if frozen:
-        log(f"[{task}] {', '.join(recipe.frozen)} frozen")
+        log(f"[{job}] {', '.join(recipe.frozen)} frozen")
     model = model.to(memory_format=torch.channels_last)
     steps_per_epoch = n // recipe.batch
     total = steps_per_epoch * epochs
@@ -506,7 +584,7 @@ def fit(task: str, recipe: Recipe, model: torch.nn.Module, data: list[torch.Tens
                                                 pct_start=0.15)
     ema = EMA(model)
     gen = torch.Generator().manual_seed(seed)
-    loss_fn = LOSSES[task]
+    loss_fn = LOSSES[job]
     step, running = 0, 0.0
     for epoch in range(epochs):
         model.train()
@@ -525,15 +603,21 @@ def fit(task: str, recipe: Recipe, model: torch.nn.Module, data: list[torch.Tens
             running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
             step += 1
             if step % 50 == 0:
-                log(f"[{task}] step {step}/{total} loss {running:.4f} "
+                log(f"[{job}] step {step}/{total} loss {running:.4f} "
                     f"({time.perf_counter() - t0:.0f} s)")
-        log(f"[{task}] epoch {epoch + 1}/{epochs} loss {running:.4f} "
+        log(f"[{job}] epoch {epoch + 1}/{epochs} loss {running:.4f} "
             f"({time.perf_counter() - t0:.0f} s)")
+    for name in recipe.frozen:  # as they started, to the bit (not averaged with themselves)
+        getattr(ema.model, name).load_state_dict(getattr(model, name).state_dict())
     return ema.model
 
 
-def save(model: torch.nn.Module, task: str, recipe: Recipe, path: Path, *, seed: int,
-         epochs: int, n: int) -> None:
+def save(model: torch.nn.Module, job: str, recipe: Recipe, path: Path, *, seed: int,
+         epochs: int, n: int, start_card: dict[str, str] | None = None) -> None:
+    """``model`` as fp16 safetensors with its card. For a head trained alone (``multi:<head>``)
+    the card's provenance is that run's, and the first stage's is kept from ``start_card``
+    (the file it started from) as ``trunk_*`` entries."""
+    task = job.split(":")[0]
     labels = list(ds.CLASSES) if task != "segment" else ["background", *ds.CLASSES]
     if task == "depth":
         labels = ["depth"]  # one output: metres
@@ -542,6 +626,13 @@ def save(model: torch.nn.Module, task: str, recipe: Recipe, path: Path, *, seed:
     extra = {"initialised_from": recipe.init} if recipe.init else {}
     if recipe.frozen:
         extra["frozen"] = ", ".join(recipe.frozen)
+    if ":" in job:
+        extra["trained_alone"] = job.split(":")[1]
+        start = start_card or {}
+        # the start file's own trunk entries when it came from a head's run too
+        trunk = {k: v for k, v in start.items() if k.startswith("trunk_")}
+        extra.update(trunk or {f"trunk_{k}": v for k, v in start.items() if k != "trained_by"})
+    what = " (classification pictures and dominant-shape scenes)" if job == "multi:shape" else ""
     card = ModelCard(
         architecture=f"torchinfer.models.shapes:{recipe.factory}",
         model_kwargs={"num_classes": recipe.num_classes}, task=task,
@@ -550,8 +641,8 @@ def save(model: torch.nn.Module, task: str, recipe: Recipe, path: Path, *, seed:
         preprocess=recipe.preprocess,
         versions={"torch": torch.__version__, "torchinfer": torchinfer.__version__},
         extra={"trained_by": "scripts/train_shapes.py",
-               "dataset": f"torchinfer.datasets.shapes, seed {seed + TASKS.index(task)}, "
-                          f"{n} images of {recipe.size} px",
+               "dataset": f"torchinfer.datasets.shapes, seed {seed + JOBS.index(job)}, "
+                          f"{n} images of {recipe.size} px{what}",
                "seed": str(seed), "epochs": str(epochs), "dataset_size": str(n), **extra})
     tensors = {k: (v.half() if v.dtype.is_floating_point else v).contiguous()
                for k, v in model.state_dict().items()}
@@ -645,7 +736,9 @@ def write_multitask(root: Path, n: int, seed: int, *, size: int = 256) -> dict:
 def evaluate_multi(weights: Path, root: Path, n: int, seed: int, *, conf: float = 0.001,
                    iou: float = 0.6) -> dict[str, float]:
     """Each head of torchinfer's multi-head predictor scored as its single-task model is:
-    top-1 of the dominant class, mIoU (background included), COCO box mAP (conf 0.001)."""
+    top-1 of the dominant class, mIoU (background included), COCO box mAP (conf 0.001); and
+    the shape head's top-1 on ``n`` classification pictures too (``top1_pictures``: PNG files
+    of ``write_classification``, the classifier's evaluation data)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -676,7 +769,11 @@ def evaluate_multi(weights: Path, root: Path, n: int, seed: int, *, conf: float 
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    return {"top1": float(top1), "mIoU": float(ious.mean()), "mAP50": float(ev.stats[1]),
+    pictures = sorted(ds.write_classification(root / "pictures", n, seed).glob("*/*.png"))
+    top1_pictures = np.mean([r.heads["shape"].top1.label == Path(r.source).parent.name
+                             for r in multi(pictures)])
+    return {"top1": float(top1), "top1_pictures": float(top1_pictures),
+            "mIoU": float(ious.mean()), "mAP50": float(ev.stats[1]),
             "mAP50_95": float(ev.stats[0]), "file_MB": weights.stat().st_size / 1e6}
 
 
@@ -726,25 +823,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "src" / "torchinfer" / "assets",
                         help="folder for the .safetensors files")
     parser.add_argument("--seed", type=int, default=0,
-                        help="training seed (data seeds are seed + 0/1/2 per task)")
+                        help="training seed (data seeds: seed + 0..5 per task, + 6 for the "
+                             "multi-task model's shape head)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8),
                         help="processes generating the training images")
-    parser.add_argument("--epochs", type=int, default=None, help="override the recipe's")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="override the recipe's (each stage's, for multi)")
     parser.add_argument("--n", type=int, default=None, help="training images (override)")
     parser.add_argument("--joint", action="store_true",
                         help="multi: train the segmenter's encoder too (the recipe keeps it "
                              "frozen: 1.5x cheaper a step, and in three epochs the mask "
                              "scored lower with it trained)")
+    parser.add_argument("--head", choices=tuple(HEAD_RECIPES),
+                        help="multi: only the second stage, this head trained alone on the "
+                             "multi-task file in --out (else the bundled one), all else in "
+                             "it kept as it is")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="evaluate the files in --out, train nothing")
     parser.add_argument("--no-evaluate", action="store_true", help="train only")
     parser.add_argument("--eval-n", type=int, default=500)
     parser.add_argument("--eval-seed", type=int, default=EVAL_SEED)
     args = parser.parse_args(argv)
-    if args.eval_seed in range(args.seed, args.seed + len(TASKS)):
+    if args.eval_seed in range(args.seed, args.seed + len(JOBS)):
         parser.error(f"--eval-seed {args.eval_seed} is one of the training data seeds")
+    if args.head and (args.task != "multi" or args.joint):
+        parser.error("--head: with --task multi, without --joint (the rest stays frozen)")
     tasks = TASKS if args.task == "all" else (args.task,)
+    # the multi-task model in two stages: all but the shape head, then the shape head alone
+    jobs = ((f"multi:{args.head}",) if args.head else
+            tuple(j for t in tasks for j in (t, *(f"multi:{h}" for h in HEAD_RECIPES
+                                                 if t == "multi"))))
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else "cpu" if args.device == "auto" else args.device)
 
@@ -752,18 +861,19 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, flush=True)
 
     if not args.evaluate_only:
-        log(f"training {', '.join(tasks)} on {device} ({torch.get_num_threads()} threads)")
-        for task in tasks:
-            recipe = RECIPES[task]
-            if args.joint:
-                recipe = replace(recipe, frozen=())
+        log(f"training {', '.join(jobs)} on {device} ({torch.get_num_threads()} threads)")
+        for job in jobs:
+            recipe = RECIPES[job] if job in RECIPES else HEAD_RECIPES[job.split(":")[1]]
+            if args.joint and job == "multi":
+                recipe = replace(recipe, frozen=tuple(f for f in recipe.frozen if f != "encoder"))
             epochs, n = args.epochs or recipe.epochs, args.n or recipe.n
-            model, info = train(task, recipe, args.seed, device, args.workers, epochs, n, log,
+            model, info = train(job, recipe, args.seed, device, args.workers, epochs, n, log,
                                 args.out)
             path = args.out / recipe.file
-            save(model, task, recipe, path, seed=args.seed, epochs=epochs, n=n)
+            save(model, job, recipe, path, seed=args.seed, epochs=epochs, n=n,
+                 start_card=info["start_card"])
             params = sum(p.numel() for p in model.parameters())
-            log(f"[{task}] {params:,} parameters, {info['seconds']:.0f} s; saved {path} "
+            log(f"[{job}] {params:,} parameters, {info['seconds']:.0f} s; saved {path} "
                 f"({path.stat().st_size / 1e6:.2f} MB)")
     if args.no_evaluate:
         return 0

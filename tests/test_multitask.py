@@ -330,7 +330,8 @@ def test_multi_head_torchscript_runs_by_path_with_the_same_answers(tmp_path):
 def test_inspect_splits_macs_between_trunk_and_heads():
     """shapes_multitask: the encoder and the decoder down to stride 8 feed every head (trunk);
     the decoder's stride-4 stage and the mask's own convolutions feed the mask and the shape
-    head (read off the mask); the tower and box head feed the boxes alone."""
+    head (which reads the mask's areas); the shape head's own correction feeds the shape
+    alone, as the tower and box head feed the boxes alone."""
     report = ti.inspect("shapes_multitask")
     split = report.head_macs
     assert sum(split.values()) == report.macs
@@ -339,7 +340,7 @@ def test_inspect_splits_macs_between_trunk_and_heads():
     assert split["trunk"] == shared and macs["encoder"] > 0
     assert split["shape+mask"] == macs["decoder.2"] + macs["head"] > 0
     assert split["objects"] == macs["tower"] + macs["cls"] + macs["box"] > 0
-    assert split["shape"] == 0  # no module of its own: a softmax of the mask, no MACs
+    assert split["shape"] == macs["shape_head"] > 0  # its learnt correction
     assert "MACs by head: trunk" in "\n".join(report.summary_lines())
 
 

@@ -73,6 +73,7 @@ def records(data: bytes) -> list[dict]:
     return [json.loads(line) for line in data.decode().splitlines()]
 
 
+@pytest.mark.slow  # 11 s; the two-node job of test_ray_cluster.py reads and writes a bucket by default
 def test_a_local_run_reads_and_writes_the_bucket(s3, tmp_path):
     done = run_cli("predict", "classify", f"s3://{BUCKET}/in/", "-m", "shapes_classifier",
                    "--out", f"s3://{BUCKET}/runs/a/", "--backend", "torch", "--quiet",

@@ -422,6 +422,7 @@ def test_kserves_own_clients(grpc_server, picture, tmp_path):
     assert "input element 0" in errors["grpc broken image"]
 
 
+@pytest.mark.slow  # a server of its own; the other tests drive tritonclient by default
 def test_the_serving_guides_tritonclient_example_runs(picture, tmp_path, monkeypatch):
     """The serving guide's example (docs/guides/serving.md), as written, against the server its
     first line starts (only the ports put in)."""
