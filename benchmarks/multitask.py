@@ -2,6 +2,7 @@
 
     python benchmarks/multitask.py                 # 256 shapes scenes, 4 rounds
     python benchmarks/multitask.py --images 64 --rounds 1
+    python benchmarks/multitask.py --same-runtime  # every way on eager torch fp32
 
 Ways, each answering all three tasks for every image, end to end from JPEG files (decode,
 preprocess, model, postprocess), each in its own process so its peak RSS is its own:
@@ -15,6 +16,11 @@ Rounds alternate the order of the ways, so a machine that slows down during the 
 favour one. Printed: img/s per round, the median, MACs per image (``ti.inspect`` at each
 model's input), peak RSS, the ratios of the medians to ``separate``, and each round's own
 ratio (the ways of one round run back to back, so drift between rounds cancels out there).
+
+By default each single-task model runs its measured default runtime (OpenVINO bf16 on a CPU
+with bf16, for instance) while multi-head models run eager torch fp32, not yet being on the
+backend registry: a comparison of runtimes as much as of networks. ``--same-runtime`` pins
+the single-task models to eager torch fp32 too, so the ratio is the one-pass design's alone.
 """
 
 from __future__ import annotations
@@ -53,13 +59,15 @@ def make_images(folder: Path, n: int, seed: int = 31_337) -> list[str]:
     return paths
 
 
-def run_way(way: str, paths: list[str]) -> dict[str, float]:
-    """Run one way over ``paths`` in this process; img/s and peak RSS (MiB)."""
+def run_way(way: str, paths: list[str], same_runtime: bool = False) -> dict[str, float]:
+    """Run one way over ``paths`` in this process; img/s and peak RSS (MiB). same_runtime:
+    the single-task models on eager torch fp32, as the multi-head ones run."""
     import torchinfer as ti
     from torchinfer.api import load_group
 
+    pinned = dict(backend="torch", precision="fp32") if same_runtime else {}
     if way == "separate":
-        predictors = [ti.load(task, model) for task, model in SINGLE.items()]
+        predictors = [ti.load(task, model, **pinned) for task, model in SINGLE.items()]
     elif way == "group":
         predictors = [load_group(list(SINGLE.values()))]
     else:
@@ -91,12 +99,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--way", choices=WAYS, help=argparse.SUPPRESS)  # a child process
     parser.add_argument("--list", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--same-runtime", action="store_true", help="the single-task models "
+                        "on eager torch fp32, the runtime multi-head models run")
     args = parser.parse_args()
     if args.images < WARM_UP:
         parser.error(f"--images: at least {WARM_UP} (the warm-up streams {WARM_UP} of them)")
     if args.way:
         paths = args.list.read_text().splitlines()
-        print(json.dumps(run_way(args.way, paths)))
+        print(json.dumps(run_way(args.way, paths, args.same_runtime)))
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_images(Path(tmp) / "scenes", args.images)
@@ -108,7 +118,9 @@ def main() -> int:
             order = WAYS if r % 2 == 0 else tuple(reversed(WAYS))
             for way in order:
                 out = subprocess.run([sys.executable, __file__, "--way", way, "--list",
-                                      str(listing)], capture_output=True, text=True, check=True)
+                                      str(listing)]
+                                     + (["--same-runtime"] if args.same_runtime else []),
+                                     capture_output=True, text=True, check=True)
                 result = json.loads(out.stdout.strip().splitlines()[-1])
                 rates[way].append(result["images_per_second"])
                 rss[way] = max(rss.get(way, 0.0), result["peak_rss_mib"])
