@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -18,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from chromium import headless_chromium, needs_chromium
+
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 needs_mkdocs = pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None,
                                   reason="the docs extra is not installed "
                                          "(pip install -e '.[docs]'; make installs it)")
@@ -105,28 +103,14 @@ def served_site(site):
 
 
 @needs_mkdocs
-@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                    reason="the site's screenshots need Chromium and its driver from the OS "
-                           "packages (Debian: apt-get install chromium chromium-driver); "
-                           ".ci/run installs them")
+@needs_chromium
 @pytest.mark.parametrize("page, heading", [("", "torchinfer"),
                                            ("guides/serving/", "Serving")])
 def test_a_page_renders_with_content_in_chromium(served_site, page, heading, tmp_path):
     from PIL import Image, ImageStat
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
-    profile = tempfile.mkdtemp(prefix="torchinfer-docs-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                 f"--user-data-dir={profile}", "--window-size=1280,900"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
+    with headless_chromium() as driver:
         driver.get(f"{served_site}/{page}")
         title = driver.find_element(By.CSS_SELECTOR, "article h1").text
         assert heading.lower() in title.lower(), title
@@ -136,9 +120,6 @@ def test_a_page_renders_with_content_in_chromium(served_site, page, heading, tmp
         assert driver.find_elements(By.CSS_SELECTOR, "nav.md-nav"), "no navigation"
         shot = tmp_path / "page.png"
         driver.save_screenshot(str(shot))
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
     image = Image.open(shot).convert("L")
     assert image.size[0] >= 1000
     # not a blank page: text and colour make the grey levels vary

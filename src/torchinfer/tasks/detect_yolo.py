@@ -61,15 +61,16 @@ class YoloDetectionPredictor(DetectionPredictor):
         if iou is not None and not 0.0 <= iou <= 1.0:
             raise OptionError(f"iou must be in [0, 1], got {iou}")
         self.decoder = self.check_decoder(decoder)
+        meta = _metadata(model)
         if iou is None:
-            iou = ULTRALYTICS_IOU if is_ultralytics_metadata(_metadata(model)) else DEFAULT_IOU
+            iou = ULTRALYTICS_IOU if is_ultralytics_metadata(meta) else DEFAULT_IOU
         self.iou: float = iou
         self.retina_masks = bool(retina_masks)
         self.config = model.preprocess
         self.normalise = Normalise(self.config.mean, self.config.std, self.device)
         # what the head gives; None: a plain detector whose layout the output's shape tells
         self.head: YoloHead | None = (head_from_decoder(decoder) if decoder != AUTO
-                                      else _head_of_file(model))
+                                      else _head_of_file(model, meta))
         # the letterbox is bounded by its box, so the loader needs no resize limit
 
     @classmethod
@@ -170,12 +171,12 @@ def _metadata(model: LoadedModel) -> dict[str, str]:
     return {} if session is None else dict(session.get_modelmeta().custom_metadata_map)
 
 
-def _head_of_file(model: LoadedModel) -> YoloHead | None:
-    """The head an ONNX file's Ultralytics metadata describes (None for other files)."""
+def _head_of_file(model: LoadedModel, meta: dict[str, str]) -> YoloHead | None:
+    """The head an ONNX file's Ultralytics metadata (``meta``) describes (None for other
+    files)."""
     session = getattr(model.module, "session", None)
     if session is None:
         return None
-    meta = _metadata(model)
     head = head_from_metadata(meta, model.weights or model.name)
     if meta.get("end2end") == "True":
         raise TorchinferError(f"{model.weights or model.name}: an end-to-end (NMS-free) "
